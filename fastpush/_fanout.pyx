@@ -1,0 +1,188 @@
+# cython: language_level=3
+"""Connection, group and user tables and the fan-out loop: the compiled hot path."""
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.bytearray cimport PyByteArray_AS_STRING
+from libc.string cimport memcpy
+from libc.stdio cimport snprintf
+from picows.picows cimport WSListener, WSTransport
+
+__all__ = ["Connection", "Frames", "Tables", "fanout", "frame", "RAW", "JSON", "JSON_RELIABLE"]
+
+RAW = VARIANT_RAW
+JSON = VARIANT_JSON
+JSON_RELIABLE = VARIANT_JSON_RELIABLE
+
+DEF OPCODE_TEXT = 0x1
+DEF OPCODE_BINARY = 0x2
+DEF SEQUENCE_PREFIX = b'{"sequenceId":'
+
+
+cdef inline Py_ssize_t _header(unsigned char* out, int opcode, Py_ssize_t size) noexcept:
+    """Write an unmasked, final-fragment server frame header; return its length."""
+    out[0] = 0x80 | opcode
+    if size < 126:
+        out[1] = <unsigned char>size
+        return 2
+    if size < 65536:
+        out[1] = 126
+        out[2] = (size >> 8) & 0xFF
+        out[3] = size & 0xFF
+        return 4
+    out[1] = 127
+    cdef int i
+    for i in range(8):
+        out[9 - i] = (size >> (8 * i)) & 0xFF
+    return 10
+
+
+cpdef bytes frame(int opcode, bytes payload):
+    """A complete server WebSocket frame around `payload`."""
+    cdef unsigned char head[10]
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(payload)
+    cdef Py_ssize_t h = _header(head, opcode, n)
+    return (<char*>head)[:h] + payload
+
+
+cdef class Connection(WSListener):
+    """One client WebSocket: its identity, groups, roles and wire variant, and its transport."""
+
+    def __init__(self, str connection_id, object user_id, str hub, object subprotocol, int variant):
+        self.connection_id = connection_id
+        self.user_id = user_id
+        self.hub = hub
+        self.subprotocol = subprotocol
+        self.variant = variant
+        self.groups = set()
+        self.roles = set()
+        self.sequence_id = 0
+        self.transport = None
+
+    @property
+    def protocol(self):
+        return self.subprotocol
+
+    @property
+    def is_open(self):
+        t = self.transport
+        return t is not None and not t.is_disconnected and not t.is_close_frame_sent
+
+    cdef bint _write(self, const char* data, Py_ssize_t size) except -1:
+        cdef WSTransport t = self.transport
+        if t is None or t.is_disconnected or t.is_close_frame_sent:
+            return False
+        t._fast_write(<char*>data, size)
+        return True
+
+
+cdef class Frames:
+    """One send framed once per wire variant; see _fanout.pxd."""
+
+    def __init__(self, int raw_opcode, bytes raw_payload, bytes json_tail):
+        self.raw_opcode = raw_opcode
+        self.raw_frame = frame(raw_opcode, raw_payload)
+        self.json_tail = json_tail
+        self.json_frame = frame(OPCODE_TEXT, b"{" + json_tail)
+        self._scratch = bytearray(14 + 10 + 21 + PyBytes_GET_SIZE(json_tail))
+
+    cdef bint _write_reliable(self, Connection conn) except -1:
+        cdef char digits[24]
+        cdef int nd
+        cdef Py_ssize_t tail = PyBytes_GET_SIZE(self.json_tail)
+        cdef Py_ssize_t size, h
+        cdef unsigned char* out = <unsigned char*>PyByteArray_AS_STRING(self._scratch)
+        cdef WSTransport t = conn.transport
+        if t is None or t.is_disconnected or t.is_close_frame_sent:
+            return False
+        conn.sequence_id += 1
+        nd = snprintf(digits, 24, b"%llu,", conn.sequence_id)
+        size = 14 + nd + tail
+        h = _header(out, OPCODE_TEXT, size)
+        memcpy(out + h, <const char*>SEQUENCE_PREFIX, 14)
+        memcpy(out + h + 14, digits, nd)
+        memcpy(out + h + 14 + nd, PyBytes_AS_STRING(self.json_tail), tail)
+        t._fast_write(<char*>out, h + size)
+        return True
+
+
+cpdef Py_ssize_t fanout(object targets, Frames frames, object excluded=None, object predicate=None) except -1:
+    """Write `frames` to every open connection of `targets` not in `excluded` and passing `predicate`.
+
+    Returns the number of connections written to.
+    """
+    cdef Connection conn
+    cdef Py_ssize_t delivered = 0
+    cdef const char* raw = PyBytes_AS_STRING(frames.raw_frame)
+    cdef Py_ssize_t raw_size = PyBytes_GET_SIZE(frames.raw_frame)
+    cdef const char* env = PyBytes_AS_STRING(frames.json_frame)
+    cdef Py_ssize_t env_size = PyBytes_GET_SIZE(frames.json_frame)
+    for conn in tuple(targets):
+        if excluded is not None and conn.connection_id in excluded:
+            continue
+        if predicate is not None and not predicate(conn):
+            continue
+        if conn.variant == VARIANT_RAW:
+            delivered += conn._write(raw, raw_size)
+        elif conn.variant == VARIANT_JSON:
+            delivered += conn._write(env, env_size)
+        else:
+            delivered += frames._write_reliable(conn)
+    return delivered
+
+
+cdef class Tables:
+    """Who is connected to one hub: connections by id, group members, connections per user."""
+
+    def __init__(self):
+        self.connections = {}
+        self.groups = {}
+        self.users = {}
+
+    def add(self, Connection conn):
+        self.connections[conn.connection_id] = conn
+        if conn.user_id is not None:
+            members = self.users.get(conn.user_id)
+            if members is None:
+                self.users[conn.user_id] = members = set()
+            members.add(conn)
+
+    def remove(self, Connection conn):
+        """Forget `conn` everywhere; returns False if it was not registered."""
+        if self.connections.pop(conn.connection_id, None) is None:
+            return False
+        for group in conn.groups:
+            self._discard(self.groups, group, conn)
+        conn.groups.clear()
+        if conn.user_id is not None:
+            self._discard(self.users, conn.user_id, conn)
+        return True
+
+    def join(self, Connection conn, str group):
+        """Add `conn` to `group`; returns False if it already was a member."""
+        if group in conn.groups:
+            return False
+        conn.groups.add(group)
+        members = self.groups.get(group)
+        if members is None:
+            self.groups[group] = members = set()
+        members.add(conn)
+        return True
+
+    def leave(self, Connection conn, str group):
+        if group not in conn.groups:
+            return False
+        conn.groups.discard(group)
+        self._discard(self.groups, group, conn)
+        return True
+
+    def group_members(self, str group):
+        return self.groups.get(group, ())
+
+    def user_connections(self, str user_id):
+        return self.users.get(user_id, ())
+
+    cdef void _discard(self, dict table, str key, Connection conn):
+        members = table.get(key)
+        if members is not None:
+            members.discard(conn)
+            if not members:
+                del table[key]

@@ -1,0 +1,152 @@
+"""The composition root: one Node, its REST API and front door on one port, and clean shutdown."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import ssl
+import time
+
+from picows import WSListener, WSTransport
+
+from .auth.tokens import KeyRing, generate_access_key
+from .client_connection import ClientConnection
+from .embedding import HubApi
+from .handshake import Reject, decide_upgrade
+from .http.front_door import FrontDoor, Handoff
+from .http.messages import Request, Response, error_response
+from .http.rest import MAX_BODY_BYTES, RestApi
+from .hub import close
+from .node import Node
+from .protocol.close_codes import CloseCode
+
+__all__ = ["Server"]
+
+log = logging.getLogger("fastpush")
+
+MAX_FRAME_BYTES = 1024 * 1024
+IDLE_HTTP_SECONDS = 120.0
+SHUTDOWN_GRACE_SECONDS = 2.0
+
+
+class Server:
+    """A fastpush server: `await start()`, use it, `await stop()` (or `async with`)."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 8080, *, access_key: str | None = None,
+                 secondary_key: str | None = None, ssl_context: ssl.SSLContext | None = None,
+                 max_frame_bytes: int = MAX_FRAME_BYTES, max_body_bytes: int = MAX_BODY_BYTES,
+                 public_host: str | None = None):
+        self.host = host
+        self.port = port
+        self.keyring = KeyRing(access_key or generate_access_key(), secondary_key)
+        self.ssl_context = ssl_context
+        self.max_frame_bytes = max_frame_bytes
+        self.max_body_bytes = max_body_bytes
+        self.public_host = public_host
+        self.node = Node()
+        self.rest = RestApi(self.node, self.keyring)
+        self.front_doors: set[FrontDoor] = set()
+        self._server: asyncio.AbstractServer | None = None
+        self._sweeper: asyncio.Task | None = None
+
+    # --- lifecycle --------------------------------------------------------------------------
+    async def start(self) -> "Server":
+        loop = asyncio.get_running_loop()
+        secure = self.ssl_context is not None
+        self._server = await loop.create_server(lambda: FrontDoor(self, secure), self.host, self.port,
+                                                ssl=self.ssl_context, reuse_address=True, backlog=4096)
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._sweeper = loop.create_task(self._sweep_idle_http())
+        log.info("fastpush listening on %s", self.endpoint)
+        return self
+
+    async def stop(self) -> None:
+        """Close every WebSocket with a close frame, then every HTTP connection, then the socket."""
+        if self._server is None:
+            return
+        self._server.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        conns = [c for hub in self.node.hubs() for c in hub.tables.connections.values()]
+        for conn in conns:
+            close(conn, CloseCode.GOING_AWAY, "The server is shutting down.")
+        deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
+        while self.node.connection_count and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        for conn in conns:
+            if conn.transport is not None and not conn.transport.is_disconnected:
+                conn.transport.disconnect(False)
+        for door in list(self.front_doors):
+            door.close_idle()
+        await asyncio.sleep(0)
+        await self._server.wait_closed()
+        self._server = None
+
+    async def __aenter__(self) -> "Server":
+        return await self.start()
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.stop()
+
+    async def _sweep_idle_http(self) -> None:
+        while True:
+            await asyncio.sleep(IDLE_HTTP_SECONDS / 4)
+            cutoff = time.monotonic() - IDLE_HTTP_SECONDS
+            for door in [d for d in self.front_doors if d.last_active < cutoff]:
+                door.close_idle()
+
+    def hub(self, name: str) -> HubApi:
+        """The embedding API for one hub: the Python server SDK's methods, without HTTP."""
+        return HubApi(self.node.hub(name))
+
+    def client_access_url(self, hub: str, *, user_id: str | None = None, roles: tuple[str, ...] = (),
+                          groups: tuple[str, ...] = (), minutes_to_expire: int = 60) -> str:
+        """A ws(s):// URL with a signed access token, as `get_client_access_token()['url']` gives."""
+        token = self.keyring.issue_client(self.endpoint, hub, user_id=user_id, roles=roles, groups=groups,
+                                          minutes_to_expire=minutes_to_expire)
+        return "ws" + self.endpoint[4:] + f"/client/hubs/{hub}?access_token={token}"
+
+    # --- what clients are told --------------------------------------------------------------
+    @property
+    def endpoint(self) -> str:
+        scheme = "https" if self.ssl_context is not None else "http"
+        host = self.public_host or (self.host if self.host not in ("0.0.0.0", "::", "") else "127.0.0.1")
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"{scheme}://{host}:{self.port}"
+
+    @property
+    def connection_string(self) -> str:
+        return f"Endpoint={self.endpoint};AccessKey={self.keyring.primary};Version=1.0;"
+
+    # --- the front door's gate ----------------------------------------------------------------
+    def handle_rest(self, request: Request) -> Response:
+        return self.rest.handle(request)
+
+    def decide_upgrade(self, request: Request) -> Handoff | Response:
+        decision = decide_upgrade(request, self.keyring)
+        if isinstance(decision, Reject):
+            code = {400: "BadRequest", 401: "Unauthorized", 404: "NotFound"}.get(decision.status, "Error")
+            return error_response(decision.status, code, decision.message)
+        if decision.recovery_of is not None:
+            return Handoff(_RefusedRecovery(), decision.subprotocol)
+        hub = self.node.hub(decision.hub)
+        return Handoff(ClientConnection(hub, decision, _new_connection_id()), decision.subprotocol)
+
+
+def _new_connection_id() -> str:
+    return secrets.token_urlsafe(16)
+
+
+class _RefusedRecovery(WSListener):
+    """A reliable client asking for a session fastpush does not hold: upgrade, then close 1008,
+    which tells the SDKs to stop recovering and connect afresh."""
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        close_reason = b"The session to recover was not found."
+        transport.send_close(CloseCode.POLICY_VIOLATION, close_reason)
+        asyncio.get_running_loop().call_later(2.0, transport.disconnect)
+
+    def on_ws_frame(self, transport: WSTransport, frame) -> None:
+        if frame.msg_type == 0x8:
+            transport.disconnect()

@@ -1,0 +1,1 @@
+"""Access keys and the JWTs signed with them: client access tokens and REST bearer tokens."""

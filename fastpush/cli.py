@@ -1,0 +1,71 @@
+"""`fastpush serve`: parse options, start the server, print the connection string, stop on signals."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+import uvloop
+
+from .app import Server
+from .devcert import ensure_dev_certificate, server_ssl_context
+
+__all__ = ["main", "build_parser"]
+
+DEFAULT_DEV_CERT_DIR = Path.home() / ".fastpush" / "devcert"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fastpush", description="A self-hosted Azure Web PubSub.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the server")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="port for WebSocket and REST (default 8080; 0 = any free port)")
+    serve.add_argument("--access-key", default=os.environ.get("FASTPUSH_ACCESS_KEY"),
+                       help="primary access key (default: $FASTPUSH_ACCESS_KEY, else a generated key)")
+    serve.add_argument("--secondary-key", default=os.environ.get("FASTPUSH_SECONDARY_KEY"),
+                       help="secondary access key, also accepted (for key rotation)")
+    serve.add_argument("--tls-cert", help="PEM certificate chain: serve https and wss")
+    serve.add_argument("--tls-key", help="PEM private key for --tls-cert")
+    serve.add_argument("--dev-cert", nargs="?", const=str(DEFAULT_DEV_CERT_DIR), metavar="DIR",
+                       help=f"make (once) and use a local development CA and certificate in DIR "
+                            f"(default {DEFAULT_DEV_CERT_DIR}); trust DIR/ca.pem in your clients")
+    serve.add_argument("--public-host", help="host name to put in the printed connection string")
+    serve.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("fastpush.ws.picows").setLevel(logging.WARNING)
+    ssl_context = None
+    if args.dev_cert:
+        cert = ensure_dev_certificate(Path(args.dev_cert))
+        ssl_context = server_ssl_context(cert.cert_file, cert.key_file)
+        print(f"Development CA: {cert.ca_file} (export NODE_EXTRA_CA_CERTS={cert.ca_file} "
+              f"REQUESTS_CA_BUNDLE={cert.ca_file} SSL_CERT_FILE={cert.ca_file})", flush=True)
+    elif args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key):
+            print("fastpush: --tls-cert and --tls-key go together", file=sys.stderr)
+            return 2
+        ssl_context = server_ssl_context(args.tls_cert, args.tls_key)
+    server = Server(args.host, args.port, access_key=args.access_key, secondary_key=args.secondary_key,
+                    ssl_context=ssl_context, public_host=args.public_host)
+    uvloop.run(_serve(server))
+    return 0
+
+
+async def _serve(server: Server) -> None:
+    await server.start()
+    print(server.connection_string, flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.stop()

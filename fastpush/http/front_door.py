@@ -1,0 +1,211 @@
+"""The one listening port's front door: HTTP/1.1 with keep-alive for REST, and WebSocket upgrades
+handed to picows after fastpush has decided them (see shared/notes/picows-facts.md §1).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+import httptools
+from picows.picows import WSProtocol
+from picows import WSAutoPingStrategy, WSUpgradeResponse, WSUpgradeResponseWithListener
+
+from .messages import Request, Response, error_response
+
+__all__ = ["FrontDoor", "Gate", "Handoff"]
+
+log = logging.getLogger("fastpush.http")
+_picows_log = logging.LoggerAdapter(logging.getLogger("fastpush.ws.picows"), {})
+
+MAX_HEAD_BYTES = 64 * 1024
+
+
+class Handoff:
+    """What the gate decided for an accepted upgrade: the listener and the subprotocol to echo."""
+
+    __slots__ = ("listener", "subprotocol")
+
+    def __init__(self, listener, subprotocol: str | None):
+        self.listener = listener
+        self.subprotocol = subprotocol
+
+
+class Gate:
+    """What the front door needs from the application (implemented by fastpush.app)."""
+
+    max_body_bytes: int
+    max_frame_bytes: int
+    handle_rest: Callable[[Request], Response]
+    decide_upgrade: Callable[[Request], "Handoff | Response"]
+    front_doors: set
+
+
+class FrontDoor(asyncio.Protocol):
+    __slots__ = ("_gate", "_transport", "_parser", "_secure", "_url", "_headers", "_body", "_body_size",
+                 "_upgrade", "_closed", "last_active", "_busy", "_head_size")
+
+    def __init__(self, gate: Gate, secure: bool):
+        self._gate = gate
+        self._secure = secure
+        self._parser = httptools.HttpRequestParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._url = b""
+        self._headers: dict[str, str] = {}
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self._head_size = 0
+        self._upgrade: Request | None = None
+        self._closed = False
+        self._busy = False
+        self.last_active = time.monotonic()
+
+    # --- asyncio.Protocol -------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self._gate.front_doors.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self._gate.front_doors.discard(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self._closed:
+            return
+        self.last_active = time.monotonic()
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self._start_websocket(data[exc.args[0]:])
+        except httptools.HttpParserError as exc:
+            if not self._closed:
+                self._reply(error_response(400, "BadRequest", f"Malformed HTTP request: {exc}"), keep_alive=False)
+
+    def close_idle(self) -> None:
+        """Close a keep-alive connection that is not in the middle of a request."""
+        if not self._busy and self._transport is not None:
+            self._closed = True
+            self._transport.close()
+
+    # --- httptools callbacks ----------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._busy = True
+        self._url = b""
+        self._headers = {}
+        self._body = []
+        self._body_size = 0
+        self._head_size = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._head_size += len(url)
+        self._check_head_size()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        self._head_size += len(name) + len(value)
+        self._check_head_size()
+
+    def on_headers_complete(self) -> None:
+        length = self._headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self._gate.max_body_bytes:
+            self._too_large()
+
+    def on_body(self, body: bytes) -> None:
+        if self._closed:
+            return
+        self._body_size += len(body)
+        if self._body_size > self._gate.max_body_bytes:
+            self._too_large()
+            return
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self._closed:
+            return
+        request = Request(self._parser.get_method().decode(), self._url.decode("latin-1"), self._headers,
+                          b"".join(self._body), self._secure)
+        self._body = []
+        if self._parser.should_upgrade():
+            self._upgrade = request  # httptools raises HttpParserUpgrade right after this callback
+            return
+        self._busy = False
+        if request.raw_path.startswith("/client"):
+            response = self._gate.decide_upgrade(request)
+            if isinstance(response, Handoff):
+                response = error_response(400, "BadRequest", "Expected a WebSocket upgrade request.")
+        else:
+            response = self._gate.handle_rest(request)
+        self._reply(response, keep_alive=self._parser.should_keep_alive(), head=request.method == "HEAD")
+
+    # --- helpers ----------------------------------------------------------------------------
+    def _check_head_size(self) -> None:
+        if self._head_size > MAX_HEAD_BYTES and not self._closed:
+            self._reply(error_response(431, "RequestHeaderFieldsTooLarge",
+                                       f"The request head is larger than {MAX_HEAD_BYTES} bytes."), keep_alive=False)
+
+    def _too_large(self) -> None:
+        if not self._closed:
+            self._reply(error_response(413, "PayloadTooLarge",
+                                       f"The request body is larger than {self._gate.max_body_bytes} bytes."),
+                        keep_alive=False)
+
+    def _reply(self, response: Response, *, keep_alive: bool, head: bool = False) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        transport.write(response.serialize(head=head, keep_alive=keep_alive))
+        if not keep_alive:
+            self._closed = True
+            transport.close()
+
+    def _start_websocket(self, tail: bytes) -> None:
+        request, self._upgrade = self._upgrade, None
+        if request is None:
+            return
+        decision = self._gate.decide_upgrade(request)
+        if isinstance(decision, Response):
+            self._reply(decision, keep_alive=False)
+            return
+        self._hand_off(request, decision, tail)
+
+    def _hand_off(self, request: Request, decision: Handoff, tail: bytes) -> None:
+        """Give the transport to a picows WSProtocol and replay a minimal upgrade request to it."""
+        transport = self._transport
+        extra = {"Sec-WebSocket-Protocol": decision.subprotocol} if decision.subprotocol else None
+        accepted = WSUpgradeResponseWithListener(WSUpgradeResponse.create_101_response(extra), decision.listener)
+        protocol = WSProtocol(None, None, False, lambda _request: accepted, _picows_log, True, 5.0,
+                              False, 20.0, 10.0, WSAutoPingStrategy.PING_WHEN_IDLE, True,
+                              self._gate.max_frame_bytes, None, 2048)
+        head = _minimal_head(request.headers) + tail
+        self._closed = True
+        self._gate.front_doors.discard(self)
+        transport.pause_reading()
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        view = memoryview(head)
+        while view:
+            buffer = protocol.get_buffer(len(view))
+            n = min(len(buffer), len(view))
+            buffer[:n] = view[:n]
+            protocol.buffer_updated(n)
+            view = view[n:]
+        if not transport.is_closing():
+            transport.resume_reading()
+        self._transport = None
+        self._parser = None
+        self._headers = {}
+
+
+def _minimal_head(headers: dict[str, str]) -> bytes:
+    """Only what picows needs: keeps the stored request small and the access token out of it.
+
+    `Connection` is rewritten to `Upgrade` because picows accepts no other value (Firefox sends
+    `keep-alive, Upgrade`); httptools has already checked the real header.
+    """
+    return (
+        "GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {headers.get('sec-websocket-key', '')}\r\n"
+        f"Sec-WebSocket-Version: {headers.get('sec-websocket-version', '')}\r\n\r\n"
+    ).encode("latin-1")

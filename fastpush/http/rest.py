@@ -1,0 +1,352 @@
+"""The REST data plane (api-version 2024-12-01 and older): parse → Hub call → exact status code.
+
+Routing splits the path into percent-decoded segments, so a group named `a/b` (sent as `a%2Fb`)
+stays one segment.
+"""
+from __future__ import annotations
+
+import base64
+import logging
+import re
+from collections.abc import Callable
+from urllib.parse import quote, unquote
+
+import msgspec
+
+from ..auth.tokens import KeyRing, TokenError
+from ..node import Node
+from ..hub import Hub, Permission
+from ..protocol.names import group_error, hub_error, is_valid_group, is_valid_hub
+from ..protocol.odata_filter import FilterError, compile_filter
+from ..protocol.payload import PayloadError, UnsupportedMediaType, payload_from_rest
+from .messages import Request, Response, empty_response, error_response, json_response
+
+__all__ = ["RestApi", "MAX_BODY_BYTES"]
+
+log = logging.getLogger("fastpush.rest")
+
+MAX_BODY_BYTES = 1024 * 1024
+_API_VERSION = re.compile(r"\d{4}-\d{2}-\d{2}(-preview)?")
+_MAX_PAGE_SIZE = 200
+_json_decode = msgspec.json.Decoder().decode
+
+
+class BadRequest(Exception):
+    def __init__(self, message: str, status: int = 400, code: str = "BadRequest"):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class _GroupsBody(msgspec.Struct):
+    groups: list[str]
+    filter: str | None = None
+
+
+class RestApi:
+    def __init__(self, node: Node, keyring: KeyRing):
+        self.node = node
+        self.keyring = keyring
+
+    def handle(self, request: Request) -> Response:
+        """Answer one request; never raises."""
+        segments = [unquote(s) for s in request.raw_path.split("/")[1:]]
+        if segments[:2] == ["api", "health"] and len(segments) == 2:
+            if request.method in ("GET", "HEAD"):
+                return json_response(200, {"status": "healthy"})
+            return error_response(405, "MethodNotAllowed", "Use GET or HEAD on /api/health.")
+        if len(segments) < 4 or segments[0] != "api" or segments[1] != "hubs":
+            return error_response(404, "NotFound", f"No REST operation at '{request.raw_path}'.")
+        route = _match(request.method, segments[3:])
+        if route is None:
+            return error_response(404, "NotFound", f"No operation '{request.method} {request.raw_path}'.")
+        handler, args = route
+        auth = request.headers.get("authorization")
+        if not auth or auth[:7].lower() != "bearer ":
+            return error_response(401, "Unauthorized", "Missing 'Authorization: Bearer <token>' header.")
+        try:
+            self.keyring.verify_rest(auth[7:].strip(), request.raw_target)
+        except TokenError as exc:
+            return error_response(401, "Unauthorized", str(exc))
+        hub_name = segments[2]
+        try:
+            if not is_valid_hub(hub_name):
+                raise BadRequest(hub_error(hub_name))
+            _check_api_version(request)
+            return handler(self, self.node.hub(hub_name), request, *args)
+        except BadRequest as exc:
+            return error_response(exc.status, exc.code, str(exc))
+        except Exception:
+            log.exception("REST %s %s failed", request.method, request.raw_path)
+            return error_response(500, "InternalServerError", "The server failed to process the request.")
+
+    # --- sends ----------------------------------------------------------------------------
+    def send_to_all(self, hub: Hub, request: Request) -> Response:
+        payload = _payload(request)
+        hub.send_to_all(payload, request.query.get("excluded"), _filter(request))
+        return empty_response(202)
+
+    def send_to_group(self, hub: Hub, request: Request, group: str) -> Response:
+        _group(group)
+        payload = _payload(request)
+        hub.send_to_group(group, payload, request.query.get("excluded"), _filter(request))
+        return empty_response(202)
+
+    def send_to_user(self, hub: Hub, request: Request, user: str) -> Response:
+        payload = _payload(request)
+        hub.send_to_user(user, payload, _filter(request))
+        return empty_response(202)
+
+    def send_to_connection(self, hub: Hub, request: Request, connection_id: str) -> Response:
+        payload = _payload(request)
+        hub.send_to_connection(connection_id, payload)
+        return empty_response(202)
+
+    # --- connections ----------------------------------------------------------------------
+    def connection_exists(self, hub: Hub, request: Request, connection_id: str) -> Response:
+        return empty_response(200 if hub.connection_exists(connection_id) else 404)
+
+    def close_connection(self, hub: Hub, request: Request, connection_id: str) -> Response:
+        hub.close_connection(connection_id, request.query_one("reason"))
+        return empty_response(204)
+
+    def close_all(self, hub: Hub, request: Request) -> Response:
+        hub.close_all(request.query.get("excluded"), request.query_one("reason"))
+        return empty_response(204)
+
+    def close_group(self, hub: Hub, request: Request, group: str) -> Response:
+        _group(group)
+        hub.close_group(group, request.query.get("excluded"), request.query_one("reason"))
+        return empty_response(204)
+
+    def close_user(self, hub: Hub, request: Request, user: str) -> Response:
+        hub.close_user(user, request.query.get("excluded"), request.query_one("reason"))
+        return empty_response(204)
+
+    # --- groups ---------------------------------------------------------------------------
+    def group_exists(self, hub: Hub, request: Request, group: str) -> Response:
+        _group(group)
+        return empty_response(200 if hub.group_exists(group) else 404)
+
+    def add_connection_to_group(self, hub: Hub, request: Request, group: str, connection_id: str) -> Response:
+        _group(group)
+        if not hub.add_connection_to_group(group, connection_id):
+            return error_response(404, "NotFound", f"Connection '{connection_id}' does not exist.")
+        return empty_response(200)
+
+    def remove_connection_from_group(self, hub: Hub, request: Request, group: str, connection_id: str) -> Response:
+        _group(group)
+        hub.remove_connection_from_group(group, connection_id)
+        return empty_response(204)
+
+    def remove_connection_from_all_groups(self, hub: Hub, request: Request, connection_id: str) -> Response:
+        hub.remove_connection_from_all_groups(connection_id)
+        return empty_response(204)
+
+    def list_group_connections(self, hub: Hub, request: Request, group: str) -> Response:
+        _group(group)
+        page_size = _int_param(request, "maxpagesize", 1, _MAX_PAGE_SIZE, _MAX_PAGE_SIZE)
+        top = _int_param(request, "top", 1, 2**31 - 1, None)
+        after = _decode_continuation(request.query_one_ci("continuationToken"))
+        members = [c for c in hub.group_connections(group) if after is None or c.connection_id > after]
+        take = page_size if top is None else min(page_size, top)
+        page = members[:take]
+        body: dict = {"value": [{"connectionId": c.connection_id, "userId": c.user_id} for c in page]}
+        remaining_top = None if top is None else top - len(page)
+        if len(members) > len(page) and (remaining_top is None or remaining_top > 0):
+            body["nextLink"] = _next_link(request, page[-1].connection_id, page_size, remaining_top)
+        return json_response(200, body)
+
+    def add_to_groups(self, hub: Hub, request: Request) -> Response:
+        groups, predicate = self._groups_body(request)
+        hub.add_connections_to_groups(groups, predicate)
+        return empty_response(200)
+
+    def remove_from_groups(self, hub: Hub, request: Request) -> Response:
+        groups, predicate = self._groups_body(request)
+        hub.remove_connections_from_groups(groups, predicate)
+        return empty_response(200)
+
+    @staticmethod
+    def _groups_body(request: Request) -> tuple[list[str], Callable | None]:
+        try:
+            body = msgspec.json.decode(request.body or b"null", type=_GroupsBody)
+        except msgspec.DecodeError as exc:
+            raise BadRequest(f"Invalid JSON body: {exc}; expected {{\"groups\": [...], \"filter\": \"...\"}}.") from None
+        if not body.groups:
+            raise BadRequest("'groups' must name at least one group.")
+        for group in body.groups:
+            _group(group)
+        return body.groups, _compile(body.filter) if body.filter and body.filter.strip() else None
+
+    # --- users ----------------------------------------------------------------------------
+    def user_exists(self, hub: Hub, request: Request, user: str) -> Response:
+        return empty_response(200 if hub.user_exists(user) else 404)
+
+    def add_user_to_group(self, hub: Hub, request: Request, user: str, group: str) -> Response:
+        _group(group)
+        hub.add_user_to_group(group, user)
+        return empty_response(200)
+
+    def remove_user_from_group(self, hub: Hub, request: Request, user: str, group: str) -> Response:
+        _group(group)
+        hub.remove_user_from_group(group, user)
+        return empty_response(204)
+
+    def remove_user_from_all_groups(self, hub: Hub, request: Request, user: str) -> Response:
+        hub.remove_user_from_all_groups(user)
+        return empty_response(204)
+
+    # --- permissions ----------------------------------------------------------------------
+    def grant_permission(self, hub: Hub, request: Request, permission: str, connection_id: str) -> Response:
+        target = _permission_target(request, permission)
+        if not hub.grant_permission(permission, connection_id, target):
+            return error_response(404, "NotFound", f"Connection '{connection_id}' does not exist.")
+        return empty_response(200)
+
+    def revoke_permission(self, hub: Hub, request: Request, permission: str, connection_id: str) -> Response:
+        hub.revoke_permission(permission, connection_id, _permission_target(request, permission))
+        return empty_response(204)
+
+    def check_permission(self, hub: Hub, request: Request, permission: str, connection_id: str) -> Response:
+        target = _permission_target(request, permission)
+        return empty_response(200 if hub.has_permission(permission, connection_id, target) else 404)
+
+    # --- tokens ---------------------------------------------------------------------------
+    def generate_token(self, hub: Hub, request: Request) -> Response:
+        minutes = _int_param(request, "minutesToExpire", 1, 2**31 - 1, 60)
+        client_type = (request.query_one("clientType") or "Default").lower()
+        paths = {"default": "/client/hubs/", "mqtt": "/clients/mqtt/hubs/", "socketio": "/clients/socketio/hubs/"}
+        if client_type not in paths:
+            raise BadRequest(f"Unknown clientType '{client_type}': use Default, MQTT or SocketIO.")
+        groups = request.query.get("group", [])
+        for group in groups:
+            _group(group)
+        scheme = "https" if request.secure else "http"
+        endpoint = f"{scheme}://{request.headers.get('host', 'localhost')}"
+        token = self.keyring.issue_client(endpoint, hub.name, user_id=request.query_one("userId") or None,
+                                          roles=request.query.get("role", []), groups=groups,
+                                          minutes_to_expire=minutes, client_path=paths[client_type])
+        return json_response(200, {"token": token})
+
+
+Handler = Callable[..., Response]
+_S = "*"  # one path segment captured as an argument
+_ROUTES: list[tuple[str, tuple[str, ...], Handler]] = [
+    ("POST", (":send",), RestApi.send_to_all),
+    ("POST", (":closeConnections",), RestApi.close_all),
+    ("POST", (":generateToken",), RestApi.generate_token),
+    ("POST", (":addToGroups",), RestApi.add_to_groups),
+    ("POST", (":removeFromGroups",), RestApi.remove_from_groups),
+    ("HEAD", ("connections", _S), RestApi.connection_exists),
+    ("DELETE", ("connections", _S), RestApi.close_connection),
+    ("POST", ("connections", _S, ":send"), RestApi.send_to_connection),
+    ("DELETE", ("connections", _S, "groups"), RestApi.remove_connection_from_all_groups),
+    ("HEAD", ("groups", _S), RestApi.group_exists),
+    ("POST", ("groups", _S, ":closeConnections"), RestApi.close_group),
+    ("POST", ("groups", _S, ":send"), RestApi.send_to_group),
+    ("GET", ("groups", _S, "connections"), RestApi.list_group_connections),
+    ("PUT", ("groups", _S, "connections", _S), RestApi.add_connection_to_group),
+    ("DELETE", ("groups", _S, "connections", _S), RestApi.remove_connection_from_group),
+    ("PUT", ("permissions", _S, "connections", _S), RestApi.grant_permission),
+    ("DELETE", ("permissions", _S, "connections", _S), RestApi.revoke_permission),
+    ("HEAD", ("permissions", _S, "connections", _S), RestApi.check_permission),
+    ("HEAD", ("users", _S), RestApi.user_exists),
+    ("POST", ("users", _S, ":closeConnections"), RestApi.close_user),
+    ("POST", ("users", _S, ":send"), RestApi.send_to_user),
+    ("DELETE", ("users", _S, "groups"), RestApi.remove_user_from_all_groups),
+    ("PUT", ("users", _S, "groups", _S), RestApi.add_user_to_group),
+    ("DELETE", ("users", _S, "groups", _S), RestApi.remove_user_from_group),
+]
+
+
+def _match(method: str, rest: list[str]) -> tuple[Handler, list[str]] | None:
+    for route_method, pattern, handler in _ROUTES:
+        if route_method != method or len(pattern) != len(rest):
+            continue
+        args = []
+        for expected, actual in zip(pattern, rest):
+            if expected == _S:
+                args.append(actual)
+            elif expected != actual:
+                break
+        else:
+            return handler, args
+    return None
+
+
+def _check_api_version(request: Request) -> None:
+    version = request.query_one("api-version")
+    if version is not None and not _API_VERSION.fullmatch(version):
+        raise BadRequest(f"Invalid api-version '{version}': expected a date such as 2024-12-01.")
+
+
+def _payload(request: Request):
+    ttl = request.query_one("messageTtlSeconds")
+    if ttl is not None and (not ttl.isdigit() or int(ttl) > 300):
+        raise BadRequest(f"messageTtlSeconds must be an integer from 0 to 300, not '{ttl}'.")
+    try:
+        return payload_from_rest(request.headers.get("content-type"), request.body)
+    except UnsupportedMediaType as exc:
+        raise BadRequest(str(exc), 415, "UnsupportedMediaType") from None
+    except PayloadError as exc:
+        raise BadRequest(str(exc)) from None
+
+
+def _filter(request: Request) -> Callable | None:
+    text = request.query_one("filter")
+    if text is None or not text.strip():
+        return None
+    return _compile(text)
+
+
+def _compile(text: str) -> Callable:
+    try:
+        return compile_filter(text)
+    except FilterError as exc:
+        raise BadRequest(f"Invalid filter: {exc}") from None
+
+
+def _group(group: str) -> None:
+    if not is_valid_group(group):
+        raise BadRequest(group_error(group))
+
+
+def _permission_target(request: Request, permission: str) -> str | None:
+    if permission not in Permission.ALL:
+        raise BadRequest(f"Unknown permission '{permission}': use sendToGroup or joinLeaveGroup.")
+    target = request.query_one("targetName")
+    if target is not None:
+        _group(target)
+    return target or None
+
+
+def _int_param(request: Request, name: str, low: int, high: int, default: int | None) -> int | None:
+    raw = request.query_one_ci(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"'{name}' must be an integer, not '{raw}'.") from None
+    if not low <= value <= high:
+        raise BadRequest(f"'{name}' must be from {low} to {high}, not {value}.")
+    return value
+
+
+def _decode_continuation(token: str | None) -> str | None:
+    if not token:
+        return None
+    try:
+        return base64.urlsafe_b64decode(token.encode() + b"==").decode()
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest(f"Invalid continuationToken '{token}'.") from None
+
+
+def _next_link(request: Request, last_id: str, page_size: int, top: int | None) -> str:
+    token = base64.urlsafe_b64encode(last_id.encode()).decode().rstrip("=")
+    query = f"continuationToken={quote(token)}&maxpagesize={page_size}"
+    if top is not None:
+        query += f"&top={top}"
+    query += f"&api-version={quote(request.query_one('api-version') or '2024-12-01')}"
+    return f"{request.raw_path}?{query}"

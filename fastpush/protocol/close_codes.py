@@ -1,0 +1,14 @@
+"""WebSocket close codes fastpush uses, named by the situation that causes them."""
+from enum import IntEnum
+
+__all__ = ["CloseCode"]
+
+
+class CloseCode(IntEnum):
+    NORMAL = 1000  # REST close, client stop
+    GOING_AWAY = 1001  # server shutdown
+    UNSUPPORTED_DATA = 1003  # binary frame on a JSON subprotocol
+    INVALID_PAYLOAD = 1007  # malformed or invalid protocol message
+    POLICY_VIOLATION = 1008  # recovery refused, slow client, buffer full
+    MESSAGE_TOO_BIG = 1009  # client frame over the size limit
+    INTERNAL_ERROR = 1011  # no event handler for a raw client's message

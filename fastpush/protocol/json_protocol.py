@@ -1,0 +1,261 @@
+"""The `json.webpubsub.azure.v1` family: parse client requests, encode service messages.
+
+Requests are decoded to plain dicts rather than a tagged union because `type` is matched
+case-insensitively (the .NET client writes `"Text"`, `"Json"`...), which msgspec's tags cannot do.
+"""
+from __future__ import annotations
+
+import base64
+
+import msgspec
+
+from .close_codes import CloseCode
+from .payload import DataType, Payload, PayloadError, payload_from_client
+
+__all__ = [
+    "JSON_V1", "JSON_RELIABLE_V1", "PROTOBUF_V1", "PROTOBUF_RELIABLE_V1", "SUBPROTOCOLS",
+    "JoinGroup", "LeaveGroup", "SendToGroup", "SendEvent", "SequenceAck", "Ping", "Invoke", "Ignored",
+    "Request", "ProtocolViolation", "InvalidRequest", "parse_request",
+    "encode_ack", "encode_connected", "encode_disconnected", "encode_pong", "encode_invoke_error",
+    "message_tail", "ServerSource", "GroupSource",
+]
+
+JSON_V1 = "json.webpubsub.azure.v1"
+JSON_RELIABLE_V1 = "json.reliable.webpubsub.azure.v1"
+PROTOBUF_V1 = "protobuf.webpubsub.azure.v1"
+PROTOBUF_RELIABLE_V1 = "protobuf.reliable.webpubsub.azure.v1"
+SUBPROTOCOLS = (JSON_V1, JSON_RELIABLE_V1)
+
+_decode = msgspec.json.Decoder().decode
+_encode = msgspec.json.Encoder().encode
+_MAX_ACK_ID = 2**64 - 1
+
+
+class JoinGroup(msgspec.Struct, frozen=True):
+    group: str
+    ack_id: int | None
+
+
+class LeaveGroup(msgspec.Struct, frozen=True):
+    group: str
+    ack_id: int | None
+
+
+class SendToGroup(msgspec.Struct, frozen=True):
+    group: str
+    ack_id: int | None
+    no_echo: bool
+    payload: Payload
+
+
+class SendEvent(msgspec.Struct, frozen=True):
+    event: str
+    ack_id: int | None
+    payload: Payload
+
+
+class SequenceAck(msgspec.Struct, frozen=True):
+    sequence_id: int
+
+
+class Ping(msgspec.Struct, frozen=True):
+    pass
+
+
+class Invoke(msgspec.Struct, frozen=True):
+    invocation_id: str
+
+
+class Ignored(msgspec.Struct, frozen=True):
+    """A newer request kind that needs no answer (e.g. cancelInvocation)."""
+
+    kind: str
+
+
+Request = JoinGroup | LeaveGroup | SendToGroup | SendEvent | SequenceAck | Ping | Invoke | Ignored
+
+
+class ProtocolViolation(Exception):
+    """The frame cannot be understood at all: close the connection with `code` and `reason`."""
+
+    def __init__(self, code: CloseCode, reason: str):
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class InvalidRequest(Exception):
+    """A well-formed frame with a bad request that carries an ackId: answer with an error ack."""
+
+    def __init__(self, ack_id: int, name: str, message: str):
+        super().__init__(message)
+        self.ack_id = ack_id
+        self.name = name
+        self.message = message
+
+
+def parse_request(frame: bytes | memoryview) -> Request:
+    """Turn one text frame into a request, or raise ProtocolViolation / InvalidRequest."""
+    try:
+        msg = _decode(frame)
+    except msgspec.DecodeError as exc:
+        raise ProtocolViolation(CloseCode.INVALID_PAYLOAD, f"Invalid JSON message: {exc}") from None
+    if not isinstance(msg, dict):
+        raise ProtocolViolation(CloseCode.INVALID_PAYLOAD, "A message must be a JSON object.")
+    kind = msg.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolViolation(CloseCode.INVALID_PAYLOAD, "A message must have a string 'type'.")
+    ack_id = _ack_id(msg)
+    try:
+        return _parse_known(kind.lower(), msg, ack_id)
+    except (PayloadError, _FieldError) as exc:
+        if ack_id is None:
+            raise ProtocolViolation(CloseCode.INVALID_PAYLOAD, str(exc)) from None
+        raise InvalidRequest(ack_id, "BadRequest", str(exc)) from None
+
+
+class _FieldError(ValueError):
+    pass
+
+
+def _parse_known(kind: str, msg: dict, ack_id: int | None) -> Request:
+    if kind == "joingroup":
+        return JoinGroup(_string(msg, "group"), ack_id)
+    if kind == "leavegroup":
+        return LeaveGroup(_string(msg, "group"), ack_id)
+    if kind == "sendtogroup":
+        no_echo = msg.get("noEcho", False)
+        if not isinstance(no_echo, bool):
+            raise _FieldError("'noEcho' must be a boolean")
+        return SendToGroup(_string(msg, "group"), ack_id, no_echo, _payload(msg))
+    if kind == "event":
+        return SendEvent(_string(msg, "event"), ack_id, _payload(msg))
+    if kind == "sequenceack":
+        seq = msg.get("sequenceId")
+        if type(seq) is not int or seq < 0:
+            raise _FieldError("'sequenceId' must be a non-negative integer")
+        return SequenceAck(seq)
+    if kind == "ping":
+        return Ping()
+    if kind == "invoke":
+        invocation_id = msg.get("invocationId")
+        if not isinstance(invocation_id, str):
+            raise _FieldError("'invocationId' must be a string")
+        return Invoke(invocation_id)
+    if kind in ("cancelinvocation", "invokeresponse", "streamdata", "streamend"):
+        return Ignored(kind)
+    raise _FieldError(f"Unknown message type '{msg['type']}'")
+
+
+def _ack_id(msg: dict) -> int | None:
+    ack_id = msg.get("ackId")
+    if ack_id is None:
+        return None
+    if type(ack_id) is not int or not 0 <= ack_id <= _MAX_ACK_ID:
+        raise ProtocolViolation(CloseCode.INVALID_PAYLOAD, "'ackId' must be an unsigned 64-bit integer.")
+    return ack_id
+
+
+def _string(msg: dict, field: str) -> str:
+    value = msg.get(field)
+    if not isinstance(value, str):
+        raise _FieldError(f"'{field}' is required and must be a string")
+    return value
+
+
+def _payload(msg: dict) -> Payload:
+    data_type = msg.get("dataType")
+    if data_type is not None and not isinstance(data_type, str):
+        raise _FieldError("'dataType' must be a string")
+    return payload_from_client(data_type, msg.get("data"))
+
+
+# --- service -> client -------------------------------------------------------------------------
+
+class _Error(msgspec.Struct):
+    name: str
+    message: str
+
+
+class _Ack(msgspec.Struct, tag="ack", tag_field="type", omit_defaults=True, rename="camel"):
+    ack_id: int
+    success: bool
+    error: _Error | None = None
+
+
+class _Connected(msgspec.Struct, tag="system", tag_field="type", rename="camel"):
+    event: str
+    user_id: str | None
+    connection_id: str
+
+
+class _ReliableConnected(msgspec.Struct, tag="system", tag_field="type", rename="camel"):
+    event: str
+    user_id: str | None
+    connection_id: str
+    reconnection_token: str
+
+
+class _Disconnected(msgspec.Struct, tag="system", tag_field="type"):
+    event: str
+    message: str
+
+
+class _InvokeResponse(msgspec.Struct, tag="invokeResponse", tag_field="type", rename="camel"):
+    invocation_id: str
+    success: bool
+    error: _Error
+
+
+def encode_ack(ack_id: int, error_name: str | None = None, message: str = "") -> bytes:
+    if error_name is None:
+        return _encode(_Ack(ack_id, True))
+    return _encode(_Ack(ack_id, False, _Error(error_name, message)))
+
+
+def encode_connected(connection_id: str, user_id: str | None, reconnection_token: str | None) -> bytes:
+    if reconnection_token is None:
+        return _encode(_Connected("connected", user_id, connection_id))
+    return _encode(_ReliableConnected("connected", user_id, connection_id, reconnection_token))
+
+
+def encode_disconnected(reason: str) -> bytes:
+    return _encode(_Disconnected("disconnected", reason))
+
+
+def encode_pong() -> bytes:
+    return b'{"type":"pong"}'
+
+
+def encode_invoke_error(invocation_id: str, name: str, message: str) -> bytes:
+    return _encode(_InvokeResponse(invocation_id, False, _Error(name, message)))
+
+
+class ServerSource(msgspec.Struct, frozen=True):
+    """A message from the app server (REST or embedding API)."""
+
+
+class GroupSource(msgspec.Struct, frozen=True):
+    """A message published to a group, by a client (`from_user_id`) or the server (None)."""
+
+    group: str
+    from_user_id: str | None = None
+
+
+def message_tail(source: ServerSource | GroupSource, payload: Payload) -> bytes:
+    """A data message without its opening brace, so a reliable sequenceId can be spliced in front."""
+    if isinstance(source, GroupSource):
+        head = b'"type":"message","from":"group","group":' + _encode(source.group)
+        if source.from_user_id is not None:
+            head += b',"fromUserId":' + _encode(source.from_user_id)
+    else:
+        head = b'"type":"message","from":"server"'
+    return head + b',"dataType":"' + payload.data_type.value.encode() + b'","data":' + _data(payload) + b"}"
+
+
+def _data(payload: Payload) -> bytes:
+    if payload.data_type is DataType.JSON:
+        return payload.data
+    if payload.data_type is DataType.TEXT:
+        return _encode(payload.data.decode())
+    return b'"' + base64.b64encode(payload.data) + b'"'

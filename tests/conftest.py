@@ -1,0 +1,109 @@
+"""Fixtures: a real fastpush server on a free 127.0.0.1 port, in its own thread and uvloop loop,
+so synchronous SDK calls in a test never block the server."""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import uvloop
+
+from fastpush import Server
+from fastpush.devcert import ensure_dev_certificate, server_ssl_context
+
+ACCESS_KEY = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789ABCDEFGH"
+
+
+@dataclass
+class RunningServer:
+    server: Server
+    loop: asyncio.AbstractEventLoop
+    ca_file: Path | None = None
+
+    @property
+    def connection_string(self) -> str:
+        return self.server.connection_string
+
+    @property
+    def endpoint(self) -> str:
+        return self.server.endpoint
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    @property
+    def access_key(self) -> str:
+        return self.server.keyring.primary
+
+    def call(self, fn, *args, **kwargs):
+        """Run `fn` on the server's loop thread (the embedding API is not thread-safe) and return its result."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
+
+        def run():
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as exc:  # handed back to the test thread
+                future.set_exception(exc)
+        self.loop.call_soon_threadsafe(run)
+        return future.result(timeout=10)
+
+    async def acall(self, fn, *args, **kwargs):
+        return await asyncio.to_thread(self.call, fn, *args, **kwargs)
+
+
+def _run_in_thread(make_server) -> tuple[RunningServer, threading.Thread, asyncio.AbstractEventLoop]:
+    loop = uvloop.new_event_loop()
+    started: concurrent.futures.Future = concurrent.futures.Future()
+
+    def main():
+        asyncio.set_event_loop(loop)
+        try:
+            server = make_server()
+            loop.run_until_complete(server.start())
+            started.set_result(server)
+        except BaseException as exc:
+            started.set_exception(exc)
+            return
+        loop.run_forever()
+
+    thread = threading.Thread(target=main, name="fastpush-test-server", daemon=True)
+    thread.start()
+    return RunningServer(started.result(timeout=10), loop), thread, loop
+
+
+def _stop(running: RunningServer, thread: threading.Thread) -> None:
+    asyncio.run_coroutine_threadsafe(running.server.stop(), running.loop).result(timeout=10)
+    running.loop.call_soon_threadsafe(running.loop.stop)
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def server():
+    running, thread, _ = _run_in_thread(lambda: Server("127.0.0.1", 0, access_key=ACCESS_KEY))
+    yield running
+    _stop(running, thread)
+
+
+@pytest.fixture(scope="session")
+def dev_cert(tmp_path_factory):
+    return ensure_dev_certificate(tmp_path_factory.mktemp("devcert"))
+
+
+@pytest.fixture(scope="session")
+def tls_server(dev_cert):
+    context = server_ssl_context(dev_cert.cert_file, dev_cert.key_file)
+    running, thread, _ = _run_in_thread(lambda: Server("127.0.0.1", 0, access_key=ACCESS_KEY, ssl_context=context))
+    running.ca_file = dev_cert.ca_file
+    yield running
+    _stop(running, thread)
+
+
+@pytest.fixture
+def hub_name() -> str:
+    """A fresh hub per test, so tests sharing the session server never see each other's clients."""
+    return "hub_" + uuid.uuid4().hex[:12]

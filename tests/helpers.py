@@ -1,0 +1,86 @@
+"""Client-side helpers for tests: raw and JSON-subprotocol WebSocket clients built on `websockets`."""
+from __future__ import annotations
+
+import asyncio
+import json
+
+import jwt
+import time
+import websockets
+
+JSON_V1 = "json.webpubsub.azure.v1"
+JSON_RELIABLE_V1 = "json.reliable.webpubsub.azure.v1"
+RECEIVE_TIMEOUT = 5.0
+
+
+def client_token(key: str, endpoint: str, hub: str, *, user_id=None, roles=None, groups=None,
+                 expires_in: int = 3600, **extra) -> str:
+    claims = {"aud": f"{endpoint}/client/hubs/{hub}", "exp": int(time.time()) + expires_in, **extra}
+    if user_id is not None:
+        claims["sub"] = user_id
+    if roles is not None:
+        claims["role"] = roles
+    if groups is not None:
+        claims["webpubsub.group"] = groups
+    return jwt.encode(claims, key.encode(), algorithm="HS256")
+
+
+def client_url(server, hub: str, **claims) -> str:
+    token = client_token(server.access_key, server.endpoint, hub, **claims)
+    return "ws" + server.endpoint[4:] + f"/client/hubs/{hub}?access_token={token}"
+
+
+class Client:
+    """A connected test client: `recv()` returns the next frame (str or bytes), JSON-decoded for JSON clients."""
+
+    def __init__(self, ws, subprotocol: str | None):
+        self.ws = ws
+        self.subprotocol = subprotocol
+        self.connection_id: str | None = None
+        self.user_id: str | None = None
+        self._ack_id = 0
+        self._pending: list = []  # messages that arrived while request() waited for its ack
+
+    async def recv(self, timeout: float = RECEIVE_TIMEOUT):
+        if self._pending:
+            return self._pending.pop(0)
+        frame = await asyncio.wait_for(self.ws.recv(), timeout)
+        if self.subprotocol and isinstance(frame, str):
+            return json.loads(frame)
+        return frame
+
+    async def expect_silence(self, seconds: float = 0.3) -> None:
+        try:
+            frame = await asyncio.wait_for(self.ws.recv(), seconds)
+        except asyncio.TimeoutError:
+            return
+        raise AssertionError(f"expected no message, got {frame!r}")
+
+    async def send(self, message: dict) -> None:
+        await self.ws.send(json.dumps(message))
+
+    async def request(self, message: dict) -> dict:
+        """Send a message with a fresh ackId and return its ack."""
+        self._ack_id += 1
+        await self.send({**message, "ackId": self._ack_id})
+        while True:
+            frame = await asyncio.wait_for(self.ws.recv(), RECEIVE_TIMEOUT)
+            reply = json.loads(frame)
+            if reply.get("type") == "ack" and reply.get("ackId") == self._ack_id:
+                return reply
+            self._pending.append(reply)
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+async def connect(server, hub: str, subprotocol: str | None = None, *, url: str | None = None, **claims) -> Client:
+    ws = await websockets.connect(url or client_url(server, hub, **claims),
+                                  subprotocols=[subprotocol] if subprotocol else None, max_size=None)
+    client = Client(ws, subprotocol)
+    if subprotocol:
+        hello = await client.recv()
+        assert hello["type"] == "system" and hello["event"] == "connected", hello
+        client.connection_id = hello["connectionId"]
+        client.user_id = hello.get("userId")
+    return client
