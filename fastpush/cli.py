@@ -61,11 +61,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _serve(server: Server) -> None:
-    await server.start()
-    print(server.connection_string, flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    print(server.connection_string, flush=True)
     await stop.wait()
     await server.stop()
