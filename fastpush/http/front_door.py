@@ -20,6 +20,8 @@ log = logging.getLogger("fastpush.http")
 _picows_log = logging.LoggerAdapter(logging.getLogger("fastpush.ws.picows"), {})
 
 MAX_HEAD_BYTES = 64 * 1024
+DISCARD_BUDGET_BYTES = 16 * 1024 * 1024  # how much of an oversized body is read and dropped
+DISCARD_SECONDS = 5.0
 
 
 class Handoff:
@@ -44,7 +46,7 @@ class Gate:
 
 class FrontDoor(asyncio.Protocol):
     __slots__ = ("_gate", "_transport", "_parser", "_secure", "_url", "_headers", "_body", "_body_size",
-                 "_upgrade", "_closed", "last_active", "_busy", "_head_size")
+                 "_upgrade", "_closed", "last_active", "_busy", "_head_size", "_discard_budget")
 
     def __init__(self, gate: Gate, secure: bool):
         self._gate = gate
@@ -59,6 +61,7 @@ class FrontDoor(asyncio.Protocol):
         self._upgrade: Request | None = None
         self._closed = False
         self._busy = False
+        self._discard_budget = 0
         self.last_active = time.monotonic()
 
     # --- asyncio.Protocol -------------------------------------------------------------------
@@ -71,6 +74,9 @@ class FrontDoor(asyncio.Protocol):
         self._gate.front_doors.discard(self)
 
     def data_received(self, data: bytes) -> None:
+        if self._discard_budget > 0:
+            self._discard(len(data))
+            return
         if self._closed:
             return
         self.last_active = time.monotonic()
@@ -146,10 +152,21 @@ class FrontDoor(asyncio.Protocol):
                                        f"The request head is larger than {MAX_HEAD_BYTES} bytes."), keep_alive=False)
 
     def _too_large(self) -> None:
-        if not self._closed:
-            self._reply(error_response(413, "PayloadTooLarge",
-                                       f"The request body is larger than {self._gate.max_body_bytes} bytes."),
-                        keep_alive=False)
+        """Answer 413, then keep reading (and dropping) the rest of the body for a while: closing at
+        once would make the client fail with a broken pipe before it reads the answer."""
+        if self._closed or self._transport is None:
+            return
+        response = error_response(413, "PayloadTooLarge",
+                                  f"The request body is larger than {self._gate.max_body_bytes} bytes.")
+        self._transport.write(response.serialize(keep_alive=False))
+        self._closed = True
+        self._discard_budget = DISCARD_BUDGET_BYTES
+        asyncio.get_running_loop().call_later(DISCARD_SECONDS, self._transport.close)
+
+    def _discard(self, size: int) -> None:
+        self._discard_budget -= size
+        if self._discard_budget <= 0 and self._transport is not None:
+            self._transport.close()
 
     def _reply(self, response: Response, *, keep_alive: bool, head: bool = False) -> None:
         transport = self._transport
