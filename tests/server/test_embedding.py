@@ -1,0 +1,70 @@
+"""The embedding API: a server inside the test's own event loop, sends without HTTP, clean stop."""
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import websockets
+
+import fastpush
+from tests.helpers import JSON_V1, connect
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "embedded_ticker.py"
+
+
+class _View:
+    """What tests.helpers.connect needs to know about a server."""
+
+    def __init__(self, server: fastpush.Server):
+        self.endpoint, self.port, self.access_key = server.endpoint, server.port, server.keyring.primary
+
+
+async def test_embedded_server_sends_and_manages_groups():
+    async with fastpush.Server(port=0) as server:
+        hub = server.hub("embedded")
+        client = await connect(_View(server), "embedded", JSON_V1, user_id="ann")
+        raw = await connect(_View(server), "embedded")
+        assert hub.send_to_all("to all", content_type="text/plain") == 2
+        assert (await client.recv())["data"] == "to all"
+        assert await raw.recv() == "to all"
+        assert hub.add_connection_to_group("g", client.connection_id)
+        assert hub.group_exists("g") and hub.user_exists("ann") and hub.connection_exists(client.connection_id)
+        assert hub.send_to_group("g", {"n": 1}) == 1
+        assert (await client.recv())["data"] == {"n": 1}
+        assert hub.send_to_user("ann", b"\x01", filter="userId eq 'ann'") == 1
+        assert (await client.recv())["dataType"] == "binary"
+        assert hub.list_connections("g") == [{"connectionId": client.connection_id, "userId": "ann"}]
+        hub.close_connection(client.connection_id, reason="done")
+        assert (await client.recv())["message"] == "done"
+        with pytest.raises(ValueError):
+            hub.send_to_group(" ", "x")
+        with pytest.raises(ValueError):
+            hub.send_to_all("x", filter="userId eq")
+    # Stopped: the port is free again and the raw client was closed with a close frame.
+    with pytest.raises(websockets.ConnectionClosedOK):
+        await raw.ws.recv()
+    with socket.socket() as probe:  # with SO_REUSEADDR, bind fails only while something listens
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(("127.0.0.1", server.port))
+
+
+async def test_stop_leaves_no_task_behind():
+    before = set(asyncio.all_tasks())
+    server = await fastpush.Server(port=0).start()
+    client = await connect(_View(server), "h", JSON_V1)
+    await server.stop()
+    await asyncio.sleep(0.05)
+    assert set(asyncio.all_tasks()) == before
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        await client.ws.recv()
+    assert closed.value.rcvd.code == 1001
+
+
+def test_example_runs():
+    result = subprocess.run([sys.executable, str(EXAMPLE), "1"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert "connection string: Endpoint=http://127.0.0.1:" in result.stdout and "stopped cleanly" in result.stdout
