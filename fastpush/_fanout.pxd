@@ -6,6 +6,10 @@
 # - A send is framed once per wire variant (raw, JSON envelope) into complete WebSocket frames;
 #   server frames are unmasked, so the same bytes go to every member. The reliable JSON variant
 #   differs only by its per-connection sequenceId, spliced in front of a prebuilt envelope tail.
+# - A reliable connection keeps a reference to each Frames it was sent (not a copy) until the
+#   client acknowledges it, so recovery can rebuild the same frames with the same sequenceIds.
+#   The buffer is bounded by count and bytes; past either the connection is told once through
+#   on_replay_overflow() and buffers nothing more.
 # - Frames are written with WSTransport._fast_write (a direct send() when the transport has
 #   nothing queued, else the transport's own buffering), after checking the transport is open.
 from picows.picows cimport WSListener, WSTransport
@@ -25,6 +29,15 @@ cdef class Connection(WSListener):
     cdef public int variant
     cdef public unsigned long long sequence_id
     cdef public WSTransport transport
+    # Reliable variant: data messages not yet acknowledged, oldest first (the one at index i
+    # carries sequenceId acked_sequence_id + 1 + i), and their envelope bytes.
+    cdef public object replay
+    cdef public unsigned long long acked_sequence_id
+    cdef public Py_ssize_t replay_bytes
+    cdef public bint replay_overflowed
+    # True while losing the socket should keep the session for recovery (reliable clients);
+    # cleared when the client closes on purpose or the server ends the session.
+    cdef public bint keep_session
 
     cdef bint _write(self, const char* data, Py_ssize_t size) except -1
 
@@ -36,6 +49,7 @@ cdef class Frames:
     cdef bytearray _scratch
 
     cdef bint _write_reliable(self, Connection conn) except -1
+    cdef bint _write_sequenced(self, Connection conn, unsigned long long sequence_id) except -1
 
 cdef class Tables:
     cdef readonly dict connections

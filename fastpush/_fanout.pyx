@@ -4,9 +4,21 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.bytearray cimport PyByteArray_AS_STRING
 from libc.string cimport memcpy
 from libc.stdio cimport snprintf
+
+from collections import deque
 from picows.picows cimport WSListener, WSTransport
 
-__all__ = ["Connection", "Frames", "Tables", "fanout", "frame", "RAW", "JSON", "JSON_RELIABLE"]
+__all__ = ["Connection", "Frames", "Tables", "fanout", "frame", "set_replay_limits", "RAW", "JSON", "JSON_RELIABLE"]
+
+cdef Py_ssize_t _replay_max_messages = 1000
+cdef Py_ssize_t _replay_max_bytes = 16 * 1024 * 1024
+
+
+def set_replay_limits(Py_ssize_t max_messages, Py_ssize_t max_bytes):
+    """Bound every reliable connection's buffer of unacknowledged messages (process-wide)."""
+    global _replay_max_messages, _replay_max_bytes
+    _replay_max_messages = max_messages
+    _replay_max_bytes = max_bytes
 
 RAW = VARIANT_RAW
 JSON = VARIANT_JSON
@@ -56,6 +68,11 @@ cdef class Connection(WSListener):
         self.roles = set()
         self.sequence_id = 0
         self.transport = None
+        self.replay = deque() if variant == VARIANT_JSON_RELIABLE else None
+        self.acked_sequence_id = 0
+        self.replay_bytes = 0
+        self.replay_overflowed = False
+        self.keep_session = False
 
     @property
     def protocol(self):
@@ -65,6 +82,27 @@ cdef class Connection(WSListener):
     def is_open(self):
         t = self.transport
         return t is not None and not t.is_disconnected and not t.is_close_frame_sent
+
+    def acknowledge(self, unsigned long long sequence_id):
+        """A cumulative sequenceAck: forget every buffered message up to `sequence_id`."""
+        cdef Frames frames
+        if sequence_id > self.sequence_id:
+            sequence_id = self.sequence_id
+        while self.acked_sequence_id < sequence_id and self.replay:
+            frames = self.replay.popleft()
+            self.replay_bytes -= PyBytes_GET_SIZE(frames.json_tail)
+            self.acked_sequence_id += 1
+
+    def resend_unacknowledged(self):
+        """After recovery: write every buffered message again, in order, with its own sequenceId."""
+        cdef Frames frames
+        cdef unsigned long long sequence_id = self.acked_sequence_id
+        for frames in self.replay:
+            sequence_id += 1
+            frames._write_sequenced(self, sequence_id)
+
+    def on_replay_overflow(self):
+        """Called once when the replay buffer passes its bounds; subclasses close the connection."""
 
     cdef bint _write(self, const char* data, Py_ssize_t size) except -1:
         cdef WSTransport t = self.transport
@@ -85,6 +123,19 @@ cdef class Frames:
         self._scratch = bytearray(14 + 10 + 21 + PyBytes_GET_SIZE(json_tail))
 
     cdef bint _write_reliable(self, Connection conn) except -1:
+        """Number, buffer until acknowledged, and write (if the connection is not away)."""
+        if conn.replay_overflowed:
+            return False
+        conn.sequence_id += 1
+        conn.replay.append(self)
+        conn.replay_bytes += PyBytes_GET_SIZE(self.json_tail)
+        if len(conn.replay) > _replay_max_messages or conn.replay_bytes > _replay_max_bytes:
+            conn.replay_overflowed = True
+            conn.on_replay_overflow()
+            return False
+        return self._write_sequenced(conn, conn.sequence_id)
+
+    cdef bint _write_sequenced(self, Connection conn, unsigned long long sequence_id) except -1:
         cdef char digits[24]
         cdef int nd
         cdef Py_ssize_t tail = PyBytes_GET_SIZE(self.json_tail)
@@ -93,8 +144,7 @@ cdef class Frames:
         cdef WSTransport t = conn.transport
         if t is None or t.is_disconnected or t.is_close_frame_sent:
             return False
-        conn.sequence_id += 1
-        nd = snprintf(digits, 24, b"%llu,", conn.sequence_id)
+        nd = snprintf(digits, 24, b"%llu,", sequence_id)
         size = 14 + nd + tail
         h = _header(out, OPCODE_TEXT, size)
         memcpy(out + h, <const char*>SEQUENCE_PREFIX, 14)

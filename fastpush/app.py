@@ -10,7 +10,8 @@ import time
 from picows import WSListener, WSTransport
 
 from .auth.tokens import KeyRing, generate_access_key
-from .client_connection import ClientConnection
+from ._fanout import set_replay_limits
+from .client_connection import ClientConnection, ConnectionSettings
 from .embedding import HubApi
 from .handshake import Reject, decide_upgrade
 from .http.front_door import FrontDoor, Handoff
@@ -35,7 +36,9 @@ class Server:
     def __init__(self, host: str = "127.0.0.1", port: int = 8080, *, access_key: str | None = None,
                  secondary_key: str | None = None, ssl_context: ssl.SSLContext | None = None,
                  max_frame_bytes: int = MAX_FRAME_BYTES, max_body_bytes: int = MAX_BODY_BYTES,
-                 public_host: str | None = None):
+                 public_host: str | None = None, recovery_window_seconds: float = 30.0,
+                 replay_max_messages: int = 1000, replay_max_bytes: int = 16 * 1024 * 1024,
+                 max_outbound_bytes: int = 4 * 1024 * 1024):
         self.host = host
         self.port = port
         self.keyring = KeyRing(access_key or generate_access_key(), secondary_key)
@@ -43,6 +46,8 @@ class Server:
         self.max_frame_bytes = max_frame_bytes
         self.max_body_bytes = max_body_bytes
         self.public_host = public_host
+        self.settings = ConnectionSettings(recovery_window_seconds, max_outbound_bytes)
+        set_replay_limits(replay_max_messages, replay_max_bytes)
         self.node = Node()
         self.rest = RestApi(self.node, self.keyring)
         self.front_doors: set[FrontDoor] = set()
@@ -128,10 +133,13 @@ class Server:
         if isinstance(decision, Reject):
             code = {400: "BadRequest", 401: "Unauthorized", 404: "NotFound"}.get(decision.status, "Error")
             return error_response(decision.status, code, decision.message)
-        if decision.recovery_of is not None:
-            return Handoff(_RefusedRecovery(), decision.subprotocol)
         hub = self.node.hub(decision.hub)
-        return Handoff(ClientConnection(hub, decision, _new_connection_id()), decision.subprotocol)
+        if decision.recovery_of is not None:
+            conn = hub.connection(decision.recovery_of)
+            if isinstance(conn, ClientConnection) and conn.can_recover_with(decision.recovery_token, decision.subprotocol):
+                return Handoff(conn, decision.subprotocol)
+            return Handoff(_RefusedRecovery(), decision.subprotocol)
+        return Handoff(ClientConnection(hub, decision, _new_connection_id(), self.settings), decision.subprotocol)
 
 
 def _new_connection_id() -> str:

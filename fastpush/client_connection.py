@@ -1,7 +1,12 @@
-"""A client's WebSocket as picows sees it: the listener that turns frames into hub operations."""
+"""A client's WebSocket as picows sees it: the listener that turns frames into hub operations,
+and, for the reliable subprotocol, the session that outlives a dropped socket."""
 from __future__ import annotations
 
+import asyncio
+import hmac
 import logging
+import secrets
+from dataclasses import dataclass
 
 from picows import WSFrame, WSMsgType, WSTransport
 
@@ -18,41 +23,105 @@ from .protocol.json_protocol import (
 from .protocol.names import group_error, is_valid_group
 from .protocol.payload import DataType, Payload
 
-__all__ = ["ClientConnection"]
+__all__ = ["ClientConnection", "ConnectionSettings"]
 
 log = logging.getLogger("fastpush.ws")
 
 
+@dataclass(slots=True)
+class ConnectionSettings:
+    """Per-server knobs every connection reads."""
+
+    recovery_window_seconds: float = 30.0  # how long a reliable session waits for its client
+    max_outbound_bytes: int = 4 * 1024 * 1024  # queued beyond this, a client is too slow: closed
+    remembered_ack_ids: int = 4096  # per connection, to answer a repeated ackId with Duplicate
+
+
 class ClientConnection(Connection):
-    """Everything per connection lives in the compiled base; this adds the frame handling."""
+    """Everything the fan-out loop reads lives in the compiled base; this adds frame handling."""
 
-    __slots__ = ("_hub", "_token_groups", "_raw_group", "_raw_no_echo", "_fragments", "_fragment_type")
+    __slots__ = ("_hub", "_settings", "_token_groups", "_raw_group", "_raw_no_echo", "_fragments",
+                 "_fragment_type", "reconnection_token", "_expiry", "_ack_ids")
 
-    def __init__(self, hub: Hub, accept: Accept, connection_id: str):
+    def __init__(self, hub: Hub, accept: Accept, connection_id: str, settings: ConnectionSettings):
         super().__init__(connection_id, accept.claims.user_id, hub.name, accept.subprotocol, accept.variant)
         self._hub = hub
+        self._settings = settings
         self.roles.update(accept.claims.roles)
         self._token_groups = accept.claims.groups
         self._raw_group = accept.raw_send_group
         self._raw_no_echo = accept.raw_no_echo
         self._fragments: list[bytes] | None = None
         self._fragment_type = WSMsgType.TEXT
+        self.reconnection_token: str | None = None
+        self._expiry: asyncio.TimerHandle | None = None
+        self._ack_ids: dict[int, None] = {}
+        self.keep_session = accept.variant == _fanout.JSON_RELIABLE
+
+    def can_recover_with(self, token: str | None, subprotocol: str | None) -> bool:
+        return (self.keep_session and not self.replay_overflowed and subprotocol == self.subprotocol
+                and token is not None and self.reconnection_token is not None
+                and hmac.compare_digest(token, self.reconnection_token))
 
     # --- picows callbacks ---------------------------------------------------------------------
     def on_ws_connected(self, transport: WSTransport) -> None:
-        self.transport = transport
-        self._hub.add_connection(self, self._token_groups)
-        self._token_groups = ()
+        recovering = self.transport is not None
+        previous, self.transport = self.transport, transport
+        transport.underlying_transport.set_write_buffer_limits(high=self._settings.max_outbound_bytes)
+        if recovering:
+            if self._expiry is not None:
+                self._expiry.cancel()
+                self._expiry = None
+            if not previous.is_disconnected:  # the client noticed the drop before the server did
+                previous.disconnect(False)
+        else:
+            self._hub.add_connection(self, self._token_groups)
+            self._token_groups = ()
         if self.variant != _fanout.RAW:
-            token = self.connection_id if self.variant == _fanout.JSON_RELIABLE else None
-            transport.send(WSMsgType.TEXT, encode_connected(self.connection_id, self.user_id, token))
+            if self.variant == _fanout.JSON_RELIABLE:
+                self.reconnection_token = secrets.token_urlsafe(24)
+            transport.send(WSMsgType.TEXT, encode_connected(self.connection_id, self.user_id, self.reconnection_token))
+        if recovering:
+            self.resend_unacknowledged()
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
+        if transport is not self.transport:
+            return  # a socket this session has already moved away from
+        if self.keep_session:
+            window = self._settings.recovery_window_seconds
+            self._expiry = asyncio.get_running_loop().call_later(window, self.end_session)
+        else:
+            self.end_session()
+
+    def end_session(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        self.keep_session = False
         self._hub.remove_connection(self)
+
+    def on_replay_overflow(self) -> None:
+        log.warning("connection %s: reliable buffer full (%d messages, %d bytes); closing",
+                    self.connection_id, len(self.replay), self.replay_bytes)
+        close(self, CloseCode.POLICY_VIOLATION, "The reliable message buffer is full.")
+        if self.transport.is_disconnected:
+            self.end_session()
+
+    def pause_writing(self) -> None:
+        """The socket's queue passed the outbound limit: the client cannot keep up."""
+        log.warning("connection %s: more than %d bytes queued; closing a slow client",
+                    self.connection_id, self._settings.max_outbound_bytes)
+        self._hub.slow_client_closes += 1
+        close(self, CloseCode.SLOW_CLIENT, "The client is too slow to receive its messages.", keep_session=True)
+        self.transport.disconnect(False)
+
+    def resume_writing(self) -> None:
+        pass
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         msg_type = frame.msg_type
         if msg_type == WSMsgType.CLOSE:
+            self.keep_session = False
             transport.send_close(CloseCode.NORMAL)
             transport.disconnect()
             return
@@ -110,21 +179,38 @@ class ClientConnection(Connection):
             self._ack(exc.ack_id, exc.name, exc.message)
             return
         kind = type(request)
+        if kind is SequenceAck:
+            self.acknowledge(request.sequence_id)
+            return
+        ack_id = getattr(request, "ack_id", None)
+        if ack_id is not None and self._seen(ack_id):
+            self._ack(ack_id, "Duplicate", f"Message with ack-id: {ack_id} has been processed.")
+            return
         if kind is SendToGroup:
             self._send_to_group(request)
         elif kind is JoinGroup or kind is LeaveGroup:
             self._join_or_leave(request)
-        elif kind is SequenceAck or kind is Ignored:
-            pass
         elif kind is Ping:
             self.transport.send(WSMsgType.TEXT, encode_pong())
         elif kind is SendEvent:
             # No event handler is configured (upstream events are a separate feature): the event is
             # accepted and dropped, as the service does for events no handler subscribes to.
-            self._ack(request.ack_id)
+            self._ack(ack_id)
         elif kind is Invoke:
             self.transport.send(WSMsgType.TEXT, encode_invoke_error(
                 request.invocation_id, "BadRequest", "No event handler is configured for invocations."))
+        elif kind is not Ignored:
+            raise AssertionError(f"unhandled request {request!r}")
+
+    def _seen(self, ack_id: int) -> bool:
+        """Remember ackIds (the newest few thousand) so a repeated one is answered, not redone."""
+        ack_ids = self._ack_ids
+        if ack_id in ack_ids:
+            return True
+        ack_ids[ack_id] = None
+        if len(ack_ids) > self._settings.remembered_ack_ids:
+            del ack_ids[next(iter(ack_ids))]
+        return False
 
     def _send_to_group(self, request: SendToGroup) -> None:
         group = request.group

@@ -27,6 +27,7 @@ class Accept:
     raw_send_group: str | None = None  # webpubsub_mode=sendToGroup: every raw frame goes to this group
     raw_no_echo: bool = False
     recovery_of: str | None = None  # awps_connection_id of a reliable session the client asks back
+    recovery_token: str | None = None  # awps_reconnection_token proving it may
 
 
 @dataclass(slots=True)
@@ -54,6 +55,14 @@ def decide_upgrade(request: Request, keyring: KeyRing) -> Accept | Reject:
         return Reject(400, hub_error(hub))
     if request.headers.get("upgrade", "").lower() != "websocket":
         return Reject(400, "Expected a WebSocket upgrade request (Upgrade: websocket).")
+    subprotocol = _choose_subprotocol(request.headers.get("sec-websocket-protocol"))
+    variant = _VARIANTS.get(subprotocol, _fanout.RAW)
+    recovery_of = request.query_one("awps_connection_id")
+    if recovery_of is not None:
+        # Recovery needs no access token (it may have expired meanwhile): the reconnection token
+        # is checked against the session instead.
+        return Accept(hub, subprotocol, variant, ClientClaims(None), recovery_of=recovery_of,
+                      recovery_token=request.query_one("awps_reconnection_token"))
     token = request.query_one("access_token") or _bearer(request.headers.get("authorization"))
     try:
         claims = keyring.verify_client(token or "", hub)
@@ -62,9 +71,7 @@ def decide_upgrade(request: Request, keyring: KeyRing) -> Accept | Reject:
     for group in claims.groups:
         if not is_valid_group(group):
             return Reject(400, "webpubsub.group claim: " + group_error(group))
-    subprotocol = _choose_subprotocol(request.headers.get("sec-websocket-protocol"))
-    accept = Accept(hub, subprotocol, _VARIANTS.get(subprotocol, _fanout.RAW), claims,
-                    recovery_of=request.query_one("awps_connection_id"))
+    accept = Accept(hub, subprotocol, variant, claims)
     if accept.variant == _fanout.RAW:
         mode = (request.query_one("webpubsub_mode") or "sendEvent").lower()
         if mode == "sendtogroup":

@@ -6,7 +6,6 @@ one way to send to a group. Sends are synchronous: they frame once and write bef
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable, Iterable
 
 from . import _fanout
@@ -16,8 +15,6 @@ from .protocol.json_protocol import GroupSource, ServerSource, encode_disconnect
 from .protocol.payload import Payload
 
 __all__ = ["Hub", "Permission", "DEFAULT_CLOSE_REASON", "allowed", "close", "frames_for"]
-
-log = logging.getLogger("fastpush.hub")
 
 DEFAULT_CLOSE_REASON = "Closed by the server."
 CLOSE_TIMEOUT_SECONDS = 2.0
@@ -51,6 +48,7 @@ class Hub:
         self.name = name
         self.tables = Tables()
         self._user_groups: dict[str, set[str]] = {}  # user -> groups its future connections join
+        self.slow_client_closes = 0
 
     # --- connections ------------------------------------------------------------------------
     def add_connection(self, conn: Connection, groups: Iterable[str] = ()) -> None:
@@ -73,8 +71,8 @@ class Hub:
         return len(self.tables.connections)
 
     def connection_exists(self, connection_id: str) -> bool:
-        conn = self.tables.connections.get(connection_id)
-        return conn is not None and conn.is_open
+        """A reliable connection that lost its socket still exists while it may recover."""
+        return connection_id in self.tables.connections
 
     def group_exists(self, group: str) -> bool:
         return bool(self.tables.group_members(group))
@@ -223,10 +221,16 @@ def allowed(conn: Connection, permission: str, group: str | None) -> bool:
     return Permission.role(permission) in roles or (group is not None and Permission.role(permission, group) in roles)
 
 
-def close(conn: Connection, code: int, reason: str, *, notify: bool = False) -> None:
-    """Close a client: JSON clients first get `system/disconnected` when `notify` (REST closes)."""
+def close(conn: Connection, code: int, reason: str, *, notify: bool = False, keep_session: bool = False) -> None:
+    """Close a client: JSON clients first get `system/disconnected` when `notify` (REST closes).
+
+    The session ends with the socket unless `keep_session` (a slow reliable client recovers).
+    """
+    conn.keep_session = keep_session and conn.keep_session
     transport = conn.transport
     if transport is None or transport.is_close_frame_sent or transport.is_disconnected:
+        if not conn.keep_session and transport is not None and transport.is_disconnected:
+            conn.end_session()
         return
     if notify and conn.variant != _fanout.RAW:
         transport.send(0x1, encode_disconnected(reason))

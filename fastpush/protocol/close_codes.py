@@ -12,3 +12,4 @@ class CloseCode(IntEnum):
     POLICY_VIOLATION = 1008  # recovery refused, slow client, buffer full
     MESSAGE_TOO_BIG = 1009  # client frame over the size limit
     INTERNAL_ERROR = 1011  # no event handler for a raw client's message
+    SLOW_CLIENT = 1013  # "try again later": too much queued; reliable clients recover (1008 would stop them)
