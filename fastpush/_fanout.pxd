@@ -35,6 +35,9 @@ cdef class Connection(WSListener):
     cdef public unsigned long long acked_sequence_id
     cdef public Py_ssize_t replay_bytes
     cdef public bint replay_overflowed
+    # Non-zero while recovery is resending: the next sequenceId to resend. Live messages are
+    # only buffered meanwhile, so they follow the resent ones in order.
+    cdef public unsigned long long resend_next
     # True while losing the socket should keep the session for recovery (reliable clients);
     # cleared when the client closes on purpose or the server ends the session.
     cdef public bint keep_session

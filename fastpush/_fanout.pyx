@@ -72,6 +72,7 @@ cdef class Connection(WSListener):
         self.acked_sequence_id = 0
         self.replay_bytes = 0
         self.replay_overflowed = False
+        self.resend_next = 0
         self.keep_session = False
 
     @property
@@ -93,13 +94,29 @@ cdef class Connection(WSListener):
             self.replay_bytes -= PyBytes_GET_SIZE(frames.json_tail)
             self.acked_sequence_id += 1
 
-    def resend_unacknowledged(self):
-        """After recovery: write every buffered message again, in order, with its own sequenceId."""
+    def resend_unacknowledged(self, Py_ssize_t max_queued):
+        """After recovery: write the buffered messages again, in order, each with its sequenceId.
+
+        Stops once the transport holds more than `max_queued` bytes and returns False; call it
+        again when the transport drains (resume_writing). Returns True when all is resent.
+        """
         cdef Frames frames
-        cdef unsigned long long sequence_id = self.acked_sequence_id
-        for frames in self.replay:
-            sequence_id += 1
-            frames._write_sequenced(self, sequence_id)
+        cdef WSTransport t = self.transport
+        if self.resend_next == 0:
+            self.resend_next = self.acked_sequence_id + 1
+        while self.resend_next <= self.sequence_id:
+            if t is None or t.is_disconnected or t.is_close_frame_sent:
+                return False
+            if self.resend_next <= self.acked_sequence_id:
+                self.resend_next = self.acked_sequence_id + 1
+                continue
+            frames = self.replay[self.resend_next - self.acked_sequence_id - 1]
+            frames._write_sequenced(self, self.resend_next)
+            self.resend_next += 1
+            if t.underlying_transport.get_write_buffer_size() > max_queued:
+                return False
+        self.resend_next = 0
+        return True
 
     def on_replay_overflow(self):
         """Called once when the replay buffer passes its bounds; subclasses close the connection."""
@@ -132,6 +149,8 @@ cdef class Frames:
         if len(conn.replay) > _replay_max_messages or conn.replay_bytes > _replay_max_bytes:
             conn.replay_overflowed = True
             conn.on_replay_overflow()
+            return False
+        if conn.resend_next:
             return False
         return self._write_sequenced(conn, conn.sequence_id)
 

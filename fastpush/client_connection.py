@@ -82,7 +82,7 @@ class ClientConnection(Connection):
                 self.reconnection_token = secrets.token_urlsafe(24)
             transport.send(WSMsgType.TEXT, encode_connected(self.connection_id, self.user_id, self.reconnection_token))
         if recovering:
-            self.resend_unacknowledged()
+            self.resend_unacknowledged(self._settings.max_outbound_bytes)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         if transport is not self.transport:
@@ -108,7 +108,10 @@ class ClientConnection(Connection):
             self.end_session()
 
     def pause_writing(self) -> None:
-        """The socket's queue passed the outbound limit: the client cannot keep up."""
+        """The socket's queue passed the outbound limit: the client cannot keep up (unless the
+        queue is recovery's resend, which waits for resume_writing instead)."""
+        if self.resend_next or self.transport.is_close_frame_sent:
+            return
         log.warning("connection %s: more than %d bytes queued; closing a slow client",
                     self.connection_id, self._settings.max_outbound_bytes)
         self._hub.slow_client_closes += 1
@@ -116,7 +119,8 @@ class ClientConnection(Connection):
         self.transport.disconnect(False)
 
     def resume_writing(self) -> None:
-        pass
+        if self.resend_next:
+            self.resend_unacknowledged(self._settings.max_outbound_bytes)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         msg_type = frame.msg_type

@@ -32,7 +32,7 @@ import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 __all__ = ["FilterError", "ConnectionFacts", "compile_filter"]
 
@@ -74,22 +74,40 @@ def compile_filter(text: str) -> Callable[[ConnectionFacts], bool]:
     return _build(parser.parse().true, parser.constants)
 
 
-def _build(source: str, constants: dict[tuple[type, object], str]) -> Callable[[ConnectionFacts], bool]:
+def _build(source: str,
+           constants: dict[tuple[type, object], str]) -> Callable[[ConnectionFacts], bool]:
     """Turn the predicate's Python source into a function.
 
     The source is assembled only from this module's fixed fragments, the names `c`, `k<n>`
-    and `_substring`; literals from the filter reach it solely as arguments bound to the
+    and the `_HELPERS`; literals from the filter reach it solely as arguments bound to the
     `k<n>` parameters, so user text is never executed.
     """
     code = f"def make({', '.join(constants.values())}):\n    return lambda c: {source}\n"
-    namespace: dict[str, object] = {"_substring": _substring}
+    namespace: dict[str, Any] = dict(_HELPERS)
     exec(compile(code, "<odata filter>", "exec"), namespace)
-    return namespace["make"](*(value for _, value in constants))  # type: ignore[operator]
+    return namespace["make"](*(value for _, value in constants))
 
+
+# Run-time helpers the generated source may call; booleans there are three-valued (None is null).
 
 def _substring(text: str, start: int, length: int | None = None) -> str:
     start = max(start, 0)
     return text[start:] if length is None else text[start:start + max(length, 0)]
+
+
+def _not3(value: bool | None) -> bool | None:
+    return None if value is None else not value
+
+
+def _and3(*values: bool | None) -> bool | None:
+    return False if False in values else None if None in values else True
+
+
+def _or3(*values: bool | None) -> bool | None:
+    return True if True in values else None if None in values else False
+
+
+_HELPERS = {"_substring": _substring, "_not3": _not3, "_and3": _and3, "_or3": _or3}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -113,29 +131,36 @@ class _Value:
 
 @dataclass(frozen=True, slots=True)
 class _Bool:
-    """A condition as two sources: true exactly when it is true, and when it is false.
+    """A condition as sources that are True exactly when it is true, and when it is false.
 
     Carrying both makes `not` a swap and turns three-valued logic into plain short-circuit
-    `and`/`or`: a null condition is simply neither true nor false.
+    `and`/`or`: a null condition is simply neither. `value` (True, False or None) is only
+    needed when the condition is itself compared; it is built alongside rather than from
+    `true` and `false`, which would double the source at every level.
     """
 
     true: str
     false: str
-    nullable: bool
+    value: str
+
+    @property
+    def nullable(self) -> bool:
+        return self.value != self.true
 
 
 _NULL = _Value("null", null=True)
-_NULL_BOOL = _Bool("False", "False", True)
+_NULL_BOOL = _Bool("False", "False", "None")
 _ARTICLE = {"string": "a string", "integer": "an integer", "boolean": "a boolean",
             "collection": "a collection", "null": "null"}
 
 
 def _two_valued(true: str) -> _Bool:
-    return _Bool(true, f"(not {true})", False)
+    return _Bool(true, f"(not {true})", true)
 
 
 def _negate(condition: _Bool) -> _Bool:
-    return _Bool(condition.false, condition.true, condition.nullable)
+    value = f"_not3({condition.value})" if condition.nullable else condition.false
+    return _Bool(condition.false, condition.true, value)
 
 
 def _merge(*guards: tuple[str, ...]) -> tuple[str, ...]:
@@ -162,8 +187,7 @@ def _as_value(operand: _Value | _Bool) -> _Value:
         return operand
     if not operand.nullable:
         return _Value("boolean", operand.true)
-    src = f"(True if {operand.true} else (False if {operand.false} else None))"
-    return _Value("boolean", src, (src,))
+    return _Value("boolean", operand.value, (operand.value,))
 
 
 class _Function(NamedTuple):
@@ -209,8 +233,12 @@ class _Token(NamedTuple):
     start: int
     end: int
 
+    @property
+    def word(self) -> str:
+        """The lowercased name ("" for other tokens), since every name is case-insensitive."""
+        return str(self.value).lower() if self.kind == "name" else ""
 
-_SPACE = re.compile(r"\s*")
+
 _STRING = re.compile(r"'((?:[^']|'')*)'")
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -238,7 +266,8 @@ class _Parser:
 
     def _error(self, detail: str, position: int) -> FilterError:
         text = self._text if len(self._text) <= 100 else self._text[:100] + "..."
-        return FilterError(f"Invalid syntax for '{text}': {detail} at position {position}", position)
+        message = f"Invalid syntax for '{text}': {detail} at position {position}"
+        return FilterError(message, position)
 
     def _unexpected(self, token: _Token, expected: str) -> FilterError:
         if token.kind == "end":
@@ -252,7 +281,8 @@ class _Parser:
     def _tokenize(self) -> list[_Token]:
         text, tokens, pos = self._text, [], 0
         while True:
-            pos = _SPACE.match(text, pos).end()  # type: ignore[union-attr]
+            while pos < len(text) and text[pos].isspace():
+                pos += 1
             if pos == len(text):
                 tokens.append(_Token("end", None, pos, pos))
                 return tokens
@@ -284,11 +314,9 @@ class _Parser:
         self._index += token.kind != "end"
         return token
 
-    def _keyword(self) -> str | None:
-        token = self._peek()
-        if token.kind == "name" and (word := token.value.lower()) in _KEYWORDS:  # type: ignore[union-attr]
-            return word
-        return None
+    def _keyword(self) -> str:
+        word = self._peek().word
+        return word if word in _KEYWORDS else ""
 
     def _expect(self, kind: str, expected: str) -> None:
         if self._peek().kind != kind:
@@ -318,7 +346,8 @@ class _Parser:
         if not operand.guard:
             return _two_valued(operand.src)
         ok = " and ".join(f"{g} is not None" for g in operand.guard)
-        return _Bool(f"({ok} and {operand.src})", f"({ok} and not {operand.src})", True)
+        return _Bool(f"({ok} and {operand.src})", f"({ok} and not {operand.src})",
+                     _nullable_src(operand))
 
     # -- grammar: or > and > comparison/in > not > primary
 
@@ -336,7 +365,9 @@ class _Parser:
             parts.append(self._as_bool(operand(), f"'{word}' needs boolean operands", position))
         true = "(" + f" {word} ".join(p.true for p in parts) + ")"
         false = "(" + (" or " if word == "and" else " and ").join(p.false for p in parts) + ")"
-        return _Bool(true, false, any(p.nullable for p in parts))
+        if not any(p.nullable for p in parts):
+            return _Bool(true, false, true)
+        return _Bool(true, false, f"_{word}3({', '.join(p.value for p in parts)})")
 
     def _comparison(self) -> _Value | _Bool:
         left = self._unary()
@@ -344,7 +375,7 @@ class _Parser:
         if word in _COMPARISONS:
             self._index += 1
             self._clause(position)
-            return self._compare(word, _as_value(left), _as_value(self._unary()), position)  # type: ignore[arg-type]
+            return self._compare(word, _as_value(left), _as_value(self._unary()), position)
         if word == "in":
             self._index += 1
             self._clause(position)
@@ -356,9 +387,10 @@ class _Parser:
         while self._keyword() == "not":
             nots.append(self._next().start)
         operand = self._primary()
-        for position in reversed(nots):
-            operand = _negate(self._as_bool(operand, "'not' needs a boolean operand", position))
-        return operand
+        if not nots:
+            return operand
+        condition = self._as_bool(operand, "'not' needs a boolean operand", nots[-1])
+        return _negate(condition) if len(nots) % 2 else condition  # `not not x` is x, even for null
 
     def _primary(self) -> _Value | _Bool:
         token = self._next()
@@ -374,9 +406,11 @@ class _Parser:
             return expr
         if token.kind != "name":
             raise self._unexpected(token, "a value")
-        name = token.value.lower()  # type: ignore[union-attr]
+        name = token.word
+        if name == "null":
+            return _NULL
         if name in _LITERALS:
-            return _NULL if name == "null" else _Value("boolean", str(_LITERALS[name][0]))
+            return _Value("boolean", "True" if name == "true" else "False")
         if name in _KEYWORDS:
             raise self._unexpected(token, "a value")
         if self._peek().kind == "(":
@@ -432,7 +466,8 @@ class _Parser:
         if "null" in (left, right):
             return
         if left != right:
-            raise self._error(f"'{op}' cannot compare {_ARTICLE[left]} with {_ARTICLE[right]}", position)
+            raise self._error(f"'{op}' cannot compare {_ARTICLE[left]} with {_ARTICLE[right]}",
+                              position)
         if left == "boolean" and op in _ORDERINGS:
             raise self._error(f"'{op}' cannot order booleans", position)
 
@@ -453,9 +488,8 @@ class _Parser:
         return _two_valued(f"({test})")
 
     def _in(self, left: _Value, position: int) -> _Bool:
-        if self._peek().kind == "(" and (
-                self._peek(1).kind in ("string", "integer")
-                or self._peek(1).kind == "name" and self._peek(1).value.lower() in _LITERALS):  # type: ignore[union-attr]
+        if self._peek().kind == "(" and (self._peek(1).kind in ("string", "integer")
+                                         or self._peek(1).word in _LITERALS):
             values, types = self._literal_list()
             if len(types - {"null"}) > 1:
                 raise self._error("the values of an 'in' list must all have one type", position)
@@ -481,8 +515,8 @@ class _Parser:
             if token.kind in ("string", "integer"):
                 values.append(token.value)
                 types.add(token.kind)
-            elif token.kind == "name" and (name := token.value.lower()) in _LITERALS:  # type: ignore[union-attr]
-                value, type_ = _LITERALS[name]
+            elif token.word in _LITERALS:
+                value, type_ = _LITERALS[token.word]
                 values.append(value)
                 types.add(type_)
             else:
