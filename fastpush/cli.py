@@ -34,6 +34,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--dev-cert", nargs="?", const=str(DEFAULT_DEV_CERT_DIR), metavar="DIR",
                        help=f"make (once) and use a local development CA and certificate in DIR "
                             f"(default {DEFAULT_DEV_CERT_DIR}); trust DIR/ca.pem in your clients")
+    serve.add_argument("--recovery-window", type=float, default=30.0, metavar="SECONDS",
+                       help="how long a reliable client's session waits for it to reconnect (default 30)")
+    serve.add_argument("--replay-max-messages", type=int, default=1000,
+                       help="unacknowledged messages kept per reliable client (default 1000)")
+    serve.add_argument("--replay-max-bytes", type=int, default=16 * 1024 * 1024,
+                       help="bytes of unacknowledged messages kept per reliable client (default 16 MiB)")
+    serve.add_argument("--max-outbound-bytes", type=int, default=4 * 1024 * 1024,
+                       help="bytes queued for one client before it is closed as too slow (default 4 MiB)")
     serve.add_argument("--public-host", help="host name to put in the printed connection string")
     serve.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     return parser
@@ -55,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         ssl_context = server_ssl_context(args.tls_cert, args.tls_key)
     server = Server(args.host, args.port, access_key=args.access_key, secondary_key=args.secondary_key,
-                    ssl_context=ssl_context, public_host=args.public_host)
+                    ssl_context=ssl_context, public_host=args.public_host,
+                    recovery_window_seconds=args.recovery_window, replay_max_messages=args.replay_max_messages,
+                    replay_max_bytes=args.replay_max_bytes, max_outbound_bytes=args.max_outbound_bytes)
     uvloop.run(_serve(server))
     return 0
 

@@ -1,0 +1,67 @@
+"""A TCP proxy for fault tests: it forwards 127.0.0.1 traffic to a server and can cut every
+connection (as a network drop: the peers see a reset, no close frame) or stall it (bytes stop
+flowing but nothing closes)."""
+from __future__ import annotations
+
+import asyncio
+
+
+class FaultProxy:
+    def __init__(self, target_port: int):
+        self.target_port = target_port
+        self.port = 0
+        self.cuts = 0
+        self._server: asyncio.AbstractServer | None = None
+        self._pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+
+    async def start(self) -> "FaultProxy":
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    def cut(self) -> None:
+        """Drop every proxied connection at once."""
+        if self._pairs:
+            self.cuts += 1
+        for client, upstream in list(self._pairs):
+            client.transport.abort()
+            upstream.transport.abort()
+        self._pairs.clear()
+
+    async def stall(self, seconds: float) -> None:
+        """Hold every byte in both directions for `seconds`, closing nothing."""
+        self._flowing.clear()
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            self._flowing.set()
+
+    async def _accept(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            client_writer.transport.abort()
+            return
+        pair = (client_writer, up_writer)
+        self._pairs.add(pair)
+        await asyncio.gather(self._pipe(client_reader, up_writer), self._pipe(up_reader, client_writer))
+        self._pairs.discard(pair)
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                await self._flowing.wait()
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.transport.abort()
