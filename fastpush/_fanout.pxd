@@ -18,6 +18,8 @@ cdef enum Variant:
     VARIANT_RAW = 0
     VARIANT_JSON = 1
     VARIANT_JSON_RELIABLE = 2
+    VARIANT_PROTOBUF = 3
+    VARIANT_PROTOBUF_RELIABLE = 4
 
 cdef class Connection(WSListener):
     cdef public str connection_id
@@ -45,14 +47,26 @@ cdef class Connection(WSListener):
     cdef bint _write(self, const char* data, Py_ssize_t size) except -1
 
 cdef class Frames:
-    cdef readonly bytes raw_frame
-    cdef readonly bytes json_frame
-    cdef readonly bytes json_tail
+    # The send itself, and each wire variant's bytes, built the first time a member needs them.
+    cdef readonly object payload
+    cdef readonly object source
+    cdef readonly Py_ssize_t cost  # what one buffered copy counts against a replay byte limit
     cdef int raw_opcode
+    cdef bytes _raw_frame
+    cdef bytes _json_tail
+    cdef bytes _json_frame
+    cdef bytes _pb_inner
+    cdef bytes _pb_frame
     cdef bytearray _scratch
 
+    cdef bytes raw_frame(self)
+    cdef bytes json_frame(self)
+    cdef bytes pb_frame(self)
+    cdef unsigned char* _scratch_for(self, Py_ssize_t size) except NULL
     cdef bint _write_reliable(self, Connection conn) except -1
     cdef bint _write_sequenced(self, Connection conn, unsigned long long sequence_id) except -1
+    cdef bint _write_json_sequenced(self, WSTransport t, unsigned long long sequence_id) except -1
+    cdef bint _write_pb_sequenced(self, WSTransport t, unsigned long long sequence_id) except -1
 
 cdef class Tables:
     cdef readonly dict connections

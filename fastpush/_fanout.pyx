@@ -6,9 +6,13 @@ from libc.string cimport memcpy
 from libc.stdio cimport snprintf
 
 from collections import deque
+
+from .protocol.json_protocol import message_tail
+from .protocol.protobuf_protocol import data_message_inner
 from picows.picows cimport WSListener, WSTransport
 
-__all__ = ["Connection", "Frames", "Tables", "fanout", "frame", "set_replay_limits", "RAW", "JSON", "JSON_RELIABLE"]
+__all__ = ["Connection", "Frames", "Tables", "fanout", "frame", "set_replay_limits", "RAW", "JSON", "JSON_RELIABLE",
+           "PROTOBUF", "PROTOBUF_RELIABLE", "RELIABLE_VARIANTS"]
 
 cdef Py_ssize_t _replay_max_messages = 1000
 cdef Py_ssize_t _replay_max_bytes = 16 * 1024 * 1024
@@ -23,6 +27,9 @@ def set_replay_limits(Py_ssize_t max_messages, Py_ssize_t max_bytes):
 RAW = VARIANT_RAW
 JSON = VARIANT_JSON
 JSON_RELIABLE = VARIANT_JSON_RELIABLE
+PROTOBUF = VARIANT_PROTOBUF
+PROTOBUF_RELIABLE = VARIANT_PROTOBUF_RELIABLE
+RELIABLE_VARIANTS = (VARIANT_JSON_RELIABLE, VARIANT_PROTOBUF_RELIABLE)
 
 DEF OPCODE_TEXT = 0x1
 DEF OPCODE_BINARY = 0x2
@@ -68,7 +75,7 @@ cdef class Connection(WSListener):
         self.roles = set()
         self.sequence_id = 0
         self.transport = None
-        self.replay = deque() if variant == VARIANT_JSON_RELIABLE else None
+        self.replay = deque() if variant == VARIANT_JSON_RELIABLE or variant == VARIANT_PROTOBUF_RELIABLE else None
         self.acked_sequence_id = 0
         self.replay_bytes = 0
         self.replay_overflowed = False
@@ -91,7 +98,7 @@ cdef class Connection(WSListener):
             sequence_id = self.sequence_id
         while self.acked_sequence_id < sequence_id and self.replay:
             frames = self.replay.popleft()
-            self.replay_bytes -= PyBytes_GET_SIZE(frames.json_tail)
+            self.replay_bytes -= frames.cost
             self.acked_sequence_id += 1
 
     def resend_unacknowledged(self, Py_ssize_t max_queued):
@@ -129,23 +136,67 @@ cdef class Connection(WSListener):
         return True
 
 
-cdef class Frames:
-    """One send framed once per wire variant; see _fanout.pxd."""
+cdef inline Py_ssize_t _varint(unsigned char* out, unsigned long long value) noexcept:
+    cdef Py_ssize_t n = 0
+    while value > 0x7F:
+        out[n] = (value & 0x7F) | 0x80
+        value >>= 7
+        n += 1
+    out[n] = <unsigned char>value
+    return n + 1
 
-    def __init__(self, int raw_opcode, bytes raw_payload, bytes json_tail):
-        self.raw_opcode = raw_opcode
-        self.raw_frame = frame(raw_opcode, raw_payload)
-        self.json_tail = json_tail
-        self.json_frame = frame(OPCODE_TEXT, b"{" + json_tail)
-        self._scratch = bytearray(14 + 10 + 21 + PyBytes_GET_SIZE(json_tail))
+
+cdef inline Py_ssize_t _varint_size(unsigned long long value) noexcept:
+    cdef Py_ssize_t n = 1
+    while value > 0x7F:
+        value >>= 7
+        n += 1
+    return n
+
+
+cdef class Frames:
+    """One send, framed once per wire variant its targets use; see _fanout.pxd."""
+
+    def __init__(self, object payload, object source):
+        self.payload = payload
+        self.source = source
+        self.raw_opcode = OPCODE_BINARY if payload.is_binary else OPCODE_TEXT
+        self.cost = PyBytes_GET_SIZE(payload.data) + 64
+
+    cdef bytes raw_frame(self):
+        if self._raw_frame is None:
+            self._raw_frame = frame(self.raw_opcode, self.payload.data)
+        return self._raw_frame
+
+    cdef bytes json_frame(self):
+        if self._json_frame is None:
+            if self._json_tail is None:
+                self._json_tail = message_tail(self.source, self.payload)
+            self._json_frame = frame(OPCODE_TEXT, b"{" + self._json_tail)
+        return self._json_frame
+
+    cdef bytes pb_frame(self):
+        if self._pb_frame is None:
+            if self._pb_inner is None:
+                self._pb_inner = data_message_inner(self.source, self.payload)
+            head = bytearray(11)
+            n = _varint(<unsigned char*>PyByteArray_AS_STRING(head) + 1, PyBytes_GET_SIZE(self._pb_inner))
+            head[0] = 0x12  # DownstreamMessage.data_message, length-delimited
+            self._pb_frame = frame(OPCODE_BINARY, bytes(head[:n + 1]) + self._pb_inner)
+        return self._pb_frame
+
+    cdef unsigned char* _scratch_for(self, Py_ssize_t size) except NULL:
+        if self._scratch is None or len(self._scratch) < size:
+            self._scratch = bytearray(size)
+        return <unsigned char*>PyByteArray_AS_STRING(self._scratch)
 
     cdef bint _write_reliable(self, Connection conn) except -1:
-        """Number, buffer until acknowledged, and write (if the connection is not away)."""
+        """Number, buffer until acknowledged, and write (unless the connection is away or resending)."""
         if conn.replay_overflowed:
             return False
         conn.sequence_id += 1
         conn.replay.append(self)
-        conn.replay_bytes += PyBytes_GET_SIZE(self.json_tail)
+        conn.replay_bytes += self.cost
         if len(conn.replay) > _replay_max_messages or conn.replay_bytes > _replay_max_bytes:
             conn.replay_overflowed = True
             conn.on_replay_overflow()
@@ -155,46 +206,82 @@ cdef class Frames:
         return self._write_sequenced(conn, conn.sequence_id)
 
     cdef bint _write_sequenced(self, Connection conn, unsigned long long sequence_id) except -1:
-        cdef char digits[24]
-        cdef int nd
-        cdef Py_ssize_t tail = PyBytes_GET_SIZE(self.json_tail)
-        cdef Py_ssize_t size, h
-        cdef unsigned char* out = <unsigned char*>PyByteArray_AS_STRING(self._scratch)
         cdef WSTransport t = conn.transport
         if t is None or t.is_disconnected or t.is_close_frame_sent:
             return False
+        if conn.variant == VARIANT_JSON_RELIABLE:
+            return self._write_json_sequenced(t, sequence_id)
+        return self._write_pb_sequenced(t, sequence_id)
+
+    cdef bint _write_json_sequenced(self, WSTransport t, unsigned long long sequence_id) except -1:
+        """`{"sequenceId":N,` spliced in front of the shared envelope tail."""
+        cdef char digits[24]
+        cdef int nd
+        cdef Py_ssize_t tail, size, h
+        cdef unsigned char* out
+        if self._json_tail is None:
+            self._json_tail = message_tail(self.source, self.payload)
+        tail = PyBytes_GET_SIZE(self._json_tail)
+        out = self._scratch_for(14 + 10 + 24 + tail)
         nd = snprintf(digits, 24, b"%llu,", sequence_id)
         size = 14 + nd + tail
         h = _header(out, OPCODE_TEXT, size)
         memcpy(out + h, <const char*>SEQUENCE_PREFIX, 14)
         memcpy(out + h + 14, digits, nd)
-        memcpy(out + h + 14 + nd, PyBytes_AS_STRING(self.json_tail), tail)
+        memcpy(out + h + 14 + nd, PyBytes_AS_STRING(self._json_tail), tail)
         t._fast_write(<char*>out, h + size)
+        return True
+
+    cdef bint _write_pb_sequenced(self, WSTransport t, unsigned long long sequence_id) except -1:
+        """DownstreamMessage{data_message = shared fields + sequence_id (field 4)}."""
+        cdef Py_ssize_t inner, body, size, h, pos
+        cdef unsigned char* out
+        if self._pb_inner is None:
+            self._pb_inner = data_message_inner(self.source, self.payload)
+        inner = PyBytes_GET_SIZE(self._pb_inner)
+        body = inner + 1 + _varint_size(sequence_id)
+        size = 1 + _varint_size(body) + body
+        out = self._scratch_for(10 + size)
+        h = _header(out, OPCODE_BINARY, size)
+        pos = h
+        out[pos] = 0x12
+        pos += 1
+        pos += _varint(out + pos, body)
+        memcpy(out + pos, PyBytes_AS_STRING(self._pb_inner), inner)
+        pos += inner
+        out[pos] = 0x20  # DataMessage.sequence_id, varint
+        pos += 1
+        pos += _varint(out + pos, sequence_id)
+        t._fast_write(<char*>out, pos)
         return True
 
 
 cpdef Py_ssize_t fanout(object targets, Frames frames, object excluded=None, object predicate=None) except -1:
     """Write `frames` to every open connection of `targets` not in `excluded` and passing `predicate`.
 
-    Returns the number of connections written to.
+    Returns the number of connections written to (reliable connections that are away count
+    only when their client recovers).
     """
     cdef Connection conn
     cdef Py_ssize_t delivered = 0
-    cdef const char* raw = PyBytes_AS_STRING(frames.raw_frame)
-    cdef Py_ssize_t raw_size = PyBytes_GET_SIZE(frames.raw_frame)
-    cdef const char* env = PyBytes_AS_STRING(frames.json_frame)
-    cdef Py_ssize_t env_size = PyBytes_GET_SIZE(frames.json_frame)
+    cdef bytes data
+    cdef int variant
     for conn in tuple(targets):
         if excluded is not None and conn.connection_id in excluded:
             continue
         if predicate is not None and not predicate(conn):
             continue
-        if conn.variant == VARIANT_RAW:
-            delivered += conn._write(raw, raw_size)
-        elif conn.variant == VARIANT_JSON:
-            delivered += conn._write(env, env_size)
+        variant = conn.variant
+        if variant == VARIANT_RAW:
+            data = frames.raw_frame()
+        elif variant == VARIANT_JSON:
+            data = frames.json_frame()
+        elif variant == VARIANT_PROTOBUF:
+            data = frames.pb_frame()
         else:
             delivered += frames._write_reliable(conn)
+            continue
+        delivered += conn._write(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
     return delivered
 
 

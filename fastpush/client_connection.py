@@ -15,10 +15,10 @@ from ._fanout import Connection
 from .handshake import Accept
 from .hub import Hub, Permission, allowed, close
 from .protocol.close_codes import CloseCode
+from .protocol.codecs import codec_for
 from .protocol.json_protocol import (
     Ignored, InvalidRequest, Invoke, JoinGroup, LeaveGroup, Ping, ProtocolViolation, SendEvent,
-    SendToGroup, SequenceAck, encode_ack, encode_connected, encode_invoke_error, encode_pong,
-    parse_request,
+    SendToGroup, SequenceAck, encode_invoke_error,
 )
 from .protocol.names import group_error, is_valid_group
 from .protocol.payload import DataType, Payload
@@ -40,13 +40,14 @@ class ConnectionSettings:
 class ClientConnection(Connection):
     """Everything the fan-out loop reads lives in the compiled base; this adds frame handling."""
 
-    __slots__ = ("_hub", "_settings", "_token_groups", "_raw_group", "_raw_no_echo", "_fragments",
+    __slots__ = ("_hub", "_settings", "_codec", "_token_groups", "_raw_group", "_raw_no_echo", "_fragments",
                  "_fragment_type", "reconnection_token", "_expiry", "_ack_ids")
 
     def __init__(self, hub: Hub, accept: Accept, connection_id: str, settings: ConnectionSettings):
         super().__init__(connection_id, accept.claims.user_id, hub.name, accept.subprotocol, accept.variant)
         self._hub = hub
         self._settings = settings
+        self._codec = codec_for(accept.variant)
         self.roles.update(accept.claims.roles)
         self._token_groups = accept.claims.groups
         self._raw_group = accept.raw_send_group
@@ -56,7 +57,7 @@ class ClientConnection(Connection):
         self.reconnection_token: str | None = None
         self._expiry: asyncio.TimerHandle | None = None
         self._ack_ids: dict[int, None] = {}
-        self.keep_session = accept.variant == _fanout.JSON_RELIABLE
+        self.keep_session = accept.variant in _fanout.RELIABLE_VARIANTS
 
     def can_recover_with(self, token: str | None, subprotocol: str | None) -> bool:
         return (self.keep_session and not self.replay_overflowed and subprotocol == self.subprotocol
@@ -77,10 +78,11 @@ class ClientConnection(Connection):
         else:
             self._hub.add_connection(self, self._token_groups)
             self._token_groups = ()
-        if self.variant != _fanout.RAW:
-            if self.variant == _fanout.JSON_RELIABLE:
+        codec = self._codec
+        if codec is not None:
+            if self.variant in _fanout.RELIABLE_VARIANTS:
                 self.reconnection_token = secrets.token_urlsafe(24)
-            transport.send(WSMsgType.TEXT, encode_connected(self.connection_id, self.user_id, self.reconnection_token))
+            transport.send(codec.opcode, codec.encode_connected(self.connection_id, self.user_id, self.reconnection_token))
         if recovering:
             self.resend_unacknowledged(self._settings.max_outbound_bytes)
 
@@ -136,12 +138,14 @@ class ClientConnection(Connection):
             return
         if self._fragments is None and msg_type == WSMsgType.CONTINUATION:
             msg_type = self._fragment_type
-        if self.variant == _fanout.RAW:
+        codec = self._codec
+        if codec is None:
             self._on_raw(msg_type, data)
-        elif msg_type != WSMsgType.TEXT:
-            close(self, CloseCode.UNSUPPORTED_DATA, "Binary frames are not supported by the JSON subprotocol.")
+        elif msg_type != codec.opcode:
+            kind = "Binary" if msg_type == WSMsgType.BINARY else "Text"
+            close(self, CloseCode.UNSUPPORTED_DATA, f"{kind} frames are not supported by the {self.subprotocol} subprotocol.")
         else:
-            self._on_json(data)
+            self._on_request(data)
 
     def _assemble(self, msg_type: WSMsgType, frame: WSFrame) -> bytes | None:
         """Return a whole message, joining fragmented frames; None while a message is incomplete."""
@@ -172,10 +176,10 @@ class ClientConnection(Connection):
             excluded = (self.connection_id,) if self._raw_no_echo else None
             self._hub.send_to_group(group, payload, excluded, from_user_id=self.user_id)
 
-    # --- JSON subprotocols --------------------------------------------------------------------
-    def _on_json(self, data: bytes) -> None:
+    # --- subprotocols (JSON and protobuf) -------------------------------------------------------
+    def _on_request(self, data: bytes) -> None:
         try:
-            request = parse_request(data)
+            request = self._codec.parse(data)
         except ProtocolViolation as exc:
             close(self, exc.code, exc.reason)
             return
@@ -195,7 +199,7 @@ class ClientConnection(Connection):
         elif kind is JoinGroup or kind is LeaveGroup:
             self._join_or_leave(request)
         elif kind is Ping:
-            self.transport.send(WSMsgType.TEXT, encode_pong())
+            self.transport.send(self._codec.opcode, self._codec.encode_pong())
         elif kind is SendEvent:
             # No event handler is configured (upstream events are a separate feature): the event is
             # accepted and dropped, as the service does for events no handler subscribes to.
@@ -243,4 +247,4 @@ class ClientConnection(Connection):
 
     def _ack(self, ack_id: int | None, error_name: str | None = None, message: str = "") -> None:
         if ack_id is not None:
-            self.transport.send(WSMsgType.TEXT, encode_ack(ack_id, error_name, message))
+            self.transport.send(self._codec.opcode, self._codec.encode_ack(ack_id, error_name, message))

@@ -10,12 +10,13 @@ from urllib.parse import unquote
 from . import _fanout
 from .auth.tokens import ClientClaims, KeyRing, TokenError
 from .http.messages import Request
-from .protocol.json_protocol import JSON_RELIABLE_V1, JSON_V1
+from .protocol.json_protocol import JSON_RELIABLE_V1, JSON_V1, PROTOBUF_RELIABLE_V1, PROTOBUF_V1
 from .protocol.names import group_error, hub_error, is_valid_group, is_valid_hub
 
 __all__ = ["Accept", "Reject", "decide_upgrade", "client_hub"]
 
-_VARIANTS = {JSON_V1: _fanout.JSON, JSON_RELIABLE_V1: _fanout.JSON_RELIABLE}
+_VARIANTS = {JSON_V1: _fanout.JSON, JSON_RELIABLE_V1: _fanout.JSON_RELIABLE,
+             PROTOBUF_V1: _fanout.PROTOBUF, PROTOBUF_RELIABLE_V1: _fanout.PROTOBUF_RELIABLE}
 
 
 @dataclass(slots=True)

@@ -8,18 +8,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable
 
-from . import _fanout
 from ._fanout import Connection, Frames, Tables, fanout
 from .protocol.close_codes import CloseCode
-from .protocol.json_protocol import GroupSource, ServerSource, encode_disconnected, message_tail
+from .protocol.codecs import codec_for
+from .protocol.json_protocol import GroupSource, ServerSource
 from .protocol.payload import Payload
 
 __all__ = ["Hub", "Permission", "DEFAULT_CLOSE_REASON", "allowed", "close", "frames_for"]
 
 DEFAULT_CLOSE_REASON = "Closed by the server."
 CLOSE_TIMEOUT_SECONDS = 2.0
-_OPCODE_TEXT = 0x1
-_OPCODE_BINARY = 0x2
 _SERVER = ServerSource()
 
 Predicate = Callable[[Connection], bool]
@@ -38,9 +36,8 @@ class Permission:
 
 
 def frames_for(payload: Payload, source: ServerSource | GroupSource) -> Frames:
-    """Frame a payload once per wire variant."""
-    return Frames(_OPCODE_BINARY if payload.is_binary else _OPCODE_TEXT, payload.data,
-                  message_tail(source, payload))
+    """A send, to be framed once per wire variant its targets use."""
+    return Frames(payload, source)
 
 
 class Hub:
@@ -232,8 +229,9 @@ def close(conn: Connection, code: int, reason: str, *, notify: bool = False, kee
         if not conn.keep_session and transport is not None and transport.is_disconnected:
             conn.end_session()
         return
-    if notify and conn.variant != _fanout.RAW:
-        transport.send(0x1, encode_disconnected(reason))
+    codec = codec_for(conn.variant)
+    if notify and codec is not None:
+        transport.send(codec.opcode, codec.encode_disconnected(reason))
     transport.send_close(code, _clip_reason(reason))
     # The client answers with its own close frame (handled by the connection); do not wait forever.
     asyncio.get_running_loop().call_later(CLOSE_TIMEOUT_SECONDS, transport.disconnect)

@@ -24,7 +24,7 @@ JSON_V1 = "json.webpubsub.azure.v1"
 JSON_RELIABLE_V1 = "json.reliable.webpubsub.azure.v1"
 PROTOBUF_V1 = "protobuf.webpubsub.azure.v1"
 PROTOBUF_RELIABLE_V1 = "protobuf.reliable.webpubsub.azure.v1"
-SUBPROTOCOLS = (JSON_V1, JSON_RELIABLE_V1)
+SUBPROTOCOLS = (JSON_V1, JSON_RELIABLE_V1, PROTOBUF_V1, PROTOBUF_RELIABLE_V1)
 
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode

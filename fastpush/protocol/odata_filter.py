@@ -446,7 +446,8 @@ class _Parser:
             plural = "" if counts == "1" else "s"
             raise self._error(f"function '{name}' takes {counts} argument{plural}, got {len(args)}",
                               token.start)
-        for number, ((position, arg), accepted) in enumerate(zip(args, function.params), 1):
+        checks = zip(args, function.params, strict=True)
+        for number, ((position, arg), accepted) in enumerate(checks, 1):
             if arg.type not in accepted and arg.type != "null":
                 wanted = " or ".join(_ARTICLE[t] for t in accepted)
                 raise self._error(f"argument {number} of '{name}' must be {wanted}, "

@@ -1,0 +1,36 @@
+"""The service messages of each subprotocol family behind one shape, chosen by wire variant."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import json_protocol, protobuf_protocol
+
+__all__ = ["Codec", "JSON_CODEC", "PROTOBUF_CODEC", "codec_for"]
+
+_TEXT, _BINARY = 0x1, 0x2
+# Wire variants, as numbered by fastpush._fanout (kept here so this module needs no compiled code).
+_RAW, _JSON, _JSON_RELIABLE, _PROTOBUF, _PROTOBUF_RELIABLE = range(5)
+
+
+@dataclass(frozen=True, slots=True)
+class Codec:
+    opcode: int  # the frame type every message of this family travels in
+    parse: Callable
+    encode_ack: Callable[..., bytes]
+    encode_connected: Callable[[str, str | None, str | None], bytes]
+    encode_disconnected: Callable[[str], bytes]
+    encode_pong: Callable[[], bytes]
+
+
+JSON_CODEC = Codec(_TEXT, json_protocol.parse_request, json_protocol.encode_ack, json_protocol.encode_connected,
+                   json_protocol.encode_disconnected, json_protocol.encode_pong)
+PROTOBUF_CODEC = Codec(_BINARY, protobuf_protocol.parse_upstream, protobuf_protocol.encode_ack,
+                       protobuf_protocol.encode_connected, protobuf_protocol.encode_disconnected,
+                       protobuf_protocol.encode_pong)
+_BY_VARIANT = {_JSON: JSON_CODEC, _JSON_RELIABLE: JSON_CODEC, _PROTOBUF: PROTOBUF_CODEC, _PROTOBUF_RELIABLE: PROTOBUF_CODEC}
+
+
+def codec_for(variant: int) -> Codec | None:
+    """None for raw clients, which get no service messages."""
+    return _BY_VARIANT.get(variant)
