@@ -139,9 +139,10 @@ def parse_upstream(frame: bytes | memoryview) -> ProtobufRequest:
 
 
 def _text(fields: dict, number: int, name: str) -> str:
-    value = fields.get(number)
+    """proto3 leaves empty strings off the wire: absent means ''."""
+    value = fields.get(number, b"")
     if not isinstance(value, bytes):
-        raise _Malformed(f"'{name}' is required")
+        raise _Malformed(f"'{name}' must be a string")
     try:
         return value.decode()
     except UnicodeDecodeError:

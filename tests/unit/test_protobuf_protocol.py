@@ -1,0 +1,129 @@
+"""fastpush's hand-written protobuf codec against Google's protobuf runtime (tests/webpubsub_proto.py)."""
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from fastpush.protocol.json_protocol import (
+    GroupSource, InvalidRequest, JoinGroup, LeaveGroup, Ping, ProtocolViolation, SendEvent, SendToGroup,
+    SequenceAck, ServerSource,
+)
+from fastpush.protocol.payload import DataType, Payload
+from fastpush.protocol.protobuf_protocol import (
+    data_message_inner, encode_ack, encode_connected, encode_disconnected, encode_pong, parse_upstream,
+    wrap_data_message,
+)
+from tests.webpubsub_proto import Downstream, Upstream
+
+from google.protobuf import any_pb2
+
+texts = st.text(max_size=40)
+any_bytes = st.builds(lambda url, value: any_pb2.Any(type_url=url, value=value).SerializeToString(),
+                      texts, st.binary(max_size=20))
+ack_ids = st.none() | st.integers(0, 2**64 - 1)
+payloads = st.one_of(
+    st.builds(lambda t: Payload(DataType.TEXT, t.encode()), texts),
+    st.builds(lambda b: Payload(DataType.BINARY, b), st.binary(max_size=40)),
+    st.builds(lambda b: Payload(DataType.PROTOBUF, b), any_bytes),
+    st.builds(lambda n: Payload(DataType.JSON, str(n).encode()), st.integers()),
+)
+
+
+def _set_data(target, payload: Payload) -> None:
+    if payload.data_type is DataType.TEXT:
+        target.text_data = payload.data.decode()
+    elif payload.data_type is DataType.BINARY:
+        target.binary_data = payload.data
+    elif payload.data_type is DataType.JSON:
+        target.json_data = payload.data.decode()
+    else:
+        target.protobuf_data.ParseFromString(payload.data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(kind=st.sampled_from(["send", "event", "join", "leave", "seq", "ping"]), name=texts, ack=ack_ids,
+       no_echo=st.booleans(), payload=payloads, seq=st.integers(0, 2**64 - 1))
+def test_upstream_round_trip(kind, name, ack, no_echo, payload, seq):
+    m = Upstream()
+    if kind == "send":
+        msg = m.send_to_group_message
+        msg.group, msg.no_echo = name, no_echo
+        _set_data(msg.data, payload)
+        expected = SendToGroup(name, ack, no_echo, payload)
+    elif kind == "event":
+        msg = m.event_message
+        msg.event = name
+        _set_data(msg.data, payload)
+        expected = SendEvent(name, ack, payload)
+    elif kind in ("join", "leave"):
+        msg = m.join_group_message if kind == "join" else m.leave_group_message
+        msg.group = name
+        expected = (JoinGroup if kind == "join" else LeaveGroup)(name, ack)
+    elif kind == "seq":
+        m.sequence_ack_message.sequence_id = seq
+        ack, expected = None, SequenceAck(seq)
+    else:
+        m.ping_message.SetInParent()
+        ack, expected = None, Ping()
+    if ack is not None:
+        msg.ack_id = ack
+    assert parse_upstream(m.SerializeToString()) == expected
+
+
+@given(ack=st.integers(0, 2**64 - 1), error=st.none() | st.tuples(texts, texts))
+def test_ack_encoding(ack, error):
+    decoded = Downstream.FromString(encode_ack(ack, *(error or ())))
+    assert decoded.ack_message.ack_id == ack and decoded.ack_message.success == (error is None)
+    if error:
+        assert (decoded.ack_message.error.name, decoded.ack_message.error.message) == error
+
+
+@given(cid=texts, user=st.none() | texts, token=st.none() | texts, reason=texts)
+def test_system_messages(cid, user, token, reason):
+    connected = Downstream.FromString(encode_connected(cid, user, token)).system_message.connected_message
+    assert (connected.connection_id, connected.user_id, connected.reconnection_token) == (cid, user or "", token or "")
+    assert Downstream.FromString(encode_disconnected(reason)).system_message.disconnected_message.reason == reason
+    assert Downstream.FromString(encode_pong()).HasField("pong_message")
+
+
+@given(group=st.none() | texts, payload=payloads, seq=st.none() | st.integers(0, 2**64 - 1))
+def test_data_messages(group, payload, seq):
+    source = GroupSource(group) if group is not None else ServerSource()
+    data = Downstream.FromString(wrap_data_message(data_message_inner(source, payload), seq)).data_message
+    assert getattr(data, "from") == ("group" if group is not None else "server")
+    assert data.group == (group or "")
+    assert data.HasField("sequence_id") == (seq is not None) and data.sequence_id == (seq or 0)
+    field = data.data.WhichOneof("data")
+    expected = {DataType.TEXT: "text_data", DataType.JSON: "text_data", DataType.BINARY: "binary_data",
+                DataType.PROTOBUF: "protobuf_data"}[payload.data_type]
+    assert field == expected
+    if field == "binary_data":
+        assert data.data.binary_data == payload.data
+    elif field == "text_data":
+        assert data.data.text_data.encode() == payload.data
+
+
+@settings(max_examples=500)
+@given(st.binary(max_size=64))
+def test_arbitrary_bytes_parse_or_fail_clearly(frame):
+    try:
+        parse_upstream(frame)
+    except ProtocolViolation as exc:
+        assert exc.code == 1007 and exc.reason
+    except InvalidRequest as exc:
+        assert exc.name == "BadRequest" and exc.message
+
+
+@pytest.mark.parametrize("frame", [b"\x0a", b"\x0a\x05ab", b"\x08\x01", b"\xff" * 12, b"", b"\x62\x00"])
+def test_malformed(frame):
+    with pytest.raises(ProtocolViolation):
+        parse_upstream(frame)
+
+
+def test_bad_request_with_ack_id():
+    m = Upstream()
+    m.send_to_group_message.group = "g"
+    m.send_to_group_message.ack_id = 5  # no data
+    with pytest.raises(InvalidRequest) as exc:
+        parse_upstream(m.SerializeToString())
+    assert exc.value.ack_id == 5 and "data" in exc.value.message
