@@ -43,6 +43,9 @@ cdef class Connection(WSListener):
     # True while losing the socket should keep the session for recovery (reliable clients);
     # cleared when the client closes on purpose or the server ends the session.
     cdef public bint keep_session
+    # time.monotonic() of the last frame from the client: the heartbeat sweep pings the quiet
+    # ones and drops those silent past the idle timeout.
+    cdef public double last_seen
 
     cdef bint _write(self, const char* data, Py_ssize_t size) except -1
 

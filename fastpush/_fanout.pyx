@@ -81,6 +81,7 @@ cdef class Connection(WSListener):
         self.replay_overflowed = False
         self.resend_next = 0
         self.keep_session = False
+        self.last_seen = 0.0
 
     @property
     def protocol(self):

@@ -38,7 +38,8 @@ class Server:
                  max_frame_bytes: int = MAX_FRAME_BYTES, max_body_bytes: int = MAX_BODY_BYTES,
                  public_host: str | None = None, recovery_window_seconds: float = 30.0,
                  replay_max_messages: int = 1000, replay_max_bytes: int = 16 * 1024 * 1024,
-                 max_outbound_bytes: int = 4 * 1024 * 1024):
+                 max_outbound_bytes: int = 4 * 1024 * 1024, keepalive_seconds: float = 20.0,
+                 idle_timeout_seconds: float = 60.0):
         self.host = host
         self.port = port
         self.keyring = KeyRing(access_key or generate_access_key(), secondary_key)
@@ -52,7 +53,9 @@ class Server:
         self.rest = RestApi(self.node, self.keyring)
         self.front_doors: set[FrontDoor] = set()
         self._server: asyncio.AbstractServer | None = None
-        self._sweeper: asyncio.Task | None = None
+        self.keepalive_seconds = keepalive_seconds
+        self.idle_timeout_seconds = idle_timeout_seconds
+        self._tasks: list[asyncio.Task] = []
 
     # --- lifecycle --------------------------------------------------------------------------
     async def start(self) -> "Server":
@@ -61,7 +64,7 @@ class Server:
         self._server = await loop.create_server(lambda: FrontDoor(self, secure), self.host, self.port,
                                                 ssl=self.ssl_context, reuse_address=True, backlog=4096)
         self.port = self._server.sockets[0].getsockname()[1]
-        self._sweeper = loop.create_task(self._sweep_idle_http())
+        self._tasks = [loop.create_task(self._sweep_idle_http()), loop.create_task(self._heartbeat())]
         log.info("fastpush listening on %s", self.endpoint)
         return self
 
@@ -70,8 +73,8 @@ class Server:
         if self._server is None:
             return
         self._server.close()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
+        for task in self._tasks:
+            task.cancel()
         conns = [c for hub in self.node.hubs() for c in hub.tables.connections.values()]
         for conn in conns:
             close(conn, CloseCode.GOING_AWAY, "The server is shutting down.")
@@ -110,6 +113,24 @@ class Server:
         token = self.keyring.issue_client(self.endpoint, hub, user_id=user_id, roles=roles, groups=groups,
                                           minutes_to_expire=minutes_to_expire)
         return "ws" + self.endpoint[4:] + f"/client/hubs/{hub}?access_token={token}"
+
+    async def _heartbeat(self) -> None:
+        """One sweep for all connections (no task or timer per connection): ping the quiet ones,
+        drop the ones silent for longer than the idle timeout (a peer gone without a FIN)."""
+        while True:
+            await asyncio.sleep(self.keepalive_seconds)
+            now = time.monotonic()
+            for hub in self.node.hubs():
+                for conn in tuple(hub.tables.connections.values()):
+                    transport = conn.transport
+                    if transport is None or transport.is_disconnected:
+                        continue
+                    quiet = now - conn.last_seen
+                    if quiet > self.idle_timeout_seconds:
+                        log.info("connection %s silent for %.0f s: dropping it", conn.connection_id, quiet)
+                        transport.disconnect(False)
+                    elif quiet >= self.keepalive_seconds:
+                        transport.send_ping()
 
     # --- what clients are told --------------------------------------------------------------
     @property

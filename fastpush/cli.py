@@ -42,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="bytes of unacknowledged messages kept per reliable client (default 16 MiB)")
     serve.add_argument("--max-outbound-bytes", type=int, default=4 * 1024 * 1024,
                        help="bytes queued for one client before it is closed as too slow (default 4 MiB)")
+    serve.add_argument("--keepalive", type=float, default=20.0, metavar="SECONDS",
+                       help="ping clients quiet for this long (default 20, Azure's default)")
+    serve.add_argument("--idle-timeout", type=float, default=60.0, metavar="SECONDS",
+                       help="drop clients silent for this long, pings unanswered (default 60)")
     serve.add_argument("--public-host", help="host name to put in the printed connection string")
     serve.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     return parser
@@ -65,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     server = Server(args.host, args.port, access_key=args.access_key, secondary_key=args.secondary_key,
                     ssl_context=ssl_context, public_host=args.public_host,
                     recovery_window_seconds=args.recovery_window, replay_max_messages=args.replay_max_messages,
-                    replay_max_bytes=args.replay_max_bytes, max_outbound_bytes=args.max_outbound_bytes)
+                    replay_max_bytes=args.replay_max_bytes, max_outbound_bytes=args.max_outbound_bytes,
+                    keepalive_seconds=args.keepalive, idle_timeout_seconds=args.idle_timeout)
     uvloop.run(_serve(server))
     return 0
 

@@ -6,6 +6,7 @@ import asyncio
 import hmac
 import logging
 import secrets
+import time
 from dataclasses import dataclass
 
 from picows import WSFrame, WSMsgType, WSTransport
@@ -66,6 +67,7 @@ class ClientConnection(Connection):
 
     # --- picows callbacks ---------------------------------------------------------------------
     def on_ws_connected(self, transport: WSTransport) -> None:
+        self.last_seen = time.monotonic()
         recovering = self.transport is not None
         previous, self.transport = self.transport, transport
         transport.underlying_transport.set_write_buffer_limits(high=self._settings.max_outbound_bytes)
@@ -125,6 +127,7 @@ class ClientConnection(Connection):
             self.resend_unacknowledged(self._settings.max_outbound_bytes)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        self.last_seen = time.monotonic()
         msg_type = frame.msg_type
         if msg_type == WSMsgType.CLOSE:
             self.keep_session = False

@@ -1,0 +1,51 @@
+"""Dead peers are found by the shared heartbeat: pinged when quiet, dropped when silent too long;
+a reliable session outlives its dead socket for the recovery window."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import websockets
+
+import fastpush
+from tests.fault_proxy import FaultProxy
+from tests.helpers import JSON_RELIABLE_V1, client_token
+
+
+@pytest.fixture
+async def server():
+    async with fastpush.Server(port=0, keepalive_seconds=0.1, idle_timeout_seconds=0.5, recovery_window_seconds=5) as srv:
+        yield srv
+
+
+async def _through_proxy(server, proxy, subprotocol=None):
+    token = client_token(server.keyring.primary, server.endpoint, "h")
+    return await websockets.connect(f"ws://127.0.0.1:{proxy.port}/client/hubs/h?access_token={token}",
+                                    subprotocols=[subprotocol] if subprotocol else None, ping_interval=None)
+
+
+async def test_answering_clients_stay(server):
+    token = client_token(server.keyring.primary, server.endpoint, "h")
+    async with websockets.connect(f"ws://127.0.0.1:{server.port}/client/hubs/h?access_token={token}",
+                                  ping_interval=None):
+        await asyncio.sleep(1.0)  # several sweeps: pinged, answers with pongs, stays
+        assert server.hub("h")._hub.connection_count == 1
+
+
+async def test_silent_peer_is_dropped_and_reliable_session_kept(server):
+    proxy = await FaultProxy(server.port).start()
+    raw = await _through_proxy(server, proxy)
+    reliable = await _through_proxy(server, proxy, JSON_RELIABLE_V1)
+    await reliable.recv()
+    hub = server.hub("h")._hub
+    assert hub.connection_count == 2
+    stall = asyncio.create_task(proxy.stall(2.0))  # a vanished peer: no FIN, no RST, no bytes
+    for _ in range(40):
+        await asyncio.sleep(0.05)
+        if hub.connection_count == 1:
+            break
+    assert hub.connection_count == 1  # the raw one is gone; the reliable session waits
+    conn = next(iter(hub.tables.connections.values()))
+    assert conn.keep_session and conn.transport.is_disconnected
+    stall.cancel()
+    await proxy.stop()
