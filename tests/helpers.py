@@ -74,8 +74,10 @@ class Client:
         await self.ws.close()
 
 
-async def connect(server, hub: str, subprotocol: str | None = None, *, url: str | None = None, **claims) -> Client:
-    ws = await websockets.connect(url or client_url(server, hub, **claims),
+async def connect(server, hub: str, subprotocol: str | None = None, *, url: str | None = None, ssl=None,
+                  **claims) -> Client:
+    """Open a client (wss when `ssl` is an SSLContext); JSON clients have read their connected message."""
+    ws = await websockets.connect(url or client_url(server, hub, **claims), ssl=ssl,
                                   subprotocols=[subprotocol] if subprotocol else None, max_size=None)
     client = Client(ws, subprotocol)
     if subprotocol:

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 import websockets
 
-from tests.helpers import JSON_V1, Client, client_url
+from tests import helpers
+from tests.helpers import JSON_V1, Client
 
 JS_DIR = Path(__file__).parent / "js"
 NODE_PACKAGES = ("@azure/web-pubsub",)
@@ -121,20 +122,13 @@ async def sdk(tls_server, hub_name, node_env):
 
 @pytest.fixture
 async def connect(tls_server, hub_name):
-    """Open wss test clients in the test's hub (helpers.connect has no TLS option); all closed at the end."""
+    """Open wss test clients in the test's hub; all closed at the end."""
     context = ssl.create_default_context(cafile=tls_server.ca_file)
     clients: list[Client] = []
 
     async def open_client(subprotocol: str | None = None, *, url: str | None = None, **claims) -> Client:
-        ws = await websockets.connect(url or client_url(tls_server, hub_name, **claims), ssl=context,
-                                      subprotocols=[subprotocol] if subprotocol else None, max_size=None)
-        client = Client(ws, subprotocol)
+        client = await helpers.connect(tls_server, hub_name, subprotocol, url=url, ssl=context, **claims)
         clients.append(client)
-        if subprotocol:
-            hello = await client.recv()
-            assert hello["type"] == "system" and hello["event"] == "connected", hello
-            client.connection_id = hello["connectionId"]
-            client.user_id = hello.get("userId")
         return client
 
     yield open_client

@@ -34,7 +34,7 @@ async def test_answering_clients_stay(server):
 
 async def test_silent_peer_is_dropped_and_reliable_session_kept(server):
     proxy = await FaultProxy(server.port).start()
-    raw = await _through_proxy(server, proxy)
+    await _through_proxy(server, proxy)  # a raw client
     reliable = await _through_proxy(server, proxy, JSON_RELIABLE_V1)
     await reliable.recv()
     hub = server.hub("h")._hub
