@@ -46,6 +46,7 @@ cdef class Connection(WSListener):
     # time.monotonic() of the last frame from the client: the heartbeat sweep pings the quiet
     # ones and drops those silent past the idle timeout.
     cdef public double last_seen
+    cdef public object close_reason  # why the session ended, for the `disconnected` event
 
     cdef bint _write(self, const char* data, Py_ssize_t size) except -1
 

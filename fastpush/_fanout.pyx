@@ -82,6 +82,7 @@ cdef class Connection(WSListener):
         self.resend_next = 0
         self.keep_session = False
         self.last_seen = 0.0
+        self.close_reason = None
 
     @property
     def protocol(self):

@@ -13,11 +13,17 @@ from .auth.tokens import KeyRing, generate_access_key
 from ._fanout import set_replay_limits
 from .client_connection import ClientConnection, ConnectionSettings
 from .embedding import HubApi
-from .handshake import Reject, decide_upgrade
+from .config import Config
+from .events.dispatcher import HubEvents
+from .events.http_client import HttpClient
+from .events.model import ConnectRequest, EventContext, EventRejected, HandlerRule
+from .events.upstream import HttpUpstream
+from .handshake import Accept, Reject, decide_upgrade, variant_of
 from .http.front_door import FrontDoor, Handoff
 from .http.messages import Request, Response, error_response
 from .http.rest import MAX_BODY_BYTES, RestApi
 from .hub import close
+from .hub import Hub
 from .node import Node
 from .protocol.close_codes import CloseCode
 
@@ -39,7 +45,7 @@ class Server:
                  public_host: str | None = None, recovery_window_seconds: float = 30.0,
                  replay_max_messages: int = 1000, replay_max_bytes: int = 16 * 1024 * 1024,
                  max_outbound_bytes: int = 4 * 1024 * 1024, keepalive_seconds: float = 20.0,
-                 idle_timeout_seconds: float = 60.0):
+                 idle_timeout_seconds: float = 60.0, config: Config | None = None):
         self.host = host
         self.port = port
         self.keyring = KeyRing(access_key or generate_access_key(), secondary_key)
@@ -49,7 +55,9 @@ class Server:
         self.public_host = public_host
         self.settings = ConnectionSettings(recovery_window_seconds, max_outbound_bytes)
         set_replay_limits(replay_max_messages, replay_max_bytes)
-        self.node = Node()
+        self.config = config or Config()
+        self._upstream_client: HttpClient | None = None
+        self.node = Node(self._configure_hub)
         self.rest = RestApi(self.node, self.keyring)
         self.front_doors: set[FrontDoor] = set()
         self._server: asyncio.AbstractServer | None = None
@@ -84,6 +92,11 @@ class Server:
         for conn in conns:
             if conn.transport is not None and not conn.transport.is_disconnected:
                 conn.transport.disconnect(False)
+        for hub in self.node.hubs():
+            if hub.events is not None:
+                await hub.events.drain(SHUTDOWN_GRACE_SECONDS)
+        if self._upstream_client is not None:
+            await self._upstream_client.close()
         for door in list(self.front_doors):
             door.close_idle()
         await asyncio.sleep(0)
@@ -149,18 +162,85 @@ class Server:
     def handle_rest(self, request: Request) -> Response:
         return self.rest.handle(request)
 
-    def decide_upgrade(self, request: Request) -> Handoff | Response:
-        decision = decide_upgrade(request, self.keyring)
+    def decide_upgrade(self, request: Request):
+        """A Handoff or an HTTP refusal; a coroutine giving one when a connect event must be asked."""
+        decision = decide_upgrade(request, self.keyring, lambda name: self.node.hub(name).anonymous_allowed)
         if isinstance(decision, Reject):
-            code = {400: "BadRequest", 401: "Unauthorized", 404: "NotFound"}.get(decision.status, "Error")
-            return error_response(decision.status, code, decision.message)
+            return error_response(decision.status, _ERROR_CODES.get(decision.status, "Error"), decision.message)
         hub = self.node.hub(decision.hub)
         if decision.recovery_of is not None:
             conn = hub.connection(decision.recovery_of)
             if isinstance(conn, ClientConnection) and conn.can_recover_with(decision.recovery_token, decision.subprotocol):
                 return Handoff(conn, decision.subprotocol)
             return Handoff(_RefusedRecovery(), decision.subprotocol)
-        return Handoff(ClientConnection(hub, decision, _new_connection_id(), self.settings), decision.subprotocol)
+        connection_id = _new_connection_id()
+        if hub.events is not None and hub.events.wants_connect:
+            return self._ask_connect(hub, decision, connection_id, request)
+        return Handoff(ClientConnection(hub, decision, connection_id, self.settings), decision.subprotocol)
+
+    async def _ask_connect(self, hub: Hub, decision: Accept, connection_id: str, request: Request) -> Handoff | Response:
+        """The blocking `connect` event: the handler may refuse, or set userId, groups, roles, subprotocol."""
+        ctx = EventContext(hub.name, connection_id, decision.claims.user_id, decision.subprotocol)
+        try:
+            result = await hub.events.connect(ctx, _connect_request(request, decision))
+        except EventRejected as exc:
+            return error_response(exc.status, _ERROR_CODES.get(exc.status, "ConnectRejected"),
+                                  exc.message or "The connect event handler refused the connection.")
+        if result is not None:
+            claims = decision.claims
+            if result.user_id is not None:
+                claims.user_id = ctx.user_id = result.user_id
+            if result.roles is not None:
+                claims.roles = tuple(result.roles)
+            if result.groups:
+                claims.groups = tuple(result.groups)
+            if result.subprotocol and result.subprotocol in decision.offered:
+                decision.subprotocol = ctx.subprotocol = result.subprotocol
+                decision.variant = variant_of(result.subprotocol)
+            if result.state is not None:
+                ctx.state = result.state
+        return Handoff(ClientConnection(hub, decision, connection_id, self.settings, ctx), decision.subprotocol)
+
+    def _configure_hub(self, hub: Hub) -> None:
+        """Apply the config file's settings for this hub (matched case-insensitively)."""
+        settings = next((s for name, s in self.config.hubs.items() if name.lower() == hub.name.lower()), None)
+        if settings is None:
+            return
+        hub.anonymous_allowed = settings.anonymous_connect_policy.lower() == "allow"
+        if settings.event_handlers and hub.events is None:
+            hub.events = HubEvents()
+        for handler in settings.event_handlers:
+            upstream = HttpUpstream(handler.url_template, self._upstream(), self._access_keys, self._origin(),
+                                    self.config.upstream_timeout_seconds)
+            hub.events.add(HandlerRule(handler.user_event_pattern, tuple(handler.system_events)), upstream)
+
+    def _upstream(self) -> HttpClient:
+        if self._upstream_client is None:
+            self._upstream_client = HttpClient()
+        return self._upstream_client
+
+    def _access_keys(self) -> list[str]:
+        return [k for k in (self.keyring.primary, self.keyring.secondary) if k]
+
+    def _origin(self) -> str:
+        """WebHook-Request-Origin: the bare host of the public endpoint (what the middlewares compare)."""
+        return self.endpoint.split("://", 1)[1].rsplit(":", 1)[0].strip("[]")
+
+
+_ERROR_CODES = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound"}
+_HIDDEN_QUERY = ("access_token", "awps_connection_id", "awps_reconnection_token")
+_HIDDEN_HEADERS = ("authorization", "sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions")
+
+
+def _connect_request(request: Request, decision: Accept) -> ConnectRequest:
+    """What the connect event tells the handler; the access token itself is left out."""
+    claims: dict[str, list[str]] = {}
+    for name, value in decision.claims.claims.items():
+        values = value if isinstance(value, list) else [value]
+        claims[name] = [v if isinstance(v, str) else str(v) for v in values]
+    query = {k: v for k, v in request.query.items() if k not in _HIDDEN_QUERY}
+    headers = {k: [v] for k, v in request.headers.items() if k not in _HIDDEN_HEADERS}
+    return ConnectRequest(claims, query, headers, list(decision.offered))
 
 
 def _new_connection_id() -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 import uvloop
 
 from .app import Server
+from .config import ConfigError, load_config
 from .devcert import ensure_dev_certificate, server_ssl_context
 
 __all__ = ["main", "build_parser"]
@@ -46,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="ping clients quiet for this long (default 20, Azure's default)")
     serve.add_argument("--idle-timeout", type=float, default=60.0, metavar="SECONDS",
                        help="drop clients silent for this long, pings unanswered (default 60)")
+    serve.add_argument("--config", metavar="FILE", help="TOML hub settings: event handlers, anonymous connect "
+                                                        "(see fastpush.config)")
     serve.add_argument("--public-host", help="host name to put in the printed connection string")
     serve.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     return parser
@@ -66,7 +69,12 @@ def main(argv: list[str] | None = None) -> int:
             print("fastpush: --tls-cert and --tls-key go together", file=sys.stderr)
             return 2
         ssl_context = server_ssl_context(args.tls_cert, args.tls_key)
-    server = Server(args.host, args.port, access_key=args.access_key, secondary_key=args.secondary_key,
+    try:
+        config = load_config(args.config) if args.config else None
+    except ConfigError as exc:
+        print(f"fastpush: {exc}", file=sys.stderr)
+        return 2
+    server = Server(args.host, args.port, config=config, access_key=args.access_key, secondary_key=args.secondary_key,
                     ssl_context=ssl_context, public_host=args.public_host,
                     recovery_window_seconds=args.recovery_window, replay_max_messages=args.replay_max_messages,
                     replay_max_bytes=args.replay_max_bytes, max_outbound_bytes=args.max_outbound_bytes,

@@ -12,14 +12,15 @@ from dataclasses import dataclass
 from picows import WSFrame, WSMsgType, WSTransport
 
 from . import _fanout
-from ._fanout import Connection
+from ._fanout import Connection, fanout
+from .events.model import EventContext, EventFailed
 from .handshake import Accept
-from .hub import Hub, Permission, allowed, close
+from .hub import Hub, Permission, allowed, close, frames_for
 from .protocol.close_codes import CloseCode
 from .protocol.codecs import codec_for
 from .protocol.json_protocol import (
     Ignored, InvalidRequest, Invoke, JoinGroup, LeaveGroup, Ping, ProtocolViolation, SendEvent,
-    SendToGroup, SequenceAck, encode_invoke_error,
+    SendToGroup, SequenceAck, ServerSource, encode_invoke_error,
 )
 from .protocol.names import group_error, is_valid_group
 from .protocol.payload import DataType, Payload
@@ -27,6 +28,7 @@ from .protocol.payload import DataType, Payload
 __all__ = ["ClientConnection", "ConnectionSettings"]
 
 log = logging.getLogger("fastpush.ws")
+_SERVER = ServerSource()
 
 
 @dataclass(slots=True)
@@ -42,9 +44,10 @@ class ClientConnection(Connection):
     """Everything the fan-out loop reads lives in the compiled base; this adds frame handling."""
 
     __slots__ = ("_hub", "_settings", "_codec", "_token_groups", "_raw_group", "_raw_no_echo", "_fragments",
-                 "_fragment_type", "reconnection_token", "_expiry", "_ack_ids")
+                 "_fragment_type", "reconnection_token", "_expiry", "_ack_ids", "_event_ctx", "_event_tail")
 
-    def __init__(self, hub: Hub, accept: Accept, connection_id: str, settings: ConnectionSettings):
+    def __init__(self, hub: Hub, accept: Accept, connection_id: str, settings: ConnectionSettings,
+                 event_ctx: EventContext | None = None):
         super().__init__(connection_id, accept.claims.user_id, hub.name, accept.subprotocol, accept.variant)
         self._hub = hub
         self._settings = settings
@@ -58,6 +61,8 @@ class ClientConnection(Connection):
         self.reconnection_token: str | None = None
         self._expiry: asyncio.TimerHandle | None = None
         self._ack_ids: dict[int, None] = {}
+        self._event_ctx = event_ctx  # made on first use when the connect event did not make it
+        self._event_tail: asyncio.Task | None = None  # the last user event in flight, to keep their order
         self.keep_session = accept.variant in _fanout.RELIABLE_VARIANTS
 
     def can_recover_with(self, token: str | None, subprotocol: str | None) -> bool:
@@ -80,6 +85,8 @@ class ClientConnection(Connection):
         else:
             self._hub.add_connection(self, self._token_groups)
             self._token_groups = ()
+            if self._hub.events is not None:
+                self._hub.events.connected(self._context())
         codec = self._codec
         if codec is not None:
             if self.variant in _fanout.RELIABLE_VARIANTS:
@@ -91,6 +98,8 @@ class ClientConnection(Connection):
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         if transport is not self.transport:
             return  # a socket this session has already moved away from
+        if self.close_reason is None:
+            self.close_reason = "The connection was lost." if self.keep_session else "The connection closed."
         if self.keep_session:
             window = self._settings.recovery_window_seconds
             self._expiry = asyncio.get_running_loop().call_later(window, self.end_session)
@@ -102,7 +111,13 @@ class ClientConnection(Connection):
             self._expiry.cancel()
             self._expiry = None
         self.keep_session = False
-        self._hub.remove_connection(self)
+        if self._hub.remove_connection(self) and self._hub.events is not None:
+            self._hub.events.disconnected(self._context(), self.close_reason or "The connection closed.")
+
+    def _context(self) -> EventContext:
+        if self._event_ctx is None:
+            self._event_ctx = EventContext(self._hub.name, self.connection_id, self.user_id, self.subprotocol)
+        return self._event_ctx
 
     def on_replay_overflow(self) -> None:
         log.warning("connection %s: reliable buffer full (%d messages, %d bytes); closing",
@@ -131,6 +146,8 @@ class ClientConnection(Connection):
         msg_type = frame.msg_type
         if msg_type == WSMsgType.CLOSE:
             self.keep_session = False
+            if self.close_reason is None:
+                self.close_reason = f"The client closed the connection ({frame.get_close_code()})."
             transport.send_close(CloseCode.NORMAL)
             transport.disconnect()
             return
@@ -172,7 +189,11 @@ class ClientConnection(Connection):
         payload = Payload(DataType.BINARY if msg_type == WSMsgType.BINARY else DataType.TEXT, data)
         group = self._raw_group
         if group is None:
-            close(self, CloseCode.INTERNAL_ERROR, "No event handler is configured for event 'message'.")
+            events = self._hub.events
+            if events is not None and events.handles_user_event("message"):
+                self._queue_event("message", payload, None)
+            else:
+                close(self, CloseCode.INTERNAL_ERROR, "No event handler is configured for event 'message'.")
         elif not allowed(self, Permission.SEND_TO_GROUP, group):
             close(self, CloseCode.POLICY_VIOLATION, f"No permission to send to group '{group}'.")
         else:
@@ -204,14 +225,47 @@ class ClientConnection(Connection):
         elif kind is Ping:
             self.transport.send(self._codec.opcode, self._codec.encode_pong())
         elif kind is SendEvent:
-            # No event handler is configured (upstream events are a separate feature): the event is
-            # accepted and dropped, as the service does for events no handler subscribes to.
-            self._ack(ack_id)
+            events = self._hub.events
+            if events is not None and events.handles_user_event(request.event):
+                self._queue_event(request.event, request.payload, ack_id)
+            else:  # no handler wants it: accepted and dropped, as the service does
+                self._ack(ack_id)
         elif kind is Invoke:
             self.transport.send(WSMsgType.TEXT, encode_invoke_error(
                 request.invocation_id, "BadRequest", "No event handler is configured for invocations."))
         elif kind is not Ignored:
             raise AssertionError(f"unhandled request {request!r}")
+
+    # --- user events ----------------------------------------------------------------------------
+    def _queue_event(self, name: str, payload: Payload, ack_id: int | None) -> None:
+        """Events of one connection reach the handler one at a time, in order; a slow handler
+        delays only this connection's events, never anybody's pushes."""
+        previous = self._event_tail
+        self._event_tail = task = asyncio.get_running_loop().create_task(
+            self._run_event(previous, name, payload, ack_id))
+        self._hub.events.track(task)
+
+    async def _run_event(self, previous: asyncio.Task | None, name: str, payload: Payload, ack_id: int | None) -> None:
+        if previous is not None and not previous.done():
+            await asyncio.wait((previous,))
+        try:
+            reply = await self._hub.events.user_event(self._context(), name, payload)
+        except EventFailed as exc:
+            log.warning("connection %s: event '%s' failed: %s", self.connection_id, name, exc)
+            if self._codec is None:
+                close(self, CloseCode.INTERNAL_ERROR, f"The event handler for '{name}' failed.")
+            else:
+                self._ack(ack_id, "InternalServerError", f"The event handler for '{name}' failed.")
+            return
+        if reply is not None and reply.state is not None:
+            self._context().state = reply.state
+        if reply is not None and reply.payload is not None and self.is_open:
+            if self._codec is None:
+                opcode = WSMsgType.BINARY if reply.payload.is_binary else WSMsgType.TEXT
+                self.transport.send(opcode, reply.payload.data)
+            else:
+                fanout((self,), frames_for(reply.payload, _SERVER))
+        self._ack(ack_id)
 
     def _seen(self, ack_id: int) -> bool:
         """Remember ackIds (the newest few thousand) so a repeated one is answered, not redone."""
@@ -249,5 +303,5 @@ class ClientConnection(Connection):
             self._ack(request.ack_id)
 
     def _ack(self, ack_id: int | None, error_name: str | None = None, message: str = "") -> None:
-        if ack_id is not None:
+        if ack_id is not None and self.is_open:
             self.transport.send(self._codec.opcode, self._codec.encode_ack(ack_id, error_name, message))

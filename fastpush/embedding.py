@@ -9,6 +9,9 @@ from collections.abc import Iterable
 
 import msgspec
 
+from .events.callbacks import CallbackHandler
+from .events.dispatcher import HubEvents
+from .events.model import Callback, HandlerRule
 from .hub import Hub, Permission
 from .protocol.names import group_error, is_valid_group
 from .protocol.odata_filter import compile_filter
@@ -53,6 +56,21 @@ class HubApi:
     @property
     def name(self) -> str:
         return self._hub.name
+
+    def handle_events(self, *, on_connect: Callback | None = None, on_connected: Callback | None = None,
+                      on_disconnected: Callback | None = None, on_event: Callback | None = None,
+                      user_events: str = "*") -> None:
+        """In-process event handlers, called like an upstream but without HTTP; sync or async.
+
+        on_connect(ctx, request) may raise EventRejected(status) or return a ConnectResult;
+        on_event(ctx, name, payload) may return what to send back (str, bytes, JSON value or
+        EventReply). They are consulted before any handler from the config file.
+        """
+        handler = CallbackHandler(on_connect, on_connected, on_disconnected, on_event)
+        if self._hub.events is None:
+            self._hub.events = HubEvents()
+        rule = HandlerRule(user_events if on_event is not None else "", handler.system_events)
+        self._hub.events.add(rule, handler, first=True)
 
     def send_to_all(self, message: object, *, content_type: str | None = None,
                     excluded: Iterable[str] | None = None, filter: str | None = None) -> int:

@@ -4,6 +4,7 @@ Runs before picows sees the connection, so a refusal is a plain HTTP status the 
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote
 
@@ -13,7 +14,7 @@ from .http.messages import Request
 from .protocol.json_protocol import JSON_RELIABLE_V1, JSON_V1, PROTOBUF_RELIABLE_V1, PROTOBUF_V1
 from .protocol.names import group_error, hub_error, is_valid_group, is_valid_hub
 
-__all__ = ["Accept", "Reject", "decide_upgrade", "client_hub"]
+__all__ = ["Accept", "Reject", "decide_upgrade", "client_hub", "variant_of", "offered_subprotocols"]
 
 _VARIANTS = {JSON_V1: _fanout.JSON, JSON_RELIABLE_V1: _fanout.JSON_RELIABLE,
              PROTOBUF_V1: _fanout.PROTOBUF, PROTOBUF_RELIABLE_V1: _fanout.PROTOBUF_RELIABLE}
@@ -29,6 +30,7 @@ class Accept:
     raw_no_echo: bool = False
     recovery_of: str | None = None  # awps_connection_id of a reliable session the client asks back
     recovery_token: str | None = None  # awps_reconnection_token proving it may
+    offered: tuple[str, ...] = ()  # every subprotocol the client offered (a connect handler may pick one)
 
 
 @dataclass(slots=True)
@@ -48,7 +50,16 @@ def client_hub(request: Request) -> str | None:
     return None
 
 
-def decide_upgrade(request: Request, keyring: KeyRing) -> Accept | Reject:
+def variant_of(subprotocol: str | None) -> int:
+    return _VARIANTS.get(subprotocol, _fanout.RAW)
+
+
+def offered_subprotocols(request: Request) -> tuple[str, ...]:
+    header = request.headers.get("sec-websocket-protocol") or ""
+    return tuple(p.strip() for p in header.split(",") if p.strip())
+
+
+def decide_upgrade(request: Request, keyring: KeyRing, anonymous_allowed: Callable[[str], bool]) -> Accept | Reject:
     hub = client_hub(request)
     if hub is None:
         return Reject(404, f"No WebSocket endpoint at '{request.raw_path}'.")
@@ -65,14 +76,17 @@ def decide_upgrade(request: Request, keyring: KeyRing) -> Accept | Reject:
         return Accept(hub, subprotocol, variant, ClientClaims(None), recovery_of=recovery_of,
                       recovery_token=request.query_one("awps_reconnection_token"))
     token = request.query_one("access_token") or _bearer(request.headers.get("authorization"))
-    try:
-        claims = keyring.verify_client(token or "", hub)
-    except TokenError as exc:
-        return Reject(401, str(exc))
+    if not token and anonymous_allowed(hub):
+        claims = ClientClaims(None)
+    else:
+        try:
+            claims = keyring.verify_client(token or "", hub)
+        except TokenError as exc:
+            return Reject(401, str(exc))
     for group in claims.groups:
         if not is_valid_group(group):
             return Reject(400, "webpubsub.group claim: " + group_error(group))
-    accept = Accept(hub, subprotocol, variant, claims)
+    accept = Accept(hub, subprotocol, variant, claims, offered=offered_subprotocols(request))
     if accept.variant == _fanout.RAW:
         mode = (request.query_one("webpubsub_mode") or "sendEvent").lower()
         if mode == "sendtogroup":

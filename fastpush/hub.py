@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 
 from ._fanout import Connection, Frames, Tables, fanout
 from .protocol.close_codes import CloseCode
+from .events.dispatcher import HubEvents
 from .protocol.codecs import codec_for
 from .protocol.json_protocol import GroupSource, ServerSource
 from .protocol.payload import Payload
@@ -46,6 +47,8 @@ class Hub:
         self.tables = Tables()
         self._user_groups: dict[str, set[str]] = {}  # user -> groups its future connections join
         self.slow_client_closes = 0
+        self.events: HubEvents | None = None  # upstream handlers and in-process callbacks, if any
+        self.anonymous_allowed = False
 
     # --- connections ------------------------------------------------------------------------
     def add_connection(self, conn: Connection, groups: Iterable[str] = ()) -> None:
@@ -224,6 +227,8 @@ def close(conn: Connection, code: int, reason: str, *, notify: bool = False, kee
     The session ends with the socket unless `keep_session` (a slow reliable client recovers).
     """
     conn.keep_session = keep_session and conn.keep_session
+    if conn.close_reason is None:
+        conn.close_reason = reason
     transport = conn.transport
     if transport is None or transport.is_close_frame_sent or transport.is_disconnected:
         if not conn.keep_session and transport is not None and transport.is_disconnected:

@@ -1,20 +1,25 @@
 """The hubs of one fastpush process. Hubs are created on first use and named case-insensitively."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from .hub import Hub
 
 __all__ = ["Node"]
 
 
 class Node:
-    def __init__(self) -> None:
+    def __init__(self, configure: Callable[[Hub], None] | None = None) -> None:
         self._hubs: dict[str, Hub] = {}
+        self._configure = configure  # applies hub settings (event handlers, policies) to a new hub
 
     def hub(self, name: str) -> Hub:
         key = name.lower()
         hub = self._hubs.get(key)
         if hub is None:
             self._hubs[key] = hub = Hub(name)
+            if self._configure is not None:
+                self._configure(hub)
         return hub
 
     def hubs(self) -> list[Hub]:

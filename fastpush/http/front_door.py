@@ -4,9 +4,10 @@ handed to picows after fastpush has decided them (see shared/notes/picows-facts.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import httptools
 from picows.picows import WSProtocol
@@ -40,13 +41,14 @@ class Gate:
     max_body_bytes: int
     max_frame_bytes: int
     handle_rest: Callable[[Request], Response]
-    decide_upgrade: Callable[[Request], "Handoff | Response"]
+    decide_upgrade: Callable[[Request], "Handoff | Response | Awaitable[Handoff | Response]"]
     front_doors: set
 
 
 class FrontDoor(asyncio.Protocol):
     __slots__ = ("_gate", "_transport", "_parser", "_secure", "_url", "_headers", "_body", "_body_size",
-                 "_upgrade", "_closed", "last_active", "_busy", "_head_size", "_discard_budget")
+                 "_upgrade", "_closed", "last_active", "_busy", "_head_size", "_discard_budget",
+                 "_pending", "_deciding")
 
     def __init__(self, gate: Gate, secure: bool):
         self._gate = gate
@@ -62,6 +64,8 @@ class FrontDoor(asyncio.Protocol):
         self._closed = False
         self._busy = False
         self._discard_budget = 0
+        self._pending: bytearray | None = None  # bytes read while an upgrade awaits its decision
+        self._deciding: asyncio.Task | None = None
         self.last_active = time.monotonic()
 
     # --- asyncio.Protocol -------------------------------------------------------------------
@@ -72,10 +76,17 @@ class FrontDoor(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self._gate.front_doors.discard(self)
+        if self._deciding is not None:  # the client left while its connect event was pending
+            self._deciding.cancel()
 
     def data_received(self, data: bytes) -> None:
         if self._discard_budget > 0:
             self._discard(len(data))
+            return
+        if self._pending is not None:
+            self._pending += data
+            if len(self._pending) > MAX_HEAD_BYTES and self._transport is not None:
+                self._transport.pause_reading()  # keeps the buffer capped; resumed at handoff
             return
         if self._closed:
             return
@@ -182,6 +193,29 @@ class FrontDoor(asyncio.Protocol):
         if request is None:
             return
         decision = self._gate.decide_upgrade(request)
+        if inspect.isawaitable(decision):
+            # Keep reading meanwhile (into a capped buffer), so a client that goes away is seen
+            # and its pending decision cancelled.
+            self._pending = bytearray(tail)
+            self._deciding = asyncio.get_running_loop().create_task(self._await_decision(request, decision))
+            return
+        self._apply(request, decision, tail)
+
+    async def _await_decision(self, request: Request, pending: Awaitable) -> None:
+        try:
+            decision = await pending
+        except asyncio.CancelledError:
+            return
+        except Exception:
+            log.exception("deciding the upgrade of %s failed", request.raw_path)
+            decision = error_response(500, "InternalServerError", "The server failed to decide the upgrade.")
+        self._deciding = None
+        tail, self._pending = bytes(self._pending or b""), None
+        if self._transport is None or self._transport.is_closing():
+            return
+        self._apply(request, decision, tail)
+
+    def _apply(self, request: Request, decision: "Handoff | Response", tail: bytes) -> None:
         if isinstance(decision, Response):
             self._reply(decision, keep_alive=False)
             return

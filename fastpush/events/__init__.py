@@ -1,0 +1,2 @@
+"""Upstream events: connect, connected, disconnected and user events, to an HTTP application server
+(CloudEvents, as Azure Web PubSub sends them) or to in-process Python callbacks."""

@@ -1,0 +1,117 @@
+"""CloudEvents HTTP binary mode as Azure Web PubSub sends it (spec §5.3-5.6), without I/O:
+headers and bodies for each event, and the meaning of each response."""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import hmac
+
+import msgspec
+
+from ..protocol.payload import DataType, Payload
+from .model import ConnectRequest, ConnectResult, EventContext, EventFailed, EventRejected, EventReply
+
+__all__ = ["signature", "system_event", "user_event", "connect_result", "user_event_reply", "validation_headers"]
+
+_json = msgspec.json.Encoder().encode
+_SYSTEM_CONTENT_TYPE = "application/json; charset=utf-8"
+_USER_CONTENT_TYPES = {
+    DataType.TEXT: "text/plain; charset=utf-8",
+    DataType.JSON: "application/json; charset=utf-8",
+    DataType.BINARY: "application/octet-stream",
+    DataType.PROTOBUF: "application/x-protobuf",
+}
+_REPLY_TYPES = {"text/plain": DataType.TEXT, "application/json": DataType.JSON,
+                "application/octet-stream": DataType.BINARY}
+
+
+def signature(keys: list[str], connection_id: str) -> str:
+    """`sha256=<hex>` per access key (primary, secondary), joined with commas."""
+    return ",".join("sha256=" + hmac.new(k.encode(), connection_id.encode(), hashlib.sha256).hexdigest() for k in keys)
+
+
+def validation_headers(origin: str) -> dict[str, str]:
+    return {"WebHook-Request-Origin": origin, "ce-awpsversion": "1.0"}
+
+
+def _headers(ctx: EventContext, ce_type: str, event_name: str, content_type: str, keys: list[str],
+             origin: str) -> dict[str, str]:
+    headers = {
+        "Content-Type": content_type,
+        "ce-specversion": "1.0",
+        "ce-awpsversion": "1.0",
+        "ce-type": ce_type,
+        "ce-source": f"/hubs/{ctx.hub}/client/{ctx.connection_id}",
+        "ce-id": ctx.event_id(),
+        "ce-time": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "ce-hub": ctx.hub,
+        "ce-connectionId": ctx.connection_id,
+        "ce-eventName": event_name,
+        "ce-signature": signature(keys, ctx.connection_id),
+        "WebHook-Request-Origin": origin,
+    }
+    if ctx.user_id is not None:
+        headers["ce-userId"] = ctx.user_id
+    if ctx.subprotocol:
+        headers["ce-subprotocol"] = ctx.subprotocol
+    if ctx.state is not None:
+        headers["ce-connectionState"] = ctx.state
+    return headers
+
+
+def system_event(ctx: EventContext, name: str, keys: list[str], origin: str, *,
+                 connect: ConnectRequest | None = None, reason: str | None = None) -> tuple[dict[str, str], bytes]:
+    """Headers and JSON body of a `connect`, `connected` or `disconnected` event."""
+    if name == "connect":
+        assert connect is not None
+        body = {"claims": connect.claims, "query": connect.query, "headers": connect.headers,
+                "subprotocols": connect.subprotocols, "clientCertificates": connect.client_certificates}
+    elif name == "disconnected":
+        body = {"reason": reason or ""}
+    else:
+        body = {}
+    return _headers(ctx, f"azure.webpubsub.sys.{name}", name, _SYSTEM_CONTENT_TYPE, keys, origin), _json(body)
+
+
+def user_event(ctx: EventContext, name: str, payload: Payload, keys: list[str], origin: str) -> tuple[dict[str, str], bytes]:
+    content_type = _USER_CONTENT_TYPES[payload.data_type]
+    return _headers(ctx, f"azure.webpubsub.user.{name}", name, content_type, keys, origin), payload.data
+
+
+class _ConnectBody(msgspec.Struct):
+    userId: str | None = None
+    groups: list[str] | None = None
+    roles: list[str] | None = None
+    subprotocol: str | None = None
+
+
+def connect_result(status: int, headers: dict[str, str], body: bytes) -> ConnectResult:
+    """A 2xx accepts (200 may set userId, groups, roles, subprotocol); anything else rejects."""
+    if not 200 <= status < 300:
+        message = body[:512].decode(errors="replace")
+        raise EventRejected(status if 400 <= status < 600 else 500, message)
+    state = headers.get("ce-connectionstate")
+    if status == 204 or not body.strip():
+        return ConnectResult(state=state)
+    try:
+        parsed = msgspec.json.decode(body, type=_ConnectBody)
+    except msgspec.DecodeError as exc:
+        raise EventRejected(500, f"The connect handler answered invalid JSON: {exc}") from None
+    return ConnectResult(parsed.userId, parsed.groups, parsed.roles, parsed.subprotocol or None, state)
+
+
+def user_event_reply(status: int, headers: dict[str, str], body: bytes) -> EventReply:
+    """2xx with a body is sent back to the client, typed by Content-Type (none: binary)."""
+    if not 200 <= status < 300:
+        raise EventFailed(f"The event handler answered {status}: {body[:200].decode(errors='replace')}")
+    state = headers.get("ce-connectionstate")
+    if status == 204 or not body:
+        return EventReply(None, state)
+    media = headers.get("content-type", "application/octet-stream").split(";", 1)[0].strip().lower()
+    data_type = _REPLY_TYPES.get(media, DataType.BINARY)
+    if data_type is DataType.JSON:
+        try:
+            msgspec.json.decode(body)
+        except msgspec.DecodeError:
+            data_type = DataType.TEXT  # labelled JSON but not JSON: still deliver it, as text
+    return EventReply(Payload(data_type, body), state)

@@ -1,0 +1,100 @@
+"""An application server reached over HTTP with CloudEvents (an Azure `eventHandlers` entry)."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from ..protocol.payload import Payload
+from . import cloudevents
+from .http_client import HttpClient, HttpError
+from .model import ConnectRequest, ConnectResult, EventContext, EventFailed, EventRejected, EventReply
+
+__all__ = ["HttpUpstream"]
+
+log = logging.getLogger("fastpush.events")
+
+VALIDATION_RETRY_SECONDS = 30.0
+
+
+class HttpUpstream:
+    """Posts events to `url_template` ({hub} and {event} filled in), after the abuse-protection
+    handshake (OPTIONS with WebHook-Request-Origin) has succeeded for that URL."""
+
+    def __init__(self, url_template: str, client: HttpClient, keys: Callable[[], list[str]], origin: str,
+                 timeout: float):
+        self.url_template = url_template
+        self._client = client
+        self._keys = keys
+        self._origin = origin
+        self._timeout = timeout
+        self._validated: dict[str, asyncio.Future] = {}
+        self._refused_at: dict[str, float] = {}
+
+    def _url(self, hub: str, event: str) -> str:
+        return self.url_template.replace("{hub}", hub).replace("{event}", event)
+
+    async def connect(self, ctx: EventContext, request: ConnectRequest) -> ConnectResult:
+        try:
+            response = await self._post(ctx, "connect", *cloudevents.system_event(
+                ctx, "connect", self._keys(), self._origin, connect=request))
+        except EventFailed as exc:
+            status = 504 if "timed out" in str(exc) else 500
+            raise EventRejected(status, f"The connect event handler failed: {exc}") from None
+        return cloudevents.connect_result(response.status, response.headers, response.body)
+
+    async def connected(self, ctx: EventContext) -> None:
+        await self._notify(ctx, "connected")
+
+    async def disconnected(self, ctx: EventContext, reason: str) -> None:
+        await self._notify(ctx, "disconnected", reason)
+
+    async def user_event(self, ctx: EventContext, name: str, payload: Payload) -> EventReply:
+        response = await self._post(ctx, name, *cloudevents.user_event(ctx, name, payload, self._keys(), self._origin))
+        return cloudevents.user_event_reply(response.status, response.headers, response.body)
+
+    async def _notify(self, ctx: EventContext, name: str, reason: str | None = None) -> None:
+        """Non-blocking events: the answer is only logged."""
+        headers, body = cloudevents.system_event(ctx, name, self._keys(), self._origin, reason=reason)
+        try:
+            response = await self._post(ctx, name, headers, body)
+        except EventFailed as exc:
+            log.warning("hub %s: %s event for %s not delivered: %s", ctx.hub, name, ctx.connection_id, exc)
+            return
+        if not 200 <= response.status < 300:
+            log.warning("hub %s: %s event for %s answered %d", ctx.hub, name, ctx.connection_id, response.status)
+
+    async def _post(self, ctx: EventContext, event: str, headers: dict[str, str], body: bytes):
+        url = self._url(ctx.hub, event)
+        await self._ensure_validated(self._url(ctx.hub, "validate"))
+        try:
+            return await self._client.request("POST", url, headers, body, self._timeout)
+        except HttpError as exc:
+            raise EventFailed(str(exc)) from None
+
+    async def _ensure_validated(self, url: str) -> None:
+        refused = self._refused_at.get(url)
+        if refused is not None and time.monotonic() - refused < VALIDATION_RETRY_SECONDS:
+            raise EventFailed(f"the event handler {url} refused the abuse-protection validation")
+        future = self._validated.get(url)
+        if future is None:
+            future = self._validated[url] = asyncio.ensure_future(self._validate(url))
+        if not await asyncio.shield(future):
+            self._validated.pop(url, None)
+            self._refused_at[url] = time.monotonic()
+            raise EventFailed(f"the event handler {url} refused the abuse-protection validation")
+
+    async def _validate(self, url: str) -> bool:
+        try:
+            response = await self._client.request("OPTIONS", url, cloudevents.validation_headers(self._origin),
+                                                  timeout=self._timeout)
+        except HttpError as exc:
+            log.error("event handler %s: abuse-protection validation failed: %s", url, exc)
+            return False
+        allowed = [v.strip() for v in response.headers.get("webhook-allowed-origin", "").split(",")]
+        if 200 <= response.status < 300 and ("*" in allowed or self._origin in allowed):
+            return True
+        log.error("event handler %s refused abuse-protection validation (status %d, WebHook-Allowed-Origin %r); "
+                  "its events are not sent", url, response.status, response.headers.get("webhook-allowed-origin"))
+        return False
