@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import inspect
 import logging
 import secrets
 import time
@@ -13,6 +14,7 @@ from picows import WSFrame, WSMsgType, WSTransport
 
 from . import _fanout
 from ._fanout import Connection, fanout
+from .broker.errors import BrokerUnavailable
 from .events.model import EventContext, EventFailed
 from .handshake import Accept
 from .hub import Hub, Permission, allowed, close, frames_for
@@ -198,7 +200,7 @@ class ClientConnection(Connection):
             close(self, CloseCode.POLICY_VIOLATION, f"No permission to send to group '{group}'.")
         else:
             excluded = (self.connection_id,) if self._raw_no_echo else None
-            self._hub.send_to_group(group, payload, excluded, from_user_id=self.user_id)
+            self._settle(self._hub.send_to_group(group, payload, excluded, from_user_id=self.user_id), None)
 
     # --- subprotocols (JSON and protobuf) -------------------------------------------------------
     def _on_request(self, data: bytes) -> None:
@@ -285,8 +287,8 @@ class ClientConnection(Connection):
             self._ack(request.ack_id, "Forbidden", f"The client does not have permission to send to group '{group}'.")
         else:
             excluded = (self.connection_id,) if request.no_echo else None
-            self._hub.send_to_group(group, request.payload, excluded, from_user_id=self.user_id)
-            self._ack(request.ack_id)
+            self._settle(self._hub.send_to_group(group, request.payload, excluded, from_user_id=self.user_id),
+                         request.ack_id)
 
     def _join_or_leave(self, request: JoinGroup | LeaveGroup) -> None:
         group = request.group
@@ -296,11 +298,23 @@ class ClientConnection(Connection):
         elif not allowed(self, Permission.JOIN_LEAVE_GROUP, group):
             self._ack(request.ack_id, "Forbidden", f"The client does not have permission to {verb} group '{group}'.")
         else:
-            if verb == "join":
-                self._hub.tables.join(self, group)
+            change = self._hub.join(self, group) if verb == "join" else self._hub.leave(self, group)
+            self._settle(change, request.ack_id)
+
+    def _settle(self, result, ack_id: int | None) -> None:
+        """Ack now, or once a remote broker has taken the operation (an error ack if it cannot)."""
+        if not inspect.isawaitable(result):
+            self._ack(ack_id)
+            return
+
+        async def later():
+            try:
+                await result
+            except BrokerUnavailable as exc:
+                self._ack(ack_id, "InternalServerError", str(exc))
             else:
-                self._hub.tables.leave(self, group)
-            self._ack(request.ack_id)
+                self._ack(ack_id)
+        asyncio.get_running_loop().create_task(later())
 
     def _ack(self, ack_id: int | None, error_name: str | None = None, message: str = "") -> None:
         if ack_id is not None and self.is_open:

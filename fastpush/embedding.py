@@ -1,10 +1,12 @@
 """Send and manage groups from Python, without HTTP, with the Python server SDK's method names.
 
 Each method does what the matching REST operation does (same Hub call); call them from the
-event loop's thread.
+event loop's thread. With the default in-process broker they act at once and return their
+result; with a Redis broker they return an awaitable of it.
 """
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable
 
 import msgspec
@@ -14,7 +16,6 @@ from .events.dispatcher import HubEvents
 from .events.model import Callback, HandlerRule
 from .hub import Hub, Permission
 from .protocol.names import group_error, is_valid_group
-from .protocol.odata_filter import compile_filter
 from .protocol.payload import DataType, Payload, payload_from_rest
 
 __all__ = ["HubApi", "to_payload"]
@@ -38,8 +39,8 @@ def to_payload(message: object, content_type: str | None = None) -> Payload:
     return payload_from_rest(media, bytes(message) if not isinstance(message, bytes) else message)
 
 
-def _predicate(filter: str | None):
-    return compile_filter(filter) if filter and filter.strip() else None
+def _listing(members: list[tuple[str, str | None]]) -> list[dict]:
+    return [{"connectionId": cid, "userId": user} for cid, user in members]
 
 
 def _check_group(group: str) -> None:
@@ -75,16 +76,16 @@ class HubApi:
     def send_to_all(self, message: object, *, content_type: str | None = None,
                     excluded: Iterable[str] | None = None, filter: str | None = None) -> int:
         """Returns how many connections the message was written to."""
-        return self._hub.send_to_all(to_payload(message, content_type), excluded, _predicate(filter))
+        return self._hub.send_to_all(to_payload(message, content_type), excluded, filter)
 
     def send_to_group(self, group: str, message: object, *, content_type: str | None = None,
                       excluded: Iterable[str] | None = None, filter: str | None = None) -> int:
         _check_group(group)
-        return self._hub.send_to_group(group, to_payload(message, content_type), excluded, _predicate(filter))
+        return self._hub.send_to_group(group, to_payload(message, content_type), excluded, filter)
 
     def send_to_user(self, user_id: str, message: object, *, content_type: str | None = None,
                      filter: str | None = None) -> int:
-        return self._hub.send_to_user(user_id, to_payload(message, content_type), _predicate(filter))
+        return self._hub.send_to_user(user_id, to_payload(message, content_type), filter)
 
     def send_to_connection(self, connection_id: str, message: object, *, content_type: str | None = None) -> int:
         return self._hub.send_to_connection(connection_id, to_payload(message, content_type))
@@ -94,29 +95,29 @@ class HubApi:
         return self._hub.add_connection_to_group(group, connection_id)
 
     def remove_connection_from_group(self, group: str, connection_id: str) -> None:
-        self._hub.remove_connection_from_group(group, connection_id)
+        return self._hub.remove_connection_from_group(group, connection_id)
 
     def remove_connection_from_all_groups(self, connection_id: str) -> None:
-        self._hub.remove_connection_from_all_groups(connection_id)
+        return self._hub.remove_connection_from_all_groups(connection_id)
 
     def add_user_to_group(self, group: str, user_id: str) -> None:
         _check_group(group)
-        self._hub.add_user_to_group(group, user_id)
+        return self._hub.add_user_to_group(group, user_id)
 
     def remove_user_from_group(self, group: str, user_id: str) -> None:
-        self._hub.remove_user_from_group(group, user_id)
+        return self._hub.remove_user_from_group(group, user_id)
 
     def remove_user_from_all_groups(self, user_id: str) -> None:
-        self._hub.remove_user_from_all_groups(user_id)
+        return self._hub.remove_user_from_all_groups(user_id)
 
     def add_connections_to_groups(self, groups: Iterable[str], filter: str | None = None) -> None:
         groups = list(groups)
         for group in groups:
             _check_group(group)
-        self._hub.add_connections_to_groups(groups, _predicate(filter))
+        return self._hub.add_connections_to_groups(groups, filter)
 
     def remove_connections_from_groups(self, groups: Iterable[str], filter: str | None = None) -> None:
-        self._hub.remove_connections_from_groups(list(groups), _predicate(filter))
+        return self._hub.remove_connections_from_groups(list(groups), filter)
 
     def connection_exists(self, connection_id: str) -> bool:
         return self._hub.connection_exists(connection_id)
@@ -127,22 +128,28 @@ class HubApi:
     def user_exists(self, user_id: str) -> bool:
         return self._hub.user_exists(user_id)
 
-    def list_connections(self, group: str) -> list[dict]:
-        return [{"connectionId": c.connection_id, "userId": c.user_id} for c in self._hub.group_connections(group)]
+    def list_connections(self, group: str):
+        """[{connectionId, userId}] of a group's members (an awaitable of it with a remote broker)."""
+        members = self._hub.group_members(group)
+        if inspect.isawaitable(members):
+            async def later():
+                return _listing(await members)
+            return later()
+        return _listing(members)
 
     def close_connection(self, connection_id: str, *, reason: str | None = None) -> None:
-        self._hub.close_connection(connection_id, reason)
+        return self._hub.close_connection(connection_id, reason)
 
     def close_all_connections(self, *, excluded: Iterable[str] | None = None, reason: str | None = None) -> None:
-        self._hub.close_all(excluded, reason)
+        return self._hub.close_all(excluded, reason)
 
     def close_group_connections(self, group: str, *, excluded: Iterable[str] | None = None,
                                 reason: str | None = None) -> None:
-        self._hub.close_group(group, excluded, reason)
+        return self._hub.close_group(group, excluded, reason)
 
     def close_user_connections(self, user_id: str, *, excluded: Iterable[str] | None = None,
                                reason: str | None = None) -> None:
-        self._hub.close_user(user_id, excluded, reason)
+        return self._hub.close_user(user_id, excluded, reason)
 
     def grant_permission(self, permission: str, connection_id: str, *, target_name: str | None = None) -> bool:
         _check_permission(permission)
@@ -150,7 +157,7 @@ class HubApi:
 
     def revoke_permission(self, permission: str, connection_id: str, *, target_name: str | None = None) -> None:
         _check_permission(permission)
-        self._hub.revoke_permission(permission, connection_id, target_name)
+        return self._hub.revoke_permission(permission, connection_id, target_name)
 
     def has_permission(self, permission: str, connection_id: str, *, target_name: str | None = None) -> bool:
         _check_permission(permission)

@@ -4,6 +4,7 @@ handed to picows after fastpush has decided them (see shared/notes/picows-facts.
 from __future__ import annotations
 
 import asyncio
+import collections
 import inspect
 import logging
 import time
@@ -48,7 +49,7 @@ class Gate:
 class FrontDoor(asyncio.Protocol):
     __slots__ = ("_gate", "_transport", "_parser", "_secure", "_url", "_headers", "_body", "_body_size",
                  "_upgrade", "_closed", "last_active", "_busy", "_head_size", "_discard_budget",
-                 "_pending", "_deciding")
+                 "_pending", "_deciding", "_waiting")
 
     def __init__(self, gate: Gate, secure: bool):
         self._gate = gate
@@ -66,6 +67,7 @@ class FrontDoor(asyncio.Protocol):
         self._discard_budget = 0
         self._pending: bytearray | None = None  # bytes read while an upgrade awaits its decision
         self._deciding: asyncio.Task | None = None
+        self._waiting: collections.deque | None = None  # responses in request order while one is pending
         self.last_active = time.monotonic()
 
     # --- asyncio.Protocol -------------------------------------------------------------------
@@ -154,7 +156,40 @@ class FrontDoor(asyncio.Protocol):
                 response = error_response(400, "BadRequest", "Expected a WebSocket upgrade request.")
         else:
             response = self._gate.handle_rest(request)
-        self._reply(response, keep_alive=self._parser.should_keep_alive(), head=request.method == "HEAD")
+        keep_alive, head = self._parser.should_keep_alive(), request.method == "HEAD"
+        if self._waiting is None and not inspect.isawaitable(response):
+            self._reply(response, keep_alive=keep_alive, head=head)
+        else:
+            self._queue_reply(response, keep_alive, head)
+
+    def _queue_reply(self, response, keep_alive: bool, head: bool) -> None:
+        """Pipelined requests are answered in order, also when one answer has to wait (remote broker)."""
+        if self._waiting is None:
+            self._waiting = collections.deque()
+        entry = [response, keep_alive, head]
+        self._waiting.append(entry)
+        if inspect.isawaitable(response):
+            task = asyncio.ensure_future(response)
+            entry[0] = task
+            task.add_done_callback(lambda t: self._settled(entry, t))
+        self._flush_ready()
+
+    def _settled(self, entry: list, task: asyncio.Future) -> None:
+        if task.cancelled() or task.exception() is not None:
+            if not task.cancelled():
+                log.error("answering a REST request failed", exc_info=task.exception())
+            entry[0] = error_response(500, "InternalServerError", "The server failed to process the request.")
+        else:
+            entry[0] = task.result()
+        self._flush_ready()
+
+    def _flush_ready(self) -> None:
+        waiting = self._waiting
+        while waiting and isinstance(waiting[0][0], Response):
+            response, keep_alive, head = waiting.popleft()
+            self._reply(response, keep_alive=keep_alive, head=head)
+        if not waiting:
+            self._waiting = None
 
     # --- helpers ----------------------------------------------------------------------------
     def _check_head_size(self) -> None:

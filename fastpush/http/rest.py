@@ -6,6 +6,7 @@ stays one segment.
 from __future__ import annotations
 
 import base64
+import inspect
 import logging
 import re
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from urllib.parse import quote, unquote
 import msgspec
 
 from ..auth.tokens import KeyRing, TokenError
+from ..broker.errors import BrokerUnavailable
 from ..node import Node
 from ..hub import Hub, Permission
 from ..protocol.names import group_error, hub_error, is_valid_group, is_valid_hub
@@ -73,102 +75,90 @@ class RestApi:
             if not is_valid_hub(hub_name):
                 raise BadRequest(hub_error(hub_name))
             _check_api_version(request)
-            return handler(self, self.node.hub(hub_name), request, *args)
-        except BadRequest as exc:
-            return error_response(exc.status, exc.code, str(exc))
-        except Exception:
-            log.exception("REST %s %s failed", request.method, request.raw_path)
-            return error_response(500, "InternalServerError", "The server failed to process the request.")
+            response = handler(self, self.node.hub(hub_name), request, *args)
+        except Exception as exc:
+            return _error(request, exc)
+        if inspect.isawaitable(response):
+            return _guarded(request, response)
+        return response
 
     # --- sends ----------------------------------------------------------------------------
     def send_to_all(self, hub: Hub, request: Request) -> Response:
         payload = _payload(request)
-        hub.send_to_all(payload, request.query.get("excluded"), _filter(request))
-        return empty_response(202)
+        return _then(hub.send_to_all(payload, request.query.get("excluded"), _filter(request)), _ACCEPTED)
 
     def send_to_group(self, hub: Hub, request: Request, group: str) -> Response:
         _group(group)
         payload = _payload(request)
-        hub.send_to_group(group, payload, request.query.get("excluded"), _filter(request))
-        return empty_response(202)
+        return _then(hub.send_to_group(group, payload, request.query.get("excluded"), _filter(request)), _ACCEPTED)
 
     def send_to_user(self, hub: Hub, request: Request, user: str) -> Response:
         payload = _payload(request)
-        hub.send_to_user(user, payload, _filter(request))
-        return empty_response(202)
+        return _then(hub.send_to_user(user, payload, _filter(request)), _ACCEPTED)
 
     def send_to_connection(self, hub: Hub, request: Request, connection_id: str) -> Response:
         payload = _payload(request)
-        hub.send_to_connection(connection_id, payload)
-        return empty_response(202)
+        return _then(hub.send_to_connection(connection_id, payload), _ACCEPTED)
 
     # --- connections ----------------------------------------------------------------------
     def connection_exists(self, hub: Hub, request: Request, connection_id: str) -> Response:
-        return empty_response(200 if hub.connection_exists(connection_id) else 404)
+        return _then(hub.connection_exists(connection_id), _FOUND)
 
     def close_connection(self, hub: Hub, request: Request, connection_id: str) -> Response:
-        hub.close_connection(connection_id, request.query_one("reason"))
-        return empty_response(204)
+        return _then(hub.close_connection(connection_id, request.query_one("reason")), _DONE)
 
     def close_all(self, hub: Hub, request: Request) -> Response:
-        hub.close_all(request.query.get("excluded"), request.query_one("reason"))
-        return empty_response(204)
+        return _then(hub.close_all(request.query.get("excluded"), request.query_one("reason")), _DONE)
 
     def close_group(self, hub: Hub, request: Request, group: str) -> Response:
         _group(group)
-        hub.close_group(group, request.query.get("excluded"), request.query_one("reason"))
-        return empty_response(204)
+        return _then(hub.close_group(group, request.query.get("excluded"), request.query_one("reason")), _DONE)
 
     def close_user(self, hub: Hub, request: Request, user: str) -> Response:
-        hub.close_user(user, request.query.get("excluded"), request.query_one("reason"))
-        return empty_response(204)
+        return _then(hub.close_user(user, request.query.get("excluded"), request.query_one("reason")), _DONE)
 
     # --- groups ---------------------------------------------------------------------------
     def group_exists(self, hub: Hub, request: Request, group: str) -> Response:
         _group(group)
-        return empty_response(200 if hub.group_exists(group) else 404)
+        return _then(hub.group_exists(group), _FOUND)
 
     def add_connection_to_group(self, hub: Hub, request: Request, group: str, connection_id: str) -> Response:
         _group(group)
-        if not hub.add_connection_to_group(group, connection_id):
-            return error_response(404, "NotFound", f"Connection '{connection_id}' does not exist.")
-        return empty_response(200)
+        return _then(hub.add_connection_to_group(group, connection_id), _added_or_missing(connection_id))
 
     def remove_connection_from_group(self, hub: Hub, request: Request, group: str, connection_id: str) -> Response:
         _group(group)
-        hub.remove_connection_from_group(group, connection_id)
-        return empty_response(204)
+        return _then(hub.remove_connection_from_group(group, connection_id), _DONE)
 
     def remove_connection_from_all_groups(self, hub: Hub, request: Request, connection_id: str) -> Response:
-        hub.remove_connection_from_all_groups(connection_id)
-        return empty_response(204)
+        return _then(hub.remove_connection_from_all_groups(connection_id), _DONE)
 
     def list_group_connections(self, hub: Hub, request: Request, group: str) -> Response:
         _group(group)
         page_size = _int_param(request, "maxpagesize", 1, _MAX_PAGE_SIZE, _MAX_PAGE_SIZE)
         top = _int_param(request, "top", 1, 2**31 - 1, None)
         after = _decode_continuation(request.query_one_ci("continuationToken"))
-        members = [c for c in hub.group_connections(group) if after is None or c.connection_id > after]
-        take = page_size if top is None else min(page_size, top)
-        page = members[:take]
-        body: dict = {"value": [{"connectionId": c.connection_id, "userId": c.user_id} for c in page]}
-        remaining_top = None if top is None else top - len(page)
-        if len(members) > len(page) and (remaining_top is None or remaining_top > 0):
-            body["nextLink"] = _next_link(request, page[-1].connection_id, page_size, remaining_top)
-        return json_response(200, body)
+
+        def page_of(all_members: list[tuple[str, str | None]]) -> Response:
+            members = [m for m in all_members if after is None or m[0] > after]
+            page = members[:page_size if top is None else min(page_size, top)]
+            body: dict = {"value": [{"connectionId": cid, "userId": user} for cid, user in page]}
+            remaining_top = None if top is None else top - len(page)
+            if len(members) > len(page) and (remaining_top is None or remaining_top > 0):
+                body["nextLink"] = _next_link(request, page[-1][0], page_size, remaining_top)
+            return json_response(200, body)
+        return _then(hub.group_members(group), page_of)
 
     def add_to_groups(self, hub: Hub, request: Request) -> Response:
-        groups, predicate = self._groups_body(request)
-        hub.add_connections_to_groups(groups, predicate)
-        return empty_response(200)
+        groups, filter = self._groups_body(request)
+        return _then(hub.add_connections_to_groups(groups, filter), _OK)
 
     def remove_from_groups(self, hub: Hub, request: Request) -> Response:
-        groups, predicate = self._groups_body(request)
-        hub.remove_connections_from_groups(groups, predicate)
-        return empty_response(200)
+        groups, filter = self._groups_body(request)
+        return _then(hub.remove_connections_from_groups(groups, filter), _OK)
 
     @staticmethod
-    def _groups_body(request: Request) -> tuple[list[str], Callable | None]:
+    def _groups_body(request: Request) -> tuple[list[str], str | None]:
         try:
             body = msgspec.json.decode(request.body or b"null", type=_GroupsBody)
         except msgspec.DecodeError as exc:
@@ -177,40 +167,34 @@ class RestApi:
             raise BadRequest("'groups' must name at least one group.")
         for group in body.groups:
             _group(group)
-        return body.groups, _compile(body.filter) if body.filter and body.filter.strip() else None
+        return body.groups, _valid_filter(body.filter)
 
     # --- users ----------------------------------------------------------------------------
     def user_exists(self, hub: Hub, request: Request, user: str) -> Response:
-        return empty_response(200 if hub.user_exists(user) else 404)
+        return _then(hub.user_exists(user), _FOUND)
 
     def add_user_to_group(self, hub: Hub, request: Request, user: str, group: str) -> Response:
         _group(group)
-        hub.add_user_to_group(group, user)
-        return empty_response(200)
+        return _then(hub.add_user_to_group(group, user), _OK)
 
     def remove_user_from_group(self, hub: Hub, request: Request, user: str, group: str) -> Response:
         _group(group)
-        hub.remove_user_from_group(group, user)
-        return empty_response(204)
+        return _then(hub.remove_user_from_group(group, user), _DONE)
 
     def remove_user_from_all_groups(self, hub: Hub, request: Request, user: str) -> Response:
-        hub.remove_user_from_all_groups(user)
-        return empty_response(204)
+        return _then(hub.remove_user_from_all_groups(user), _DONE)
 
     # --- permissions ----------------------------------------------------------------------
     def grant_permission(self, hub: Hub, request: Request, permission: str, connection_id: str) -> Response:
         target = _permission_target(request, permission)
-        if not hub.grant_permission(permission, connection_id, target):
-            return error_response(404, "NotFound", f"Connection '{connection_id}' does not exist.")
-        return empty_response(200)
+        return _then(hub.grant_permission(permission, connection_id, target), _added_or_missing(connection_id))
 
     def revoke_permission(self, hub: Hub, request: Request, permission: str, connection_id: str) -> Response:
-        hub.revoke_permission(permission, connection_id, _permission_target(request, permission))
-        return empty_response(204)
+        return _then(hub.revoke_permission(permission, connection_id, _permission_target(request, permission)), _DONE)
 
     def check_permission(self, hub: Hub, request: Request, permission: str, connection_id: str) -> Response:
         target = _permission_target(request, permission)
-        return empty_response(200 if hub.has_permission(permission, connection_id, target) else 404)
+        return _then(hub.has_permission(permission, connection_id, target), _FOUND)
 
     # --- tokens ---------------------------------------------------------------------------
     def generate_token(self, hub: Hub, request: Request) -> Response:
@@ -228,6 +212,22 @@ class RestApi:
                                           roles=request.query.get("role", []), groups=groups,
                                           minutes_to_expire=minutes, client_path=paths[client_type])
         return json_response(200, {"token": token})
+
+
+def _error(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, BadRequest):
+        return error_response(exc.status, exc.code, str(exc))
+    if isinstance(exc, BrokerUnavailable):
+        return error_response(503, "ServiceUnavailable", str(exc))
+    log.exception("REST %s %s failed", request.method, request.raw_path, exc_info=exc)
+    return error_response(500, "InternalServerError", "The server failed to process the request.")
+
+
+async def _guarded(request: Request, pending) -> Response:
+    try:
+        return await pending
+    except Exception as exc:
+        return _error(request, exc)
 
 
 Handler = Callable[..., Response]
@@ -293,18 +293,52 @@ def _payload(request: Request):
         raise BadRequest(str(exc)) from None
 
 
-def _filter(request: Request) -> Callable | None:
-    text = request.query_one("filter")
+def _filter(request: Request) -> str | None:
+    return _valid_filter(request.query_one("filter"))
+
+
+def _valid_filter(text: str | None) -> str | None:
+    """A filter is checked here, so a bad one is a 400 before anything is sent anywhere."""
     if text is None or not text.strip():
         return None
-    return _compile(text)
-
-
-def _compile(text: str) -> Callable:
     try:
-        return compile_filter(text)
+        compile_filter(text)
     except FilterError as exc:
         raise BadRequest(f"Invalid filter: {exc}") from None
+    return text
+
+
+def _then(result, respond: Callable[[object], Response]):
+    """The response for a Hub call's result, now or (for a remote broker) once it has arrived."""
+    if inspect.isawaitable(result):
+        async def later() -> Response:
+            return respond(await result)
+        return later()
+    return respond(result)
+
+
+def _ACCEPTED(_) -> Response:
+    return empty_response(202)
+
+
+def _DONE(_) -> Response:
+    return empty_response(204)
+
+
+def _OK(_) -> Response:
+    return empty_response(200)
+
+
+def _FOUND(exists: bool) -> Response:
+    return empty_response(200 if exists else 404)
+
+
+def _added_or_missing(connection_id: str) -> Callable[[bool], Response]:
+    def respond(found: bool) -> Response:
+        if found:
+            return empty_response(200)
+        return error_response(404, "NotFound", f"Connection '{connection_id}' does not exist.")
+    return respond
 
 
 def _group(group: str) -> None:
