@@ -13,6 +13,9 @@ from .auth.tokens import KeyRing, generate_access_key
 from ._fanout import set_replay_limits
 from .client_connection import ClientConnection, ConnectionSettings
 from .embedding import HubApi
+from .broker.errors import BrokerUnavailable
+from .broker.memory import MemoryBroker
+from .broker.redis import RedisBroker
 from .config import Config
 from .events.dispatcher import HubEvents
 from .events.http_client import HttpClient
@@ -45,7 +48,8 @@ class Server:
                  public_host: str | None = None, recovery_window_seconds: float = 30.0,
                  replay_max_messages: int = 1000, replay_max_bytes: int = 16 * 1024 * 1024,
                  max_outbound_bytes: int = 4 * 1024 * 1024, keepalive_seconds: float = 20.0,
-                 idle_timeout_seconds: float = 60.0, config: Config | None = None):
+                 idle_timeout_seconds: float = 60.0, config: Config | None = None, redis_url: str | None = None,
+                 reuse_port: bool = False):
         self.host = host
         self.port = port
         self.keyring = KeyRing(access_key or generate_access_key(), secondary_key)
@@ -57,7 +61,9 @@ class Server:
         set_replay_limits(replay_max_messages, replay_max_bytes)
         self.config = config or Config()
         self._upstream_client: HttpClient | None = None
-        self.node = Node(self._configure_hub)
+        self.reuse_port = reuse_port
+        broker = RedisBroker(redis_url) if redis_url else MemoryBroker()
+        self.node = Node(self._configure_hub, broker)
         self.rest = RestApi(self.node, self.keyring)
         self.front_doors: set[FrontDoor] = set()
         self._server: asyncio.AbstractServer | None = None
@@ -69,8 +75,10 @@ class Server:
     async def start(self) -> "Server":
         loop = asyncio.get_running_loop()
         secure = self.ssl_context is not None
+        await self.node.broker.start(self.node)
         self._server = await loop.create_server(lambda: FrontDoor(self, secure), self.host, self.port,
-                                                ssl=self.ssl_context, reuse_address=True, backlog=4096)
+                                                ssl=self.ssl_context, reuse_address=True, backlog=4096,
+                                                reuse_port=self.reuse_port or None)
         self.port = self._server.sockets[0].getsockname()[1]
         self._tasks = [loop.create_task(self._sweep_idle_http()), loop.create_task(self._heartbeat())]
         log.info("fastpush listening on %s", self.endpoint)
@@ -97,6 +105,7 @@ class Server:
                 await hub.events.drain(SHUTDOWN_GRACE_SECONDS)
         if self._upstream_client is not None:
             await self._upstream_client.close()
+        await self.node.broker.stop()
         for door in list(self.front_doors):
             door.close_idle()
         await asyncio.sleep(0)
@@ -175,12 +184,32 @@ class Server:
             return Handoff(_RefusedRecovery(), decision.subprotocol)
         connection_id = _new_connection_id()
         if hub.events is not None and hub.events.wants_connect:
-            return self._ask_connect(hub, decision, connection_id, request)
+            return self._admit(hub, decision, connection_id, request)
+        prepared = hub.broker.prepare_connection(hub, decision.claims.user_id, decision.claims.groups)
+        if prepared is not None:
+            return self._admit(hub, decision, connection_id, request, prepared)
         return Handoff(ClientConnection(hub, decision, connection_id, self.settings), decision.subprotocol)
 
-    async def _ask_connect(self, hub: Hub, decision: Accept, connection_id: str, request: Request) -> Handoff | Response:
-        """The blocking `connect` event: the handler may refuse, or set userId, groups, roles, subprotocol."""
-        ctx = EventContext(hub.name, connection_id, decision.claims.user_id, decision.subprotocol)
+    async def _admit(self, hub: Hub, decision: Accept, connection_id: str, request: Request,
+                     prepared=None) -> Handoff | Response:
+        """The asynchronous part of an upgrade: the blocking `connect` event (which may refuse, or
+        set userId, groups, roles, subprotocol), then the broker's preparation for the client."""
+        ctx = None
+        if prepared is None:
+            ctx = EventContext(hub.name, connection_id, decision.claims.user_id, decision.subprotocol)
+            refused = await self._ask_connect(hub, decision, ctx, request)
+            if refused is not None:
+                return refused
+            prepared = hub.broker.prepare_connection(hub, decision.claims.user_id, decision.claims.groups)
+        if prepared is not None:
+            try:
+                user_groups = await prepared
+            except BrokerUnavailable as exc:
+                return error_response(503, "ServiceUnavailable", str(exc))
+            decision.claims.groups = (*decision.claims.groups, *user_groups)
+        return Handoff(ClientConnection(hub, decision, connection_id, self.settings, ctx), decision.subprotocol)
+
+    async def _ask_connect(self, hub: Hub, decision: Accept, ctx: EventContext, request: Request) -> Response | None:
         try:
             result = await hub.events.connect(ctx, _connect_request(request, decision))
         except EventRejected as exc:
@@ -199,7 +228,7 @@ class Server:
                 decision.variant = variant_of(result.subprotocol)
             if result.state is not None:
                 ctx.state = result.state
-        return Handoff(ClientConnection(hub, decision, connection_id, self.settings, ctx), decision.subprotocol)
+        return None
 
     def _configure_hub(self, hub: Hub) -> None:
         """Apply the config file's settings for this hub (matched case-insensitively)."""

@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="drop clients silent for this long, pings unanswered (default 60)")
     serve.add_argument("--config", metavar="FILE", help="TOML hub settings: event handlers, anonymous connect "
                                                         "(see fastpush.config)")
+    serve.add_argument("--redis-url", default=os.environ.get("FASTPUSH_REDIS_URL"),
+                       help="redis://host:port/db: share hubs with other nodes through this Redis (default: none, one node)")
     serve.add_argument("--public-host", help="host name to put in the printed connection string")
     serve.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     return parser
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"fastpush: {exc}", file=sys.stderr)
         return 2
-    server = Server(args.host, args.port, config=config, access_key=args.access_key, secondary_key=args.secondary_key,
+    server = Server(args.host, args.port, config=config, redis_url=args.redis_url, access_key=args.access_key, secondary_key=args.secondary_key,
                     ssl_context=ssl_context, public_host=args.public_host,
                     recovery_window_seconds=args.recovery_window, replay_max_messages=args.replay_max_messages,
                     replay_max_bytes=args.replay_max_bytes, max_outbound_bytes=args.max_outbound_bytes,

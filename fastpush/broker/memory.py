@@ -45,6 +45,10 @@ class MemoryBroker:
     def group_members(self, hub: Hub, group: str) -> list[tuple[str, str | None]]:
         return hub.local_group_members(group)
 
+    def prepare_connection(self, hub: Hub, user_id: str | None, groups: tuple[str, ...]) -> None:
+        """Nothing to prepare: the hub knows its users' groups itself."""
+        return None
+
     # --- local changes the cluster would need to know about -----------------------------------
     def connection_added(self, hub: Hub, conn: Connection) -> None:
         pass

@@ -55,7 +55,9 @@ class RestApi:
         segments = [unquote(s) for s in request.raw_path.split("/")[1:]]
         if segments[:2] == ["api", "health"] and len(segments) == 2:
             if request.method in ("GET", "HEAD"):
-                return json_response(200, {"status": "healthy"})
+                # 200 while this node serves its clients; the broker's state is in the details.
+                broker = self.node.broker.health()
+                return json_response(200, {"status": "healthy" if broker["healthy"] else "degraded", "broker": broker})
             return error_response(405, "MethodNotAllowed", "Use GET or HEAD on /api/health.")
         if len(segments) < 4 or segments[0] != "api" or segments[1] != "hubs":
             return error_response(404, "NotFound", f"No REST operation at '{request.raw_path}'.")
