@@ -181,6 +181,9 @@ class Server:
             conn = hub.connection(decision.recovery_of)
             if isinstance(conn, ClientConnection) and conn.can_recover_with(decision.recovery_token, decision.subprotocol):
                 return Handoff(conn, decision.subprotocol)
+            taken = hub.broker.take_session(hub, decision.recovery_of, decision.recovery_token, decision.subprotocol)
+            if conn is None and taken is not None:
+                return self._recover_elsewhere(hub, decision, taken)
             return Handoff(_RefusedRecovery(), decision.subprotocol)
         connection_id = _new_connection_id()
         if hub.events is not None and hub.events.wants_connect:
@@ -208,6 +211,20 @@ class Server:
                 return error_response(503, "ServiceUnavailable", str(exc))
             decision.claims.groups = (*decision.claims.groups, *user_groups)
         return Handoff(ClientConnection(hub, decision, connection_id, self.settings, ctx), decision.subprotocol)
+
+    async def _recover_elsewhere(self, hub: Hub, decision: Accept, taken) -> Handoff | Response:
+        """The session is on another node: take it over, subscribed before the client resumes."""
+        try:
+            state = await taken
+            if state is None:
+                return Handoff(_RefusedRecovery(), decision.subprotocol)
+            conn = ClientConnection.adopt(hub, self.settings, state)
+            prepared = hub.broker.prepare_connection(hub, conn.user_id, tuple(conn._token_groups))
+            if prepared is not None:
+                await prepared
+        except BrokerUnavailable as exc:
+            return error_response(503, "ServiceUnavailable", str(exc))
+        return Handoff(conn, decision.subprotocol)
 
     async def _ask_connect(self, hub: Hub, decision: Accept, ctx: EventContext, request: Request) -> Response | None:
         try:

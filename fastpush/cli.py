@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "(see fastpush.config)")
     serve.add_argument("--redis-url", default=os.environ.get("FASTPUSH_REDIS_URL"),
                        help="redis://host:port/db: share hubs with other nodes through this Redis (default: none, one node)")
+    serve.add_argument("--workers", default="1", metavar="N",
+                       help="server processes sharing the port (SO_REUSEPORT); 'auto' = one per core; "
+                            "more than one needs --redis-url")
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # set for worker processes
     serve.add_argument("--public-host", help="host name to put in the printed connection string")
     serve.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     return parser
@@ -58,6 +62,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    workers = (os.cpu_count() or 1) if args.workers == "auto" else _positive_int(args.workers)
+    if workers is None:
+        print(f"fastpush: --workers takes a positive number or 'auto', not {args.workers!r}", file=sys.stderr)
+        return 2
+    if workers > 1:
+        if not args.redis_url:
+            print("fastpush: --workers above 1 needs a broker shared by the processes: pass --redis-url "
+                  "(e.g. --redis-url redis://127.0.0.1:6379)", file=sys.stderr)
+            return 2
+        from .workers import run_workers
+        return run_workers(args, workers)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("fastpush.ws.picows").setLevel(logging.WARNING)
     ssl_context = None
@@ -80,9 +95,18 @@ def main(argv: list[str] | None = None) -> int:
                     ssl_context=ssl_context, public_host=args.public_host,
                     recovery_window_seconds=args.recovery_window, replay_max_messages=args.replay_max_messages,
                     replay_max_bytes=args.replay_max_bytes, max_outbound_bytes=args.max_outbound_bytes,
-                    keepalive_seconds=args.keepalive, idle_timeout_seconds=args.idle_timeout)
+                    keepalive_seconds=args.keepalive, idle_timeout_seconds=args.idle_timeout,
+                    reuse_port=args.reuse_port)
     uvloop.run(_serve(server))
     return 0
+
+
+def _positive_int(text: str) -> int | None:
+    try:
+        value = int(text)
+    except ValueError:
+        return None
+    return value if value > 0 else None
 
 
 async def _serve(server: Server) -> None:

@@ -8,6 +8,8 @@ import inspect
 import logging
 import secrets
 import time
+
+import msgspec
 from dataclasses import dataclass
 
 from picows import WSFrame, WSMsgType, WSTransport
@@ -16,18 +18,19 @@ from . import _fanout
 from ._fanout import Connection, fanout
 from .broker.errors import BrokerUnavailable
 from .events.model import EventContext, EventFailed
+from .auth.tokens import ClientClaims
 from .handshake import Accept
 from .hub import Hub, Permission, allowed, close, frames_for
 from .protocol.close_codes import CloseCode
 from .protocol.codecs import codec_for
 from .protocol.json_protocol import (
     Ignored, InvalidRequest, Invoke, JoinGroup, LeaveGroup, Ping, ProtocolViolation, SendEvent,
-    SendToGroup, SequenceAck, ServerSource, encode_invoke_error,
+    GroupSource, SendToGroup, SequenceAck, ServerSource, encode_invoke_error,
 )
 from .protocol.names import group_error, is_valid_group
 from .protocol.payload import DataType, Payload
 
-__all__ = ["ClientConnection", "ConnectionSettings"]
+__all__ = ["ClientConnection", "ConnectionSettings", "SessionState"]
 
 log = logging.getLogger("fastpush.ws")
 _SERVER = ServerSource()
@@ -42,11 +45,37 @@ class ConnectionSettings:
     remembered_ack_ids: int = 4096  # per connection, to answer a repeated ackId with Duplicate
 
 
+class _Buffered(msgspec.Struct, array_like=True):
+    payload: Payload
+    group: str | None  # None: a server message
+    from_user_id: str | None
+
+
+class SessionState(msgspec.Struct, array_like=True):
+    """A reliable session moving to the node its client recovered onto."""
+
+    connection_id: str
+    user_id: str | None
+    subprotocol: str | None
+    variant: int
+    roles: list[str]
+    groups: list[str]
+    sequence_id: int
+    acked_sequence_id: int
+    replay: list[_Buffered]
+    connection_state: str | None
+
+
+_encode_state = msgspec.msgpack.Encoder().encode
+_decode_state = msgspec.msgpack.Decoder(SessionState).decode
+
+
 class ClientConnection(Connection):
     """Everything the fan-out loop reads lives in the compiled base; this adds frame handling."""
 
     __slots__ = ("_hub", "_settings", "_codec", "_token_groups", "_raw_group", "_raw_no_echo", "_fragments",
-                 "_fragment_type", "reconnection_token", "_expiry", "_ack_ids", "_event_ctx", "_event_tail")
+                 "_fragment_type", "reconnection_token", "_expiry", "_ack_ids", "_event_ctx", "_event_tail",
+                 "_adopted")
 
     def __init__(self, hub: Hub, accept: Accept, connection_id: str, settings: ConnectionSettings,
                  event_ctx: EventContext | None = None):
@@ -65,6 +94,7 @@ class ClientConnection(Connection):
         self._ack_ids: dict[int, None] = {}
         self._event_ctx = event_ctx  # made on first use when the connect event did not make it
         self._event_tail: asyncio.Task | None = None  # the last user event in flight, to keep their order
+        self._adopted = False  # a session handed over by another node, resumed by on_ws_connected
         self.keep_session = accept.variant in _fanout.RELIABLE_VARIANTS
 
     def can_recover_with(self, token: str | None, subprotocol: str | None) -> bool:
@@ -73,12 +103,49 @@ class ClientConnection(Connection):
                 and hmac.compare_digest(token, self.reconnection_token))
 
     # --- picows callbacks ---------------------------------------------------------------------
+    def hand_over(self, token: str | None, subprotocol: str | None) -> bytes | None:
+        """Give this reliable session to another node (its client recovered there): its state,
+        then end it here without a `disconnected` event, as it lives on."""
+        if not self.can_recover_with(token, subprotocol):
+            return None
+        buffered = [_Buffered(f.payload, getattr(f.source, "group", None), getattr(f.source, "from_user_id", None))
+                    for f in self.replay]
+        state = SessionState(self.connection_id, self.user_id, self.subprotocol, self.variant, sorted(self.roles),
+                             sorted(self.groups), self.sequence_id, self.acked_sequence_id, buffered,
+                             self._event_ctx.state if self._event_ctx is not None else None)
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        self.keep_session = False
+        self._hub.remove_connection(self)
+        if self.transport is not None and not self.transport.is_disconnected:
+            self.transport.disconnect(False)
+        return _encode_state(state)
+
+    @classmethod
+    def adopt(cls, hub: Hub, settings: ConnectionSettings, data: bytes) -> "ClientConnection":
+        """The session another node handed over, to be resumed when its client's socket arrives."""
+        state = _decode_state(data)
+        claims = ClientClaims(state.user_id, tuple(state.roles), tuple(state.groups))
+        conn = cls(hub, Accept(hub.name, state.subprotocol, state.variant, claims), state.connection_id, settings)
+        conn.sequence_id = state.sequence_id
+        conn.acked_sequence_id = state.acked_sequence_id
+        for entry in state.replay:
+            source = GroupSource(entry.group, entry.from_user_id) if entry.group is not None else _SERVER
+            frames = frames_for(entry.payload, source)
+            conn.replay.append(frames)
+            conn.replay_bytes += frames.cost
+        if state.connection_state is not None:
+            conn._context().state = state.connection_state
+        conn._adopted = True
+        return conn
+
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.last_seen = time.monotonic()
-        recovering = self.transport is not None
         previous, self.transport = self.transport, transport
+        recovering = previous is not None or self._adopted
         transport.underlying_transport.set_write_buffer_limits(high=self._settings.max_outbound_bytes)
-        if recovering:
+        if previous is not None:
             if self._expiry is not None:
                 self._expiry.cancel()
                 self._expiry = None
@@ -87,8 +154,9 @@ class ClientConnection(Connection):
         else:
             self._hub.add_connection(self, self._token_groups)
             self._token_groups = ()
-            if self._hub.events is not None:
+            if self._hub.events is not None and not self._adopted:
                 self._hub.events.connected(self._context())
+            self._adopted = False
         codec = self._codec
         if codec is not None:
             if self.variant in _fanout.RELIABLE_VARIANTS:

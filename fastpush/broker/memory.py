@@ -45,6 +45,10 @@ class MemoryBroker:
     def group_members(self, hub: Hub, group: str) -> list[tuple[str, str | None]]:
         return hub.local_group_members(group)
 
+    def take_session(self, hub: Hub, connection_id: str, token: str | None, subprotocol: str | None) -> None:
+        """A session is either on this node or nowhere."""
+        return None
+
     def prepare_connection(self, hub: Hub, user_id: str | None, groups: tuple[str, ...]) -> None:
         """Nothing to prepare: the hub knows its users' groups itself."""
         return None

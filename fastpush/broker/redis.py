@@ -106,11 +106,11 @@ class _Confirmation:
 
     def __init__(self, future: asyncio.Future):
         self.future = future
-        self.results: list[bool] = []
+        self.results: list[tuple[bool, bytes | None]] = []
         self.expected: int | None = None  # known once PUBLISH has said how many nodes got it
 
-    def add(self, result: bool) -> None:
-        self.results.append(result)
+    def add(self, ok: bool, data: bytes | None = None) -> None:
+        self.results.append((ok, data))
         self._check()
 
     def expect(self, count: int) -> None:
@@ -122,12 +122,21 @@ class _Confirmation:
             self.future.set_result(None)
 
 
-class _Envelope(msgspec.Struct, array_like=True):
-    """On the wire: an operation (with where to confirm it), or a confirmation."""
+_OP, _REPLY, _TAKE_SESSION = 0, 1, 2
 
-    op: bytes | None = None
-    reply_to: str | None = None
+
+class _Envelope(msgspec.Struct, array_like=True, omit_defaults=True):
+    """On the wire: an operation (with where to confirm it), a reply, or a request for a
+    reliable session (a client recovering onto another node)."""
+
+    kind: int
     request_id: int = 0
+    reply_to: str | None = None  # the node waiting for the reply
+    data: bytes | None = None  # _OP: the operation; _REPLY: a result (a session's state); _TAKE_SESSION: its id
+    ok: bool = True
+    hub: str = ""
+    token: str = ""
+    subprotocol: str | None = None
 
 
 _envelope_encode = msgspec.msgpack.Encoder().encode
@@ -295,7 +304,7 @@ class RedisBroker:
         self._check()
         confirmed = isinstance(op, _CONFIRMED)
         request_id, confirmation = self._expect_replies() if confirmed else (0, None)
-        message = _envelope_encode(_Envelope(ops.encode(op), self.node_id if confirmed else None, request_id))
+        message = _envelope_encode(_Envelope(_OP, request_id, self.node_id if confirmed else None, ops.encode(op)))
         name = hub.name.lower()
         try:
             self._record_user_groups(name, op)
@@ -317,7 +326,7 @@ class RedisBroker:
             self._pending.pop(request_id, None)
             return False if isinstance(op, _FOUND_OR_NOT) else None
         results = await self._await_replies(request_id, confirmation, receivers)
-        return any(results) if isinstance(op, _FOUND_OR_NOT) else None
+        return any(ok for ok, _ in results) if isinstance(op, _FOUND_OR_NOT) else None
 
     def _record_user_groups(self, hub: str, op: ops.Op) -> None:
         """Which groups a user's future connections join is cluster state: written by the node
@@ -335,7 +344,7 @@ class RedisBroker:
         self._pending[self._next_request] = confirmation
         return self._next_request, confirmation
 
-    async def _await_replies(self, request_id: int, confirmation: "_Confirmation", count: int) -> list[bool]:
+    async def _await_replies(self, request_id: int, confirmation: "_Confirmation", count: int) -> list:
         confirmation.expect(count)
         try:
             await asyncio.wait_for(asyncio.shield(confirmation.future), self._confirm_timeout)
@@ -353,10 +362,15 @@ class RedisBroker:
     # --- receiving --------------------------------------------------------------------------
     def _on_message(self, channel: bytes, data: bytes) -> None:
         envelope = _envelope_decode(data)
-        if envelope.op is None:
-            self._on_reply(envelope.request_id, envelope.reply_to)
+        if envelope.kind == _REPLY:
+            confirmation = self._pending.get(envelope.request_id)
+            if confirmation is not None:
+                confirmation.add(envelope.ok, envelope.data)
             return
-        op = ops.decode(envelope.op)
+        if envelope.kind == _TAKE_SESSION:
+            self._hand_over(envelope)
+            return
+        op = ops.decode(envelope.data)
         hub = self._node.hub(op.hub)
         self._applying = []
         try:
@@ -372,15 +386,50 @@ class RedisBroker:
         try:
             await asyncio.gather(*writes)
             await self._subscriber.barrier()
-            flag = "1" if result is not False else ""
-            await self._run("PUBLISH", self._channel("n", reply_to), _envelope_encode(_Envelope(None, flag, request_id)))
+            await self._reply(reply_to, request_id, result is not False)
         except (RedisGone, OSError) as exc:
             log.warning("node %s: could not confirm an operation: %s", self.node_id, exc)
 
-    def _on_reply(self, request_id: int, flag: str | None) -> None:
-        confirmation = self._pending.get(request_id)
-        if confirmation is not None:
-            confirmation.add(bool(flag))
+    async def _reply(self, reply_to: str, request_id: int, ok: bool, data: bytes | None = None) -> None:
+        await self._run("PUBLISH", self._channel("n", reply_to), _envelope_encode(_Envelope(_REPLY, request_id, ok=ok, data=data)))
+
+    # --- reliable sessions moving between nodes ---------------------------------------------
+    def take_session(self, hub: Hub, connection_id: str, token: str | None, subprotocol: str | None):
+        """Ask the node holding a reliable session to hand it over (its state, or None)."""
+        async def take() -> bytes | None:
+            self._check()
+            request_id, confirmation = self._expect_replies()
+            message = _envelope_encode(_Envelope(_TAKE_SESSION, request_id, self.node_id, connection_id.encode(),
+                                                 hub=hub.name, token=token or "", subprotocol=subprotocol))
+            try:
+                receivers = await self._script("connection", 1, self._key("c", hub.name.lower(), connection_id),
+                                               self.prefix, message)
+            except (RedisGone, OSError) as exc:
+                self._pending.pop(request_id, None)
+                raise BrokerUnavailable(f"The cluster broker (Redis) is unavailable: {exc}") from None
+            if receivers <= 0:
+                self._pending.pop(request_id, None)
+                return None
+            await self._await_replies(request_id, confirmation, receivers)
+            return next((data for ok, data in confirmation.results if ok), None)
+        return take()
+
+    def _hand_over(self, envelope: _Envelope) -> None:
+        hub = self._node.hub(envelope.hub)
+        conn = hub.connection(envelope.data.decode())
+        self._applying = []
+        try:
+            state = conn.hand_over(envelope.token, envelope.subprotocol) if conn is not None else None
+        finally:
+            writes, self._applying = self._applying, None
+
+        async def reply() -> None:
+            try:
+                await asyncio.gather(*writes)
+                await self._reply(envelope.reply_to, envelope.request_id, state is not None, state)
+            except (RedisGone, OSError) as exc:
+                log.warning("node %s: could not hand a session over: %s", self.node_id, exc)
+        asyncio.get_running_loop().create_task(reply())
 
     # --- queries ----------------------------------------------------------------------------
     async def _connection_roles(self, hub: Hub, connection_id: str) -> list[str] | None:
