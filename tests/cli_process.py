@@ -5,6 +5,9 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
 
 STARTUP_TIMEOUT = 20.0
 
@@ -13,7 +16,7 @@ class ServeProcess:
     def __init__(self, *args: str, env: dict | None = None):
         self.proc = subprocess.Popen([sys.executable, "-m", "fastpush", "serve", "--port", "0", *args],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     env={**os.environ, **(env or {})})
+                                     env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
         self.output: list[str] = []
         self.connection_string = self._read_connection_string()
 

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import shutil
+import socket
+import subprocess
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,3 +111,65 @@ def tls_server(dev_cert):
 def hub_name() -> str:
     """A fresh hub per test, so tests sharing the session server never see each other's clients."""
     return "hub_" + uuid.uuid4().hex[:12]
+
+
+class RedisProcess:
+    """A real redis-server on a free loopback port, which a test may stop and start again."""
+
+    def __init__(self):
+        self.executable = shutil.which("redis-server")
+        if self.executable is None:
+            pytest.fail("the cluster tests need redis-server on PATH (Debian: apt-get install redis-server)")
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([self.executable, "--port", str(self.port), "--bind", "127.0.0.1",
+                                      "--save", "", "--appendonly", "no"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as conn:
+                    conn.sendall(b"PING\r\n")
+                    if conn.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    redis = RedisProcess()
+    yield redis
+    redis.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster(redis_server):
+    """Three fastpush nodes sharing one Redis, each in its own thread and loop."""
+    nodes = [_run_in_thread(lambda: Server("127.0.0.1", 0, access_key=ACCESS_KEY, redis_url=redis_server.url))
+             for _ in range(3)]
+    yield [running for running, _, _ in nodes]
+    for running, thread, _ in nodes:
+        _stop(running, thread)
+
+
+class SplitDeployment:
+    """Clients connect to one node, the REST caller talks to another (cluster), or both to the same."""
+
+    def __init__(self, clients: RunningServer, rest: RunningServer):
+        self.clients, self.rest = clients, rest
+        self.endpoint, self.port, self.access_key = clients.endpoint, clients.port, clients.access_key
+        self.connection_string = rest.connection_string
