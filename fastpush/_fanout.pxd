@@ -47,8 +47,14 @@ cdef class Connection(WSListener):
     # ones and drops those silent past the idle timeout.
     cdef public double last_seen
     cdef public object close_reason  # why the session ended, for the `disconnected` event
+    # Write coalescing: the first frame of a loop turn goes straight out; later ones in the same
+    # turn wait in `pending` and leave in one write when the turn ends (see _deliver).
+    cdef bytearray pending
+    cdef unsigned long long written_turn
+    cdef object coalescer  # its event loop's _Coalescer, set on first write
 
     cdef bint _write(self, const char* data, Py_ssize_t size) except -1
+    cdef void _flush(self) noexcept
 
 cdef class Frames:
     # The send itself, and each wire variant's bytes, built the first time a member needs them.
@@ -68,9 +74,9 @@ cdef class Frames:
     cdef bytes pb_frame(self)
     cdef unsigned char* _scratch_for(self, Py_ssize_t size) except NULL
     cdef bint _write_reliable(self, Connection conn) except -1
-    cdef bint _write_sequenced(self, Connection conn, unsigned long long sequence_id) except -1
-    cdef bint _write_json_sequenced(self, WSTransport t, unsigned long long sequence_id) except -1
-    cdef bint _write_pb_sequenced(self, WSTransport t, unsigned long long sequence_id) except -1
+    cdef bint _write_sequenced(self, Connection conn, unsigned long long sequence_id, bint direct=*) except -1
+    cdef bint _write_json_sequenced(self, Connection conn, WSTransport t, unsigned long long sequence_id, bint direct) except -1
+    cdef bint _write_pb_sequenced(self, Connection conn, WSTransport t, unsigned long long sequence_id, bint direct) except -1
 
 cdef class Tables:
     cdef readonly dict connections

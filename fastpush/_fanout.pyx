@@ -4,7 +4,10 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.bytearray cimport PyByteArray_AS_STRING
 from libc.string cimport memcpy
 from libc.stdio cimport snprintf
+from cpython.bytearray cimport PyByteArray_GET_SIZE, PyByteArray_Resize
 
+import asyncio
+import weakref
 from collections import deque
 
 from .protocol.json_protocol import message_tail
@@ -15,7 +18,67 @@ __all__ = ["Connection", "Frames", "Tables", "fanout", "frame", "set_replay_limi
            "PROTOBUF", "PROTOBUF_RELIABLE", "RELIABLE_VARIANTS"]
 
 cdef Py_ssize_t _replay_max_messages = 1000
-cdef Py_ssize_t _replay_max_bytes = 16 * 1024 * 1024
+DEF _PENDING_KEEP = 65536  # a pending buffer larger than this is released after its flush
+
+
+cdef class _Coalescer:
+    """One event loop's write coalescing: its turn counter, and the connections holding frames
+    to write when the turn ends (one per loop: servers in several threads stay apart)."""
+    cdef unsigned long long turn
+    cdef list dirty
+    cdef object handle
+    cdef object loop
+
+    def __init__(self, loop):
+        self.turn = 1
+        self.dirty = []
+        self.handle = None
+        self.loop = loop
+
+    def end_turn(self):
+        cdef Connection conn
+        self.handle = None
+        self.turn += 1
+        dirty, self.dirty = self.dirty, []
+        for conn in dirty:
+            conn._flush()
+
+
+_coalescers = weakref.WeakKeyDictionary()
+
+
+cdef _Coalescer _coalescer_here():
+    loop = asyncio.get_running_loop()
+    coalescer = _coalescers.get(loop)
+    if coalescer is None:
+        coalescer = _coalescers[loop] = _Coalescer(loop)
+    return coalescer
+
+
+cdef inline int _deliver(Connection conn, WSTransport t, const char* data, Py_ssize_t size) except -1:
+    """Send a frame: at once if it is the connection's first in this loop turn (no latency added
+    to an isolated broadcast), else appended to its pending bytes, written when the turn ends:
+    one send() for many messages in a burst."""
+    cdef _Coalescer coalescer = conn.coalescer
+    cdef bytearray pending
+    cdef Py_ssize_t used
+    if coalescer is None:
+        coalescer = conn.coalescer = _coalescer_here()
+    if conn.written_turn != coalescer.turn:
+        conn.written_turn = coalescer.turn
+        if coalescer.handle is None:
+            coalescer.handle = coalescer.loop.call_soon(coalescer.end_turn)
+        t._fast_write(<char*>data, size)
+        return 0
+    pending = conn.pending
+    if pending is None:
+        pending = conn.pending = bytearray()
+    used = PyByteArray_GET_SIZE(pending)
+    if used == 0:
+        coalescer.dirty.append(conn)
+    PyByteArray_Resize(pending, used + size)
+    memcpy(PyByteArray_AS_STRING(pending) + used, data, size)
+    return 0
 
 
 def set_replay_limits(Py_ssize_t max_messages, Py_ssize_t max_bytes):
@@ -120,7 +183,7 @@ cdef class Connection(WSListener):
                 self.resend_next = self.acked_sequence_id + 1
                 continue
             frames = self.replay[self.resend_next - self.acked_sequence_id - 1]
-            frames._write_sequenced(self, self.resend_next)
+            frames._write_sequenced(self, self.resend_next, True)  # straight to the transport: flow control sees it
             self.resend_next += 1
             if t.underlying_transport.get_write_buffer_size() > max_queued:
                 return False
@@ -134,8 +197,38 @@ cdef class Connection(WSListener):
         cdef WSTransport t = self.transport
         if t is None or t.is_disconnected or t.is_close_frame_sent:
             return False
-        t._fast_write(<char*>data, size)
+        _deliver(self, t, data, size)
         return True
+
+    cdef void _flush(self) noexcept:
+        cdef bytearray pending = self.pending
+        cdef WSTransport t = self.transport
+        if pending is None or PyByteArray_GET_SIZE(pending) == 0:
+            return
+        if t is not None and not t.is_disconnected and not t.is_close_frame_sent:
+            try:
+                t._fast_write(PyByteArray_AS_STRING(pending), PyByteArray_GET_SIZE(pending))
+            except Exception:  # the transport failed: its connection_lost ends the connection
+                pass
+        if PyByteArray_GET_SIZE(pending) > _PENDING_KEEP:
+            self.pending = None
+        else:
+            del pending[:]
+
+    def send_frame(self, int opcode, bytes payload):
+        """A single message for this connection (ack, pong, system message), in order with its
+        broadcasts; False if the connection is not open."""
+        cdef bytes data = frame(opcode, payload)
+        return self._write(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+
+    def flush(self):
+        """Write what waits for the end of the turn now (before a close frame, say)."""
+        self._flush()
+
+    def discard_pending(self):
+        """A new socket (recovery) must not get bytes meant for the old one: they are resent."""
+        if self.pending is not None:
+            del self.pending[:]
 
 
 cdef inline Py_ssize_t _varint(unsigned char* out, unsigned long long value) noexcept:
@@ -207,15 +300,15 @@ cdef class Frames:
             return False
         return self._write_sequenced(conn, conn.sequence_id)
 
-    cdef bint _write_sequenced(self, Connection conn, unsigned long long sequence_id) except -1:
+    cdef bint _write_sequenced(self, Connection conn, unsigned long long sequence_id, bint direct=False) except -1:
         cdef WSTransport t = conn.transport
         if t is None or t.is_disconnected or t.is_close_frame_sent:
             return False
         if conn.variant == VARIANT_JSON_RELIABLE:
-            return self._write_json_sequenced(t, sequence_id)
-        return self._write_pb_sequenced(t, sequence_id)
+            return self._write_json_sequenced(conn, t, sequence_id, direct)
+        return self._write_pb_sequenced(conn, t, sequence_id, direct)
 
-    cdef bint _write_json_sequenced(self, WSTransport t, unsigned long long sequence_id) except -1:
+    cdef bint _write_json_sequenced(self, Connection conn, WSTransport t, unsigned long long sequence_id, bint direct) except -1:
         """`{"sequenceId":N,` spliced in front of the shared envelope tail."""
         cdef char digits[24]
         cdef int nd
@@ -231,10 +324,13 @@ cdef class Frames:
         memcpy(out + h, <const char*>SEQUENCE_PREFIX, 14)
         memcpy(out + h + 14, digits, nd)
         memcpy(out + h + 14 + nd, PyBytes_AS_STRING(self._json_tail), tail)
-        t._fast_write(<char*>out, h + size)
+        if direct:
+            t._fast_write(<char*>out, h + size)
+        else:
+            _deliver(conn, t, <char*>out, h + size)
         return True
 
-    cdef bint _write_pb_sequenced(self, WSTransport t, unsigned long long sequence_id) except -1:
+    cdef bint _write_pb_sequenced(self, Connection conn, WSTransport t, unsigned long long sequence_id, bint direct) except -1:
         """DownstreamMessage{data_message = shared fields + sequence_id (field 4)}."""
         cdef Py_ssize_t inner, body, size, h, pos
         cdef unsigned char* out
@@ -254,7 +350,10 @@ cdef class Frames:
         out[pos] = 0x20  # DataMessage.sequence_id, varint
         pos += 1
         pos += _varint(out + pos, sequence_id)
-        t._fast_write(<char*>out, pos)
+        if direct:
+            t._fast_write(<char*>out, pos)
+        else:
+            _deliver(conn, t, <char*>out, pos)
         return True
 
 

@@ -145,6 +145,8 @@ class ClientConnection(Connection):
         previous, self.transport = self.transport, transport
         recovering = previous is not None or self._adopted
         transport.underlying_transport.set_write_buffer_limits(high=self._settings.max_outbound_bytes)
+        if recovering:
+            self.close_reason = None  # the session goes on
         if previous is not None:
             if self._expiry is not None:
                 self._expiry.cancel()
@@ -161,7 +163,8 @@ class ClientConnection(Connection):
         if codec is not None:
             if self.variant in _fanout.RELIABLE_VARIANTS:
                 self.reconnection_token = secrets.token_urlsafe(24)
-            transport.send(codec.opcode, codec.encode_connected(self.connection_id, self.user_id, self.reconnection_token))
+            self.discard_pending()
+            self.send_frame(codec.opcode, codec.encode_connected(self.connection_id, self.user_id, self.reconnection_token))
         if recovering:
             self.resend_unacknowledged(self._settings.max_outbound_bytes)
 
@@ -199,8 +202,8 @@ class ClientConnection(Connection):
     def pause_writing(self) -> None:
         """The socket's queue passed the outbound limit: the client cannot keep up (unless the
         queue is recovery's resend, which waits for resume_writing instead)."""
-        if self.resend_next or self.transport.is_close_frame_sent:
-            return
+        if self.resend_next or self.close_reason is not None or self.transport.is_close_frame_sent:
+            return  # resending waits for resume_writing; a closing connection is not closed twice
         log.warning("connection %s: more than %d bytes queued; closing a slow client",
                     self.connection_id, self._settings.max_outbound_bytes)
         self._hub.slow_client_closes += 1
@@ -218,6 +221,7 @@ class ClientConnection(Connection):
             self.keep_session = False
             if self.close_reason is None:
                 self.close_reason = f"The client closed the connection ({frame.get_close_code()})."
+            self.flush()
             transport.send_close(CloseCode.NORMAL)
             transport.disconnect()
             return
@@ -293,7 +297,7 @@ class ClientConnection(Connection):
         elif kind is JoinGroup or kind is LeaveGroup:
             self._join_or_leave(request)
         elif kind is Ping:
-            self.transport.send(self._codec.opcode, self._codec.encode_pong())
+            self.send_frame(self._codec.opcode, self._codec.encode_pong())
         elif kind is SendEvent:
             events = self._hub.events
             if events is not None and events.handles_user_event(request.event):
@@ -301,7 +305,7 @@ class ClientConnection(Connection):
             else:  # no handler wants it: accepted and dropped, as the service does
                 self._ack(ack_id)
         elif kind is Invoke:
-            self.transport.send(WSMsgType.TEXT, encode_invoke_error(
+            self.send_frame(WSMsgType.TEXT, encode_invoke_error(
                 request.invocation_id, "BadRequest", "No event handler is configured for invocations."))
         elif kind is not Ignored:
             raise AssertionError(f"unhandled request {request!r}")
@@ -332,7 +336,7 @@ class ClientConnection(Connection):
         if reply is not None and reply.payload is not None and self.is_open:
             if self._codec is None:
                 opcode = WSMsgType.BINARY if reply.payload.is_binary else WSMsgType.TEXT
-                self.transport.send(opcode, reply.payload.data)
+                self.send_frame(opcode, reply.payload.data)
             else:
                 fanout((self,), frames_for(reply.payload, _SERVER))
         self._ack(ack_id)
@@ -386,4 +390,4 @@ class ClientConnection(Connection):
 
     def _ack(self, ack_id: int | None, error_name: str | None = None, message: str = "") -> None:
         if ack_id is not None and self.is_open:
-            self.transport.send(self._codec.opcode, self._codec.encode_ack(ack_id, error_name, message))
+            self.send_frame(self._codec.opcode, self._codec.encode_ack(ack_id, error_name, message))

@@ -373,7 +373,8 @@ def close(conn: Connection, code: int, reason: str, *, notify: bool = False, kee
         return
     codec = codec_for(conn.variant)
     if notify and codec is not None:
-        transport.send(codec.opcode, codec.encode_disconnected(reason))
+        conn.send_frame(codec.opcode, codec.encode_disconnected(reason))
+    conn.flush()  # what is queued for this turn goes before the close frame
     transport.send_close(code, _clip_reason(reason))
     # The client answers with its own close frame (handled by the connection); do not wait forever.
     asyncio.get_running_loop().call_later(CLOSE_TIMEOUT_SECONDS, transport.disconnect)
