@@ -26,8 +26,8 @@ cdef class Connection(WSListener):
     cdef public object user_id
     cdef public str hub
     cdef public object subprotocol
-    cdef public set groups
-    cdef public set roles
+    cdef public object groups  # a set, or the shared empty frozenset until it has one
+    cdef public object roles   # the same
     cdef public int variant
     cdef public unsigned long long sequence_id
     cdef public WSTransport transport

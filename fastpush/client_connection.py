@@ -3,6 +3,7 @@ and, for the reliable subprotocol, the session that outlives a dropped socket.""
 from __future__ import annotations
 
 import asyncio
+import collections
 import hmac
 import inspect
 import logging
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from picows import WSFrame, WSMsgType, WSTransport
 
 from . import _fanout
-from ._fanout import Connection, fanout
+from ._fanout import Connection, fanout, trim_transport
 from .broker.errors import BrokerUnavailable
 from .events.model import EventContext, EventFailed
 from .auth.tokens import ClientClaims
@@ -83,7 +84,8 @@ class ClientConnection(Connection):
         self._hub = hub
         self._settings = settings
         self._codec = codec_for(accept.variant)
-        self.roles.update(accept.claims.roles)
+        if accept.claims.roles:
+            self.roles = set(accept.claims.roles)
         self._token_groups = accept.claims.groups
         self._raw_group = accept.raw_send_group
         self._raw_no_echo = accept.raw_no_echo
@@ -91,7 +93,7 @@ class ClientConnection(Connection):
         self._fragment_type = WSMsgType.TEXT
         self.reconnection_token: str | None = None
         self._expiry: asyncio.TimerHandle | None = None
-        self._ack_ids: dict[int, None] = {}
+        self._ack_ids: dict[int, None] | None = None  # made on the first ackId
         self._event_ctx = event_ctx  # made on first use when the connect event did not make it
         self._event_tail: asyncio.Task | None = None  # the last user event in flight, to keep their order
         self._adopted = False  # a session handed over by another node, resumed by on_ws_connected
@@ -109,7 +111,7 @@ class ClientConnection(Connection):
         if not self.can_recover_with(token, subprotocol):
             return None
         buffered = [_Buffered(f.payload, getattr(f.source, "group", None), getattr(f.source, "from_user_id", None))
-                    for f in self.replay]
+                    for f in (self.replay or ())]
         state = SessionState(self.connection_id, self.user_id, self.subprotocol, self.variant, sorted(self.roles),
                              sorted(self.groups), self.sequence_id, self.acked_sequence_id, buffered,
                              self._event_ctx.state if self._event_ctx is not None else None)
@@ -130,6 +132,7 @@ class ClientConnection(Connection):
         conn = cls(hub, Accept(hub.name, state.subprotocol, state.variant, claims), state.connection_id, settings)
         conn.sequence_id = state.sequence_id
         conn.acked_sequence_id = state.acked_sequence_id
+        conn.replay = collections.deque()
         for entry in state.replay:
             source = GroupSource(entry.group, entry.from_user_id) if entry.group is not None else _SERVER
             frames = frames_for(entry.payload, source)
@@ -143,6 +146,7 @@ class ClientConnection(Connection):
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.last_seen = time.monotonic()
         previous, self.transport = self.transport, transport
+        trim_transport(transport)
         recovering = previous is not None or self._adopted
         transport.underlying_transport.set_write_buffer_limits(high=self._settings.max_outbound_bytes)
         if recovering:
@@ -344,6 +348,8 @@ class ClientConnection(Connection):
     def _seen(self, ack_id: int) -> bool:
         """Remember ackIds (the newest few thousand) so a repeated one is answered, not redone."""
         ack_ids = self._ack_ids
+        if ack_ids is None:
+            ack_ids = self._ack_ids = {}
         if ack_id in ack_ids:
             return True
         ack_ids[ack_id] = None

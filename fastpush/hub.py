@@ -313,7 +313,7 @@ class Hub:
         conn = self.tables.connections.get(op.connection_id)
         if conn is None:
             return False
-        conn.roles.add(Permission.role(op.permission, op.target))
+        _own_roles(conn).add(Permission.role(op.permission, op.target))
         self.broker.roles_changed(self, conn)
         return True
 
@@ -321,12 +321,13 @@ class Hub:
         conn = self.tables.connections.get(op.connection_id)
         if conn is None:
             return
+        roles = _own_roles(conn)
         if op.target:
-            conn.roles.discard(Permission.role(op.permission, op.target))
+            roles.discard(Permission.role(op.permission, op.target))
         else:  # revoking for all groups removes the general role and every per-group one
             prefix = Permission.role(op.permission) + "."
-            conn.roles.difference_update([r for r in conn.roles if r.startswith(prefix)])
-            conn.roles.discard(Permission.role(op.permission))
+            roles.difference_update([r for r in roles if r.startswith(prefix)])
+            roles.discard(Permission.role(op.permission))
         self.broker.roles_changed(self, conn)
 
 
@@ -350,6 +351,13 @@ _APPLY = {
     ops.GrantPermission: Hub._grant_permission,
     ops.RevokePermission: Hub._revoke_permission,
 }
+
+
+def _own_roles(conn: Connection) -> set[str]:
+    """Connections share one empty frozenset until they get roles of their own."""
+    if type(conn.roles) is not set:
+        conn.roles = set(conn.roles)
+    return conn.roles
 
 
 def allowed(conn: Connection, permission: str, group: str | None) -> bool:

@@ -68,3 +68,22 @@ def test_example_runs():
     result = subprocess.run([sys.executable, str(EXAMPLE), "1"], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     assert "connection string: Endpoint=http://127.0.0.1:" in result.stdout and "stopped cleanly" in result.stdout
+
+
+async def test_a_burst_in_one_loop_turn_arrives_whole_and_in_order():
+    """Sends made in one turn are coalesced into fewer writes; nothing is lost or reordered,
+    and an ack that follows them stays behind them."""
+    async with fastpush.Server(port=0) as server:
+        view = _View(server)
+        raw = await connect(view, "burst")
+        reliable = await connect(view, "burst", "json.reliable.webpubsub.azure.v1",
+                                 roles=["webpubsub.sendToGroup"], groups=["g"])
+        hub = server.hub("burst")
+        for n in range(500):  # no await in between: one loop turn
+            hub.send_to_all(str(n), content_type="text/plain")
+        assert [await raw.recv() for _ in range(500)] == [str(n) for n in range(500)]
+        got = [await reliable.recv() for _ in range(500)]
+        assert [m["sequenceId"] for m in got] == list(range(1, 501))
+        await reliable.send({"type": "sendToGroup", "group": "g", "dataType": "text", "data": "last", "ackId": 1})
+        assert (await reliable.recv())["data"] == "last"
+        assert (await reliable.recv())["type"] == "ack"
