@@ -19,6 +19,7 @@ __all__ = ["Connection", "Frames", "Tables", "fanout", "frame", "set_replay_limi
 
 cdef object _EMPTY = frozenset()
 cdef Py_ssize_t _replay_max_messages = 1000
+cdef Py_ssize_t _replay_max_bytes = 16 * 1024 * 1024
 DEF _PENDING_KEEP = 65536  # a pending buffer larger than this is released after its flush
 
 
