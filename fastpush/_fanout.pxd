@@ -37,6 +37,8 @@ cdef class Connection(WSListener):
     cdef public unsigned long long acked_sequence_id
     cdef public Py_ssize_t replay_bytes
     cdef public bint replay_overflowed
+    cdef public Py_ssize_t replay_max_messages
+    cdef public Py_ssize_t replay_max_bytes
     # Non-zero while recovery is resending: the next sequenceId to resend. Live messages are
     # only buffered meanwhile, so they follow the resent ones in order.
     cdef public unsigned long long resend_next

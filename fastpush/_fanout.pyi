@@ -11,7 +11,6 @@ PROTOBUF: int
 PROTOBUF_RELIABLE: int
 RELIABLE_VARIANTS: tuple[int, int]
 
-def set_replay_limits(max_messages: int, max_bytes: int) -> None: ...
 def trim_transport(t: WSTransport) -> None: ...
 def frame(opcode: int, payload: bytes) -> bytes: ...
 
@@ -29,6 +28,8 @@ class Connection(WSListener):
     acked_sequence_id: int
     replay_bytes: int
     replay_overflowed: bool
+    replay_max_messages: int
+    replay_max_bytes: int
     resend_next: int
     keep_session: bool
     last_seen: float

@@ -14,12 +14,10 @@ from .protocol.json_protocol import message_tail
 from .protocol.protobuf_protocol import data_message_inner
 from picows.picows cimport MemoryBuffer, WSListener, WSTransport
 
-__all__ = ["Connection", "Frames", "Tables", "fanout", "frame", "set_replay_limits", "trim_transport", "RAW", "JSON", "JSON_RELIABLE",
+__all__ = ["Connection", "Frames", "Tables", "fanout", "frame", "trim_transport", "RAW", "JSON", "JSON_RELIABLE",
            "PROTOBUF", "PROTOBUF_RELIABLE", "RELIABLE_VARIANTS"]
 
 cdef object _EMPTY = frozenset()
-cdef Py_ssize_t _replay_max_messages = 1000
-cdef Py_ssize_t _replay_max_bytes = 16 * 1024 * 1024
 DEF _PENDING_KEEP = 65536  # a pending buffer larger than this is released after its flush
 
 
@@ -82,12 +80,6 @@ cdef inline int _deliver(Connection conn, WSTransport t, const char* data, Py_ss
     memcpy(PyByteArray_AS_STRING(pending) + used, data, size)
     return 0
 
-
-def set_replay_limits(Py_ssize_t max_messages, Py_ssize_t max_bytes):
-    """Bound every reliable connection's buffer of unacknowledged messages (process-wide)."""
-    global _replay_max_messages, _replay_max_bytes
-    _replay_max_messages = max_messages
-    _replay_max_bytes = max_bytes
 
 RAW = VARIANT_RAW
 JSON = VARIANT_JSON
@@ -153,6 +145,8 @@ cdef class Connection(WSListener):
         self.acked_sequence_id = 0
         self.replay_bytes = 0
         self.replay_overflowed = False
+        self.replay_max_messages = 1000  # bounds of the replay buffer: set per server (ClientConnection)
+        self.replay_max_bytes = 16 * 1024 * 1024
         self.resend_next = 0
         self.keep_session = False
         self.last_seen = 0.0
@@ -305,7 +299,7 @@ cdef class Frames:
             conn.replay = deque()
         conn.replay.append(self)
         conn.replay_bytes += self.cost
-        if len(conn.replay) > _replay_max_messages or conn.replay_bytes > _replay_max_bytes:
+        if len(conn.replay) > conn.replay_max_messages or conn.replay_bytes > conn.replay_max_bytes:
             conn.replay_overflowed = True
             conn.on_replay_overflow()
             return False

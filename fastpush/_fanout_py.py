@@ -13,19 +13,14 @@ from picows import WSListener
 from .protocol.json_protocol import message_tail
 from .protocol.protobuf_protocol import data_message_inner, encode_varint
 
-__all__ = ["Connection", "Frames", "Tables", "fanout", "frame", "set_replay_limits", "trim_transport", "RAW", "JSON",
+__all__ = ["Connection", "Frames", "Tables", "fanout", "frame", "trim_transport", "RAW", "JSON",
            "JSON_RELIABLE", "PROTOBUF", "PROTOBUF_RELIABLE", "RELIABLE_VARIANTS"]
 
 RAW, JSON, JSON_RELIABLE, PROTOBUF, PROTOBUF_RELIABLE = range(5)
 RELIABLE_VARIANTS = (JSON_RELIABLE, PROTOBUF_RELIABLE)
 _TEXT, _BINARY = 0x1, 0x2
 _EMPTY: frozenset = frozenset()
-_limits = {"messages": 1000, "bytes": 16 * 1024 * 1024}
 _PENDING_KEEP = 65536
-
-
-def set_replay_limits(max_messages: int, max_bytes: int) -> None:
-    _limits["messages"], _limits["bytes"] = max_messages, max_bytes
 
 
 def trim_transport(transport) -> None:
@@ -89,7 +84,7 @@ def _open(transport) -> bool:
 
 class Connection(WSListener):
     __slots__ = ("connection_id", "user_id", "hub", "subprotocol", "variant", "groups", "roles", "sequence_id",
-                 "transport", "replay", "acked_sequence_id", "replay_bytes", "replay_overflowed", "resend_next",
+                 "transport", "replay", "acked_sequence_id", "replay_bytes", "replay_overflowed", "replay_max_messages", "replay_max_bytes", "resend_next",
                  "keep_session", "last_seen", "close_reason", "pending", "written_turn", "coalescer")
 
     def __init__(self, connection_id: str, user_id, hub: str, subprotocol, variant: int):
@@ -106,6 +101,8 @@ class Connection(WSListener):
         self.acked_sequence_id = 0
         self.replay_bytes = 0
         self.replay_overflowed = False
+        self.replay_max_messages = 1000
+        self.replay_max_bytes = 16 * 1024 * 1024
         self.resend_next = 0
         self.keep_session = False
         self.last_seen = 0.0
@@ -216,7 +213,7 @@ class Frames:
             conn.replay = deque()
         conn.replay.append(self)
         conn.replay_bytes += self.cost
-        if len(conn.replay) > _limits["messages"] or conn.replay_bytes > _limits["bytes"]:
+        if len(conn.replay) > conn.replay_max_messages or conn.replay_bytes > conn.replay_max_bytes:
             conn.replay_overflowed = True
             conn.on_replay_overflow()
             return False

@@ -10,7 +10,6 @@ import time
 from picows import WSListener, WSTransport
 
 from .auth.tokens import KeyRing, generate_access_key
-from ._fanout import set_replay_limits
 from .client_connection import ClientConnection, ConnectionSettings
 from .embedding import HubApi
 from .broker.errors import BrokerUnavailable
@@ -57,8 +56,8 @@ class Server:
         self.max_frame_bytes = max_frame_bytes
         self.max_body_bytes = max_body_bytes
         self.public_host = public_host
-        self.settings = ConnectionSettings(recovery_window_seconds, max_outbound_bytes)
-        set_replay_limits(replay_max_messages, replay_max_bytes)
+        self.settings = ConnectionSettings(recovery_window_seconds, max_outbound_bytes,
+                                           replay_max_messages=replay_max_messages, replay_max_bytes=replay_max_bytes)
         self.config = config or Config()
         self._upstream_client: HttpClient | None = None
         self.reuse_port = reuse_port
@@ -179,12 +178,15 @@ class Server:
         hub = self.node.hub(decision.hub)
         if decision.recovery_of is not None:
             conn = hub.connection(decision.recovery_of)
-            if isinstance(conn, ClientConnection) and conn.can_recover_with(decision.recovery_token, decision.subprotocol):
-                return Handoff(conn, decision.subprotocol)
+            if isinstance(conn, ClientConnection):
+                refusal = conn.recovery_refusal(decision.recovery_token, decision.subprotocol)
+                if refusal is None:
+                    return Handoff(conn, decision.subprotocol)
+                return Handoff(_RefusedRecovery(refusal), decision.subprotocol)
             taken = hub.broker.take_session(hub, decision.recovery_of, decision.recovery_token, decision.subprotocol)
-            if conn is None and taken is not None:
+            if taken is not None:
                 return self._recover_elsewhere(hub, decision, taken)
-            return Handoff(_RefusedRecovery(), decision.subprotocol)
+            return Handoff(_RefusedRecovery("The session to recover was not found."), decision.subprotocol)
         connection_id = _new_connection_id()
         if hub.events is not None and hub.events.wants_connect:
             return self._admit(hub, decision, connection_id, request)
@@ -217,7 +219,8 @@ class Server:
         try:
             state = await taken
             if state is None:
-                return Handoff(_RefusedRecovery(), decision.subprotocol)
+                return Handoff(_RefusedRecovery("The session to recover was not found, or its token did not match."),
+                               decision.subprotocol)
             conn = ClientConnection.adopt(hub, self.settings, state)
             prepared = hub.broker.prepare_connection(hub, conn.user_id, tuple(conn._token_groups))
             if prepared is not None:
@@ -294,12 +297,14 @@ def _new_connection_id() -> str:
 
 
 class _RefusedRecovery(WSListener):
-    """A reliable client asking for a session fastpush does not hold: upgrade, then close 1008,
-    which tells the SDKs to stop recovering and connect afresh."""
+    """A reliable client asking for a session fastpush cannot resume: upgrade, then close 1008
+    with the reason, which tells the SDKs to stop recovering and connect afresh."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
 
     def on_ws_connected(self, transport: WSTransport) -> None:
-        close_reason = b"The session to recover was not found."
-        transport.send_close(CloseCode.POLICY_VIOLATION, close_reason)
+        transport.send_close(CloseCode.POLICY_VIOLATION, self.reason.encode()[:123])
         asyncio.get_running_loop().call_later(2.0, transport.disconnect)
 
     def on_ws_frame(self, transport: WSTransport, frame) -> None:

@@ -34,6 +34,7 @@ from .protocol.payload import DataType, Payload
 __all__ = ["ClientConnection", "ConnectionSettings", "SessionState"]
 
 log = logging.getLogger("fastpush.ws")
+ACK_REPEAT_SECONDS = 0.005
 _SERVER = ServerSource()
 
 
@@ -44,6 +45,8 @@ class ConnectionSettings:
     recovery_window_seconds: float = 30.0  # how long a reliable session waits for its client
     max_outbound_bytes: int = 4 * 1024 * 1024  # queued beyond this, a client is too slow: closed
     remembered_ack_ids: int = 4096  # per connection, to answer a repeated ackId with Duplicate
+    replay_max_messages: int = 1000  # unacknowledged messages kept per reliable connection
+    replay_max_bytes: int = 16 * 1024 * 1024
 
 
 class _Buffered(msgspec.Struct, array_like=True):
@@ -76,13 +79,15 @@ class ClientConnection(Connection):
 
     __slots__ = ("_hub", "_settings", "_codec", "_token_groups", "_raw_group", "_raw_no_echo", "_fragments",
                  "_fragment_type", "reconnection_token", "_expiry", "_ack_ids", "_event_ctx", "_event_tail",
-                 "_adopted")
+                 "_adopted", "_previous_token", "_repeat_acks")
 
     def __init__(self, hub: Hub, accept: Accept, connection_id: str, settings: ConnectionSettings,
                  event_ctx: EventContext | None = None):
         super().__init__(connection_id, accept.claims.user_id, hub.name, accept.subprotocol, accept.variant)
         self._hub = hub
         self._settings = settings
+        self.replay_max_messages = settings.replay_max_messages
+        self.replay_max_bytes = settings.replay_max_bytes
         self._codec = codec_for(accept.variant)
         if accept.claims.roles:
             self.roles = set(accept.claims.roles)
@@ -97,18 +102,30 @@ class ClientConnection(Connection):
         self._event_ctx = event_ctx  # made on first use when the connect event did not make it
         self._event_tail: asyncio.Task | None = None  # the last user event in flight, to keep their order
         self._adopted = False  # a session handed over by another node, resumed by on_ws_connected
+        self._previous_token: str | None = None
+        self._repeat_acks = accept.repeat_acks
         self.keep_session = accept.variant in _fanout.RELIABLE_VARIANTS
 
-    def can_recover_with(self, token: str | None, subprotocol: str | None) -> bool:
-        return (self.keep_session and not self.replay_overflowed and subprotocol == self.subprotocol
-                and token is not None and self.reconnection_token is not None
-                and hmac.compare_digest(token, self.reconnection_token))
+    def recovery_refusal(self, token: str | None, subprotocol: str | None) -> str | None:
+        """Why this session cannot be resumed with `token`, or None if it can. The token before
+        the current one is accepted too: a drop may hit after a recovery's upgrade but before
+        the client has read the `connected` message carrying the new one."""
+        if not self.keep_session:
+            return "The session has ended."
+        if self.replay_overflowed:
+            return "The reliable message buffer overflowed; the session cannot be resumed."
+        if subprotocol != self.subprotocol:
+            return f"The session speaks {self.subprotocol}, not {subprotocol}."
+        if token is None or not any(known is not None and hmac.compare_digest(token, known)
+                                    for known in (self.reconnection_token, self._previous_token)):
+            return "The reconnection token does not match the session."
+        return None
 
     # --- picows callbacks ---------------------------------------------------------------------
     def hand_over(self, token: str | None, subprotocol: str | None) -> bytes | None:
         """Give this reliable session to another node (its client recovered there): its state,
         then end it here without a `disconnected` event, as it lives on."""
-        if not self.can_recover_with(token, subprotocol):
+        if self.recovery_refusal(token, subprotocol) is not None:
             return None
         buffered = [_Buffered(f.payload, getattr(f.source, "group", None), getattr(f.source, "from_user_id", None))
                     for f in (self.replay or ())]
@@ -166,6 +183,7 @@ class ClientConnection(Connection):
         codec = self._codec
         if codec is not None:
             if self.variant in _fanout.RELIABLE_VARIANTS:
+                self._previous_token = self.reconnection_token
                 self.reconnection_token = secrets.token_urlsafe(24)
             self.discard_pending()
             self.send_frame(codec.opcode, codec.encode_connected(self.connection_id, self.user_id, self.reconnection_token))
@@ -395,5 +413,16 @@ class ClientConnection(Connection):
         asyncio.get_running_loop().create_task(later())
 
     def _ack(self, ack_id: int | None, error_name: str | None = None, message: str = "") -> None:
-        if ack_id is not None and self.is_open:
-            self.send_frame(self._codec.opcode, self._codec.encode_ack(ack_id, error_name, message))
+        if ack_id is None or not self.is_open:
+            return
+        ack = self._codec.encode_ack(ack_id, error_name, message)
+        self.send_frame(self._codec.opcode, ack)
+        if self._repeat_acks:
+            # azure-messaging-webpubsubclient 1.1 can miss an ack that arrives before its sending
+            # thread waits for it, then blocks for its whole ack timeout (30 s). Sent once more a
+            # moment later, the ack wakes it; the SDKs ignore an ackId they no longer wait for.
+            asyncio.get_running_loop().call_later(ACK_REPEAT_SECONDS, self._repeat_ack, ack)
+
+    def _repeat_ack(self, ack: bytes) -> None:
+        if self.is_open:
+            self.send_frame(self._codec.opcode, ack)

@@ -31,6 +31,7 @@ class Accept:
     recovery_of: str | None = None  # awps_connection_id of a reliable session the client asks back
     recovery_token: str | None = None  # awps_reconnection_token proving it may
     offered: tuple[str, ...] = ()  # every subprotocol the client offered (a connect handler may pick one)
+    repeat_acks: bool = False  # the Python client SDK, whose ack wait can miss a fast ack (capture S12)
 
 
 @dataclass(slots=True)
@@ -74,7 +75,7 @@ def decide_upgrade(request: Request, keyring: KeyRing, anonymous_allowed: Callab
         # Recovery needs no access token (it may have expired meanwhile): the reconnection token
         # is checked against the session instead.
         return Accept(hub, subprotocol, variant, ClientClaims(None), recovery_of=recovery_of,
-                      recovery_token=request.query_one("awps_reconnection_token"))
+                      recovery_token=request.query_one("awps_reconnection_token"), repeat_acks=_python_sdk(request))
     token = request.query_one("access_token") or _bearer(request.headers.get("authorization"))
     if not token and anonymous_allowed(hub):
         claims = ClientClaims(None)
@@ -86,7 +87,8 @@ def decide_upgrade(request: Request, keyring: KeyRing, anonymous_allowed: Callab
     for group in claims.groups:
         if not is_valid_group(group):
             return Reject(400, "webpubsub.group claim: " + group_error(group))
-    accept = Accept(hub, subprotocol, variant, claims, offered=offered_subprotocols(request))
+    accept = Accept(hub, subprotocol, variant, claims, offered=offered_subprotocols(request),
+                    repeat_acks=_python_sdk(request))
     if accept.variant == _fanout.RAW:
         mode = (request.query_one("webpubsub_mode") or "sendEvent").lower()
         if mode == "sendtogroup":
@@ -98,6 +100,10 @@ def decide_upgrade(request: Request, keyring: KeyRing, anonymous_allowed: Callab
         elif mode != "sendevent":
             return Reject(400, f"Unknown webpubsub_mode '{mode}': use sendEvent or sendToGroup.")
     return accept
+
+
+def _python_sdk(request: Request) -> bool:
+    return request.headers.get("user-agent", "").startswith("azsdk-python-webpubsub-client/")
 
 
 def _bearer(header: str | None) -> str | None:

@@ -146,3 +146,26 @@ async def test_repeated_ack_id_is_duplicate(srv):
     await client.send({"type": "joinGroup", "group": "g", "ackId": 42})
     dup = await client.recv()
     assert dup["success"] is False and dup["error"]["name"] == "Duplicate" and "42" in dup["error"]["message"]
+
+
+async def test_the_previous_reconnection_token_still_works(srv):
+    """A drop right after a recovery's upgrade, before the client read its new token, must not
+    cost the session: the token before the current one is accepted too (but not older ones)."""
+    ws = await websockets.connect(client_url(srv, "h"), subprotocols=[JSON_RELIABLE_V1])
+    hello = await _hello(ws)
+    cid, first = hello["connectionId"], hello["reconnectionToken"]
+    ws.transport.abort()
+    await asyncio.sleep(0.05)
+    ws2 = await websockets.connect(_recovery_url(srv, "h", cid, first), subprotocols=[JSON_RELIABLE_V1])
+    second = (await _hello(ws2))["reconnectionToken"]
+    ws2.transport.abort()  # as if the client never read `second`
+    await asyncio.sleep(0.05)
+    ws3 = await websockets.connect(_recovery_url(srv, "h", cid, first), subprotocols=[JSON_RELIABLE_V1])
+    third = (await _hello(ws3))["reconnectionToken"]
+    assert len({first, second, third}) == 3
+    ws3.transport.abort()
+    await asyncio.sleep(0.05)
+    ws4 = await websockets.connect(_recovery_url(srv, "h", cid, first), subprotocols=[JSON_RELIABLE_V1])
+    with pytest.raises(websockets.ConnectionClosed) as refused:
+        await asyncio.wait_for(ws4.recv(), 5)
+    assert refused.value.rcvd.code == 1008 and "token" in refused.value.rcvd.reason
