@@ -17,12 +17,11 @@ from asyncio.subprocess import PIPE
 from pathlib import Path
 
 import pytest
-from azure.messaging.webpubsubservice import WebPubSubServiceClient
 
-from tests.helpers import JSON_V1, Client, client_url, connect
+from tests.compat.client_sdk_common import ROLES, bob_in, group_message
+from tests.helpers import client_url, connect
 
 JS_DIR = Path(__file__).parent / "js"
-ROLES = ["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"]
 TIMEOUT = 10.0
 
 
@@ -144,21 +143,6 @@ async def sdk_client(server, hub_name, protocol, launch):
     await client.call("stop")
 
 
-@pytest.fixture
-def service(server, hub_name) -> WebPubSubServiceClient:
-    return WebPubSubServiceClient.from_connection_string(server.connection_string, hub=hub_name)
-
-
-async def bob_in(server, hub: str, group: str) -> Client:
-    """Bob: a json.webpubsub.azure.v1 test client that has joined `group`."""
-    bob = await connect(server, hub, JSON_V1, user_id="bob", roles=ROLES)
-    assert (await bob.request({"type": "joinGroup", "group": group}))["success"]
-    return bob
-
-
-def group_message(group: str, from_user: str, data_type: str, data) -> dict:
-    return {"type": "message", "from": "group", "group": group, "fromUserId": from_user,
-            "dataType": data_type, "data": data}
 
 
 def acked(result: dict, duplicated: bool = False) -> bool:

@@ -22,11 +22,10 @@ from azure.messaging.webpubsubclient import WebPubSubClient, WebPubSubClientCred
 from azure.messaging.webpubsubclient.models import (
     CallbackType, SendMessageError, WebPubSubDataType, WebPubSubProtocolType,
 )
-from azure.messaging.webpubsubservice import WebPubSubServiceClient
 
-from tests.helpers import JSON_V1, Client, client_url, connect
+from tests.compat.client_sdk_common import ROLES, bob_in, group_message
+from tests.helpers import client_url, connect
 
-ROLES = ["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"]
 ACK_TIMEOUT = 2.0  # far above a real ack's latency (< 10 ms here); what an S12 miss costs
 START_TIMEOUT = 5.0  # far above a real open (< 10 ms here); what a missed open wakeup costs
 EVENT_TIMEOUT = 10.0
@@ -82,21 +81,6 @@ async def sdk_client(server, hub_name, protocol):
     await client.call("close")
 
 
-@pytest.fixture
-def service(server, hub_name) -> WebPubSubServiceClient:
-    return WebPubSubServiceClient.from_connection_string(server.connection_string, hub=hub_name)
-
-
-async def bob_in(server, hub: str, group: str) -> Client:
-    """Bob: a json.webpubsub.azure.v1 test client that has joined `group`."""
-    bob = await connect(server, hub, JSON_V1, user_id="bob", roles=ROLES)
-    assert (await bob.request({"type": "joinGroup", "group": group}))["success"]
-    return bob
-
-
-def group_message(group: str, from_user: str, data_type: str, data) -> dict:
-    return {"type": "message", "from": "group", "group": group, "fromUserId": from_user,
-            "dataType": data_type, "data": data}
 
 
 async def on_hub(server, hub: str, method: str, *args, **kwargs):
