@@ -1,0 +1,206 @@
+"""A load-generator process: holds N subscribers and reports what they receive, as JSON lines on stdout.
+
+    python -m benches.loadgen --port P --path '/client/hubs/bench?access_token=...' --raw 500 --json 500
+
+The orchestrator (benches.fanout) drives it with one JSON command per stdin line and waits for the
+answer; several of these processes share the load-generator cores when N is large (a process may hold
+only so many open files). It exits on stdin EOF or at its deadline, whichever comes first.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from array import array
+
+import uvloop
+
+from .subscriber import JSON_SUBPROTOCOL, Subscriber, upgrade_request
+
+__all__ = ["Fleet", "main"]
+
+CONNECT_TIMEOUT = 15.0
+KEEPALIVE_EVERY = 5.0  # well inside fastpush's 20 s: its heartbeat then never pings during a measurement
+KEEPALIVE_SETTLE = 0.3  # time for the server to read the pongs before anything is measured
+
+
+def emit(event: str, **fields: object) -> None:
+    """One event line to the orchestrator."""
+    sys.stdout.write(json.dumps({"event": event, **fields}) + "\n")
+    sys.stdout.flush()
+
+
+class Fleet:
+    """This process's subscribers: connects them, times messages per broadcast, counts bursts."""
+
+    def __init__(self) -> None:
+        self.counting = False
+        self.ready: set[Subscriber] = set()
+        self.connecting: dict[Subscriber, asyncio.Future[None]] = {}
+        self.record_from = 0
+        self.samples = array("q")
+        self.per_seq: dict[int, list[int]] = {}  # seq -> [deliveries, max latency ns]
+        self.remaining = 0
+        self.last_keepalive = time.monotonic()
+
+    # --- connecting -------------------------------------------------------------------------
+    async def connect(self, host: str, port: int, requests: list[bytes], source_ip: str | None,
+                      concurrency: int) -> tuple[int, str | None]:
+        """Open one subscriber per request, `concurrency` handshakes at a time; (failures, first error)."""
+        loop = asyncio.get_running_loop()
+        gate = asyncio.Semaphore(concurrency)
+        local_addr = (source_ip, 0) if source_ip else None
+
+        async def one(request: bytes) -> str | None:
+            async with gate:
+                sub = Subscriber(self, request)
+                waiter = self.connecting[sub] = loop.create_future()
+                try:
+                    async with asyncio.timeout(CONNECT_TIMEOUT):
+                        await loop.create_connection(lambda: sub, host, port, local_addr=local_addr)
+                        await waiter
+                    return None
+                except (OSError, TimeoutError, ConnectionError) as exc:
+                    self.connecting.pop(sub, None)
+                    if sub.transport is not None:
+                        sub.transport.abort()
+                    return f"{type(exc).__name__}: {exc}"
+
+        errors = [e for e in await asyncio.gather(*(one(r) for r in requests)) if e]
+        return len(errors), (errors[0] if errors else None)
+
+    def on_ready(self, sub: Subscriber) -> None:
+        waiter = self.connecting.pop(sub, None)
+        if waiter is not None and not waiter.done():
+            self.ready.add(sub)
+            waiter.set_result(None)
+
+    def on_failed(self, sub: Subscriber, reason: str) -> None:
+        waiter = self.connecting.pop(sub, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(ConnectionError(reason))
+
+    def on_lost(self, sub: Subscriber) -> None:
+        self.ready.discard(sub)
+        self.on_failed(sub, "connection closed during the handshake")
+
+    async def keepalive_if_due(self) -> None:
+        """A pong from every subscriber when they have been quiet for a while, then a pause: a phase
+        must not start while the server is busy reading them."""
+        if time.monotonic() - self.last_keepalive < KEEPALIVE_EVERY:
+            return
+        for sub in self.ready:
+            sub.keepalive()
+        self.last_keepalive = time.monotonic()
+        await asyncio.sleep(KEEPALIVE_SETTLE)
+
+    # --- timing isolated broadcasts ---------------------------------------------------------
+    def start_timing(self, record_from: int) -> None:
+        self.counting = False
+        self.record_from = record_from
+
+    def on_stamp(self, send_ns: int, seq: int, now_ns: int) -> None:
+        latency = now_ns - send_ns
+        if seq >= self.record_from:
+            self.samples.append(latency)
+        tally = self.per_seq.get(seq)
+        if tally is None:
+            tally = self.per_seq[seq] = [0, 0]
+        tally[0] += 1
+        if latency > tally[1]:
+            tally[1] = latency
+        if tally[0] >= len(self.ready):
+            del self.per_seq[seq]
+            emit("delivered", seq=seq, count=tally[0], max_ns=tally[1])
+
+    # --- counting bursts --------------------------------------------------------------------
+    def start_counting(self, messages: int) -> None:
+        """Expect `messages` more frames on every subscriber, each as long as its last timed one."""
+        self.per_seq.clear()
+        self.remaining = 0
+        for sub in self.ready:
+            sub.received = 0
+            sub.target = messages * sub.frame_len
+            self.remaining += sub.target > 0
+        self.counting = True
+        if not self.remaining:
+            emit("complete", t_ns=time.monotonic_ns(), delivered=0)
+
+    def on_counted(self, sub: Subscriber) -> None:
+        self.remaining -= 1
+        if not self.remaining:
+            emit("complete", t_ns=time.monotonic_ns(), delivered=self.counted())
+
+    def counted(self) -> int:
+        return sum(s.received // s.frame_len for s in self.ready if s.frame_len)
+
+    def close(self) -> None:
+        for sub in list(self.ready) + list(self.connecting):
+            if sub.transport is not None:
+                sub.transport.abort()
+
+
+async def _commands(fleet: Fleet, deadline: float) -> None:
+    """Answer the orchestrator's commands until stdin EOF or the deadline."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            line = await asyncio.wait_for(reader.readline(), left)
+        except TimeoutError:
+            return
+        if not line:
+            return
+        command = json.loads(line)
+        name = command["cmd"]
+        if name == "latency":
+            await fleet.keepalive_if_due()
+            fleet.start_timing(command["record_from"])
+        elif name == "count":
+            await fleet.keepalive_if_due()
+            fleet.start_counting(command["messages"])
+        elif name == "tally":
+            emit("tally", delivered=fleet.counted())
+            continue
+        elif name == "samples":
+            with open(command["path"], "wb") as out:
+                fleet.samples.tofile(out)
+            emit("samples", count=len(fleet.samples))
+            fleet.samples = array("q")
+            continue
+        else:
+            raise ValueError(f"unknown command {name!r}")
+        emit("ok", cmd=name)
+
+
+async def _run(args: argparse.Namespace) -> None:
+    deadline = time.monotonic() + args.deadline
+    requests = ([upgrade_request(args.host, args.port, args.path, None)] * args.raw
+                + [upgrade_request(args.host, args.port, args.path, JSON_SUBPROTOCOL)] * args.json)
+    fleet = Fleet()
+    try:
+        failed, error = await fleet.connect(args.host, args.port, requests, args.source_ip, args.concurrency)
+        emit("connected", ready=len(fleet.ready), failed=failed, error=error)
+        await _commands(fleet, deadline)
+    finally:
+        fleet.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benches.loadgen", description=__doc__.split("\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--path", required=True, help="request target, e.g. /client/hubs/h?access_token=...")
+    parser.add_argument("--raw", type=int, default=0, help="subscribers without subprotocol")
+    parser.add_argument("--json", type=int, default=0, help=f"subscribers with {JSON_SUBPROTOCOL}")
+    parser.add_argument("--source-ip", help="bind subscribers to this 127.0.0.x (more ephemeral ports)")
+    parser.add_argument("--concurrency", type=int, default=100, help="handshakes in flight")
+    parser.add_argument("--deadline", type=float, default=900.0, help="exit after this many seconds")
+    uvloop.run(_run(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()

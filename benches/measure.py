@@ -1,0 +1,280 @@
+"""One server under test at one connection count: idle memory, isolated-broadcast latency, saturation.
+
+The steps, each bounded in count and time:
+1. start the server on the server core; RSS with no connection;
+2. connect the subscribers from the load-generator processes; RSS again -> RSS per connection;
+3. latency: warm-up, then isolated broadcasts (the next is published once every subscriber has the
+   previous one, no sooner than 1/rate after it, and at least MIN_GAP later); every subscriber records
+   receive - send;
+4. saturation: `runs` bursts of `burst_deliveries / N` messages published at once; deliveries per second
+   from the first publish to the last byte received, with the CPU both sides spent.
+"""
+from __future__ import annotations
+
+import asyncio
+import math
+import secrets
+import time
+from array import array
+from collections.abc import Callable
+from dataclasses import astuple, dataclass
+from pathlib import Path
+
+from . import payload
+from .loadgens import LoadGen, LoadPlan, start_loadgens
+from .procs import Children, CorePlan, core_seconds, cpu_seconds, rss_bytes
+from .progress import Progress
+from .publishers import PipePublisher, Publisher, RestPublisher
+from .servers import RunningServer, Target, start_server
+from .stats import spread, summarize_ns
+from .tokens import client_path
+
+__all__ = ["Settings", "measure"]
+
+WARMUP = 3
+MIN_GAP = 0.01
+IDLE_SETTLE = 1.0
+RUN_GAP = 0.3
+BROADCAST_TIMEOUT = 15.0
+RUN_TIMEOUT = 60.0
+EVENT_TIMEOUT = 30.0
+LOADGEN_DEADLINE = 900.0
+BUSY = 0.85  # above this a core counts as saturated
+DISTURBED = 0.1  # other processes taking more of a core than this make a row's figures unreliable
+JUDGED_SECONDS = 1.0  # shorter windows are too coarse for core shares
+
+
+@dataclass(frozen=True)
+class Settings:
+    payload_bytes: int
+    rate: float  # isolated broadcasts per second, at most
+    messages: int  # timed isolated broadcasts, at most
+    duration: float  # seconds the latency phase may take, at most
+    burst_deliveries: int  # deliveries per saturation run
+    runs: int
+    json_fraction: float
+    per_loadgen: int
+    hub: str = "bench"
+
+
+@dataclass(frozen=True)
+class _Cpu:
+    """CPU seconds of the server, the load generators and this process (the publisher), and of everything
+    that ran on the server's and the load side's cores: the difference is other processes disturbing us."""
+
+    server: float = 0.0
+    loadgens: float = 0.0
+    publisher: float = 0.0
+    server_core: float = 0.0
+    load_core: float = 0.0
+
+    def __sub__(self, other: _Cpu) -> _Cpu:
+        return _Cpu(*(a - b for a, b in zip(astuple(self), astuple(other))))
+
+    def __add__(self, other: _Cpu) -> _Cpu:
+        return _Cpu(*(a + b for a, b in zip(astuple(self), astuple(other))))
+
+    def others(self, wall: float, cores: CorePlan) -> dict:
+        """Share of the server core and of the load cores that other processes took (None when not
+        pinned, or over a window too short for /proc's 10 ms ticks)."""
+        if cores.server is None or cores.load is None or wall < JUDGED_SECONDS:
+            return {"server_core": None, "load_cores": None}
+        load_others = self.load_core - self.loadgens - self.publisher
+        return {"server_core": round(max(0.0, self.server_core - self.server) / wall, 3),
+                "load_cores": round(max(0.0, load_others) / wall / len(cores.load), 3)}
+
+
+class _Meter:
+    def __init__(self, server: RunningServer, gens: list[LoadGen], cores: CorePlan):
+        self.server = server.pid
+        self.gens = [g.pid for g in gens]
+        self.cores = cores
+
+    def read(self) -> _Cpu:
+        server_core, load_core = self.cores.server, self.cores.load
+        return _Cpu(cpu_seconds(self.server), sum(map(cpu_seconds, self.gens)), time.process_time(),
+                    core_seconds(server_core) if server_core else 0.0, core_seconds(load_core) if load_core else 0.0)
+
+
+async def measure(target: Target, connections: int, settings: Settings, cores: CorePlan, children: Children,
+                  progress: Progress, at: float, scratch: Path) -> dict:
+    """Measure one server at one N; `at` is where this cell starts on the progress bar (one unit wide)."""
+    key = secrets.token_urlsafe(32)
+    name = f"{target.label} N={connections}"
+    progress.phase(at, f"{name}: starting the server")
+    server = await start_server(children, target, key, cores.server)
+    gens: list[LoadGen] = []
+    publisher: Publisher | None = None
+    try:
+        await asyncio.sleep(IDLE_SETTLE)
+        rss_empty = rss_bytes(server.pid)
+        progress.phase(at + 0.05, f"{name}: connecting")
+        plan = LoadPlan(connections, settings.json_fraction, settings.per_loadgen, LOADGEN_DEADLINE)
+        gens, connected = await start_loadgens(children, plan, server.port,
+                                               client_path(server.endpoint, settings.hub, key), cores.load,
+                                               connect_timeout=30 + connections / 500)
+        ready = connected["ready"]
+        if not ready:
+            raise RuntimeError(f"no subscriber could connect to {target.label}: {connected['error']}\n"
+                               + children.log_tail(target.key))
+        await asyncio.sleep(IDLE_SETTLE)
+        rss_idle = rss_bytes(server.pid)
+        publisher = (await RestPublisher.open(server.endpoint, settings.hub, key) if target.trigger == "rest"
+                     else PipePublisher(server.stdin))
+        meter = _Meter(server, gens, cores)
+        progress.phase(at + 0.2, f"{name}: latency")
+        latency = await _latency(gens, publisher, meter, settings, cores, progress, at + 0.2, scratch)
+        progress.phase(at + 0.6, f"{name}: saturation")
+        saturation = await _saturation(gens, publisher, meter, settings, cores, ready, progress, at + 0.6)
+        await publisher.settle()
+        publish_failures = publisher.failures
+    finally:
+        if publisher is not None:
+            await publisher.close()
+        for gen in gens:
+            await gen.stop()
+        await server.stop(children)
+    row = {"target": target.key, "label": target.label, "trigger": target.trigger, "connections": connections,
+           "connected": ready, "connect_failures": connected["failed"], "connect_error": connected["error"],
+           "loadgen_processes": connected["processes"], "rss_empty_bytes": rss_empty, "rss_idle_bytes": rss_idle,
+           "rss_per_connection_bytes": round((rss_idle - rss_empty) / ready),
+           "latency": latency, "saturation": saturation, "publish_failures": publish_failures[:5]}
+    row["notes"] = _notes(row)
+    return row
+
+
+async def _latency(gens: list[LoadGen], publisher: Publisher, meter: _Meter, settings: Settings, cores: CorePlan,
+                   progress: Progress, at: float, scratch: Path) -> dict:
+    await asyncio.gather(*(g.command("latency", record_from=WARMUP) for g in gens))
+    total = WARMUP + settings.messages
+    interval = 1.0 / settings.rate
+    lasts: list[int] = []
+    deliveries = timeouts = seq = 0
+    before = meter.read()
+    started = time.monotonic()
+    deadline = started + settings.duration
+    while seq < total and time.monotonic() < deadline:
+        sent_at = time.monotonic()
+        await publisher.send(payload.make(seq, settings.payload_bytes))
+        try:
+            got = await asyncio.gather(*(g.expect("delivered", BROADCAST_TIMEOUT, _of_seq(seq)) for g in gens))
+            deliveries += sum(e["count"] for e in got)
+            if seq >= WARMUP:
+                lasts.append(max(e["max_ns"] for e in got))
+        except TimeoutError:
+            timeouts += 1
+        seq += 1
+        progress.detail(at + 0.4 * seq / total, f"{seq}/{total}")
+        await asyncio.sleep(max(MIN_GAP, interval - (time.monotonic() - sent_at)))
+    elapsed = time.monotonic() - started
+    cpu = meter.read() - before
+    samples = await _samples(gens, scratch)
+    return {"broadcasts": max(seq - WARMUP, 0), "warmup": WARMUP, "timeouts": timeouts,
+            "rate_per_second": round(seq / elapsed, 2), **summarize_ns(samples),
+            "last_delivery": _last_delivery(lasts),
+            "server_cpu_us_per_delivery": _per(cpu.server, deliveries),
+            "loadgen_cpu_us_per_message": _per(cpu.loadgens, deliveries),
+            "other_processes": cpu.others(elapsed, cores)}
+
+
+def _of_seq(seq: int) -> Callable[[dict], bool]:
+    return lambda event: event["seq"] == seq
+
+
+def _last_delivery(lasts: list[int]) -> dict:
+    summary = summarize_ns(lasts)
+    return {k: summary[k] for k in ("samples", "p50", "p99", "max") if k in summary}
+
+
+async def _samples(gens: list[LoadGen], scratch: Path) -> array:
+    """Every recorded latency (ns) from every load generator, through files: they can be millions."""
+    merged = array("q")
+    for gen in gens:
+        path = scratch / f"{gen.name}.latencies"
+        gen.send("samples", path=str(path))
+        got = await gen.expect("samples", EVENT_TIMEOUT)
+        with open(path, "rb") as f:
+            merged.fromfile(f, got["count"])
+        path.unlink()
+    return merged
+
+
+async def _saturation(gens: list[LoadGen], publisher: Publisher, meter: _Meter, settings: Settings,
+                      cores: CorePlan, ready: int, progress: Progress, at: float) -> dict:
+    messages = max(1, math.ceil(settings.burst_deliveries / ready))
+    texts = [payload.make(i, settings.payload_bytes) for i in range(messages)]
+    runs = []
+    total = _Cpu()
+    wall = 0.0
+    for run in range(settings.runs):
+        progress.detail(at + 0.4 * run / settings.runs, f"run {run + 1}/{settings.runs}")
+        await asyncio.gather(*(g.command("count", messages=messages) for g in gens))
+        before = meter.read()
+        start_ns = time.monotonic_ns()
+        await publisher.burst(texts)
+        try:
+            done = await asyncio.gather(*(g.expect("complete", RUN_TIMEOUT) for g in gens))
+            end_ns, delivered, complete = max(e["t_ns"] for e in done), sum(e["delivered"] for e in done), True
+        except TimeoutError:
+            for gen in gens:
+                gen.send("tally")
+            tallies = await asyncio.gather(*(g.expect("tally", EVENT_TIMEOUT) for g in gens))
+            end_ns, delivered, complete = time.monotonic_ns(), sum(e["delivered"] for e in tallies), False
+        cpu = meter.read() - before
+        seconds = (end_ns - start_ns) / 1e9
+        runs.append({"messages": messages, "expected": messages * ready, "deliveries": delivered,
+                     "complete": complete, "seconds": round(seconds, 4),
+                     "per_second": round(delivered / seconds), "server_cpu_seconds": round(cpu.server, 3)})
+        total += cpu
+        wall += seconds
+        await publisher.settle()
+        await asyncio.sleep(RUN_GAP)
+    deliveries = sum(r["deliveries"] for r in runs)
+    return {"runs": runs, "seconds": round(wall, 3), "deliveries_per_second": spread([r["per_second"] for r in runs]),
+            "server_cpu_us_per_delivery": _per(total.server, deliveries),
+            "loadgen_cpu_us_per_message": _per(total.loadgens, deliveries),
+            "server_core_busy": round(total.server / wall, 3),
+            "loadgen_cores_busy": round((total.loadgens + total.publisher) / wall / max(1, len(cores.load or ())), 3),
+            "other_processes": total.others(wall, cores)}
+
+
+def _per(cpu_seconds_spent: float, count: int) -> float | None:
+    return round(cpu_seconds_spent * 1e6 / count, 3) if count else None
+
+
+def _notes(row: dict) -> list[str]:
+    """What makes a row's figures less than they seem."""
+    notes = []
+    latency, saturation = row["latency"], row["saturation"]
+    if row["connect_failures"]:
+        notes.append(f"{row['connect_failures']} of {row['connections']} subscribers failed to connect "
+                     f"({row['connect_error']})")
+    if latency["timeouts"]:
+        notes.append(f"{latency['timeouts']} isolated broadcasts were not fully delivered in {BROADCAST_TIMEOUT} s")
+    load_us, server_us = latency["loadgen_cpu_us_per_message"] or 0, latency["server_cpu_us_per_delivery"] or 0
+    if load_us > server_us:
+        notes.append(f"latency: the load generator spent {load_us:.2f} us per message, the server {server_us:.2f} us "
+                     f"per delivery, so the tail includes load-generator queueing")
+    if not all(r["complete"] for r in saturation["runs"]):
+        notes.append(f"saturation: a run did not complete within {RUN_TIMEOUT} s")
+    if saturation["seconds"] >= JUDGED_SECONDS:
+        notes.extend(_bottleneck(saturation))
+    for phase, part in (("latency", latency), ("saturation", saturation)):
+        others = part["other_processes"]
+        if max(others["server_core"] or 0, others["load_cores"] or 0) > DISTURBED:
+            notes.append(f"{phase}: other processes took {others['server_core']:.0%} of the server core and "
+                         f"{others['load_cores']:.0%} of the load-generator core(s): figures are disturbed")
+    if row["publish_failures"]:
+        notes.append(f"publish failures: {row['publish_failures'][0]}")
+    return notes
+
+
+def _bottleneck(saturation: dict) -> list[str]:
+    """Which side limited deliveries per second, read from how busy each core was."""
+    server, load = saturation["server_core_busy"], saturation["loadgen_cores_busy"]
+    cores = f"saturation: server core {server:.0%} busy, load-generator core(s) {load:.0%}"
+    if load > BUSY:
+        return [f"{cores}: the load generator was " + ("nearly the bottleneck too" if server > BUSY else "the bottleneck")]
+    if server <= BUSY:
+        return [f"{cores}: the server waited for input part of the time"]
+    return []
