@@ -62,6 +62,12 @@ async def test_a_raising_callback_is_an_error_ack_not_a_crash():
         assert (await client.recv())["data"] == "alive"
 
 
+def test_the_example_config_loads():
+    from pathlib import Path
+    example = load_config(Path(__file__).parents[2] / "examples" / "event_handlers.toml")
+    assert example.hubs["chat"].event_handlers[0].system_events == ["connect", "connected", "disconnected"]
+
+
 def test_config_file(tmp_path):
     good = tmp_path / "fastpush.toml"
     good.write_text('upstreamTimeoutSeconds = 5\n[hubs.chat]\nanonymousConnectPolicy = "allow"\n'
