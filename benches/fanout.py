@@ -3,12 +3,16 @@
     python -m benches.fanout                                   # N = 1,000 and 10,000; fastpush only
     python -m benches.fanout --peers --json-out bench.json --plot bench.png
     python -m benches.fanout --quick                           # a smoke run in well under 30 s
+    python -m benches.fanout --connections 10000 --workers 2 --redis   # one process against 2 workers + Redis
 
 For each N it starts the server under test in its own process (pinned to one core when there are two
 or more), connects N subscribers from load-generator processes on the other core(s), half raw and half
 json.webpubsub.azure.v1, and publishes through fastpush's REST API and through its embedding API (and,
 with --peers, the same load against websockets, Node ws and a plain picows loop, triggered the same
-way as the embedded fastpush). See benches/measure.py for the procedure.
+way as the embedded fastpush). With --redis or --workers N it also measures fastpush scaled out on a
+redis-server of its own, through REST: one node with --redis-url, and N workers sharing the port on all
+CPUs; the embedded row is then left out unless --peers needs it as their baseline. See
+benches/measure.py for the procedure.
 """
 from __future__ import annotations
 
@@ -33,8 +37,15 @@ from .measure import Settings, measure
 from .plot import plot_latency
 from .procs import Children, CorePlan, plan_cores
 from .progress import Progress
-from .report import ratios, table
-from .servers import FASTPUSH, PEERS, Target, prepare
+from .report import ratios, scaling, table
+from .servers import (
+    FASTPUSH_EMBED,
+    FASTPUSH_REST,
+    PEERS,
+    Target,
+    prepare,
+    redis_targets,
+)
 
 __all__ = ["main"]
 
@@ -48,6 +59,13 @@ def _connections(text: str) -> list[int]:
     if not counts or min(counts) < 1:
         raise argparse.ArgumentTypeError("a comma-separated list of positive connection counts")
     return counts
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("a positive number")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json-fraction", type=float, default=0.5, help="share of json.webpubsub.azure.v1 subscribers (default 0.5)")
     parser.add_argument("--per-loadgen", type=int, default=15_000, help="subscribers per load-generator process (default 15000)")
     parser.add_argument("--peers", action="store_true", help="also measure websockets, Node ws and a plain picows loop")
+    parser.add_argument("--redis", action="store_true",
+                        help="also measure fastpush on a Redis broker (one node; it starts its own redis-server)")
+    parser.add_argument("--workers", type=_positive, default=1, metavar="N",
+                        help="also measure `fastpush serve --workers N` on one port, on all CPUs (N > 1 implies --redis)")
     parser.add_argument("--json-out", type=Path, help="write machine, versions, parameters and results here")
     parser.add_argument("--plot", type=Path, help="write the latency distribution as a PNG (needs matplotlib)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 200 connections, few messages, no peers")
@@ -78,6 +100,17 @@ def _settings(args: argparse.Namespace) -> tuple[list[int], Settings]:
                         duration=chosen["duration"], burst_deliveries=chosen["burst_deliveries"], runs=args.runs,
                         json_fraction=args.json_fraction, per_loadgen=args.per_loadgen)
     return chosen["connections"], settings
+
+
+def _targets(args: argparse.Namespace) -> list[Target]:
+    """The rows per N, in order. A Redis deployment is compared with one process through REST, so with
+    Redis the embedded row is measured only when --peers needs it as their baseline."""
+    peers = args.peers and not args.quick
+    redis = args.redis or args.workers > 1
+    targets = [FASTPUSH_REST] + ([FASTPUSH_EMBED] if peers or not redis else [])
+    if redis:
+        targets += redis_targets(args.workers)
+    return targets + (list(PEERS) if peers else [])
 
 
 def _check(connections: list[int], settings: Settings) -> None:
@@ -97,6 +130,9 @@ async def _run(targets: list[Target], connections: list[int], settings: Settings
     if cores.load:
         os.sched_setaffinity(0, cores.load)  # the publisher runs on the load side too
     print(f"cores: {cores.describe()}", flush=True)
+    for target in targets:
+        if target.workers > 1 and cores.load is not None:
+            print(f"cores for {target.label}: {cores.unpinned_server().describe()}", flush=True)
     for key, reason in skipped.items():
         print(f"skipped {key}: {reason}", flush=True)
     progress = Progress(len(targets) * len(connections))
@@ -125,7 +161,7 @@ async def _main(args: argparse.Namespace) -> int:
     loop.add_signal_handler(signal.SIGTERM, task.cancel)
     connections, settings = _settings(args)
     _check(connections, settings)
-    targets = list(FASTPUSH) + (list(PEERS) if args.peers and not args.quick else [])
+    targets = _targets(args)
     skipped = {t.key: reason for t in targets if (reason := prepare(t))}
     cores = plan_cores()
     started = time.monotonic()
@@ -133,10 +169,13 @@ async def _main(args: argparse.Namespace) -> int:
     rows = await _run([t for t in targets if t.key not in skipped], connections, settings, cores, skipped)
     ratios(rows)
     print(table(rows), flush=True)
+    if comparisons := scaling(rows):
+        print("\n" + "\n".join(comparisons), flush=True)
     print(f"\npayload {settings.payload_bytes} B, {settings.json_fraction:.0%} json.webpubsub.azure.v1 subscribers; "
           f"latency: isolated broadcasts at most {settings.rate:g}/s; saturation: median of {settings.runs} runs "
           f"of {settings.burst_deliveries} deliveries; srv us/deliv and the second loadgen figure are CPU during "
-          f"saturation. fp/this = fastpush (embedded, same stdin trigger as the peers) / this row. "
+          f"saturation. fp/this = fastpush (embedded, same stdin trigger as the peers) / this row; for the Redis "
+          f"rows, fastpush (REST), one process without Redis / this row. "
           f"Took {time.monotonic() - started:.0f} s.")
     if args.json_out:
         document = {"benchmark": "fanout", "started": stamp, "command": ["python", "-m", "benches.fanout", *sys.argv[1:]],

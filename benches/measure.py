@@ -1,13 +1,17 @@
 """One server under test at one connection count: idle memory, isolated-broadcast latency, saturation.
 
 The steps, each bounded in count and time:
-1. start the server on the server core; RSS with no connection;
+1. start the server on the server core (a server with several workers on all CPUs instead: that is
+   what workers are for); RSS with no connection;
 2. connect the subscribers from the load-generator processes; RSS again -> RSS per connection;
 3. latency: warm-up, then isolated broadcasts (the next is published once every subscriber has the
    previous one, no sooner than 1/rate after it, and at least MIN_GAP later); every subscriber records
    receive - send;
 4. saturation: `runs` bursts of `burst_deliveries / N` messages published at once; deliveries per second
    from the first publish to the last byte received, with the CPU both sides spent.
+
+A server's CPU and RSS are those of all its processes (a --workers parent and its workers) plus its
+redis-server, if it has one: what the deployment costs, with Redis's share given separately.
 """
 from __future__ import annotations
 
@@ -22,7 +26,14 @@ from pathlib import Path
 
 from . import payload
 from .loadgens import LoadGen, LoadPlan, start_loadgens
-from .procs import Children, CorePlan, core_seconds, cpu_seconds, rss_bytes
+from .procs import (
+    Children,
+    CorePlan,
+    core_seconds,
+    cpu_seconds,
+    established_by_process,
+    rss_bytes,
+)
 from .progress import Progress
 from .publishers import PipePublisher, Publisher, RestPublisher
 from .servers import RunningServer, Target, start_server
@@ -59,14 +70,17 @@ class Settings:
 
 @dataclass(frozen=True)
 class _Cpu:
-    """CPU seconds of the server, the load generators and this process (the publisher), and of everything
-    that ran on the server's and the load side's cores: the difference is other processes disturbing us."""
+    """CPU seconds of the server (`redis` of it its redis-server), the load generators and this process
+    (the publisher), and of everything that ran on the server's core, the load side's cores and all
+    CPUs: the difference is other processes disturbing us."""
 
     server: float = 0.0
+    redis: float = 0.0
     loadgens: float = 0.0
     publisher: float = 0.0
     server_core: float = 0.0
     load_core: float = 0.0
+    all_cpus: float = 0.0
 
     def __sub__(self, other: _Cpu) -> _Cpu:
         return _Cpu(*(a - b for a, b in zip(astuple(self), astuple(other))))
@@ -75,25 +89,40 @@ class _Cpu:
         return _Cpu(*(a + b for a, b in zip(astuple(self), astuple(other))))
 
     def others(self, wall: float, cores: CorePlan) -> dict:
-        """Share of the server core and of the load cores that other processes took (None when not
-        pinned, or over a window too short for /proc's 10 ms ticks)."""
-        if cores.server is None or cores.load is None or wall < JUDGED_SECONDS:
-            return {"server_core": None, "load_cores": None}
-        load_others = self.load_core - self.loadgens - self.publisher
-        return {"server_core": round(max(0.0, self.server_core - self.server) / wall, 3),
-                "load_cores": round(max(0.0, load_others) / wall / len(cores.load), 3)}
+        """Share of the server core, of the load cores and of all CPUs that other processes took (None
+        where that cannot be told: nothing pinned, a server not pinned, or a window too short for
+        /proc's 10 ms ticks)."""
+        if cores.load is None or wall < JUDGED_SECONDS:
+            return {"server_core": None, "load_cores": None, "all_cpus": None}
+        ours = self.server + self.loadgens + self.publisher
+        shares = {"server_core": None, "load_cores": None, "all_cpus": _share(self.all_cpus - ours, wall, cores.cpus)}
+        if cores.server is not None:
+            shares["server_core"] = _share(self.server_core - self.server, wall, cores.server)
+            shares["load_cores"] = _share(self.load_core - self.loadgens - self.publisher, wall, cores.load)
+        return shares
+
+
+def _share(seconds: float, wall: float, cpus: frozenset[int]) -> float:
+    return round(max(0.0, seconds) / wall / len(cpus), 3)
 
 
 class _Meter:
     def __init__(self, server: RunningServer, gens: list[LoadGen], cores: CorePlan):
-        self.server = server.pid
+        self.server = server.pids
+        self.redis = server.redis.pid if server.redis else None
         self.gens = [g.pid for g in gens]
         self.cores = cores
 
     def read(self) -> _Cpu:
-        server_core, load_core = self.cores.server, self.cores.load
-        return _Cpu(cpu_seconds(self.server), sum(map(cpu_seconds, self.gens)), time.process_time(),
-                    core_seconds(server_core) if server_core else 0.0, core_seconds(load_core) if load_core else 0.0)
+        redis = cpu_seconds(self.redis) if self.redis else 0.0
+        return _Cpu(server=sum(map(cpu_seconds, self.server)) + redis, redis=redis,
+                    loadgens=sum(map(cpu_seconds, self.gens)), publisher=time.process_time(),
+                    server_core=_pinned_seconds(self.cores.server), load_core=_pinned_seconds(self.cores.load),
+                    all_cpus=core_seconds(self.cores.cpus))
+
+
+def _pinned_seconds(cpus: frozenset[int] | None) -> float:
+    return core_seconds(cpus) if cpus else 0.0
 
 
 async def measure(target: Target, connections: int, settings: Settings, cores: CorePlan, children: Children,
@@ -101,13 +130,15 @@ async def measure(target: Target, connections: int, settings: Settings, cores: C
     """Measure one server at one N; `at` is where this cell starts on the progress bar (one unit wide)."""
     key = secrets.token_urlsafe(32)
     name = f"{target.label} N={connections}"
+    if target.workers > 1:
+        cores = cores.unpinned_server()
     progress.phase(at, f"{name}: starting the server")
-    server = await start_server(children, target, key, cores.server)
+    server = await start_server(children, target, key, cores.server_cpus)
     gens: list[LoadGen] = []
     publisher: Publisher | None = None
     try:
         await asyncio.sleep(IDLE_SETTLE)
-        rss_empty = rss_bytes(server.pid)
+        rss_empty = _rss(server)
         progress.phase(at + 0.05, f"{name}: connecting")
         plan = LoadPlan(connections, settings.json_fraction, settings.per_loadgen, LOADGEN_DEADLINE)
         gens, connected = await start_loadgens(children, plan, server.port,
@@ -118,7 +149,8 @@ async def measure(target: Target, connections: int, settings: Settings, cores: C
             raise RuntimeError(f"no subscriber could connect to {target.label}: {connected['error']}\n"
                                + children.log_tail(target.key))
         await asyncio.sleep(IDLE_SETTLE)
-        rss_idle = rss_bytes(server.pid)
+        rss_idle = _rss(server)
+        spread_over = established_by_process(server.workers, server.port) if target.workers > 1 else None
         publisher = (await RestPublisher.open(server.endpoint, settings.hub, key) if target.trigger == "rest"
                      else PipePublisher(server.stdin))
         meter = _Meter(server, gens, cores)
@@ -134,13 +166,22 @@ async def measure(target: Target, connections: int, settings: Settings, cores: C
         for gen in gens:
             await gen.stop()
         await server.stop(children)
-    row = {"target": target.key, "label": target.label, "trigger": target.trigger, "connections": connections,
+    row = {"target": target.key, "label": target.label, "trigger": target.trigger, "redis": target.redis,
+           "workers": target.workers, "server_pinned": cores.server is not None, "connections": connections,
            "connected": ready, "connect_failures": connected["failed"], "connect_error": connected["error"],
-           "loadgen_processes": connected["processes"], "rss_empty_bytes": rss_empty, "rss_idle_bytes": rss_idle,
-           "rss_per_connection_bytes": round((rss_idle - rss_empty) / ready),
+           "loadgen_processes": connected["processes"], "connections_per_worker": spread_over,
+           "rss_empty_bytes": rss_empty["server"], "rss_idle_bytes": rss_idle["server"],
+           "redis_rss_empty_bytes": rss_empty["redis"], "redis_rss_idle_bytes": rss_idle["redis"],
+           "rss_per_connection_bytes": round((sum(rss_idle.values()) - sum(rss_empty.values())) / ready),
+           "redis_rss_per_connection_bytes": round((rss_idle["redis"] - rss_empty["redis"]) / ready),
            "latency": latency, "saturation": saturation, "publish_failures": publish_failures[:5]}
-    row["notes"] = _notes(row)
+    row["notes"] = _notes(row, cores)
     return row
+
+
+def _rss(server: RunningServer) -> dict[str, int]:
+    """Resident memory of the server's processes together, and of its redis-server (0 without one)."""
+    return {"server": sum(map(rss_bytes, server.pids)), "redis": rss_bytes(server.redis.pid) if server.redis else 0}
 
 
 async def _latency(gens: list[LoadGen], publisher: Publisher, meter: _Meter, settings: Settings, cores: CorePlan,
@@ -173,6 +214,7 @@ async def _latency(gens: list[LoadGen], publisher: Publisher, meter: _Meter, set
             "rate_per_second": round(seq / elapsed, 2), **summarize_ns(samples),
             "last_delivery": _last_delivery(lasts),
             "server_cpu_us_per_delivery": _per(cpu.server, deliveries),
+            "redis_cpu_us_per_delivery": _per(cpu.redis, deliveries) if meter.redis else None,
             "loadgen_cpu_us_per_message": _per(cpu.loadgens, deliveries),
             "other_processes": cpu.others(elapsed, cores)}
 
@@ -232,9 +274,11 @@ async def _saturation(gens: list[LoadGen], publisher: Publisher, meter: _Meter, 
     deliveries = sum(r["deliveries"] for r in runs)
     return {"runs": runs, "seconds": round(wall, 3), "deliveries_per_second": spread([r["per_second"] for r in runs]),
             "server_cpu_us_per_delivery": _per(total.server, deliveries),
+            "redis_cpu_us_per_delivery": _per(total.redis, deliveries) if meter.redis else None,
             "loadgen_cpu_us_per_message": _per(total.loadgens, deliveries),
-            "server_core_busy": round(total.server / wall, 3),
+            "server_core_busy": round(total.server / wall, 3),  # cores' worth: above 1 for several workers
             "loadgen_cores_busy": round((total.loadgens + total.publisher) / wall / max(1, len(cores.load or ())), 3),
+            "cpus_busy": round(total.all_cpus / wall / len(cores.cpus), 3),
             "other_processes": total.others(wall, cores)}
 
 
@@ -242,9 +286,10 @@ def _per(cpu_seconds_spent: float, count: int) -> float | None:
     return round(cpu_seconds_spent * 1e6 / count, 3) if count else None
 
 
-def _notes(row: dict) -> list[str]:
-    """What makes a row's figures less than they seem."""
-    notes = []
+def _notes(row: dict, cores: CorePlan) -> list[str]:
+    """What makes a row's figures less than they seem, and what they are made of when that is not
+    obvious (a deployment of several processes, Redis)."""
+    notes = _deployment(row, cores)
     latency, saturation = row["latency"], row["saturation"]
     if row["connect_failures"]:
         notes.append(f"{row['connect_failures']} of {row['connections']} subscribers failed to connect "
@@ -258,15 +303,50 @@ def _notes(row: dict) -> list[str]:
     if not all(r["complete"] for r in saturation["runs"]):
         notes.append(f"saturation: a run did not complete within {RUN_TIMEOUT} s")
     if saturation["seconds"] >= JUDGED_SECONDS:
-        notes.extend(_bottleneck(saturation))
+        notes.extend(_shared_bottleneck(saturation) if row["workers"] > 1 else _bottleneck(saturation))
     for phase, part in (("latency", latency), ("saturation", saturation)):
         others = part["other_processes"]
-        if max(others["server_core"] or 0, others["load_cores"] or 0) > DISTURBED:
-            notes.append(f"{phase}: other processes took {others['server_core']:.0%} of the server core and "
-                         f"{others['load_cores']:.0%} of the load-generator core(s): figures are disturbed")
+        if max(share or 0 for share in others.values()) > DISTURBED:
+            taken = ", ".join(f"{share:.0%} of {_WHERE[where]}" for where, share in others.items() if share is not None)
+            notes.append(f"{phase}: other processes took {taken}: figures are disturbed")
     if row["publish_failures"]:
         notes.append(f"publish failures: {row['publish_failures'][0]}")
     return notes
+
+
+_WHERE = {"server_core": "the server core", "load_cores": "the load-generator core(s)", "all_cpus": "all CPUs"}
+
+
+def _deployment(row: dict, cores: CorePlan) -> list[str]:
+    """Where a multi-process or Redis server ran and how its figures add up."""
+    notes = []
+    if not row["server_pinned"] and cores.load is not None:
+        notes.append(f"server not pinned: the parent, its {row['workers']} workers and redis-server used all CPUs "
+                     f"({','.join(map(str, sorted(cores.cpus)))}), shared with the load generators and publisher "
+                     f"(pinned to CPU {','.join(map(str, sorted(cores.load)))})")
+    if row["connections_per_worker"]:
+        notes.append("connections per worker (the kernel's SO_REUSEPORT hashing): "
+                     + ", ".join(map(str, row["connections_per_worker"])))
+    if row["redis"]:
+        redis_kib, total_kib = row["redis_rss_per_connection_bytes"] / 1024, row["rss_per_connection_bytes"] / 1024
+        sat = row["saturation"]
+        where = "pinned with the server" if row["server_pinned"] else "not pinned"
+        notes.append(f"RSS/conn and srv us/deliv include redis-server ({where}): {redis_kib:.1f} of "
+                     f"{total_kib:.1f} KiB, {_us(sat['redis_cpu_us_per_delivery'])} of "
+                     f"{_us(sat['server_cpu_us_per_delivery'])} us")
+    return notes
+
+
+def _us(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _shared_bottleneck(saturation: dict) -> list[str]:
+    """With the server free on all CPUs, how busy the machine was tells more than any one core."""
+    cpus = saturation["cpus_busy"]
+    text = (f"saturation: the server used {saturation['server_core_busy']:.2f} cores' worth, the load side "
+            f"{saturation['loadgen_cores_busy']:.0%} of its core(s), all CPUs {cpus:.0%} busy")
+    return [text + (": the CPUs were the bottleneck, shared by server and load generator" if cpus > BUSY else "")]
 
 
 def _bottleneck(saturation: dict) -> list[str]:

@@ -1,9 +1,10 @@
 """The printed table: one row per server and connection count, ratios against fastpush in the same run."""
 from __future__ import annotations
 
-__all__ = ["BASELINE", "ratios", "table"]
+__all__ = ["BASELINE", "REDIS_BASELINE", "ratios", "scaling", "table"]
 
 BASELINE = ("fastpush-embed", "fastpush-rest")  # compare peers with fastpush behind the same trigger first
+REDIS_BASELINE = ("fastpush-rest",)  # a Redis deployment against one process, both published to through REST
 
 HEADERS = ("server / mode", "N", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "last p50 ms",
            "deliveries/s median (min-max)", "srv us/deliv", "RSS/conn", "loadgen us/msg lat|sat",
@@ -14,8 +15,8 @@ def ratios(rows: list[dict]) -> None:
     """Add `ratio_p99` and `ratio_rate` (fastpush / this row) to every measured row, per N."""
     for n in {r["connections"] for r in rows}:
         same_n = {r["target"]: r for r in rows if r["connections"] == n and "error" not in r}
-        base = next((same_n[k] for k in BASELINE if k in same_n), None)
         for row in same_n.values():
+            base = next((same_n[k] for k in (REDIS_BASELINE if row["redis"] else BASELINE) if k in same_n), None)
             row["ratio_vs"] = base["target"] if base else None
             row["ratio_p99"] = _ratio(_p99(base), _p99(row))
             row["ratio_rate"] = _ratio(_rate(base), _rate(row))
@@ -31,6 +32,21 @@ def _rate(row: dict | None) -> float | None:
 
 def _ratio(ours: float | None, theirs: float | None) -> float | None:
     return round(ours / theirs, 3) if ours and theirs else None
+
+
+def scaling(rows: list[dict]) -> list[str]:
+    """One line per Redis row: its p99 and saturation rate against one fastpush process at the same N,
+    in words, since that comparison is why the Redis rows are there."""
+    lines = []
+    for row in rows:
+        if "error" in row or not row["redis"] or row["ratio_vs"] is None:
+            continue
+        base = next(r for r in rows if r["target"] == row["ratio_vs"] and r["connections"] == row["connections"])
+        gain = _ratio(_rate(row), _rate(base))
+        lines.append(f"{row['label']} vs {base['label']}, N={row['connections']}: p99 {_ms(_p99(row))} vs "
+                     f"{_ms(_p99(base))} ms; saturation {_count(_rate(row))} vs {_count(_rate(base))} deliveries/s"
+                     + (f" ({gain:.2f}x)" if gain else ""))
+    return lines
 
 
 def table(rows: list[dict]) -> str:

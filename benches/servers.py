@@ -1,4 +1,9 @@
-"""The servers under test: how to start each, how it is triggered, and whether it can run here."""
+"""The servers under test: how to start each, how it is triggered, and whether it can run here.
+
+A server may be several processes (`fastpush serve --workers N`: a parent and its workers) and may
+come with its own redis-server; RunningServer knows them all, so CPU and memory add up the whole
+deployment.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -6,15 +11,18 @@ import collections
 import importlib.util
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .procs import Children
+from .procs import Children, descendants
+from .redis_server import RedisServer, missing
 
-__all__ = ["FASTPUSH", "PEERS", "ROOT", "RunningServer", "Target", "prepare", "start_server"]
+__all__ = ["FASTPUSH_EMBED", "FASTPUSH_REST", "PEERS", "ROOT", "RunningServer", "Target", "prepare", "redis_targets",
+           "start_server"]
 
 ROOT = Path(__file__).resolve().parents[1]
 PEERS_DIR = ROOT / "benches" / "peers"
@@ -25,33 +33,57 @@ _READY = re.compile(r"Endpoint=(http://127\.0\.0\.1:(\d+))")
 
 @dataclass(frozen=True)
 class Target:
-    """A server under test. `trigger` is "rest" (fastpush's REST API) or "pipe" (stdin lines)."""
+    """A server under test. `trigger` is "rest" (fastpush's REST API) or "pipe" (stdin lines); `redis`:
+    it gets a redis-server of its own; `workers` > 1: it is that many processes sharing the port."""
 
     key: str
     label: str
     trigger: str
-    command: Callable[[str], list[str]]  # access key -> argv
+    command: Callable[[str, str | None], list[str]]  # access key, Redis URL -> argv
+    redis: bool = False
+    workers: int = 1
 
 
-FASTPUSH = (
-    Target("fastpush-rest", "fastpush (REST)", "rest",
-           lambda key: [sys.executable, "-m", "fastpush", "serve", "--port", "0", f"--access-key={key}",
-                        "--log-level", "WARNING"]),
-    Target("fastpush-embed", "fastpush (embedded)", "pipe",
-           lambda key: [sys.executable, "-m", "benches.embedded_server", f"--access-key={key}"]),
-)
+def _fastpush_serve(workers: int) -> Callable[[str, str | None], list[str]]:
+    def argv(key: str, redis_url: str | None) -> list[str]:
+        command = [sys.executable, "-m", "fastpush", "serve", "--port", "0", f"--access-key={key}",
+                   "--log-level", "WARNING"]
+        if redis_url:
+            command += ["--redis-url", redis_url]
+        if workers > 1:
+            command += ["--workers", str(workers)]
+        return command
+    return argv
+
+
+FASTPUSH_REST = Target("fastpush-rest", "fastpush (REST)", "rest", _fastpush_serve(1))
+FASTPUSH_EMBED = Target("fastpush-embed", "fastpush (embedded)", "pipe",
+                        lambda key, _: [sys.executable, "-m", "benches.embedded_server", f"--access-key={key}"])
 PEERS = (
     Target("websockets", "websockets broadcast()", "pipe",
-           lambda key: [sys.executable, "-m", "benches.peers.websockets_broadcast"]),
+           lambda key, _: [sys.executable, "-m", "benches.peers.websockets_broadcast"]),
     Target("node-ws", "Node ws (wss.clients)", "pipe",
-           lambda key: ["node", str(PEERS_DIR / "ws_broadcast.js")]),
+           lambda key, _: ["node", str(PEERS_DIR / "ws_broadcast.js")]),
     Target("picows", "picows send loop", "pipe",
-           lambda key: [sys.executable, "-m", "benches.peers.picows_broadcast"]),
+           lambda key, _: [sys.executable, "-m", "benches.peers.picows_broadcast"]),
 )
+
+
+def redis_targets(workers: int) -> list[Target]:
+    """fastpush behind a Redis broker, published to through REST: one node (what Redis costs by
+    itself), and with workers > 1 that many processes on one port (what scaling out on one machine
+    gains)."""
+    targets = [Target("fastpush-redis", "fastpush (1 node, Redis)", "rest", _fastpush_serve(1), redis=True)]
+    if workers > 1:
+        targets.append(Target("fastpush-workers", f"fastpush ({workers} workers, Redis)", "rest",
+                              _fastpush_serve(workers), redis=True, workers=workers))
+    return targets
 
 
 def prepare(target: Target) -> str | None:
     """Make the target runnable (`npm ci` for Node ws once); the reason it cannot run, or None."""
+    if target.redis:
+        return missing()
     if target.key == "websockets" and importlib.util.find_spec("websockets") is None:
         return "the websockets package is not installed (pip install websockets)"
     if target.key != "node-ws":
@@ -67,19 +99,28 @@ def prepare(target: Target) -> str | None:
 
 
 class RunningServer:
-    """A started server process: its endpoint, and its stdout drained so it never blocks on a full pipe."""
+    """A started server: its endpoint, its processes (the one started, and its workers if any), its
+    redis-server if it has one, and its stdout drained so it never blocks on a full pipe."""
 
-    def __init__(self, target: Target, proc: asyncio.subprocess.Process, endpoint: str):
+    def __init__(self, target: Target, proc: asyncio.subprocess.Process, endpoint: str,
+                 redis: RedisServer | None):
         self.target = target
         self.proc = proc
         self.endpoint = endpoint
         self.port = int(endpoint.rsplit(":", 1)[1])
+        self.redis = redis
+        self.workers = descendants(proc.pid)  # all started once the endpoint is printed
         self.output: collections.deque[str] = collections.deque(maxlen=20)
         self._drain = asyncio.get_running_loop().create_task(self._drain_stdout())
 
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    @property
+    def pids(self) -> list[int]:
+        """The server's own processes (not its redis-server)."""
+        return [self.proc.pid, *self.workers]
 
     @property
     def stdin(self) -> asyncio.StreamWriter:
@@ -92,14 +133,32 @@ class RunningServer:
             self.output.append(line.decode(errors="replace").rstrip())
 
     async def stop(self, children: Children) -> None:
+        """The server first, then its redis-server: the server must not see its broker go away."""
         await children.stop(self.proc)
         self._drain.cancel()
+        if self.redis is not None:
+            await self.redis.stop(children)
 
 
 async def start_server(children: Children, target: Target, access_key: str,
-                       cpus: frozenset[int] | None) -> RunningServer:
-    """Start the target and wait (bounded) for its `Endpoint=http://127.0.0.1:PORT` line."""
-    proc = await children.spawn(target.key, target.command(access_key), cpus, ROOT)
+                       cpus: frozenset[int]) -> RunningServer:
+    """Start the target (after its redis-server, on the same CPUs) and wait (bounded) for its
+    `Endpoint=http://127.0.0.1:PORT` line, which a --workers parent prints once every worker is ready."""
+    redis = await RedisServer.start(children, cpus) if target.redis else None
+    try:
+        return await _start(children, target, access_key, cpus, redis)
+    except BaseException:
+        if redis is not None:
+            await redis.stop(children)
+        raise
+
+
+async def _start(children: Children, target: Target, access_key: str, cpus: frozenset[int],
+                 redis: RedisServer | None) -> RunningServer:
+    # A --workers parent stops its workers on SIGTERM; SIGKILL would leave them running.
+    death_signal = signal.SIGTERM if target.workers > 1 else signal.SIGKILL
+    argv = target.command(access_key, redis.url if redis else None)
+    proc = await children.spawn(target.key, argv, cpus, ROOT, death_signal)
     assert proc.stdout is not None
     seen: list[str] = []
     try:
@@ -107,7 +166,7 @@ async def start_server(children: Children, target: Target, access_key: str,
             while line := (await proc.stdout.readline()).decode(errors="replace"):
                 seen.append(line.rstrip())
                 if match := _READY.search(line):
-                    return RunningServer(target, proc, match.group(1))
+                    return RunningServer(target, proc, match.group(1), redis)
         why = f"exited with code {await proc.wait()}"
     except TimeoutError:
         why = f"printed no endpoint within {READY_TIMEOUT} s"

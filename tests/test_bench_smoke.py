@@ -1,4 +1,5 @@
-"""`python -m benches.fanout --quick` runs end to end and writes the JSON it promises.
+"""`python -m benches.fanout --quick` runs end to end and writes the JSON it promises, alone and with
+the scaled-out rows (`--workers 2 --redis`: one node on Redis, two workers on one port).
 
 Only shape and non-zero counts are checked: timings depend on the machine and never appear in
 assertions (the figures come from running the benchmark itself).
@@ -6,6 +7,7 @@ assertions (the figures come from running the benchmark itself).
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,14 +16,17 @@ ROOT = Path(__file__).resolve().parents[1]
 QUICK_TIMEOUT = 180
 
 
-def test_quick_benchmark_writes_results(tmp_path: Path) -> None:
-    out = tmp_path / "bench.json"
-    done = subprocess.run([sys.executable, "-m", "benches.fanout", "--quick", "--json-out", str(out)],
+def _quick(out: Path, *options: str) -> dict:
+    """Run the quick benchmark with `options`; its JSON document."""
+    done = subprocess.run([sys.executable, "-m", "benches.fanout", "--quick", "--json-out", str(out), *options],
                           cwd=ROOT, check=False, capture_output=True, text=True, timeout=QUICK_TIMEOUT)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "server / mode" in done.stdout
+    return json.loads(out.read_text())
 
-    document = json.loads(out.read_text())
+
+def test_quick_benchmark_writes_results(tmp_path: Path) -> None:
+    document = _quick(tmp_path / "bench.json")
     assert {"machine", "versions", "parameters", "cores", "results", "command"} <= document.keys()
     assert {"python", "picows", "uvloop", "node"} <= document["versions"].keys()
     assert {row["target"] for row in document["results"]} == {"fastpush-rest", "fastpush-embed"}
@@ -37,3 +42,24 @@ def test_quick_benchmark_writes_results(tmp_path: Path) -> None:
         assert all(run["deliveries"] == run["expected"] > 0 for run in saturation["runs"])
         assert saturation["deliveries_per_second"]["median"] > 0
         assert saturation["server_cpu_us_per_delivery"] is not None
+
+
+def test_quick_benchmark_measures_workers_on_redis(tmp_path: Path) -> None:
+    # CI installs redis-server (.ci/run); without it the rows would be skipped, not measured.
+    assert shutil.which("redis-server"), "redis-server is not on PATH: apt-get install redis-server"
+    document = _quick(tmp_path / "bench.json", "--workers", "2", "--redis")
+
+    assert document["skipped"] == {}
+    rows = {row["target"]: row for row in document["results"]}
+    assert rows.keys() == {"fastpush-rest", "fastpush-redis", "fastpush-workers"}
+    for row in rows.values():
+        assert "error" not in row, row
+        assert all(run["deliveries"] == run["expected"] > 0 for run in row["saturation"]["runs"])
+    workers = rows["fastpush-workers"]
+    assert workers["label"] == "fastpush (2 workers, Redis)"
+    assert workers["workers"] == 2 and workers["redis"] and not workers["server_pinned"]
+    assert workers["latency"]["samples"] > 0
+    assert workers["saturation"]["deliveries_per_second"]["median"] > 0
+    assert workers["redis_rss_idle_bytes"] > 0
+    assert sum(workers["connections_per_worker"]) == workers["connected"]
+    assert workers["ratio_vs"] == "fastpush-rest"
