@@ -24,7 +24,8 @@ def run_workers(args: argparse.Namespace, count: int) -> int:
     env = dict(os.environ, FASTPUSH_ACCESS_KEY=args.access_key or generate_access_key())
     if args.secondary_key:
         env["FASTPUSH_SECONDARY_KEY"] = args.secondary_key
-    command = [sys.executable, "-m", "fastpush", "serve", "--workers", "1", "--reuse-port", "--host", args.host,
+    # -P: no current directory on sys.path, so a source checkout there cannot shadow the install.
+    command = [sys.executable, "-P", "-m", "fastpush", "serve", "--workers", "1", "--reuse-port", "--host", args.host,
                "--port", str(port), "--redis-url", args.redis_url, *_passed_on(args)]
     children = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) for _ in range(count)]
     stopping = threading.Event()
