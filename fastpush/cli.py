@@ -66,6 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     if workers is None:
         print(f"fastpush: --workers takes a positive number or 'auto', not {args.workers!r}", file=sys.stderr)
         return 2
+    try:
+        config = load_config(args.config) if args.config else None
+    except ConfigError as exc:
+        print(f"fastpush: {exc}", file=sys.stderr)
+        return 2
+    args.redis_url = args.redis_url or (config.redis_url if config else None)
     if workers > 1:
         if not args.redis_url:
             print("fastpush: --workers above 1 needs a broker shared by the processes: pass --redis-url "
@@ -86,13 +92,8 @@ def main(argv: list[str] | None = None) -> int:
             print("fastpush: --tls-cert and --tls-key go together", file=sys.stderr)
             return 2
         ssl_context = server_ssl_context(args.tls_cert, args.tls_key)
-    try:
-        config = load_config(args.config) if args.config else None
-    except ConfigError as exc:
-        print(f"fastpush: {exc}", file=sys.stderr)
-        return 2
-    server = Server(args.host, args.port, config=config, redis_url=args.redis_url, access_key=args.access_key, secondary_key=args.secondary_key,
-                    ssl_context=ssl_context, public_host=args.public_host,
+    server = Server(args.host, args.port, config=config, redis_url=args.redis_url, access_key=args.access_key,
+                    secondary_key=args.secondary_key, ssl_context=ssl_context, public_host=args.public_host,
                     recovery_window_seconds=args.recovery_window, replay_max_messages=args.replay_max_messages,
                     replay_max_bytes=args.replay_max_bytes, max_outbound_bytes=args.max_outbound_bytes,
                     keepalive_seconds=args.keepalive, idle_timeout_seconds=args.idle_timeout,

@@ -1,6 +1,7 @@
 """Hub settings from a TOML file (`fastpush serve --config FILE`), with Azure's setting names:
 
     upstreamTimeoutSeconds = 20          # optional, per event handler call
+    redisUrl = "redis://127.0.0.1:6379"  # optional: share hubs with other nodes (--redis-url wins)
 
     [hubs.chat]
     anonymousConnectPolicy = "deny"      # or "allow": no token needed; connect may set the userId
@@ -41,6 +42,7 @@ class HubSettings(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
 class Config(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     hubs: dict[str, HubSettings] = {}
     upstream_timeout_seconds: float = 20.0
+    redis_url: str | None = None
 
 
 def load_config(path: str | Path) -> Config:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 
 from ._fanout import Connection, Frames, Tables, fanout
 from .broker import ops
+from .broker.base import Broker
 from .broker.memory import MemoryBroker
 from .events.dispatcher import HubEvents
 from .protocol.close_codes import CloseCode
@@ -67,7 +68,7 @@ class Hub:
     an operation to the broker, which applies it on every node concerned (here at once, with
     MemoryBroker). `apply` and the local_* methods act on this node's connections only."""
 
-    def __init__(self, name: str, broker=None):
+    def __init__(self, name: str, broker: Broker | None = None):
         self.name = name
         self.broker = broker if broker is not None else MemoryBroker()
         self.tables = Tables()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from .broker.base import Broker
 from .broker.memory import MemoryBroker
 from .hub import Hub
 
@@ -10,7 +11,7 @@ __all__ = ["Node"]
 
 
 class Node:
-    def __init__(self, configure: Callable[[Hub], None] | None = None, broker=None) -> None:
+    def __init__(self, configure: Callable[[Hub], None] | None = None, broker: Broker | None = None) -> None:
         self._hubs: dict[str, Hub] = {}
         self.broker = broker if broker is not None else MemoryBroker()
         self._configure = configure  # applies hub settings (event handlers, policies) to a new hub

@@ -70,10 +70,11 @@ def test_the_example_config_loads():
 
 def test_config_file(tmp_path):
     good = tmp_path / "fastpush.toml"
-    good.write_text('upstreamTimeoutSeconds = 5\n[hubs.chat]\nanonymousConnectPolicy = "allow"\n'
+    good.write_text('upstreamTimeoutSeconds = 5\nredisUrl = "redis://127.0.0.1:6390"\n[hubs.chat]\nanonymousConnectPolicy = "allow"\n'
                     '[[hubs.chat.eventHandlers]]\nurlTemplate = "http://127.0.0.1:3000/api/{hub}/{event}"\n'
                     'userEventPattern = "message,chat"\nsystemEvents = ["connect", "disconnected"]\n')
     config = load_config(good)
+    assert config.redis_url == "redis://127.0.0.1:6390"
     handler = config.hubs["chat"].event_handlers[0]
     assert handler.user_event_pattern == "message,chat" and handler.system_events == ["connect", "disconnected"]
     for text, complaint in [('[hubs.chat]\nanonymousConnectPolicy = "maybe"\n', "anonymousConnectPolicy"),
