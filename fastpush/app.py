@@ -222,7 +222,7 @@ class Server:
                 return Handoff(_RefusedRecovery("The session to recover was not found, or its token did not match."),
                                decision.subprotocol)
             conn = ClientConnection.adopt(hub, self.settings, state)
-            prepared = hub.broker.prepare_connection(hub, conn.user_id, tuple(conn._token_groups))
+            prepared = hub.broker.prepare_connection(hub, conn.user_id, conn.groups_to_join)
             if prepared is not None:
                 await prepared
         except BrokerUnavailable as exc:

@@ -106,6 +106,11 @@ class ClientConnection(Connection):
         self._repeat_acks = accept.repeat_acks
         self.keep_session = accept.variant in _fanout.RELIABLE_VARIANTS
 
+    @property
+    def groups_to_join(self) -> tuple[str, ...]:
+        """The groups it joins when its socket arrives (token, connect handler, or a moved session)."""
+        return tuple(self._token_groups)
+
     def recovery_refusal(self, token: str | None, subprotocol: str | None) -> str | None:
         """Why this session cannot be resumed with `token`, or None if it can. The token before
         the current one is accepted too: a drop may hit after a recovery's upgrade but before
