@@ -54,9 +54,16 @@ cdef class Connection(WSListener):
     cdef bytearray pending
     cdef unsigned long long written_turn
     cdef object coalescer  # its event loop's _Coalescer, set on first write
+    # Flow control: while the socket's own buffer is over its small high-water mark (`paused`),
+    # frames wait in `pending` instead; past `max_outbound` bytes there the client is too slow:
+    # what waits is dropped and on_outbound_overflow() closes it, its close frame right behind
+    # the little the socket already holds (not behind megabytes it could not read).
+    cdef public bint paused
+    cdef public Py_ssize_t max_outbound
 
     cdef bint _write(self, const char* data, Py_ssize_t size) except -1
     cdef void _flush(self) noexcept
+    cdef void _write_pending(self) noexcept
 
 cdef class Frames:
     # The send itself, and each wire variant's bytes, built the first time a member needs them.

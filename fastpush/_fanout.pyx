@@ -7,6 +7,8 @@ from libc.stdio cimport snprintf
 from cpython.bytearray cimport PyByteArray_GET_SIZE, PyByteArray_Resize
 
 import asyncio
+import logging
+import time
 import weakref
 from collections import deque
 
@@ -14,10 +16,11 @@ from .protocol.json_protocol import message_tail
 from .protocol.protobuf_protocol import data_message_inner
 from picows.picows cimport MemoryBuffer, WSListener, WSTransport
 
-__all__ = ["Connection", "Frames", "Tables", "fanout", "frame", "trim_transport", "RAW", "JSON", "JSON_RELIABLE",
+__all__ = ["Connection", "Frames", "Tables", "fanout", "recipient_failures", "frame", "trim_transport", "RAW", "JSON", "JSON_RELIABLE",
            "PROTOBUF", "PROTOBUF_RELIABLE", "RELIABLE_VARIANTS"]
 
 cdef object _EMPTY = frozenset()
+_log = logging.getLogger("fastpush.fanout")
 DEF _PENDING_KEEP = 65536  # a pending buffer larger than this is released after its flush
 
 
@@ -62,6 +65,8 @@ cdef inline int _deliver(Connection conn, WSTransport t, const char* data, Py_ss
     cdef _Coalescer coalescer = conn.coalescer
     cdef bytearray pending
     cdef Py_ssize_t used
+    if conn.paused:
+        return _hold(conn, data, size)
     if coalescer is None:
         coalescer = conn.coalescer = _coalescer_here()
     if conn.written_turn != coalescer.turn:
@@ -76,6 +81,22 @@ cdef inline int _deliver(Connection conn, WSTransport t, const char* data, Py_ss
     used = PyByteArray_GET_SIZE(pending)
     if used == 0:
         coalescer.dirty.append(conn)
+    PyByteArray_Resize(pending, used + size)
+    memcpy(PyByteArray_AS_STRING(pending) + used, data, size)
+    return 0
+
+
+cdef int _hold(Connection conn, const char* data, Py_ssize_t size) except -1:
+    """The socket is backed up: keep the frame until resume_writing, up to max_outbound bytes."""
+    cdef bytearray pending = conn.pending
+    cdef Py_ssize_t used
+    if pending is None:
+        pending = conn.pending = bytearray()
+    used = PyByteArray_GET_SIZE(pending)
+    if used + size > conn.max_outbound:
+        del pending[:]
+        conn.on_outbound_overflow()
+        return 0
     PyByteArray_Resize(pending, used + size)
     memcpy(PyByteArray_AS_STRING(pending) + used, data, size)
     return 0
@@ -151,6 +172,8 @@ cdef class Connection(WSListener):
         self.keep_session = False
         self.last_seen = 0.0
         self.close_reason = None
+        self.paused = False
+        self.max_outbound = 4 * 1024 * 1024
 
     @property
     def protocol(self):
@@ -198,6 +221,19 @@ cdef class Connection(WSListener):
     def on_replay_overflow(self):
         """Called once when the replay buffer passes its bounds; subclasses close the connection."""
 
+    def on_outbound_overflow(self):
+        """Called when more than max_outbound bytes wait for a paused socket (already dropped);
+        subclasses close the connection."""
+
+    def pause(self):
+        """The socket's buffer passed its high-water mark: hold frames from now on."""
+        self.paused = True
+
+    def resume(self):
+        """The socket drained: write what was held, and write directly again."""
+        self.paused = False
+        self._write_pending()
+
     cdef bint _write(self, const char* data, Py_ssize_t size) except -1:
         cdef WSTransport t = self.transport
         if t is None or t.is_disconnected or t.is_close_frame_sent:
@@ -206,6 +242,11 @@ cdef class Connection(WSListener):
         return True
 
     cdef void _flush(self) noexcept:
+        """The end of a loop turn: write what the turn coalesced, unless the socket is backed up."""
+        if not self.paused:
+            self._write_pending()
+
+    cdef void _write_pending(self) noexcept:
         cdef bytearray pending = self.pending
         cdef WSTransport t = self.transport
         if pending is None or PyByteArray_GET_SIZE(pending) == 0:
@@ -227,8 +268,8 @@ cdef class Connection(WSListener):
         return self._write(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
 
     def flush(self):
-        """Write what waits for the end of the turn now (before a close frame, say)."""
-        self._flush()
+        """Write what waits now, held frames included (before a close frame, say)."""
+        self._write_pending()
 
     def discard_pending(self):
         """A new socket (recovery) must not get bytes meant for the old one: they are resent."""
@@ -368,29 +409,60 @@ cpdef Py_ssize_t fanout(object targets, Frames frames, object excluded=None, obj
     """Write `frames` to every open connection of `targets` not in `excluded` and passing `predicate`.
 
     Returns the number of connections written to (reliable connections that are away count
-    only when their client recovers).
+    only when their client recovers). An exception for one recipient (its filter, its transport,
+    its overflow handler) is contained: counted, logged, and the loop goes on with the next one.
+    The `try` is entered once per broadcast, not once per recipient.
     """
     cdef Connection conn
     cdef Py_ssize_t delivered = 0
     cdef bytes data
     cdef int variant
-    for conn in tuple(targets):
-        if excluded is not None and conn.connection_id in excluded:
-            continue
-        if predicate is not None and not predicate(conn):
-            continue
-        variant = conn.variant
-        if variant == VARIANT_RAW:
-            data = frames.raw_frame()
-        elif variant == VARIANT_JSON:
-            data = frames.json_frame()
-        elif variant == VARIANT_PROTOBUF:
-            data = frames.pb_frame()
-        else:
-            delivered += frames._write_reliable(conn)
-            continue
-        delivered += conn._write(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+    cdef tuple members = tuple(targets)
+    cdef Py_ssize_t count = len(members)
+    cdef Py_ssize_t i = 0
+    while i < count:
+        try:
+            while i < count:
+                conn = <Connection>members[i]
+                i += 1
+                if excluded is not None and conn.connection_id in excluded:
+                    continue
+                if predicate is not None and not predicate(conn):
+                    continue
+                variant = conn.variant
+                if variant == VARIANT_RAW:
+                    data = frames.raw_frame()
+                elif variant == VARIANT_JSON:
+                    data = frames.json_frame()
+                elif variant == VARIANT_PROTOBUF:
+                    data = frames.pb_frame()
+                else:
+                    delivered += frames._write_reliable(conn)
+                    continue
+                delivered += conn._write(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+        except Exception as exc:
+            _recipient_failed(members[i - 1], exc)
     return delivered
+
+
+cdef unsigned long long _recipient_failures = 0
+cdef double _failure_logged_at = -1e9
+
+
+def recipient_failures():
+    """How many times one recipient's failure was contained by the fan-out loop (since start)."""
+    return _recipient_failures
+
+
+cdef void _recipient_failed(object conn, object exc):
+    """Count every failure; log at most one a second (with its traceback: it is our bug)."""
+    global _recipient_failures, _failure_logged_at
+    _recipient_failures += 1
+    now = time.monotonic()
+    if now - _failure_logged_at >= 1.0:
+        _failure_logged_at = now
+        _log.error("fan-out to connection %s failed (%d failures so far); the others still get the message",
+                   getattr(conn, "connection_id", "?"), _recipient_failures, exc_info=exc)
 
 
 cdef class Tables:

@@ -5,6 +5,8 @@ the underlying asyncio transport; the bytes are the same."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 import weakref
 from collections import deque
 
@@ -13,7 +15,9 @@ from picows import WSListener
 from .protocol.json_protocol import message_tail
 from .protocol.protobuf_protocol import data_message_inner, encode_varint
 
-__all__ = ["Connection", "Frames", "Tables", "fanout", "frame", "trim_transport", "RAW", "JSON",
+_log = logging.getLogger("fastpush.fanout")
+
+__all__ = ["Connection", "Frames", "Tables", "fanout", "recipient_failures", "frame", "trim_transport", "RAW", "JSON",
            "JSON_RELIABLE", "PROTOBUF", "PROTOBUF_RELIABLE", "RELIABLE_VARIANTS"]
 
 RAW, JSON, JSON_RELIABLE, PROTOBUF, PROTOBUF_RELIABLE = range(5)
@@ -53,14 +57,18 @@ class _Coalescer:
         self.turn += 1
         dirty, self.dirty = self.dirty, []
         for conn in dirty:
-            conn.flush()
+            conn.end_turn_flush()
 
 
 _coalescers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _deliver(conn: "Connection", data: bytes) -> None:
-    """First frame of a turn: written now; later ones: written together when the turn ends."""
+    """First frame of a turn: written now; later ones: written together when the turn ends;
+    all of them held while the socket is backed up."""
+    if conn.paused:
+        _hold(conn, data)
+        return
     if conn.coalescer is None:
         loop = asyncio.get_running_loop()
         conn.coalescer = _coalescers.get(loop) or _coalescers.setdefault(loop, _Coalescer(loop))
@@ -78,6 +86,16 @@ def _deliver(conn: "Connection", data: bytes) -> None:
     conn.pending += data
 
 
+def _hold(conn: "Connection", data: bytes) -> None:
+    if conn.pending is None:
+        conn.pending = bytearray()
+    if len(conn.pending) + len(data) > conn.max_outbound:
+        conn.pending.clear()
+        conn.on_outbound_overflow()
+        return
+    conn.pending += data
+
+
 def _open(transport) -> bool:
     return transport is not None and not transport.is_disconnected and not transport.is_close_frame_sent
 
@@ -85,7 +103,8 @@ def _open(transport) -> bool:
 class Connection(WSListener):
     __slots__ = ("connection_id", "user_id", "hub", "subprotocol", "variant", "groups", "roles", "sequence_id",
                  "transport", "replay", "acked_sequence_id", "replay_bytes", "replay_overflowed", "replay_max_messages", "replay_max_bytes", "resend_next",
-                 "keep_session", "last_seen", "close_reason", "pending", "written_turn", "coalescer")
+                 "keep_session", "last_seen", "close_reason", "pending", "written_turn", "coalescer", "paused",
+                 "max_outbound")
 
     def __init__(self, connection_id: str, user_id, hub: str, subprotocol, variant: int):
         self.connection_id = connection_id
@@ -110,6 +129,8 @@ class Connection(WSListener):
         self.pending = None
         self.written_turn = 0
         self.coalescer = None
+        self.paused = False
+        self.max_outbound = 4 * 1024 * 1024
 
     @property
     def protocol(self):
@@ -144,6 +165,20 @@ class Connection(WSListener):
 
     def on_replay_overflow(self) -> None:
         """Subclasses close the connection."""
+
+    def on_outbound_overflow(self) -> None:
+        """Subclasses close the connection."""
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+        self.flush()
+
+    def end_turn_flush(self) -> None:
+        if not self.paused:
+            self.flush()
 
     def write(self, data: bytes) -> bool:
         if not _open(self.transport):
@@ -239,20 +274,41 @@ class Frames:
 def fanout(targets, frames: Frames, excluded=None, predicate=None) -> int:
     delivered = 0
     for conn in tuple(targets):
-        if excluded is not None and conn.connection_id in excluded:
-            continue
-        if predicate is not None and not predicate(conn):
-            continue
-        variant = conn.variant
-        if variant == RAW:
-            delivered += conn.write(frames.raw_frame())
-        elif variant == JSON:
-            delivered += conn.write(frames.json_frame())
-        elif variant == PROTOBUF:
-            delivered += conn.write(frames.pb_frame())
-        else:
-            delivered += frames.write_reliable(conn)
+        try:
+            if excluded is not None and conn.connection_id in excluded:
+                continue
+            if predicate is not None and not predicate(conn):
+                continue
+            variant = conn.variant
+            if variant == RAW:
+                delivered += conn.write(frames.raw_frame())
+            elif variant == JSON:
+                delivered += conn.write(frames.json_frame())
+            elif variant == PROTOBUF:
+                delivered += conn.write(frames.pb_frame())
+            else:
+                delivered += frames.write_reliable(conn)
+        except Exception as exc:
+            _recipient_failed(conn, exc)
     return delivered
+
+
+_failures = 0
+_failure_logged_at = -1e9
+
+
+def recipient_failures() -> int:
+    return _failures
+
+
+def _recipient_failed(conn: Connection, exc: Exception) -> None:
+    global _failures, _failure_logged_at
+    _failures += 1
+    now = time.monotonic()
+    if now - _failure_logged_at >= 1.0:
+        _failure_logged_at = now
+        _log.error("fan-out to connection %s failed (%d failures so far); the others still get the message",
+                   getattr(conn, "connection_id", "?"), _failures, exc_info=exc)
 
 
 class Tables:

@@ -6,6 +6,7 @@ import logging
 import secrets
 import ssl
 import time
+from collections.abc import Awaitable
 
 from picows import WSListener, WSTransport
 
@@ -18,23 +19,25 @@ from .broker.redis import RedisBroker
 from .config import Config
 from .events.dispatcher import HubEvents
 from .events.http_client import HttpClient
-from .events.model import ConnectRequest, EventContext, EventRejected, HandlerRule
+from .events.model import ConnectRequest, ConnectResult, EventContext, EventRejected, HandlerRule
 from .events.upstream import HttpUpstream
 from .handshake import Accept, Reject, decide_upgrade, variant_of
-from .http.front_door import FrontDoor, Handoff
+from .http.front_door import ConnectionLimits, FrontDoor, Handoff, default_max_connections
 from .http.messages import Request, Response, error_response
 from .http.rest import MAX_BODY_BYTES, RestApi
 from .hub import close
 from .hub import Hub
 from .node import Node
 from .protocol.close_codes import CloseCode
+from .protocol.names import group_error, is_valid_group, is_valid_user, user_error
 
 __all__ = ["Server"]
 
 log = logging.getLogger("fastpush")
 
-MAX_FRAME_BYTES = 1024 * 1024
-IDLE_HTTP_SECONDS = 120.0
+MAX_MESSAGE_BYTES = 1024 * 1024  # Azure's limit on one client message
+HTTP_SWEEP_SECONDS = 1.0  # how often HTTP deadlines are checked (more often when a timeout is shorter)
+HUB_SWEEP_SECONDS = 30.0  # how often hubs emptied without a connection leaving are dropped
 SHUTDOWN_GRACE_SECONDS = 2.0
 
 
@@ -43,27 +46,39 @@ class Server:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 8080, *, access_key: str | None = None,
                  secondary_key: str | None = None, ssl_context: ssl.SSLContext | None = None,
-                 max_frame_bytes: int = MAX_FRAME_BYTES, max_body_bytes: int = MAX_BODY_BYTES,
+                 max_message_bytes: int = MAX_MESSAGE_BYTES, max_body_bytes: int = MAX_BODY_BYTES,
                  public_host: str | None = None, recovery_window_seconds: float = 30.0,
                  replay_max_messages: int = 1000, replay_max_bytes: int = 16 * 1024 * 1024,
                  max_outbound_bytes: int = 4 * 1024 * 1024, keepalive_seconds: float = 20.0,
                  idle_timeout_seconds: float = 60.0, config: Config | None = None, redis_url: str | None = None,
-                 reuse_port: bool = False):
+                 reuse_port: bool = False, max_groups_per_connection: int = 1000,
+                 max_connections: int | None = None, max_connections_per_ip: int = 1000,
+                 request_head_timeout_seconds: float = 60.0, request_body_timeout_seconds: float = 60.0,
+                 http_keepalive_timeout_seconds: float = 75.0, max_upstream_connections: int = 64):
         self.host = host
         self.port = port
         self.keyring = KeyRing(access_key or generate_access_key(), secondary_key)
         self.ssl_context = ssl_context
-        self.max_frame_bytes = max_frame_bytes
+        self.max_message_bytes = max_message_bytes
+        self.max_groups_per_connection = max_groups_per_connection
+        self.max_connections = max_connections  # None: derived from the open-file limit
+        self.max_connections_per_ip = max_connections_per_ip
+        self.request_head_timeout_seconds = request_head_timeout_seconds
+        self.request_body_timeout_seconds = request_body_timeout_seconds
+        self.http_keepalive_timeout_seconds = http_keepalive_timeout_seconds
+        self.max_upstream_connections = max_upstream_connections
         self.max_body_bytes = max_body_bytes
         self.public_host = public_host
         self.settings = ConnectionSettings(recovery_window_seconds, max_outbound_bytes,
-                                           replay_max_messages=replay_max_messages, replay_max_bytes=replay_max_bytes)
+                                           replay_max_messages=replay_max_messages, replay_max_bytes=replay_max_bytes,
+                                           max_message_bytes=max_message_bytes,
+                                           max_groups_per_connection=max_groups_per_connection)
         self.config = config or Config()
         self._upstream_client: HttpClient | None = None
         self.reuse_port = reuse_port
         broker = RedisBroker(redis_url) if redis_url else MemoryBroker()
         self.node = Node(self._configure_hub, broker)
-        self.rest = RestApi(self.node, self.keyring)
+        self.rest = RestApi(self.node, self.keyring, lambda: self.endpoint)
         self.front_doors: set[FrontDoor] = set()
         self._server: asyncio.AbstractServer | None = None
         self.keepalive_seconds = keepalive_seconds
@@ -75,11 +90,13 @@ class Server:
         loop = asyncio.get_running_loop()
         secure = self.ssl_context is not None
         await self.node.broker.start(self.node)
+        self.connection_limits = ConnectionLimits(self._connection_cap(), self.max_connections_per_ip)
         self._server = await loop.create_server(lambda: FrontDoor(self, secure), self.host, self.port,
                                                 ssl=self.ssl_context, reuse_address=True, backlog=4096,
                                                 reuse_port=self.reuse_port or None)
         self.port = self._server.sockets[0].getsockname()[1]
-        self._tasks = [loop.create_task(self._sweep_idle_http()), loop.create_task(self._heartbeat())]
+        self._tasks = [loop.create_task(self._sweep_idle_http()), loop.create_task(self._heartbeat()),
+                       loop.create_task(self._sweep_hubs())]
         log.info("fastpush listening on %s", self.endpoint)
         return self
 
@@ -118,11 +135,16 @@ class Server:
         await self.stop()
 
     async def _sweep_idle_http(self) -> None:
+        """One timer for every HTTP connection: close (or answer 408) those past their deadline
+        (head, body or keep-alive: FrontDoor.expire). Handed-off WebSockets are not walked."""
+        shortest = min(self.request_head_timeout_seconds, self.request_body_timeout_seconds,
+                       self.http_keepalive_timeout_seconds)
+        interval = max(min(HTTP_SWEEP_SECONDS, shortest / 4), 0.01)
         while True:
-            await asyncio.sleep(IDLE_HTTP_SECONDS / 4)
-            cutoff = time.monotonic() - IDLE_HTTP_SECONDS
-            for door in [d for d in self.front_doors if d.last_active < cutoff]:
-                door.close_idle()
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for door in [d for d in self.front_doors if d.deadline < now]:
+                door.expire()
 
     def hub(self, name: str) -> HubApi:
         """The embedding API for one hub: the Python server SDK's methods, without HTTP."""
@@ -156,11 +178,22 @@ class Server:
     # --- what clients are told --------------------------------------------------------------
     @property
     def endpoint(self) -> str:
+        """The URL the SDKs are given (and sign REST tokens for), port always written. `public_host`
+        may be `name`, `name:port`, an IPv6 address, or `scheme://name[:port]` (a TLS-terminating
+        proxy in front); without a port: the listening one, or with a scheme, that scheme's default."""
         scheme = "https" if self.ssl_context is not None else "http"
         host = self.public_host or (self.host if self.host not in ("0.0.0.0", "::", "") else "127.0.0.1")
-        if ":" in host and not host.startswith("["):
-            host = f"[{host}]"
-        return f"{scheme}://{host}:{self.port}"
+        port = self.port
+        if "://" in host:
+            scheme, _, host = host.partition("://")
+            scheme, host = scheme.lower(), host.rstrip("/")
+            port = 443 if scheme == "https" else 80
+        if host.count(":") > 1 and not host.startswith("["):
+            host = f"[{host}]"  # a bare IPv6 address
+        if ":" in host.rpartition("]")[2]:
+            host, _, port_text = host.rpartition(":")
+            port = int(port_text)
+        return f"{scheme}://{host}:{port}"
 
     @property
     def connection_string(self) -> str:
@@ -172,27 +205,24 @@ class Server:
 
     def decide_upgrade(self, request: Request):
         """A Handoff or an HTTP refusal; a coroutine giving one when a connect event must be asked."""
-        decision = decide_upgrade(request, self.keyring, lambda name: self.node.hub(name).anonymous_allowed)
+        decision = decide_upgrade(request, self.keyring, self._anonymous_allowed)
         if isinstance(decision, Reject):
-            return error_response(decision.status, _ERROR_CODES.get(decision.status, "Error"), decision.message)
-        hub = self.node.hub(decision.hub)
+            return decision.response()
         if decision.recovery_of is not None:
-            conn = hub.connection(decision.recovery_of)
-            if isinstance(conn, ClientConnection):
-                refusal = conn.recovery_refusal(decision.recovery_token, decision.subprotocol)
-                if refusal is None:
-                    return Handoff(conn, decision.subprotocol)
-                return Handoff(_RefusedRecovery(refusal), decision.subprotocol)
-            taken = hub.broker.take_session(hub, decision.recovery_of, decision.recovery_token, decision.subprotocol)
-            if taken is not None:
-                return self._recover_elsewhere(hub, decision, taken)
-            return Handoff(_RefusedRecovery("The session to recover was not found."), decision.subprotocol)
+            return self._recover(decision)
+        if self.node.connection_count >= self.connection_limits.max_total:
+            # Reliable sessions waiting for their clients hold memory without a socket: they count.
+            return error_response(503, "ServiceUnavailable", "The server holds as many connections (sessions "
+                                  "waiting to be recovered included) as it may; try again later.")
+        # Authenticated from here on; the hub is registered once the client is admitted.
+        hub = self.node.lookup(decision.hub)
         connection_id = _new_connection_id()
         if hub.events is not None and hub.events.wants_connect:
-            return self._admit(hub, decision, connection_id, request)
+            return self._registered(hub, self._admit(hub, decision, connection_id, request))
         prepared = hub.broker.prepare_connection(hub, decision.claims.user_id, decision.claims.groups)
         if prepared is not None:
-            return self._admit(hub, decision, connection_id, request, prepared)
+            return self._registered(hub, self._admit(hub, decision, connection_id, request, prepared))
+        self.node.hub(hub.name)  # registers `hub` itself: the client joins it as picows takes the socket
         return Handoff(ClientConnection(hub, decision, connection_id, self.settings), decision.subprotocol)
 
     async def _admit(self, hub: Hub, decision: Accept, connection_id: str, request: Request,
@@ -236,6 +266,10 @@ class Server:
             return error_response(exc.status, _ERROR_CODES.get(exc.status, "ConnectRejected"),
                                   exc.message or "The connect event handler refused the connection.")
         if result is not None:
+            refusal = _invalid_connect_result(result)
+            if refusal is not None:
+                log.warning("hub %s: the connect event handler answered %s", hub.name, refusal)
+                return error_response(500, "InternalServerError", f"The connect event handler answered {refusal}")
             claims = decision.claims
             if result.user_id is not None:
                 claims.user_id = ctx.user_id = result.user_id
@@ -265,7 +299,8 @@ class Server:
 
     def _upstream(self) -> HttpClient:
         if self._upstream_client is None:
-            self._upstream_client = HttpClient()
+            self._upstream_client = HttpClient(max_connections=self.max_upstream_connections,
+                                               max_response_bytes=self.max_message_bytes)
         return self._upstream_client
 
     def _access_keys(self) -> list[str]:
@@ -274,6 +309,48 @@ class Server:
     def _origin(self) -> str:
         """WebHook-Request-Origin: the bare host of the public endpoint (what the middlewares compare)."""
         return self.endpoint.split("://", 1)[1].rsplit(":", 1)[0].strip("[]")
+
+    def _anonymous_allowed(self, name: str) -> bool:
+        """The config file's anonymousConnectPolicy for a hub, read without making the hub (asked
+        before the client has proven anything)."""
+        settings = next((s for hub, s in self.config.hubs.items() if hub.lower() == name.lower()), None)
+        return settings is not None and settings.anonymous_connect_policy.lower() == "allow"
+
+    def _recover(self, decision: Accept) -> Handoff | Awaitable[Handoff | Response]:
+        """A reliable client coming back (no access token needed): resume its session here, take
+        it from another node, or refuse; a hub is registered only for a session found elsewhere."""
+        hub = self.node.find(decision.hub)
+        conn = hub.connection(decision.recovery_of) if hub is not None else None
+        if isinstance(conn, ClientConnection):
+            refusal = conn.recovery_refusal(decision.recovery_token, decision.subprotocol)
+            if refusal is None:
+                return Handoff(conn, decision.subprotocol)
+            return Handoff(_RefusedRecovery(refusal), decision.subprotocol)
+        hub = hub or self.node.lookup(decision.hub)
+        taken = hub.broker.take_session(hub, decision.recovery_of, decision.recovery_token, decision.subprotocol)
+        if taken is not None:
+            return self._registered(hub, self._recover_elsewhere(hub, decision, taken))
+        return Handoff(_RefusedRecovery("The session to recover was not found."), decision.subprotocol)
+
+    async def _registered(self, hub: Hub, admitting: Awaitable[Handoff | Response]) -> Handoff | Response:
+        """An admission that had to wait: if it admits a client, register its hub (the client joins
+        it as soon as picows takes the socket); a refusal leaves the hub unregistered, to be freed."""
+        decision = await admitting
+        if isinstance(decision, Handoff) and isinstance(decision.listener, ClientConnection):
+            self.node.hub(hub.name)  # the node's live hub of that name is `hub` itself
+        return decision
+
+    async def _sweep_hubs(self) -> None:
+        """Drop hubs that were emptied without a connection leaving (Node.drop_empty_hubs)."""
+        while True:
+            await asyncio.sleep(HUB_SWEEP_SECONDS)
+            self.node.drop_empty_hubs()
+
+    def _connection_cap(self) -> int:
+        """max_connections, or when it is None, what the open-file limit leaves for clients."""
+        if self.max_connections is not None:
+            return self.max_connections
+        return default_max_connections(self.max_upstream_connections)
 
 
 _ERROR_CODES = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound"}
@@ -290,6 +367,18 @@ def _connect_request(request: Request, decision: Accept) -> ConnectRequest:
     query = {k: v for k, v in request.query.items() if k not in _HIDDEN_QUERY}
     headers = {k: [v] for k, v in request.headers.items() if k not in _HIDDEN_HEADERS}
     return ConnectRequest(claims, query, headers, list(decision.offered))
+
+
+def _invalid_connect_result(result: ConnectResult) -> str | None:
+    """What is wrong with a connect handler's answer (an upstream's, or an in-process callback's)."""
+    if result.user_id is not None and not (isinstance(result.user_id, str) and is_valid_user(result.user_id)):
+        return user_error(str(result.user_id))
+    for group in result.groups or ():
+        if not (isinstance(group, str) and is_valid_group(group)):
+            return group_error(str(group))
+    if not all(isinstance(role, str) for role in result.roles or ()):
+        return "a role that is not a string"
+    return None
 
 
 def _new_connection_id() -> str:

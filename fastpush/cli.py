@@ -1,31 +1,104 @@
-"""`fastpush serve`: parse options, start the server, print the connection string, stop on signals."""
+"""`fastpush serve`: parse options, start the server, print the connection string, stop on signals.
+
+Every reason the server cannot start is one line on stderr ("fastpush: ...") and exit code 2.
+"""
 from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import os
 import signal
+import socket
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any, NoReturn
 
 import uvloop
 
-from .app import Server
-from .config import ConfigError, load_config
+from .app import MAX_MESSAGE_BYTES, Server
+from .broker.resp import RedisAddress
+from .config import Config, ConfigError, load_config
 from .devcert import ensure_dev_certificate, server_ssl_context
+from .http.rest import MAX_BODY_BYTES
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "server_options", "StartupError", "reserve_port", "close_all"]
 
 DEFAULT_DEV_CERT_DIR = Path.home() / ".fastpush" / "devcert"
+STARTUP_SECONDS = 30.0  # longest wait for Redis and the listening socket before giving up
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class StartupError(Exception):
+    """Why the server cannot start, in one line for the operator (exit code 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Option mistakes are one line on stderr and exit code 2, like every other startup failure."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"fastpush: {message} (see {self.prog} --help)\n")
+
+
+def _port(text: str) -> int:
+    value = _number(text, int)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0-65535; 0 = any free port)")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = _number(text, int)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive whole number")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _number(text, float)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
+    return value
+
+
+def _number(text: str, kind: type) -> Any:
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+def _worker_count(text: str) -> int:
+    if text == "auto":
+        return os.cpu_count() or 1
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"takes a positive number or 'auto', not {text!r}") from None
+
+
+def _log_level(text: str) -> str:
+    if text.upper() not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a level (one of {', '.join(LOG_LEVELS)})")
+    return text.upper()
+
+
+def _version() -> str:
+    try:
+        return version("fastpush")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "(version unknown: not installed)"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fastpush", description="A self-hosted Azure Web PubSub.")
+    parser = _Parser(prog="fastpush", description="A self-hosted Azure Web PubSub.")
+    parser.add_argument("--version", action="version", version=f"fastpush {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the server")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8080, help="port for WebSocket and REST (default 8080; 0 = any free port)")
+    serve.add_argument("--port", type=_port, default=8080, help="port for WebSocket and REST (default 8080; 0 = any free port)")
     serve.add_argument("--access-key", default=os.environ.get("FASTPUSH_ACCESS_KEY"),
                        help="primary access key (default: $FASTPUSH_ACCESS_KEY, else a generated key)")
     serve.add_argument("--secondary-key", default=os.environ.get("FASTPUSH_SECONDARY_KEY"),
@@ -35,87 +108,218 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--dev-cert", nargs="?", const=str(DEFAULT_DEV_CERT_DIR), metavar="DIR",
                        help=f"make (once) and use a local development CA and certificate in DIR "
                             f"(default {DEFAULT_DEV_CERT_DIR}); trust DIR/ca.pem in your clients")
-    serve.add_argument("--recovery-window", type=float, default=30.0, metavar="SECONDS",
+    serve.add_argument("--recovery-window", type=_positive_float, default=30.0, metavar="SECONDS",
                        help="how long a reliable client's session waits for it to reconnect (default 30)")
-    serve.add_argument("--replay-max-messages", type=int, default=1000,
+    serve.add_argument("--replay-max-messages", type=_positive_int, default=1000,
                        help="unacknowledged messages kept per reliable client (default 1000)")
-    serve.add_argument("--replay-max-bytes", type=int, default=16 * 1024 * 1024,
+    serve.add_argument("--replay-max-bytes", type=_positive_int, default=16 * 1024 * 1024,
                        help="bytes of unacknowledged messages kept per reliable client (default 16 MiB)")
-    serve.add_argument("--max-outbound-bytes", type=int, default=4 * 1024 * 1024,
+    serve.add_argument("--max-outbound-bytes", type=_positive_int, default=4 * 1024 * 1024,
                        help="bytes queued for one client before it is closed as too slow (default 4 MiB)")
-    serve.add_argument("--keepalive", type=float, default=20.0, metavar="SECONDS",
+    serve.add_argument("--keepalive", type=_positive_float, default=20.0, metavar="SECONDS",
                        help="ping clients quiet for this long (default 20, Azure's default)")
-    serve.add_argument("--idle-timeout", type=float, default=60.0, metavar="SECONDS",
+    serve.add_argument("--idle-timeout", type=_positive_float, default=60.0, metavar="SECONDS",
                        help="drop clients silent for this long, pings unanswered (default 60)")
+    _add_limits(serve)
     serve.add_argument("--config", metavar="FILE", help="TOML hub settings: event handlers, anonymous connect "
                                                         "(see fastpush.config)")
     serve.add_argument("--redis-url", default=os.environ.get("FASTPUSH_REDIS_URL"),
                        help="redis://host:port/db: share hubs with other nodes through this Redis (default: none, one node)")
-    serve.add_argument("--workers", default="1", metavar="N",
+    serve.add_argument("--workers", type=_worker_count, default=1, metavar="N",
                        help="server processes sharing the port (SO_REUSEPORT); 'auto' = one per core; "
                             "more than one needs --redis-url")
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # set for worker processes
-    serve.add_argument("--public-host", help="host name to put in the printed connection string")
-    serve.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    serve.add_argument("--public-host", help="how clients reach this server, for the printed connection string and "
+                                             "REST token audiences: name, name:port or https://name[:port] "
+                                             "(a TLS-terminating proxy in front)")
+    serve.add_argument("--log-level", type=_log_level, default="INFO", help="logging level (default INFO)")
     return parser
+
+
+def _add_limits(serve: argparse.ArgumentParser) -> None:
+    """What one client, one address or the whole server may take: the guards for an exposed server."""
+    serve.add_argument("--max-message-bytes", type=_positive_int, default=MAX_MESSAGE_BYTES,
+                       help="largest WebSocket message a client may send (default 1 MiB, Azure's limit)")
+    serve.add_argument("--max-body-bytes", type=_positive_int, default=MAX_BODY_BYTES,
+                       help="largest REST request body (default 1 MiB)")
+    serve.add_argument("--max-groups-per-connection", type=_positive_int, default=1000,
+                       help="groups a client may join by itself (joinGroup); more get a BadRequest ack (default 1000)")
+    serve.add_argument("--max-connections", type=_positive_int, default=None,
+                       help="open connections (WebSocket and HTTP) this process accepts "
+                            "(default: derived from the open-file limit, `ulimit -n`)")
+    serve.add_argument("--max-connections-per-ip", type=_positive_int, default=1000,
+                       help="open connections from one client address (default 1000)")
+    serve.add_argument("--request-timeout", type=_positive_float, default=60.0, metavar="SECONDS",
+                       help="time a client has to send an HTTP request's head, and again its body (default 60)")
+    serve.add_argument("--http-keepalive-timeout", type=_positive_float, default=75.0, metavar="SECONDS",
+                       help="close an idle keep-alive HTTP connection after this long (default 75)")
+    serve.add_argument("--max-upstream-connections", type=_positive_int, default=64,
+                       help="sockets open at once to one event handler (scheme, host, port); more events wait "
+                            "their turn within the upstream timeout (default 64)")
+
+
+def server_options(args: argparse.Namespace, *, config: Config | None = None,
+                   ssl_context=None) -> dict[str, Any]:
+    """The Server keyword arguments the parsed `serve` options ask for."""
+    return dict(host=args.host, port=args.port, config=config, redis_url=args.redis_url,
+                access_key=args.access_key, secondary_key=args.secondary_key, ssl_context=ssl_context,
+                public_host=args.public_host, recovery_window_seconds=args.recovery_window,
+                replay_max_messages=args.replay_max_messages, replay_max_bytes=args.replay_max_bytes,
+                max_outbound_bytes=args.max_outbound_bytes, keepalive_seconds=args.keepalive,
+                idle_timeout_seconds=args.idle_timeout, reuse_port=args.reuse_port,
+                max_message_bytes=args.max_message_bytes, max_body_bytes=args.max_body_bytes,
+                max_groups_per_connection=args.max_groups_per_connection, max_connections=args.max_connections,
+                max_connections_per_ip=args.max_connections_per_ip,
+                request_head_timeout_seconds=args.request_timeout,
+                request_body_timeout_seconds=args.request_timeout,
+                http_keepalive_timeout_seconds=args.http_keepalive_timeout,
+                max_upstream_connections=args.max_upstream_connections)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    workers = (os.cpu_count() or 1) if args.workers == "auto" else _positive_int(args.workers)
-    if workers is None:
-        print(f"fastpush: --workers takes a positive number or 'auto', not {args.workers!r}", file=sys.stderr)
-        return 2
     try:
-        config = load_config(args.config) if args.config else None
-    except ConfigError as exc:
-        print(f"fastpush: {exc}", file=sys.stderr)
+        return _run(args)
+    except StartupError as exc:
+        print(f"fastpush: {exc}", file=sys.stderr, flush=True)
         return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = _load_config(args.config) if args.config else None
     args.redis_url = args.redis_url or (config.redis_url if config else None)
-    if workers > 1:
+    if args.redis_url:
+        _redis_address(args.redis_url)
+    tls = _tls_files(args)
+    if args.workers > 1:
         if not args.redis_url:
-            print("fastpush: --workers above 1 needs a broker shared by the processes: pass --redis-url "
-                  "(e.g. --redis-url redis://127.0.0.1:6379)", file=sys.stderr)
-            return 2
+            raise StartupError("--workers above 1 needs a broker shared by the processes: pass --redis-url "
+                               "(e.g. --redis-url redis://127.0.0.1:6379)")
         from .workers import run_workers
-        return run_workers(args, workers)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        return run_workers(args, args.workers, tls)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("fastpush.ws.picows").setLevel(logging.WARNING)
-    ssl_context = None
-    if args.dev_cert:
-        cert = ensure_dev_certificate(Path(args.dev_cert))
-        ssl_context = server_ssl_context(cert.cert_file, cert.key_file)
-        print(f"Development CA: {cert.ca_file} (export NODE_EXTRA_CA_CERTS={cert.ca_file} "
-              f"REQUESTS_CA_BUNDLE={cert.ca_file} SSL_CERT_FILE={cert.ca_file})", flush=True)
-    elif args.tls_cert or args.tls_key:
-        if not (args.tls_cert and args.tls_key):
-            print("fastpush: --tls-cert and --tls-key go together", file=sys.stderr)
-            return 2
-        ssl_context = server_ssl_context(args.tls_cert, args.tls_key)
-    server = Server(args.host, args.port, config=config, redis_url=args.redis_url, access_key=args.access_key,
-                    secondary_key=args.secondary_key, ssl_context=ssl_context, public_host=args.public_host,
-                    recovery_window_seconds=args.recovery_window, replay_max_messages=args.replay_max_messages,
-                    replay_max_bytes=args.replay_max_bytes, max_outbound_bytes=args.max_outbound_bytes,
-                    keepalive_seconds=args.keepalive, idle_timeout_seconds=args.idle_timeout,
-                    reuse_port=args.reuse_port)
-    uvloop.run(_serve(server))
+    ssl_context = server_ssl_context(*tls) if tls else None
+    if not args.reuse_port:  # a worker's parent holds the port for it
+        close_all(reserve_port(args.host, args.port))  # a wrong address fails now, before Redis is asked
+    uvloop.run(_serve(Server(**server_options(args, config=config, ssl_context=ssl_context)), args.redis_url))
     return 0
 
 
-def _positive_int(text: str) -> int | None:
+def _load_config(path: str) -> Config:
     try:
-        value = int(text)
-    except ValueError:
+        return load_config(path)
+    except ConfigError as exc:
+        raise StartupError(str(exc)) from None
+
+
+def _redis_address(url: str) -> RedisAddress:
+    try:
+        return RedisAddress(url)
+    except ValueError as exc:
+        raise StartupError(f"--redis-url: {exc}") from None
+
+
+def _tls_files(args: argparse.Namespace) -> tuple[str, str] | None:
+    """The certificate and key to serve with, checked now so a mistake stops the start."""
+    if args.dev_cert:
+        try:
+            cert = ensure_dev_certificate(Path(args.dev_cert))
+        except OSError as exc:
+            raise StartupError(f"cannot write the development certificate in --dev-cert {args.dev_cert}: "
+                               f"{_reason(exc)}") from None
+        print(f"Development CA: {cert.ca_file} (export NODE_EXTRA_CA_CERTS={cert.ca_file} "
+              f"REQUESTS_CA_BUNDLE={cert.ca_file} SSL_CERT_FILE={cert.ca_file})", flush=True)
+        files = (str(cert.cert_file), str(cert.key_file))
+    elif args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key):
+            raise StartupError("--tls-cert and --tls-key go together")
+        files = (args.tls_cert, args.tls_key)
+    else:
         return None
-    return value if value > 0 else None
+    _check_tls(*files)
+    return files
 
 
-async def _serve(server: Server) -> None:
+def _check_tls(cert_file: str, key_file: str) -> None:
+    for flag, path in (("--tls-cert", cert_file), ("--tls-key", key_file)):
+        try:
+            Path(path).read_bytes()
+        except OSError as exc:
+            raise StartupError(f"cannot read {flag} {path}: {_reason(exc)}") from None
+    try:
+        server_ssl_context(cert_file, key_file)
+    except (OSError, ValueError) as exc:
+        raise StartupError(f"--tls-cert {cert_file} with --tls-key {key_file}: not a PEM certificate chain and "
+                           f"its private key ({_reason(exc)})") from None
+
+
+def _reason(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
+def listen_error(host: str, port: int, exc: OSError) -> str:
+    """What stops the server listening on host:port, and what to do about it."""
+    where = f"{host}:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        return f"cannot listen on {where}: the port is already in use (another fastpush or another program); " \
+               f"stop it or choose another --port"
+    if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+        return f"cannot listen on {where}: --host {host!r} is not an address of this machine"
+    if exc.errno == errno.EACCES:
+        return f"cannot listen on {where}: permission denied (ports below 1024 need privileges)"
+    return f"cannot listen on {where}: {_reason(exc)} (check --host and --port)"
+
+
+def reserve_port(host: str, port: int) -> list[socket.socket]:
+    """Bind host:port without SO_REUSEPORT, so this fails (StartupError) if anything listens there,
+    then set SO_REUSEPORT so our own workers can join. The sockets never listen and take no clients:
+    a workers' parent keeps them while its workers run; a single server just checks and closes them."""
+    try:
+        addresses = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise StartupError(listen_error(host, port, exc)) from None
+    holders: list[socket.socket] = []
+    for family, kind, proto, _, address in dict.fromkeys(addresses):
+        holder = socket.socket(family, kind, proto)
+        holders.append(holder)
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            holder.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        try:
+            holder.bind((address[0], port, *address[2:]))
+        except OSError as exc:
+            close_all(holders)
+            raise StartupError(listen_error(host, port, exc)) from None
+        port = holder.getsockname()[1]  # port 0: every address gets the port the first one got
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    return holders
+
+
+def close_all(sockets: list[socket.socket]) -> None:
+    for sock in sockets:
+        sock.close()
+
+
+async def _serve(server: Server, redis_url: str | None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await server.start()
+    await _start(server, redis_url)
     print(server.connection_string, flush=True)
     await stop.wait()
     await server.stop()
+
+
+async def _start(server: Server, redis_url: str | None) -> None:
+    """Start, or raise StartupError naming what is in the way: Redis, or the address."""
+    try:
+        await asyncio.wait_for(server.start(), STARTUP_SECONDS)
+    except OSError as exc:  # TimeoutError included
+        if redis_url and not server.node.broker.health()["healthy"]:
+            redis = _redis_address(redis_url)
+            reason = f"no answer in {STARTUP_SECONDS:g} s" if isinstance(exc, TimeoutError) else _reason(exc)
+            raise StartupError(f"cannot reach Redis at {redis.host}:{redis.port} (--redis-url): {reason}") from None
+        await server.node.broker.stop()
+        raise StartupError(listen_error(server.host, server.port, exc)) from None

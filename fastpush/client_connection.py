@@ -28,13 +28,17 @@ from .protocol.json_protocol import (
     Ignored, InvalidRequest, Invoke, JoinGroup, LeaveGroup, Ping, ProtocolViolation, SendEvent,
     GroupSource, SendToGroup, SequenceAck, ServerSource, encode_invoke_error,
 )
-from .protocol.names import group_error, is_valid_group
+from .protocol.names import event_error, group_error, is_valid_event, is_valid_group
 from .protocol.payload import DataType, Payload
 
 __all__ = ["ClientConnection", "ConnectionSettings", "SessionState"]
 
 log = logging.getLogger("fastpush.ws")
 ACK_REPEAT_SECONDS = 0.005
+# Bytes the socket's transport may hold before frames wait in the connection's own queue, where a
+# slow client's backlog can be dropped ahead of its close frame (the transport's cannot).
+SOCKET_HIGH_WATER_BYTES = 64 * 1024
+MAX_EVENTS_IN_FLIGHT = 64  # user events of one connection waiting for the upstream, before reading pauses
 _SERVER = ServerSource()
 
 
@@ -47,6 +51,8 @@ class ConnectionSettings:
     remembered_ack_ids: int = 4096  # per connection, to answer a repeated ackId with Duplicate
     replay_max_messages: int = 1000  # unacknowledged messages kept per reliable connection
     replay_max_bytes: int = 16 * 1024 * 1024
+    max_message_bytes: int = 1024 * 1024  # one client message, however many fragments it comes in
+    max_groups_per_connection: int = 1000  # groups a client may join itself
 
 
 class _Buffered(msgspec.Struct, array_like=True):
@@ -78,7 +84,7 @@ class ClientConnection(Connection):
     """Everything the fan-out loop reads lives in the compiled base; this adds frame handling."""
 
     __slots__ = ("_hub", "_settings", "_codec", "_token_groups", "_raw_group", "_raw_no_echo", "_fragments",
-                 "_fragment_type", "reconnection_token", "_expiry", "_ack_ids", "_event_ctx", "_event_tail",
+                 "_fragment_type", "_fragment_bytes", "reconnection_token", "_expiry", "_ack_ids", "_event_ctx", "_event_tail", "_events_in_flight",
                  "_adopted", "_previous_token", "_repeat_acks")
 
     def __init__(self, hub: Hub, accept: Accept, connection_id: str, settings: ConnectionSettings,
@@ -96,11 +102,13 @@ class ClientConnection(Connection):
         self._raw_no_echo = accept.raw_no_echo
         self._fragments: list[bytes] | None = None
         self._fragment_type = WSMsgType.TEXT
+        self._fragment_bytes = 0
         self.reconnection_token: str | None = None
         self._expiry: asyncio.TimerHandle | None = None
         self._ack_ids: dict[int, None] | None = None  # made on the first ackId
         self._event_ctx = event_ctx  # made on first use when the connect event did not make it
         self._event_tail: asyncio.Task | None = None  # the last user event in flight, to keep their order
+        self._events_in_flight = 0
         self._adopted = False  # a session handed over by another node, resumed by on_ws_connected
         self._previous_token: str | None = None
         self._repeat_acks = accept.repeat_acks
@@ -121,7 +129,7 @@ class ClientConnection(Connection):
             return "The reliable message buffer overflowed; the session cannot be resumed."
         if subprotocol != self.subprotocol:
             return f"The session speaks {self.subprotocol}, not {subprotocol}."
-        if token is None or not any(known is not None and hmac.compare_digest(token, known)
+        if token is None or not any(known is not None and hmac.compare_digest(token.encode(), known.encode())
                                     for known in (self.reconnection_token, self._previous_token)):
             return "The reconnection token does not match the session."
         return None
@@ -170,7 +178,10 @@ class ClientConnection(Connection):
         previous, self.transport = self.transport, transport
         trim_transport(transport)
         recovering = previous is not None or self._adopted
-        transport.underlying_transport.set_write_buffer_limits(high=self._settings.max_outbound_bytes)
+        transport.underlying_transport.set_write_buffer_limits(high=min(SOCKET_HIGH_WATER_BYTES,
+                                                                        self._settings.max_outbound_bytes))
+        self.max_outbound = self._settings.max_outbound_bytes
+        self.paused = False
         if recovering:
             self.close_reason = None  # the session goes on
         if previous is not None:
@@ -193,6 +204,7 @@ class ClientConnection(Connection):
             self.discard_pending()
             self.send_frame(codec.opcode, codec.encode_connected(self.connection_id, self.user_id, self.reconnection_token))
         if recovering:
+            self.flush()  # `connected` may wait in this turn's coalesced bytes: it goes before the resend
             self.resend_unacknowledged(self._settings.max_outbound_bytes)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
@@ -227,40 +239,53 @@ class ClientConnection(Connection):
             self.end_session()
 
     def pause_writing(self) -> None:
-        """The socket's queue passed the outbound limit: the client cannot keep up (unless the
-        queue is recovery's resend, which waits for resume_writing instead)."""
-        if self.resend_next or self.close_reason is not None or self.transport.is_close_frame_sent:
-            return  # resending waits for resume_writing; a closing connection is not closed twice
+        """The socket holds more than its small high-water mark: frames wait in our own bounded
+        queue from now on (recovery's resend goes on writing directly, with its own flow control)."""
+        self.pause()
+
+    def resume_writing(self) -> None:
+        self.resume()
+        if self.resend_next:
+            self.resend_unacknowledged(self._settings.max_outbound_bytes)
+
+    def on_outbound_overflow(self) -> None:
+        """More than max_outbound_bytes wait for a client that does not read: it is too slow. What
+        waited is dropped already, so the close frame is next after what its socket holds; a
+        reliable client recovers the dropped messages from its replay buffer."""
+        if self.close_reason is not None or self.transport is None or self.transport.is_close_frame_sent:
+            return
         log.warning("connection %s: more than %d bytes queued; closing a slow client",
                     self.connection_id, self._settings.max_outbound_bytes)
         self._hub.slow_client_closes += 1
         close(self, CloseCode.SLOW_CLIENT, "The client is too slow to receive its messages.", keep_session=True)
-        self.transport.disconnect(False)
-
-    def resume_writing(self) -> None:
-        if self.resend_next:
-            self.resend_unacknowledged(self._settings.max_outbound_bytes)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         self.last_seen = time.monotonic()
         msg_type = frame.msg_type
         if msg_type == WSMsgType.CLOSE:
-            self.keep_session = False
-            if self.close_reason is None:
-                self.close_reason = f"The client closed the connection ({frame.get_close_code()})."
-            self.flush()
-            transport.send_close(CloseCode.NORMAL)
+            if not transport.is_close_frame_sent:  # the client's own close, not its answer to ours
+                self.keep_session = False
+                if self.close_reason is None:
+                    self.close_reason = f"The client closed the connection ({frame.get_close_code()})."
+                self.flush()
+                transport.send_close(CloseCode.NORMAL)
             transport.disconnect()
             return
-        if msg_type == WSMsgType.PING or msg_type == WSMsgType.PONG:
+        if msg_type == WSMsgType.PING or msg_type == WSMsgType.PONG or transport.is_close_frame_sent:
+            return  # nothing a client sends after its close frame is read is acted on
+        if frame.rsv1 or frame.rsv2 or frame.rsv3:
+            close(self, CloseCode.PROTOCOL_ERROR, "A reserved bit is set, but no extension was negotiated.")
             return
-        data = self._assemble(msg_type, frame)
+        if msg_type == WSMsgType.CONTINUATION:
+            msg_type = self._fragment_type
+        data = self._assemble(frame)
         if data is None:
             return
-        if self._fragments is None and msg_type == WSMsgType.CONTINUATION:
-            msg_type = self._fragment_type
         codec = self._codec
         if codec is None:
+            if msg_type == WSMsgType.TEXT and not _is_utf8(data):
+                close(self, CloseCode.INVALID_PAYLOAD, "A text message that is not valid UTF-8.")
+                return
             self._on_raw(msg_type, data)
         elif msg_type != codec.opcode:
             kind = "Binary" if msg_type == WSMsgType.BINARY else "Text"
@@ -268,20 +293,36 @@ class ClientConnection(Connection):
         else:
             self._on_request(data)
 
-    def _assemble(self, msg_type: WSMsgType, frame: WSFrame) -> bytes | None:
-        """Return a whole message, joining fragmented frames; None while a message is incomplete."""
-        if msg_type == WSMsgType.CONTINUATION:
-            if self._fragments is None:
-                close(self, CloseCode.INVALID_PAYLOAD, "A continuation frame without a first fragment.")
+    def _assemble(self, frame: WSFrame) -> bytes | None:
+        """Return a whole message, joining fragmented frames; None while a message is incomplete
+        or when the connection was closed for breaking the rules (RFC 6455 §5.4, the size limit)."""
+        limit = self._settings.max_message_bytes
+        if frame.msg_type == WSMsgType.CONTINUATION:
+            fragments = self._fragments
+            if fragments is None:
+                close(self, CloseCode.PROTOCOL_ERROR, "A continuation frame without a first fragment.")
                 return None
-            self._fragments.append(frame.get_payload_as_bytes())
+            self._fragment_bytes += frame.payload_size
+            if self._fragment_bytes > limit:
+                self._fragments = None
+                close(self, CloseCode.MESSAGE_TOO_BIG, f"The message is larger than {limit} bytes.")
+                return None
+            fragments.append(frame.get_payload_as_bytes())
             if not frame.fin:
                 return None
-            data, self._fragments = b"".join(self._fragments), None
-            return data
+            self._fragments = None
+            return b"".join(fragments)
+        if self._fragments is not None:
+            self._fragments = None
+            close(self, CloseCode.PROTOCOL_ERROR, "A new message began before the fragmented one ended.")
+            return None
+        if frame.payload_size > limit:
+            close(self, CloseCode.MESSAGE_TOO_BIG, f"The message is larger than {limit} bytes.")
+            return None
         if not frame.fin:
             self._fragments = [frame.get_payload_as_bytes()]
-            self._fragment_type = msg_type
+            self._fragment_type = frame.msg_type
+            self._fragment_bytes = frame.payload_size
             return None
         return frame.get_payload_as_bytes()
 
@@ -327,7 +368,9 @@ class ClientConnection(Connection):
             self.send_frame(self._codec.opcode, self._codec.encode_pong())
         elif kind is SendEvent:
             events = self._hub.events
-            if events is not None and events.handles_user_event(request.event):
+            if not is_valid_event(request.event):
+                self._ack(ack_id, "BadRequest", event_error(request.event))
+            elif events is not None and events.handles_user_event(request.event):
                 self._queue_event(request.event, request.payload, ack_id)
             else:  # no handler wants it: accepted and dropped, as the service does
                 self._ack(ack_id)
@@ -340,11 +383,22 @@ class ClientConnection(Connection):
     # --- user events ----------------------------------------------------------------------------
     def _queue_event(self, name: str, payload: Payload, ack_id: int | None) -> None:
         """Events of one connection reach the handler one at a time, in order; a slow handler
-        delays only this connection's events, never anybody's pushes."""
+        delays only this connection's events, never anybody's pushes. Past MAX_EVENTS_IN_FLIGHT
+        waiting events the socket is not read until they drain (TCP pushes back on the client)."""
         previous = self._event_tail
         self._event_tail = task = asyncio.get_running_loop().create_task(
             self._run_event(previous, name, payload, ack_id))
         self._hub.events.track(task)
+        self._events_in_flight += 1
+        if self._events_in_flight == MAX_EVENTS_IN_FLIGHT and self.transport is not None:
+            self.transport.underlying_transport.pause_reading()
+        task.add_done_callback(self._event_done)
+
+    def _event_done(self, _task: asyncio.Task) -> None:
+        self._events_in_flight -= 1
+        if self._events_in_flight == MAX_EVENTS_IN_FLIGHT // 2 and self.transport is not None \
+                and not self.transport.is_disconnected:
+            self.transport.underlying_transport.resume_reading()
 
     async def _run_event(self, previous: asyncio.Task | None, name: str, payload: Payload, ack_id: int | None) -> None:
         if previous is not None and not previous.done():
@@ -394,10 +448,13 @@ class ClientConnection(Connection):
     def _join_or_leave(self, request: JoinGroup | LeaveGroup) -> None:
         group = request.group
         verb = "join" if type(request) is JoinGroup else "leave"
+        limit = self._settings.max_groups_per_connection
         if not is_valid_group(group):
             self._ack(request.ack_id, "BadRequest", group_error(group))
         elif not allowed(self, Permission.JOIN_LEAVE_GROUP, group):
             self._ack(request.ack_id, "Forbidden", f"The client does not have permission to {verb} group '{group}'.")
+        elif verb == "join" and group not in self.groups and len(self.groups) >= limit:
+            self._ack(request.ack_id, "BadRequest", f"The connection is already in {limit} groups, the most allowed.")
         else:
             change = self._hub.join(self, group) if verb == "join" else self._hub.leave(self, group)
             self._settle(change, request.ack_id)
@@ -431,3 +488,12 @@ class ClientConnection(Connection):
     def _repeat_ack(self, ack: bytes) -> None:
         if self.is_open:
             self.send_frame(self._codec.opcode, ack)
+
+
+def _is_utf8(data: bytes) -> bool:
+    """RFC 6455 §8.1: a text message must be valid UTF-8 (else close 1007)."""
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True

@@ -47,8 +47,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
 
 def load_config(path: str | Path) -> Config:
     try:
-        raw = tomllib.loads(Path(path).read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: {exc}") from None
     try:
         config = msgspec.convert(raw, Config)

@@ -4,17 +4,19 @@ Runs before picows sees the connection, so a refusal is a plain HTTP status the 
 """
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote
 
 from . import _fanout
 from .auth.tokens import ClientClaims, KeyRing, TokenError
-from .http.messages import Request
+from .http.messages import Request, Response, error_response
 from .protocol.json_protocol import JSON_RELIABLE_V1, JSON_V1, PROTOBUF_RELIABLE_V1, PROTOBUF_V1
 from .protocol.names import group_error, hub_error, is_valid_group, is_valid_hub
 
-__all__ = ["Accept", "Reject", "decide_upgrade", "client_hub", "variant_of", "offered_subprotocols"]
+__all__ = ["Accept", "Reject", "decide_upgrade", "upgrade_refusal", "client_hub", "variant_of", "offered_subprotocols"]
 
 _VARIANTS = {JSON_V1: _fanout.JSON, JSON_RELIABLE_V1: _fanout.JSON_RELIABLE,
              PROTOBUF_V1: _fanout.PROTOBUF, PROTOBUF_RELIABLE_V1: _fanout.PROTOBUF_RELIABLE}
@@ -34,10 +36,18 @@ class Accept:
     repeat_acks: bool = False  # the Python client SDK, whose ack wait can miss a fast ack (capture S12)
 
 
+_ERROR_CODES = {400: "BadRequest", 401: "Unauthorized", 404: "NotFound", 426: "UpgradeRequired"}
+NOT_AN_UPGRADE = "Expected a WebSocket upgrade request (GET with Connection: Upgrade and Upgrade: websocket)."
+
+
 @dataclass(slots=True)
 class Reject:
     status: int
     message: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def response(self) -> Response:
+        return error_response(self.status, _ERROR_CODES.get(self.status, "Error"), self.message, self.headers)
 
 
 def client_hub(request: Request) -> str | None:
@@ -60,14 +70,33 @@ def offered_subprotocols(request: Request) -> tuple[str, ...]:
     return tuple(p.strip() for p in header.split(",") if p.strip())
 
 
-def decide_upgrade(request: Request, keyring: KeyRing, anonymous_allowed: Callable[[str], bool]) -> Accept | Reject:
+def upgrade_refusal(request: Request) -> Reject | None:
+    """Why a /client request cannot be accepted, judged from its path and headers alone (RFC 6455
+    §4.2.1): decided before any token is checked, hub touched or connect event fired."""
     hub = client_hub(request)
     if hub is None:
         return Reject(404, f"No WebSocket endpoint at '{request.raw_path}'.")
     if not is_valid_hub(hub):
         return Reject(400, hub_error(hub))
-    if request.headers.get("upgrade", "").lower() != "websocket":
-        return Reject(400, "Expected a WebSocket upgrade request (Upgrade: websocket).")
+    headers = request.headers
+    if (request.method != "GET" or "websocket" not in _tokens(headers.get("upgrade"))
+            or "upgrade" not in _tokens(headers.get("connection"))):
+        return Reject(400, NOT_AN_UPGRADE)
+    if headers.get("sec-websocket-version") != "13":
+        return Reject(426, "Only WebSocket version 13 is supported.",
+                      (("Sec-WebSocket-Version", "13"), ("Upgrade", "websocket")))
+    if not _valid_key(headers.get("sec-websocket-key")):
+        return Reject(400, "Sec-WebSocket-Key must be the base64 encoding of 16 bytes.")
+    return None
+
+
+def decide_upgrade(request: Request, keyring: KeyRing, anonymous_allowed: Callable[[str], bool]) -> Accept | Reject:
+    """Who the client is, or why not. `anonymous_allowed` must not make anything: it is asked
+    before the client has proven anything."""
+    refusal = upgrade_refusal(request)
+    if refusal is not None:
+        return refusal
+    hub = client_hub(request) or ""  # never empty here: upgrade_refusal refuses a path naming no valid hub
     subprotocol = _choose_subprotocol(request.headers.get("sec-websocket-protocol"))
     variant = _VARIANTS.get(subprotocol, _fanout.RAW)
     recovery_of = request.query_one("awps_connection_id")
@@ -100,6 +129,20 @@ def decide_upgrade(request: Request, keyring: KeyRing, anonymous_allowed: Callab
         elif mode != "sendevent":
             return Reject(400, f"Unknown webpubsub_mode '{mode}': use sendEvent or sendToGroup.")
     return accept
+
+
+def _tokens(header: str | None) -> list[str]:
+    """The comma-separated tokens of a header (`Connection: keep-alive, Upgrade`), lower-cased."""
+    return [t.strip().lower() for t in header.split(",")] if header else []
+
+
+def _valid_key(key: str | None) -> bool:
+    if not key or len(key) != 24:
+        return False
+    try:
+        return len(base64.b64decode(key, validate=True)) == 16
+    except binascii.Error:
+        return False
 
 
 def _python_sdk(request: Request) -> bool:

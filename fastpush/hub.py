@@ -68,6 +68,8 @@ class Hub:
     an operation to the broker, which applies it on every node concerned (here at once, with
     MemoryBroker). `apply` and the local_* methods act on this node's connections only."""
 
+    on_empty: Callable[["Hub"], None] | None = None  # set by the Node: a hub left with nothing is dropped
+
     def __init__(self, name: str, broker: Broker | None = None):
         self.name = name
         self.broker = broker if broker is not None else MemoryBroker()
@@ -176,6 +178,8 @@ class Hub:
         for group in groups:
             self.broker.group_left(self, conn, group)
         self.broker.connection_removed(self, conn)
+        if self.on_empty is not None and self.is_empty:
+            self.on_empty(self)
         return True
 
     def join(self, conn: Connection, group: str):
@@ -188,6 +192,15 @@ class Hub:
         if self.tables.leave(conn, group):
             return self.broker.group_left(self, conn, group)
         return None
+
+    @property
+    def is_empty(self) -> bool:
+        """Nothing a freshly made hub of this name would not have, so dropping it loses nothing:
+        no connection on this node (a reliable session waiting for its client counts), no
+        user->group record for future connections, no event handlers (configured, or added by
+        the embedding program, with their events in flight) and no slow-client count."""
+        return (not self.tables.connections and not self._user_groups and self.events is None
+                and not self.slow_client_closes)
 
     def connection(self, connection_id: str) -> Connection | None:
         return self.tables.connections.get(connection_id)

@@ -1,89 +1,159 @@
 """`fastpush serve --workers N`: N server processes on one port (SO_REUSEPORT), sharing a Redis
-broker, so one machine uses all its cores. The parent only starts, watches and stops them."""
+broker, so one machine uses all its cores. The parent only reserves the port, starts, watches and
+stops them.
+
+SO_REUSEPORT lets any process of the same user join a port, so a second cluster started on the same
+port would silently take half the clients (with other keys). The parent therefore first binds the
+port without SO_REUSEPORT, which fails if anything listens there, and keeps that socket (never
+listening, so it takes no clients) for its whole life: a later cluster's parent, or a plain server,
+then finds the port taken.
+"""
 from __future__ import annotations
 
 import argparse
 import os
+import queue
 import signal
 import socket
 import subprocess
 import sys
 import threading
-from pathlib import Path
+import time
+from typing import TextIO
 
 from .auth.tokens import generate_access_key
-from .devcert import ensure_dev_certificate
+from .cli import STARTUP_SECONDS, StartupError, close_all, reserve_port
 
 __all__ = ["run_workers"]
 
-STARTUP_SECONDS = 30.0
+# Options every worker gets exactly as given (flag = "--" + dest with dashes); keys travel in the
+# environment instead, so they never show in a process listing.
+PASSED_AS_GIVEN = ("log_level", "recovery_window", "replay_max_messages", "replay_max_bytes", "max_outbound_bytes",
+                   "keepalive", "idle_timeout", "max_message_bytes", "max_body_bytes", "max_groups_per_connection",
+                   "max_connections", "max_connections_per_ip", "request_timeout", "http_keepalive_timeout",
+                   "max_upstream_connections", "config", "public_host")
+FAILURE_PREFIX = "fastpush: "
+STOP_SECONDS = 5.0  # how long workers that failed to start get to exit before they are killed
+WORKER_START_SECONDS = STARTUP_SECONDS + 10.0  # a worker's own limit, plus starting Python
 
 
-def run_workers(args: argparse.Namespace, count: int) -> int:
-    port = args.port or _free_port(args.host)
+class _Worker:
+    """One child process: its connection string once started, its one-line failure if it gave up."""
+
+    def __init__(self, command: list[str], env: dict[str, str], events: queue.Queue):
+        self.proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.failure: str | None = None
+        self.started = False
+        self._stderr = threading.Thread(target=self._read_stderr, daemon=True)
+        self._stderr.start()
+        threading.Thread(target=self._read_stdout, args=(events,), daemon=True).start()
+
+    def _read_stdout(self, events: queue.Queue) -> None:
+        for line in self.proc.stdout:
+            if line.startswith("Endpoint="):
+                self.started = True
+                events.put((self, line.strip()))
+            else:
+                _write(sys.stdout, line)
+        events.put((self, None))
+
+    def _read_stderr(self) -> None:
+        """Forward the log; keep a startup failure line for the parent to report once."""
+        for line in self.proc.stderr:
+            if line.startswith(FAILURE_PREFIX) and not self.started:
+                self.failure = line[len(FAILURE_PREFIX):].strip()
+            else:
+                _write(sys.stderr, line)
+
+    def reason(self) -> str:
+        self._stderr.join(timeout=5)
+        return self.failure or f"a worker exited with code {self.proc.wait()} before it started"
+
+
+def _write(stream: TextIO, line: str) -> None:
+    stream.write(line)
+    stream.flush()
+
+
+def run_workers(args: argparse.Namespace, count: int, tls: tuple[str, str] | None) -> int:
+    holders = reserve_port(args.host, args.port)
+    try:
+        return _run(args, count, tls, holders[0].getsockname()[1])
+    finally:
+        close_all(holders)
+
+
+def _run(args: argparse.Namespace, count: int, tls: tuple[str, str] | None, port: int) -> int:
     env = dict(os.environ, FASTPUSH_ACCESS_KEY=args.access_key or generate_access_key())
     if args.secondary_key:
         env["FASTPUSH_SECONDARY_KEY"] = args.secondary_key
     # -P: no current directory on sys.path, so a source checkout there cannot shadow the install.
     command = [sys.executable, "-P", "-m", "fastpush", "serve", "--workers", "1", "--reuse-port", "--host", args.host,
-               "--port", str(port), "--redis-url", args.redis_url, *_passed_on(args)]
-    children = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) for _ in range(count)]
+               "--port", str(port), "--redis-url", args.redis_url, *_passed_on(args, tls)]
+    events: queue.Queue = queue.Queue()
+    workers = [_Worker(command, env, events) for _ in range(count)]
     stopping = threading.Event()
 
     def stop(signum, frame):
         stopping.set()
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
+        for worker in workers:
+            if worker.proc.poll() is None:
+                worker.proc.send_signal(signal.SIGTERM)
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
 
-    lines = [_connection_string(child) for child in children]
-    if any(line is None for line in lines):
+    try:
+        connection_string = _wait_started(workers, events)
+    except StartupError:
+        interrupted = stopping.is_set()
         stop(None, None)
-        print("fastpush: a worker failed to start", file=sys.stderr)
-        return 1
+        _reap(workers)
+        if interrupted:
+            return 0
+        raise
     print(f"{count} workers on port {port}, sharing {args.redis_url}", file=sys.stderr, flush=True)
-    print(lines[0], flush=True)
-    codes = [child.wait() for child in children]
+    print(connection_string, flush=True)
+    codes = [worker.proc.wait() for worker in workers]
     if not stopping.is_set():  # a worker died on its own: stop the others, report failure
         stop(None, None)
         return 1
     return 0 if all(code == 0 for code in codes) else 1
 
 
-def _connection_string(child: subprocess.Popen) -> str | None:
-    for line in child.stdout:
-        if line.startswith("Endpoint="):
-            threading.Thread(target=_forward, args=(child.stdout,), daemon=True).start()
-            return line.strip()
-    return None
+def _reap(workers: list[_Worker]) -> None:
+    """Wait for workers told to stop; kill those still busy starting (e.g. waiting for Redis)."""
+    deadline = time.monotonic() + STOP_SECONDS
+    for worker in workers:
+        try:
+            worker.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            worker.proc.kill()
+            worker.proc.wait()
 
 
-def _forward(stream) -> None:
-    for line in stream:
-        sys.stdout.write(line)
+def _wait_started(workers: list[_Worker], events: queue.Queue) -> str:
+    """The connection string once every worker is serving; StartupError with the first one's reason
+    if a worker exits first, or if they take longer than WORKER_START_SECONDS."""
+    deadline = time.monotonic() + WORKER_START_SECONDS
+    started: list[str] = []
+    while len(started) < len(workers):
+        try:
+            worker, line = events.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            raise StartupError(f"the workers did not start within {WORKER_START_SECONDS:g} s") from None
+        if line is None:
+            raise StartupError(worker.reason())
+        started.append(line)
+    return started[0]
 
 
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
-
-
-def _passed_on(args: argparse.Namespace) -> list[str]:
+def _passed_on(args: argparse.Namespace, tls: tuple[str, str] | None) -> list[str]:
     """The options every worker gets as given (keys travel in the environment, not argv)."""
-    passed = ["--log-level", args.log_level, "--recovery-window", str(args.recovery_window),
-              "--replay-max-messages", str(args.replay_max_messages), "--replay-max-bytes", str(args.replay_max_bytes),
-              "--max-outbound-bytes", str(args.max_outbound_bytes), "--keepalive", str(args.keepalive),
-              "--idle-timeout", str(args.idle_timeout)]
-    if args.dev_cert:
-        cert = ensure_dev_certificate(Path(args.dev_cert))
-        passed += ["--tls-cert", str(cert.cert_file), "--tls-key", str(cert.key_file)]
-        print(f"Development CA: {cert.ca_file}", flush=True)
-    elif args.tls_cert:
-        passed += ["--tls-cert", args.tls_cert, "--tls-key", args.tls_key]
-    for flag, value in (("--config", args.config), ("--public-host", args.public_host)):
-        if value:
-            passed += [flag, value]
+    passed: list[str] = []
+    for dest in PASSED_AS_GIVEN:
+        value = getattr(args, dest)
+        if value is not None:
+            passed += ["--" + dest.replace("_", "-"), str(value)]
+    if tls:
+        passed += ["--tls-cert", tls[0], "--tls-key", tls[1]]
     return passed

@@ -1,7 +1,9 @@
-"""Run `python -m fastpush serve` as a real process and read its connection string."""
+"""Run fastpush as a real process: `ServeProcess` (a server to use, with its connection string) or
+`run_fastpush` (a command that must exit by itself, e.g. a start that must fail)."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -39,3 +41,26 @@ class ServeProcess:
         finally:
             if self.proc.poll() is None:
                 self.proc.kill()
+
+
+class Finished:
+    """What a `python -m fastpush` run that ended printed, and its exit code."""
+
+    def __init__(self, returncode: int, stdout: str, stderr: str):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def run_fastpush(*args: str, timeout: float = 45.0, env: dict | None = None) -> Finished:
+    """Run `python -m fastpush ARGS` until it exits (for commands that must stop by themselves).
+
+    It runs in its own process group, so worker processes it started die with it on a timeout."""
+    proc = subprocess.Popen([sys.executable, "-m", "fastpush", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        raise AssertionError(f"fastpush {' '.join(args)} was still running after {timeout} s:\n{stdout}{stderr}")
+    return Finished(proc.returncode, stdout, stderr)

@@ -1,9 +1,11 @@
 """A TCP proxy for fault tests: it forwards 127.0.0.1 traffic to a server and can cut every
 connection (as a network drop: the peers see a reset, no close frame) or stall it (bytes stop
-flowing but nothing closes)."""
+flowing but nothing closes). It counts the connections it accepts (each after the first is a
+reconnect) and can wait for one to be up, so a test's cut always hits a live connection."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 
 class FaultProxy:
@@ -11,6 +13,7 @@ class FaultProxy:
         self.target_port = target_port
         self.port = 0
         self.cuts = 0
+        self.accepted = 0
         self._server: asyncio.AbstractServer | None = None
         self._pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
         self._flowing = asyncio.Event()
@@ -44,7 +47,17 @@ class FaultProxy:
         finally:
             self._flowing.set()
 
+    async def wait_connected(self, deadline: float, accepted: int = 0) -> bool:
+        """Until a proxied connection is up and at least `accepted` were accepted in all, or the
+        deadline (time.monotonic()) passed; whether that happened."""
+        while not (self._pairs and self.accepted >= accepted):
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return True
+
     async def _accept(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         except OSError:

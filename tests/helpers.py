@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
+from collections.abc import Callable
 
 import jwt
 import time
@@ -86,3 +88,17 @@ async def connect(server, hub: str, subprotocol: str | None = None, *, url: str 
         client.connection_id = hello["connectionId"]
         client.user_id = hello.get("userId")
     return client
+
+
+async def eventually(condition: Callable[[], object], seconds: float = 10.0) -> bool:
+    """Poll `condition()` (plain or async) until it holds or `seconds` pass; whether it held.
+
+    For state that changes a little after the event a test caused: wait for it, never sample it."""
+    deadline = time.monotonic() + seconds
+    while True:
+        result = condition()
+        if inspect.isawaitable(result):
+            result = await result
+        if result or time.monotonic() > deadline:
+            return bool(result)
+        await asyncio.sleep(0.02)

@@ -371,10 +371,9 @@ class RedisBroker:
             self._hand_over(envelope)
             return
         op = ops.decode(envelope.data)
-        hub = self._node.hub(op.hub)
         self._applying = []
-        try:
-            result = hub.apply(op)
+        try:  # registers no hub unless the operation leaves something in it (see Node.call)
+            result = self._node.call(op.hub, lambda hub: hub.apply(op))
         finally:
             writes, self._applying = self._applying, None
         if envelope.reply_to is not None:
@@ -415,8 +414,8 @@ class RedisBroker:
         return take()
 
     def _hand_over(self, envelope: _Envelope) -> None:
-        hub = self._node.hub(envelope.hub)
-        conn = hub.connection(envelope.data.decode())
+        hub = self._node.find(envelope.hub)
+        conn = hub.connection(envelope.data.decode()) if hub is not None else None
         self._applying = []
         try:
             state = conn.hand_over(envelope.token, envelope.subprotocol) if conn is not None else None

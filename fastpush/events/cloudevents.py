@@ -8,7 +8,8 @@ import hmac
 
 import msgspec
 
-from ..protocol.payload import DataType, Payload
+from ..protocol.names import group_error, is_valid_group, is_valid_user, user_error
+from ..protocol.payload import DataType, Payload, PayloadError, decode_json
 from .model import ConnectRequest, ConnectResult, EventContext, EventFailed, EventRejected, EventReply
 
 __all__ = ["signature", "system_event", "user_event", "connect_result", "user_event_reply", "validation_headers"]
@@ -94,9 +95,14 @@ def connect_result(status: int, headers: dict[str, str], body: bytes) -> Connect
     if status == 204 or not body.strip():
         return ConnectResult(state=state)
     try:
-        parsed = msgspec.json.decode(body, type=_ConnectBody)
-    except msgspec.DecodeError as exc:
+        parsed = msgspec.convert(decode_json(body), _ConnectBody)
+    except (PayloadError, msgspec.ValidationError) as exc:
         raise EventRejected(500, f"The connect handler answered invalid JSON: {exc}") from None
+    if parsed.userId is not None and not is_valid_user(parsed.userId):
+        raise EventRejected(500, "The connect handler answered " + user_error(parsed.userId))
+    for group in parsed.groups or ():
+        if not is_valid_group(group):
+            raise EventRejected(500, "The connect handler answered " + group_error(group))
     return ConnectResult(parsed.userId, parsed.groups, parsed.roles, parsed.subprotocol or None, state)
 
 
@@ -109,9 +115,14 @@ def user_event_reply(status: int, headers: dict[str, str], body: bytes) -> Event
         return EventReply(None, state)
     media = headers.get("content-type", "application/octet-stream").split(";", 1)[0].strip().lower()
     data_type = _REPLY_TYPES.get(media, DataType.BINARY)
+    if data_type is not DataType.BINARY:
+        try:
+            body.decode()
+        except UnicodeDecodeError:
+            raise EventFailed(f"The event handler answered {media} that is not valid UTF-8") from None
     if data_type is DataType.JSON:
         try:
-            msgspec.json.decode(body)
-        except msgspec.DecodeError:
-            data_type = DataType.TEXT  # labelled JSON but not JSON: still deliver it, as text
+            decode_json(body)
+        except PayloadError:
+            data_type = DataType.TEXT  # labelled JSON but not JSON (or too deep): still deliver it, as text
     return EventReply(Payload(data_type, body), state)

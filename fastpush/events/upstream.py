@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from urllib.parse import quote
 from collections.abc import Callable
 
 from ..protocol.payload import Payload
@@ -33,7 +34,8 @@ class HttpUpstream:
         self._refused_at: dict[str, float] = {}
 
     def _url(self, hub: str, event: str) -> str:
-        return self.url_template.replace("{hub}", hub).replace("{event}", event)
+        """{hub} and {event} percent-encoded: a name can never add a path segment, a query or a fragment."""
+        return self.url_template.replace("{hub}", quote(hub, safe="")).replace("{event}", quote(event, safe=""))
 
     async def connect(self, ctx: EventContext, request: ConnectRequest) -> ConnectResult:
         try:

@@ -1,5 +1,10 @@
 """The one listening port's front door: HTTP/1.1 with keep-alive for REST, and WebSocket upgrades
 handed to picows after fastpush has decided them (see shared/notes/picows-facts.md §1).
+
+Slow or greedy clients are bounded here. Each HTTP connection has one deadline at a time, which
+the server's single sweep checks (no timer per connection): the whole request head, then each
+body, must arrive in time, and an idle keep-alive connection is closed. Open sockets, HTTP and
+WebSocket alike, are counted per client address and in total; one over a cap is answered 503.
 """
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ import asyncio
 import collections
 import inspect
 import logging
+import math
+import resource
 import time
 from collections.abc import Awaitable, Callable
 
@@ -14,16 +21,101 @@ import httptools
 from picows.picows import WSProtocol
 from picows import WSAutoPingStrategy, WSUpgradeResponse, WSUpgradeResponseWithListener
 
+from ..handshake import NOT_AN_UPGRADE, Reject, upgrade_refusal
 from .messages import Request, Response, error_response
 
-__all__ = ["FrontDoor", "Gate", "Handoff"]
+__all__ = ["ConnectionLimits", "FrontDoor", "Gate", "Handoff", "default_max_connections"]
 
 log = logging.getLogger("fastpush.http")
-_picows_log = logging.LoggerAdapter(logging.getLogger("fastpush.ws.picows"), {})
+
+
+class _PicowsLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """picows reports a client's malformed frame at ERROR; it is the client's mistake (answered
+    with its close code), so it is logged at DEBUG, where a flood of bad clients cannot fill the log."""
+
+    def error(self, msg: object, *args: object, **kwargs: object) -> None:
+        if isinstance(msg, str) and msg.startswith("WS parser error"):
+            self.debug(msg, *args)
+        else:
+            super().error(msg, *args, **kwargs)  # type: ignore[arg-type]
+
+
+_picows_log = _PicowsLog(logging.getLogger("fastpush.ws.picows"), {})
 
 MAX_HEAD_BYTES = 64 * 1024
 DISCARD_BUDGET_BYTES = 16 * 1024 * 1024  # how much of an oversized body is read and dropped
 DISCARD_SECONDS = 5.0
+REFUSED_LINGER_SECONDS = 1.0  # a refused socket reads (and drops) its request this long, so the 503 arrives
+REFUSAL_LOG_SECONDS = 60.0  # refusals are logged at most once per address in this time
+FD_RESERVE = 64  # descriptors kept for listening sockets, Redis, files, DNS: see default_max_connections
+NEVER = math.inf
+
+
+def default_max_connections(upstream_connections: int) -> int:
+    """The cap on client sockets when `max_connections` is None: the soft open-file limit
+    (RLIMIT_NOFILE) minus the upstream connection pool and FD_RESERVE, so that accept() never
+    fails for want of a descriptor and Redis, upstream calls and files still get theirs."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = 1 << 20
+    return max(soft - upstream_connections - FD_RESERVE, soft // 2)
+
+
+class ConnectionLimits:
+    """Open client sockets (HTTP, WebSocket, and refused ones until they close) per address and
+    in total, against their caps, in this process (each worker counts its own). An address is the
+    peer IP the socket sees: behind a proxy, the proxy's. Refusals are logged at most once a
+    minute per address."""
+
+    __slots__ = ("max_total", "max_per_ip", "total", "_per_ip", "_logged")
+
+    def __init__(self, max_total: int, max_per_ip: int):
+        self.max_total = max_total
+        self.max_per_ip = max_per_ip
+        self.total = 0
+        self._per_ip: dict[str, int] = {}
+        self._logged: dict[str, float] = {}  # address -> when a refusal was last logged; oldest first
+
+    def open(self, ip: str) -> str | None:
+        """Count a new socket; the reason to refuse it, or None."""
+        self.total += 1
+        count = self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
+        if self.saturated:
+            reason = f"The server is at its limit of {self.max_total} connections."
+        elif count > self.max_per_ip:
+            reason = f"Too many connections from this address (the limit is {self.max_per_ip})."
+        else:
+            return None
+        self._log(ip, reason)
+        return reason
+
+    def release(self, ip: str) -> None:
+        count = self._per_ip[ip] - 1
+        if count:
+            self._per_ip[ip] = count
+        else:
+            del self._per_ip[ip]
+        self.total -= 1
+
+    def open_from(self, ip: str) -> int:
+        return self._per_ip.get(ip, 0)
+
+    @property
+    def saturated(self) -> bool:
+        return self.total > self.max_total
+
+    def _log(self, ip: str, reason: str) -> None:
+        now = time.monotonic()
+        logged = self._logged
+        while logged:  # entries are in time order: forget the expired ones from the front
+            oldest = next(iter(logged))
+            if now - logged[oldest] < REFUSAL_LOG_SECONDS:
+                break
+            del logged[oldest]
+        if ip not in logged:
+            logged[ip] = now
+            log.warning("refusing a connection from %s: %s (not logged again for this address for %.0f s)",
+                        ip, reason, REFUSAL_LOG_SECONDS)
 
 
 class Handoff:
@@ -40,16 +132,20 @@ class Gate:
     """What the front door needs from the application (implemented by fastpush.app)."""
 
     max_body_bytes: int
-    max_frame_bytes: int
+    max_message_bytes: int
+    request_head_timeout_seconds: float
+    request_body_timeout_seconds: float
+    http_keepalive_timeout_seconds: float
+    connection_limits: ConnectionLimits
     handle_rest: Callable[[Request], Response]
     decide_upgrade: Callable[[Request], "Handoff | Response | Awaitable[Handoff | Response]"]
-    front_doors: set
+    front_doors: set  # the HTTP connections (not the handed-off WebSockets), for the deadline sweep
 
 
 class FrontDoor(asyncio.Protocol):
     __slots__ = ("_gate", "_transport", "_parser", "_secure", "_url", "_headers", "_body", "_body_size",
-                 "_upgrade", "_closed", "last_active", "_busy", "_head_size", "_discard_budget",
-                 "_pending", "_deciding", "_waiting")
+                 "_upgrade", "_closed", "deadline", "_busy", "_in_body", "_head_size", "_discard_budget",
+                 "_pending", "_deciding", "_waiting", "_ip")
 
     def __init__(self, gate: Gate, secure: bool):
         self._gate = gate
@@ -63,21 +159,34 @@ class FrontDoor(asyncio.Protocol):
         self._head_size = 0
         self._upgrade: Request | None = None
         self._closed = False
-        self._busy = False
+        self._busy = False  # reading a request (its head or body)
+        self._in_body = False
         self._discard_budget = 0
         self._pending: bytearray | None = None  # bytes read while an upgrade awaits its decision
         self._deciding: asyncio.Task | None = None
         self._waiting: collections.deque | None = None  # responses in request order while one is pending
-        self.last_active = time.monotonic()
+        self._ip: str | None = None  # the client address while this door holds its place in the counts
+        self.deadline = NEVER  # when the sweep closes the connection (see expire)
 
     # --- asyncio.Protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:
         self._transport = transport
         self._gate.front_doors.add(self)
+        peer = transport.get_extra_info("peername")
+        self._ip = peer[0] if isinstance(peer, tuple) else ""
+        limits = self._gate.connection_limits
+        refusal = limits.open(self._ip)
+        if refusal is not None:
+            self._refuse(refusal, at_once=limits.saturated)
+        else:  # the first request head must arrive within the head timeout, like every later one
+            self.deadline = time.monotonic() + self._gate.request_head_timeout_seconds
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self._gate.front_doors.discard(self)
+        if self._ip is not None:
+            self._gate.connection_limits.release(self._ip)
+            self._ip = None
         if self._deciding is not None:  # the client left while its connect event was pending
             self._deciding.cancel()
 
@@ -92,7 +201,6 @@ class FrontDoor(asyncio.Protocol):
             return
         if self._closed:
             return
-        self.last_active = time.monotonic()
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -107,6 +215,34 @@ class FrontDoor(asyncio.Protocol):
             self._closed = True
             self._transport.close()
 
+    def expire(self) -> None:
+        """Past its deadline (found by the server's sweep). A body too slow is answered 408; a head
+        too slow, an idle keep-alive connection or a refused one lingering is just closed."""
+        transport = self._transport
+        self.deadline = NEVER
+        if transport is None or transport.is_closing():
+            return
+        if self._in_body and not self._closed:
+            self._reply(error_response(408, "RequestTimeout", "The request body did not arrive within "
+                                       f"{self._gate.request_body_timeout_seconds:g} s."), keep_alive=False)
+        else:
+            self._closed = True
+            transport.close()
+
+    def _refuse(self, reason: str, *, at_once: bool) -> None:
+        """Over a connection cap: 503 before the request is read (the client reads it once it has
+        sent). The socket is half-closed and drained for a moment, so the client sees the answer
+        rather than a reset, unless the total cap is passed: then descriptors matter more."""
+        transport = self._transport
+        transport.write(error_response(503, "ServiceUnavailable", reason).serialize(keep_alive=False))
+        self._closed = True
+        if at_once or not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        self._discard_budget = DISCARD_BUDGET_BYTES
+        self.deadline = time.monotonic() + REFUSED_LINGER_SECONDS
+
     # --- httptools callbacks ----------------------------------------------------------------
     def on_message_begin(self) -> None:
         self._busy = True
@@ -115,6 +251,7 @@ class FrontDoor(asyncio.Protocol):
         self._body = []
         self._body_size = 0
         self._head_size = 0
+        self.deadline = time.monotonic() + self._gate.request_head_timeout_seconds
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -127,6 +264,8 @@ class FrontDoor(asyncio.Protocol):
         self._check_head_size()
 
     def on_headers_complete(self) -> None:
+        self._in_body = True
+        self.deadline = time.monotonic() + self._gate.request_body_timeout_seconds
         length = self._headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self._gate.max_body_bytes:
             self._too_large()
@@ -141,6 +280,7 @@ class FrontDoor(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        self._in_body = False
         if self._closed:
             return
         request = Request(self._parser.get_method().decode(), self._url.decode("latin-1"), self._headers,
@@ -148,12 +288,11 @@ class FrontDoor(asyncio.Protocol):
         self._body = []
         if self._parser.should_upgrade():
             self._upgrade = request  # httptools raises HttpParserUpgrade right after this callback
+            self.deadline = NEVER  # while deciding: the connect event and the broker have their own timeouts
             return
         self._busy = False
-        if request.raw_path.startswith("/client"):
-            response = self._gate.decide_upgrade(request)
-            if isinstance(response, Handoff):
-                response = error_response(400, "BadRequest", "Expected a WebSocket upgrade request.")
+        if request.raw_path.startswith("/client"):  # not an upgrade: refused before anything is decided
+            response = (upgrade_refusal(request) or Reject(400, NOT_AN_UPGRADE)).response()
         else:
             response = self._gate.handle_rest(request)
         keep_alive, head = self._parser.should_keep_alive(), request.method == "HEAD"
@@ -161,6 +300,12 @@ class FrontDoor(asyncio.Protocol):
             self._reply(response, keep_alive=keep_alive, head=head)
         else:
             self._queue_reply(response, keep_alive, head)
+        self._await_next_request()
+
+    def _await_next_request(self) -> None:
+        """Between requests: no deadline while an answer is pending, then the keep-alive timeout."""
+        if not self._busy:
+            self.deadline = NEVER if self._waiting else time.monotonic() + self._gate.http_keepalive_timeout_seconds
 
     def _queue_reply(self, response, keep_alive: bool, head: bool) -> None:
         """Pipelined requests are answered in order, also when one answer has to wait (remote broker)."""
@@ -190,6 +335,7 @@ class FrontDoor(asyncio.Protocol):
             self._reply(response, keep_alive=keep_alive, head=head)
         if not waiting:
             self._waiting = None
+            self._await_next_request()
 
     # --- helpers ----------------------------------------------------------------------------
     def _check_head_size(self) -> None:
@@ -207,7 +353,7 @@ class FrontDoor(asyncio.Protocol):
         self._transport.write(response.serialize(keep_alive=False))
         self._closed = True
         self._discard_budget = DISCARD_BUDGET_BYTES
-        asyncio.get_running_loop().call_later(DISCARD_SECONDS, self._transport.close)
+        self.deadline = time.monotonic() + DISCARD_SECONDS
 
     def _discard(self, size: int) -> None:
         self._discard_budget -= size
@@ -261,9 +407,10 @@ class FrontDoor(asyncio.Protocol):
         transport = self._transport
         extra = {"Sec-WebSocket-Protocol": decision.subprotocol} if decision.subprotocol else None
         accepted = WSUpgradeResponseWithListener(WSUpgradeResponse.create_101_response(extra), decision.listener)
-        protocol = WSProtocol(None, None, False, lambda _request: accepted, _picows_log, True, 5.0,
-                              False, 20.0, 10.0, WSAutoPingStrategy.PING_WHEN_IDLE, True,
-                              self._gate.max_frame_bytes, None, 2048)
+        protocol = _CountedWSProtocol(None, None, False, lambda _request: accepted, _picows_log, True, 5.0,
+                                      False, 20.0, 10.0, WSAutoPingStrategy.PING_WHEN_IDLE, True,
+                                      self._gate.max_message_bytes, None, 2048)
+        protocol.limits, protocol.ip, self._ip = self._gate.connection_limits, self._ip, None
         head = _minimal_head(request.headers) + tail
         self._closed = True
         self._gate.front_doors.discard(self)
@@ -282,6 +429,21 @@ class FrontDoor(asyncio.Protocol):
         self._transport = None
         self._parser = None
         self._headers = {}
+
+
+class _CountedWSProtocol(WSProtocol):
+    """picows' protocol, giving the socket's place in the connection counts back when it closes
+    (the front door no longer hears of it after the handoff). Nothing is added per message."""
+
+    __slots__ = ("limits", "ip")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        try:
+            super().connection_lost(exc)
+        finally:
+            limits, self.limits = self.limits, None
+            if limits is not None:
+                limits.release(self.ip)
 
 
 def _minimal_head(headers: dict[str, str]) -> bytes:

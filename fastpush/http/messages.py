@@ -63,10 +63,10 @@ class Response:
         return head_bytes if head else head_bytes + self.body
 
 
-def error_response(status: int, code: str, message: str) -> Response:
+def error_response(status: int, code: str, message: str, headers: tuple[tuple[str, str], ...] = ()) -> Response:
     """REST errors are JSON `{"code", "message"}` (never a bare body the Python SDK cannot decode)."""
     return Response(status, _json({"code": code, "message": message}), "application/json",
-                    (("x-ms-error-code", code),))
+                    (("x-ms-error-code", code), *headers))
 
 
 def json_response(status: int, value: object) -> Response:

@@ -1,7 +1,7 @@
 """The REST data plane (api-version 2024-12-01 and older): parse → Hub call → exact status code.
 
 Routing splits the path into percent-decoded segments, so a group named `a/b` (sent as `a%2Fb`)
-stays one segment.
+stays one segment; a token's audience is read the same way (fastpush.auth.tokens.path_segments).
 """
 from __future__ import annotations
 
@@ -10,17 +10,17 @@ import inspect
 import logging
 import re
 from collections.abc import Callable
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 import msgspec
 
-from ..auth.tokens import KeyRing, TokenError
+from ..auth.tokens import KeyRing, TokenError, path_segments
 from ..broker.errors import BrokerUnavailable
 from ..node import Node
 from ..hub import Hub, Permission
-from ..protocol.names import group_error, hub_error, is_valid_group, is_valid_hub
+from ..protocol.names import group_error, hub_error, is_valid_group, is_valid_hub, is_valid_user, user_error
 from ..protocol.odata_filter import FilterError, compile_filter
-from ..protocol.payload import PayloadError, UnsupportedMediaType, payload_from_rest
+from ..protocol.payload import PayloadError, UnsupportedMediaType, decode_json, payload_from_rest
 from .messages import Request, Response, empty_response, error_response, json_response
 
 __all__ = ["RestApi", "MAX_BODY_BYTES"]
@@ -46,13 +46,14 @@ class _GroupsBody(msgspec.Struct):
 
 
 class RestApi:
-    def __init__(self, node: Node, keyring: KeyRing):
+    def __init__(self, node: Node, keyring: KeyRing, public_endpoint: Callable[[], str]):
         self.node = node
         self.keyring = keyring
+        self.public_endpoint = public_endpoint  # Server.endpoint: known only once the port is bound
 
     def handle(self, request: Request) -> Response:
         """Answer one request; never raises."""
-        segments = [unquote(s) for s in request.raw_path.split("/")[1:]]
+        segments = path_segments(request.raw_path)
         if segments[:2] == ["api", "health"] and len(segments) == 2:
             if request.method in ("GET", "HEAD"):
                 # 200 while this node serves its clients; the broker's state is in the details.
@@ -69,7 +70,7 @@ class RestApi:
         if not auth or auth[:7].lower() != "bearer ":
             return error_response(401, "Unauthorized", "Missing 'Authorization: Bearer <token>' header.")
         try:
-            self.keyring.verify_rest(auth[7:].strip(), request.raw_target)
+            self.keyring.verify_rest(auth[7:].strip(), request.raw_target, self._origins(request))
         except TokenError as exc:
             return error_response(401, "Unauthorized", str(exc))
         hub_name = segments[2]
@@ -77,12 +78,20 @@ class RestApi:
             if not is_valid_hub(hub_name):
                 raise BadRequest(hub_error(hub_name))
             _check_api_version(request)
-            response = handler(self, self.node.hub(hub_name), request, *args)
+            response = self.node.call(hub_name, lambda hub: handler(self, hub, request, *args))
         except Exception as exc:
             return _error(request, exc)
         if inspect.isawaitable(response):
             return _guarded(request, response)
         return response
+
+    def _origins(self, request: Request) -> list[str]:
+        """The origins this request addresses the server by: its Host header, the public endpoint."""
+        origins = [self.public_endpoint()]
+        host = request.headers.get("host")
+        if host:
+            origins.append(f"{'https' if request.secure else 'http'}://{host}")
+        return origins
 
     # --- sends ----------------------------------------------------------------------------
     def send_to_all(self, hub: Hub, request: Request) -> Response:
@@ -162,8 +171,8 @@ class RestApi:
     @staticmethod
     def _groups_body(request: Request) -> tuple[list[str], str | None]:
         try:
-            body = msgspec.json.decode(request.body or b"null", type=_GroupsBody)
-        except msgspec.DecodeError as exc:
+            body = msgspec.convert(decode_json(request.body or b"null"), _GroupsBody)
+        except (PayloadError, msgspec.ValidationError) as exc:
             raise BadRequest(f"Invalid JSON body: {exc}; expected {{\"groups\": [...], \"filter\": \"...\"}}.") from None
         if not body.groups:
             raise BadRequest("'groups' must name at least one group.")
@@ -208,9 +217,12 @@ class RestApi:
         groups = request.query.get("group", [])
         for group in groups:
             _group(group)
+        user_id = request.query_one("userId") or None
+        if user_id is not None and not is_valid_user(user_id):
+            raise BadRequest(user_error(user_id))  # a token with it would be refused on connect
         scheme = "https" if request.secure else "http"
         endpoint = f"{scheme}://{request.headers.get('host', 'localhost')}"
-        token = self.keyring.issue_client(endpoint, hub.name, user_id=request.query_one("userId") or None,
+        token = self.keyring.issue_client(endpoint, hub.name, user_id=user_id,
                                           roles=request.query.get("role", []), groups=groups,
                                           minutes_to_expire=minutes, client_path=paths[client_type])
         return json_response(200, {"token": token})

@@ -10,7 +10,7 @@ import base64
 import msgspec
 
 from .close_codes import CloseCode
-from .payload import DataType, Payload, PayloadError, payload_from_client
+from .payload import DataType, Payload, PayloadError, decode_json, payload_from_client
 
 __all__ = [
     "JSON_V1", "JSON_RELIABLE_V1", "PROTOBUF_V1", "PROTOBUF_RELIABLE_V1", "SUBPROTOCOLS",
@@ -26,9 +26,10 @@ PROTOBUF_V1 = "protobuf.webpubsub.azure.v1"
 PROTOBUF_RELIABLE_V1 = "protobuf.reliable.webpubsub.azure.v1"
 SUBPROTOCOLS = (JSON_V1, JSON_RELIABLE_V1, PROTOBUF_V1, PROTOBUF_RELIABLE_V1)
 
-_decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
-_MAX_ACK_ID = 2**64 - 1
+# ackId and sequenceId are uint64 in the protobuf schema; JSON clients get the same range, so an
+# id means the same on both families and always fits the compiled connection's counters.
+_MAX_UINT64 = 2**64 - 1
 
 
 class JoinGroup(msgspec.Struct, frozen=True):
@@ -97,8 +98,8 @@ class InvalidRequest(Exception):
 def parse_request(frame: bytes | memoryview) -> Request:
     """Turn one text frame into a request, or raise ProtocolViolation / InvalidRequest."""
     try:
-        msg = _decode(frame)
-    except msgspec.DecodeError as exc:
+        msg = decode_json(bytes(frame))
+    except PayloadError as exc:
         raise ProtocolViolation(CloseCode.INVALID_PAYLOAD, f"Invalid JSON message: {exc}") from None
     if not isinstance(msg, dict):
         raise ProtocolViolation(CloseCode.INVALID_PAYLOAD, "A message must be a JSON object.")
@@ -132,8 +133,8 @@ def _parse_known(kind: str, msg: dict, ack_id: int | None) -> Request:
         return SendEvent(_string(msg, "event"), ack_id, _payload(msg))
     if kind == "sequenceack":
         seq = msg.get("sequenceId")
-        if type(seq) is not int or seq < 0:
-            raise _FieldError("'sequenceId' must be a non-negative integer")
+        if type(seq) is not int or not 0 <= seq <= _MAX_UINT64:
+            raise _FieldError("'sequenceId' must be an unsigned 64-bit integer")
         return SequenceAck(seq)
     if kind == "ping":
         return Ping()
@@ -151,7 +152,7 @@ def _ack_id(msg: dict) -> int | None:
     ack_id = msg.get("ackId")
     if ack_id is None:
         return None
-    if type(ack_id) is not int or not 0 <= ack_id <= _MAX_ACK_ID:
+    if type(ack_id) is not int or not 0 <= ack_id <= _MAX_UINT64:
         raise ProtocolViolation(CloseCode.INVALID_PAYLOAD, "'ackId' must be an unsigned 64-bit integer.")
     return ack_id
 

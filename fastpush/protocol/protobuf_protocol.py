@@ -7,14 +7,12 @@ docs say, so clients built from the older proto still see them.
 """
 from __future__ import annotations
 
-import msgspec
-
 from .close_codes import CloseCode
 from .json_protocol import (
     GroupSource, InvalidRequest, JoinGroup, LeaveGroup, Ping, ProtocolViolation, SendEvent, SendToGroup,
     SequenceAck, ServerSource,
 )
-from .payload import DataType, Payload, PayloadError
+from .payload import DataType, Payload, PayloadError, decode_json
 
 __all__ = [
     "parse_upstream", "encode_ack", "encode_connected", "encode_disconnected", "encode_pong",
@@ -167,12 +165,12 @@ def _payload(data: object) -> Payload:
     if 3 in fields and isinstance(fields[3], bytes):
         return Payload(DataType.PROTOBUF, fields[3])
     if 4 in fields:
-        text = _text(fields, 4, "json_data")
+        data = _text(fields, 4, "json_data").encode()
         try:
-            msgspec.json.decode(text)
-        except msgspec.DecodeError as exc:
+            decode_json(data)
+        except PayloadError as exc:
             raise PayloadError(f"json_data is not valid JSON: {exc}") from None
-        return Payload(DataType.JSON, text.encode())
+        return Payload(DataType.JSON, data)
     raise _Malformed("'data' holds none of text_data, binary_data, protobuf_data, json_data")
 
 

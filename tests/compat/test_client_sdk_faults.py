@@ -29,6 +29,7 @@ MESSAGES = 10_000
 CUTS = 5
 STALL_SECONDS = 3.0
 DEADLINE = 60.0  # per SDK, from the first message
+RECOVERY_SECONDS = 15.0  # for the reconnect after the last cut, once every message is in
 
 
 @pytest.fixture(scope="module")
@@ -39,24 +40,9 @@ def fault_server():
     _stop(running, thread)
 
 
-class CountingProxy(FaultProxy):
-    """A FaultProxy that counts the connections it accepts (each after the first is a reconnect)
-    and can wait for one to be up, so that every cut hits a live connection."""
-
-    accepted = 0
-
-    async def _accept(self, client_reader, client_writer) -> None:
-        self.accepted += 1
-        await super()._accept(client_reader, client_writer)
-
-    async def wait_connected(self, deadline: float) -> None:
-        while not self._pairs and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-
-
 @pytest.fixture
 async def proxy(fault_server):
-    proxy = await CountingProxy(fault_server.port).start()
+    proxy = await FaultProxy(fault_server.port).start()
     yield proxy
     await proxy.stop()
 
@@ -76,7 +62,7 @@ def publish_numbered(server, hub: str, stop: list) -> None:
 
 async def publish_through_faults(server, proxy: FaultProxy, hub: str, received: list) -> None:
     """Publish every message while the proxy cuts CUTS times and stalls once; return when the
-    client has MESSAGES messages or the deadline passed."""
+    client has MESSAGES messages and has reconnected after the last cut, or the deadlines passed."""
     stop: list = []
     publisher = asyncio.create_task(asyncio.to_thread(publish_numbered, server, hub, stop))
     deadline = time.monotonic() + DEADLINE
@@ -92,17 +78,32 @@ async def publish_through_faults(server, proxy: FaultProxy, hub: str, received: 
         await publisher
         while len(received) < MESSAGES and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+        # the last cut may land after the last message: its recovery can still be under way
+        await proxy.wait_connected(time.monotonic() + RECOVERY_SECONDS, accepted=CUTS + 1)
     finally:
         stop.append(True)
 
 
-def check_delivery(sdk: str, received: list, proxy: CountingProxy, connects: int, disconnects: int) -> None:
+def server_view(server, hub: str) -> str:
+    """What the server holds for the hub's sessions, printed with the figures: if a run ever loses
+    messages, this tells whether the server stopped sending (and why) or the client stopped reading."""
+    def read() -> str:
+        found = server.server.node.find(hub)
+        conns = found.tables.connections.values() if found is not None else ()
+        return "; ".join(
+            f"{c.connection_id[:6]}: seq={c.sequence_id} acked={c.acked_sequence_id} resend_next={c.resend_next} "
+            f"paused={c.paused} open={c.is_open} replay={len(c.replay or ())}" for c in conns) or "no session"
+    return server.call(read)
+
+
+def check_delivery(sdk: str, received: list, proxy: FaultProxy, connects: int, disconnects: int,
+                   view: str = "") -> None:
     """Print the run's figures, then require every message once, in order, over recoveries only."""
     expected = [str(n) for n in range(MESSAGES)]
     missing = len(set(expected) - set(received))
     print(f"\n{sdk}: messages={len(received)} cuts={proxy.cuts} stalls=1 reconnects={proxy.accepted - 1} "
           f"connected-events={connects} disconnected-events={disconnects} losses={missing} "
-          f"duplicates={len(received) - len(set(received))}")
+          f"duplicates={len(received) - len(set(received))}; server: {view}")
     assert received == expected  # each exactly once, in order
     assert proxy.cuts == CUTS and proxy.accepted - 1 >= CUTS
     assert (connects, disconnects) == (1, 0)  # every reconnect was a recovery, never a fresh start
@@ -129,12 +130,13 @@ async def test_python_client_sdk_through_cuts_and_a_stall(fault_server, proxy):
     try:
         await publish_through_faults(fault_server, proxy, hub, arrivals)
         seen = dict(events)  # before close(), which emits disconnected
+        view = server_view(fault_server, hub)
     finally:
         await asyncio.to_thread(client.close)
     late_callbacks = sum(earlier > later for earlier, later in zip(arrivals, arrivals[1:]))
     check_delivery(f"Python client SDK (callbacks run out of order: {late_callbacks})",
                    [data for _, data in sorted(arrivals)], proxy,
-                   seen[CallbackType.CONNECTED], seen[CallbackType.DISCONNECTED])
+                   seen[CallbackType.CONNECTED], seen[CallbackType.DISCONNECTED], view)
 
 
 async def test_js_client_sdk_through_cuts_and_a_stall(fault_server, proxy):
@@ -157,11 +159,12 @@ async def test_js_client_sdk_through_cuts_and_a_stall(fault_server, proxy):
         await client.call("start")
         await publish_through_faults(fault_server, proxy, hub, received)
         seen = dict(events)  # before stop(), which emits disconnected
+        view = server_view(fault_server, hub)
         await client.call("stop")
     finally:
         collector.cancel()
         await client.close()
-    check_delivery("JS client SDK", received, proxy, seen["connected"], seen["disconnected"])
+    check_delivery("JS client SDK", received, proxy, seen["connected"], seen["disconnected"], view)
 
 
 async def close_code(client) -> int | None:

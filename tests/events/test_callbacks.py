@@ -81,7 +81,7 @@ def test_config_file(tmp_path):
                             ('[[hubs.chat.eventHandlers]]\nurlTemplate = "ftp://x"\n', "urlTemplate"),
                             ('[[hubs.chat.eventHandlers]]\nurlTemplate = "http://x"\nsystemEvents = ["boot"]\n', "boot"),
                             ('[hubs.chat]\nevenHandlers = []\n', "evenHandlers"),
-                            ("[hubs", "")]:
+                            ("[hubs", "bad.toml")]:
         bad = tmp_path / "bad.toml"
         bad.write_text(text)
         with pytest.raises(ConfigError, match=complaint):

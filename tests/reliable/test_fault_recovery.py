@@ -119,7 +119,7 @@ async def test_ten_thousand_messages_through_cuts_and_a_stall(server):
     client = ReliableClient(f"ws://127.0.0.1:{proxy.port}/client/hubs/{hub}?access_token={token}")
     deadline = time.monotonic() + DEADLINE
     consumer = asyncio.create_task(client.run(MESSAGES, deadline))
-    while client.connection_id is None:
+    while client.connection_id is None and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
     stop: list = []
     publisher = asyncio.create_task(asyncio.to_thread(publish_numbered, server, hub, MESSAGES, stop))
@@ -127,6 +127,7 @@ async def test_ten_thousand_messages_through_cuts_and_a_stall(server):
     try:
         for i in range(CUTS):
             await asyncio.sleep(rng.uniform(0.3, 1.5))
+            await proxy.wait_connected(deadline)  # so that every cut hits a live connection
             proxy.cut()
             if i == 2:
                 await asyncio.sleep(0.3)

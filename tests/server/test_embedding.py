@@ -11,7 +11,7 @@ import pytest
 import websockets
 
 import fastpush
-from tests.helpers import JSON_V1, connect
+from tests.helpers import JSON_V1, connect, eventually
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "embedded_ticker.py"
 
@@ -57,8 +57,7 @@ async def test_stop_leaves_no_task_behind():
     server = await fastpush.Server(port=0).start()
     client = await connect(_View(server), "h", JSON_V1)
     await server.stop()
-    await asyncio.sleep(0.05)
-    assert set(asyncio.all_tasks()) == before
+    assert await eventually(lambda: set(asyncio.all_tasks()) == before, 5), set(asyncio.all_tasks()) - before
     with pytest.raises(websockets.ConnectionClosed) as closed:
         await client.ws.recv()
     assert closed.value.rcvd.code == 1001

@@ -127,3 +127,24 @@ def test_bad_request_with_ack_id():
     with pytest.raises(InvalidRequest) as exc:
         parse_upstream(m.SerializeToString())
     assert exc.value.ack_id == 5 and "data" in exc.value.message
+
+
+@pytest.mark.parametrize("ack", [None, 7])
+def test_json_data_nested_too_deeply_is_refused(ack):
+    m = Upstream()
+    m.send_to_group_message.group = "g"
+    if ack is not None:
+        m.send_to_group_message.ack_id = ack
+    m.send_to_group_message.data.json_data = "[" * 10_000 + "]" * 10_000
+    with pytest.raises(ProtocolViolation if ack is None else InvalidRequest) as exc:
+        parse_upstream(m.SerializeToString())
+    assert "nested" in str(exc.value)
+
+
+def test_sequence_ack_varint_beyond_uint64_is_a_violation():
+    inner = b"\x08" + b"\xff" * 9 + b"\x7f"  # ten bytes holding 2**70 - 1
+    with pytest.raises(ProtocolViolation) as exc:
+        parse_upstream(bytes([8 << 3 | 2, len(inner)]) + inner)
+    assert exc.value.code == 1007
+    inner = b"\x08" + b"\xff" * 9 + b"\x01"  # 2**64 - 1
+    assert parse_upstream(bytes([8 << 3 | 2, len(inner)]) + inner) == SequenceAck(2**64 - 1)

@@ -1,4 +1,4 @@
-"""Token rules as the SDKs sign them (shared/spec/sdk-wire-capture.md §1)."""
+"""Token rules as the SDKs sign them (the rule is stated in fastpush/auth/tokens.py's docstring)."""
 import time
 
 import jwt
@@ -48,15 +48,83 @@ def test_secondary_key_and_unknown_key():
         ring.verify_client(sign({"aud": "http://h/client/hubs/x"}, key="third"), "x")
 
 
+ORIGINS = ("http://127.0.0.1:1",)
+
+
 def test_rest_audience_with_or_without_query():
     ring = KeyRing(KEY)
     target = "/api/hubs/h/:send?excluded=a&api-version=2024-12-01"
-    ring.verify_rest(sign({"aud": "http://127.0.0.1:1" + target}), target)
-    ring.verify_rest(sign({"aud": "http://127.0.0.1:1/api/hubs/h/:send"}), target)
+    ring.verify_rest(sign({"aud": "http://127.0.0.1:1" + target}), target, ORIGINS)
+    ring.verify_rest(sign({"aud": "http://127.0.0.1:1/api/hubs/h/:send"}), "/api/hubs/h/:send?api-version=1", ORIGINS)
+    with pytest.raises(TokenError, match="query"):  # no query in aud: good only without parameters
+        ring.verify_rest(sign({"aud": "http://127.0.0.1:1/api/hubs/h/:send"}), target, ORIGINS)
+    with pytest.raises(TokenError, match="query"):
+        ring.verify_rest(sign({"aud": "http://127.0.0.1:1/api/hubs/h/:send?api-version=2021-10-01"}), target, ORIGINS)
+    with pytest.raises(TokenError, match="path"):
+        ring.verify_rest(sign({"aud": "http://127.0.0.1:1/api/hubs/other/:send"}), target, ORIGINS)
+
+
+@pytest.mark.parametrize("aud, target", [
+    # what the Python SDK signs and sends (query order and %20/+ spelling aside)
+    ("http://127.0.0.1:1/api/hubs/h/users/a%2Fb/:send?api-version=2024-12-01",
+     "/api/hubs/h/users/a%2Fb/:send?api-version=2024-12-01"),
+    ("http://127.0.0.1:1/api/hubs/h/:send?excluded=a%20b&excluded=c&filter=x%20eq%20%27y%27",
+     "/api/hubs/h/:send?filter=x+eq+'y'&excluded=c&excluded=a+b"),
+    ("http://127.0.0.1:1/api/hubs/h/users/x%21y%7E/:send", "/api/hubs/h/users/x!y~/:send"),  # re-encoded in transit
+    ("HTTP://127.0.0.1:1/api/hubs/h/:send", "/api/hubs/h/:send"),
+    ("http://example.com/api/hubs/h/:send", "/api/hubs/h/:send"),  # the public endpoint, default port
+])
+def test_rest_audience_accepted(aud, target):
+    KeyRing(KEY).verify_rest(sign({"aud": aud}), target, ORIGINS + ("http://example.com:80",))
+
+
+@pytest.mark.parametrize("aud, target, reason", [
+    ("http://127.0.0.1:1/api/hubs/h/groups/admins/:send", "/api/hubs/h/groups/ADMINS/:send", "path"),
+    ("http://127.0.0.1:1/api/hubs/h/users/x%2Fgroups%2Fy", "/api/hubs/h/users/x/groups/y", "path"),
+    ("http://127.0.0.1:1/api/hubs/h/users/x/groups/y", "/api/hubs/h/users/x%2Fgroups%2Fy", "path"),
+    ("http://127.0.0.1:1/api/hubs/h/users/u/:send", "/api/hubs/h/:send", "path"),
+    ("http://127.0.0.1:1/prefix/api/hubs/h/:send", "/api/hubs/h/:send", "path"),
+    ("http://127.0.0.1:1/api/hubs/h/:send/", "/api/hubs/h/:send", "path"),
+    ("http://127.0.0.1:1/api/hubs/h/users/../:send", "/api/hubs/h/:send", "path"),
+    ("http://127.0.0.1:1/api/hubs/h/:send", "/api/hubs/h/:send?filter=userId%20eq%20'x'", "query"),
+    ("http://127.0.0.1:1/api/hubs/h/:send", "/api/hubs/h/:send?excluded=c1&api-version=2024-12-01", "query"),
+    ("http://127.0.0.1:1/api/hubs/h/:send?excluded=a", "/api/hubs/h/:send?excluded=a&excluded=b", "query"),
+    ("http://evil.example:1/api/hubs/h/:send", "/api/hubs/h/:send", "host"),
+    ("http://127.0.0.1:2/api/hubs/h/:send", "/api/hubs/h/:send", "port"),
+    ("https://127.0.0.1:1/api/hubs/h/:send", "/api/hubs/h/:send", "scheme"),
+    ("ws://127.0.0.1:1/api/hubs/h/:send", "/api/hubs/h/:send", "http"),
+    ("http://user@127.0.0.1:1/api/hubs/h/:send", "/api/hubs/h/:send", "user info"),
+    ("http://127.0.0.1:1/api/hubs/h/:send#x", "/api/hubs/h/:send", "fragment"),
+    ("http://[::1/api/hubs/h/:send", "/api/hubs/h/:send", "http"),
+    ("http://127.0.0.1:99999/api/hubs/h/:send", "/api/hubs/h/:send", "http"),
+    ("/api/hubs/h/:send", "/api/hubs/h/:send", "http"),
+])
+def test_rest_audience_refused(aud, target, reason):
+    with pytest.raises(TokenError, match=reason):
+        KeyRing(KEY).verify_rest(sign({"aud": aud}), target, ORIGINS)
+
+
+@pytest.mark.parametrize("aud", [["http://127.0.0.1:1/api/hubs/h/:send"], 1, None])
+def test_rest_audience_must_be_one_string(aud):
+    with pytest.raises(TokenError, match="aud"):
+        KeyRing(KEY).verify_rest(sign({"aud": aud}), "/api/hubs/h/:send", ORIGINS)
+
+
+def test_unreadable_client_audience_is_a_token_error():
     with pytest.raises(TokenError):
-        ring.verify_rest(sign({"aud": "http://127.0.0.1:1/api/hubs/h/:send?api-version=2021-10-01"}), target)
-    with pytest.raises(TokenError):
-        ring.verify_rest(sign({"aud": "http://127.0.0.1:1/api/hubs/other/:send"}), target)
+        KeyRing(KEY).verify_client(sign({"aud": "http://[::1/client/hubs/x"}), "x")
+
+
+@pytest.mark.parametrize("sub", ["a\r\nX-Injected: 1", "nul\x00", "u" * 1025])
+def test_client_sub_with_control_characters_or_too_long_is_refused(sub):
+    with pytest.raises(TokenError, match="sub"):
+        KeyRing(KEY).verify_client(sign({"aud": "http://h/client/hubs/x", "sub": sub}), "x")
+
+
+@pytest.mark.parametrize("claim", [{"exp": "tomorrow"}, {"exp": [1]}, {"nbf": "now"}, {"iat": {"a": 1}}])
+def test_claims_of_the_wrong_type_are_token_errors(claim):
+    with pytest.raises(TokenError, match="must be an integer"):
+        KeyRing(KEY).verify_client(sign({"aud": "http://h/client/hubs/x", **claim}), "x")
 
 
 def test_missing_exp_and_other_algorithms_are_refused():

@@ -1,0 +1,78 @@
+"""The `serve` limit flags reach the Server (and every worker), and `--version` says the version."""
+from __future__ import annotations
+
+import argparse
+from importlib.metadata import version
+
+import pytest
+
+from fastpush import Server
+from fastpush.cli import build_parser, server_options
+from fastpush.workers import PASSED_AS_GIVEN, _passed_on
+from tests.cli_process import run_fastpush
+
+# flag, value given, Server attribute(s) it must set
+FLAGS = [
+    ("--max-message-bytes", "2048", {"max_message_bytes": 2048}),
+    ("--max-body-bytes", "4096", {"max_body_bytes": 4096}),
+    ("--max-groups-per-connection", "7", {"max_groups_per_connection": 7}),
+    ("--max-connections", "321", {"max_connections": 321}),
+    ("--max-connections-per-ip", "9", {"max_connections_per_ip": 9}),
+    ("--request-timeout", "2.5", {"request_head_timeout_seconds": 2.5, "request_body_timeout_seconds": 2.5}),
+    ("--http-keepalive-timeout", "11", {"http_keepalive_timeout_seconds": 11.0}),
+    ("--max-upstream-connections", "3", {"max_upstream_connections": 3}),
+]
+
+DEFAULTS = {"max_message_bytes": 1024 * 1024, "max_body_bytes": 1024 * 1024, "max_groups_per_connection": 1000,
+            "max_connections": None, "max_connections_per_ip": 1000, "request_head_timeout_seconds": 60.0,
+            "request_body_timeout_seconds": 60.0, "http_keepalive_timeout_seconds": 75.0,
+            "max_upstream_connections": 64}
+
+# serve options a worker does not get as given: the parent decides them, or they travel another way
+NOT_PASSED_AS_GIVEN = {"help", "host", "port", "workers", "reuse_port", "redis_url", "access_key", "secondary_key",
+                       "tls_cert", "tls_key", "dev_cert"}
+
+
+def serve_args(*argv: str) -> argparse.Namespace:
+    return build_parser().parse_args(["serve", *argv])
+
+
+@pytest.mark.parametrize("flag,value,expected", FLAGS, ids=[flag for flag, _, _ in FLAGS])
+def test_flag_reaches_the_server(flag, value, expected):
+    server = Server(**server_options(serve_args(flag, value)))
+    assert {name: getattr(server, name) for name in expected} == expected
+
+
+def test_defaults_reach_the_server():
+    server = Server(**server_options(serve_args()))
+    assert {name: getattr(server, name) for name in DEFAULTS} == DEFAULTS
+
+
+@pytest.mark.parametrize("flag", [flag for flag, _, _ in FLAGS])
+@pytest.mark.parametrize("value", ["0", "-1", "lots"])
+def test_flag_refuses_what_is_not_positive(flag, value, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        serve_args(flag, value)
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fastpush: ") and flag in lines[0], lines
+
+
+def test_every_worker_gets_every_option():
+    """Workers rebuild their argv from the parent's options: none may be lost on the way."""
+    commands = next(action for action in build_parser()._actions if isinstance(action, argparse._SubParsersAction))
+    dests = {action.dest for action in commands.choices["serve"]._actions}
+    assert dests - NOT_PASSED_AS_GIVEN == set(PASSED_AS_GIVEN)
+    given = ["--log-level", "debug", "--recovery-window", "5", "--replay-max-messages", "6", "--replay-max-bytes", "7",
+             "--max-outbound-bytes", "8", "--keepalive", "9", "--idle-timeout", "10", "--config", "hubs.toml",
+             "--public-host", "push.example"] + [part for flag, value, _ in FLAGS for part in (flag, value)]
+    parent = serve_args(*given)
+    worker = serve_args(*_passed_on(parent, None))
+    assert {dest: getattr(worker, dest) for dest in PASSED_AS_GIVEN} == \
+           {dest: getattr(parent, dest) for dest in PASSED_AS_GIVEN}
+    assert all(getattr(parent, dest) != getattr(serve_args(), dest) for dest in PASSED_AS_GIVEN)
+
+
+def test_version():
+    result = run_fastpush("--version", timeout=30)
+    assert (result.returncode, result.stdout, result.stderr) == (0, f"fastpush {version('fastpush')}\n", "")
