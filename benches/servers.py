@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .embedded_server import BENCH_CONNECTIONS_PER_IP
 from .procs import Children, descendants
 from .redis_server import RedisServer, missing
 
@@ -47,7 +48,7 @@ class Target:
 def _fastpush_serve(workers: int) -> Callable[[str, str | None], list[str]]:
     def argv(key: str, redis_url: str | None) -> list[str]:
         command = [sys.executable, "-m", "fastpush", "serve", "--port", "0", f"--access-key={key}",
-                   "--log-level", "WARNING"]
+                   "--log-level", "WARNING", f"--max-connections-per-ip={BENCH_CONNECTIONS_PER_IP}"]
         if redis_url:
             command += ["--redis-url", redis_url]
         if workers > 1:
