@@ -9,6 +9,7 @@ import asyncio
 import errno
 import logging
 import os
+import resource
 import signal
 import socket
 import sys
@@ -200,10 +201,23 @@ def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("fastpush.ws.picows").setLevel(logging.WARNING)
     ssl_context = server_ssl_context(*tls) if tls else None
+    _use_every_file_descriptor()
     if not args.reuse_port:  # a worker's parent holds the port for it
         close_all(reserve_port(args.host, args.port))  # a wrong address fails now, before Redis is asked
     uvloop.run(_serve(Server(**server_options(args, config=config, ssl_context=ssl_context)), args.redis_url))
     return 0
+
+
+def _use_every_file_descriptor() -> None:
+    """Raise the soft open-file limit to the hard one: each client is a descriptor, and the usual
+    soft limit (1,024) would cap a server at about 900 connections (--max-connections' default
+    is derived from it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass  # a hard limit the kernel will not grant (RLIM_INFINITY on some systems): keep the soft one
 
 
 def _load_config(path: str) -> Config:

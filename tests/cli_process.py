@@ -15,10 +15,12 @@ STARTUP_TIMEOUT = 20.0
 
 
 class ServeProcess:
-    def __init__(self, *args: str, env: dict | None = None):
+    def __init__(self, *args: str, env: dict | None = None, preexec=None):
+        """`preexec` runs in the child before fastpush starts (e.g. to lower a resource limit)."""
         self.proc = subprocess.Popen([sys.executable, "-m", "fastpush", "serve", "--port", "0", *args],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
+                                     env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+                                     preexec_fn=preexec)
         self.output: list[str] = []
         self.connection_string = self._read_connection_string()
 

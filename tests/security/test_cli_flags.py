@@ -76,3 +76,23 @@ def test_every_worker_gets_every_option():
 def test_version():
     result = run_fastpush("--version", timeout=30)
     assert (result.returncode, result.stdout, result.stderr) == (0, f"fastpush {version('fastpush')}\n", "")
+
+
+def test_serve_raises_its_soft_open_file_limit_to_the_hard_one():
+    """Started with the usual soft limit of 1,024, `fastpush serve` takes every descriptor the hard
+    limit allows (else --max-connections' default would cap it near 900 clients)."""
+    import resource
+    import signal
+
+    from tests.cli_process import ServeProcess
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard <= 1024:
+        pytest.skip(f"the hard open-file limit here is {hard}: nothing to raise")
+    process = ServeProcess(preexec=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard)))
+    try:
+        limits = open(f"/proc/{process.proc.pid}/limits").read()
+        line = next(line for line in limits.splitlines() if line.startswith("Max open files"))
+        assert line.split()[3:5] == [str(hard), str(hard)], line
+    finally:
+        process.stop(signal.SIGTERM)
