@@ -33,7 +33,7 @@ class Accept:
     recovery_of: str | None = None  # awps_connection_id of a reliable session the client asks back
     recovery_token: str | None = None  # awps_reconnection_token proving it may
     offered: tuple[str, ...] = ()  # every subprotocol the client offered (a connect handler may pick one)
-    repeat_acks: bool = False  # the Python client SDK, whose ack wait can miss a fast ack (capture S12)
+    repeat_acks: bool = False  # the Python client SDK, whose ack wait can miss a fast ack (docs/protocol.md, Acks)
 
 
 _ERROR_CODES = {400: "BadRequest", 401: "Unauthorized", 404: "NotFound", 426: "UpgradeRequired"}

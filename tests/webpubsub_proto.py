@@ -1,5 +1,6 @@
 """The protobuf subprotocol's schema, built with Google's protobuf runtime as an independent oracle
-for fastpush's hand-written codec (field numbers: shared/spec/azure-webpubsub.md §4.5)."""
+for fastpush's hand-written codec (the field numbers are listed in docs/protocol.md, "Protobuf
+subprotocols")."""
 from __future__ import annotations
 
 from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool, message_factory

@@ -1,4 +1,5 @@
-"""CloudEvents HTTP binary mode as Azure Web PubSub sends it (spec §5.3-5.6), without I/O:
+"""CloudEvents HTTP binary mode as Azure Web PubSub sends it (the common headers, connect,
+connected, disconnected and user events; docs/protocol.md, "Event handlers"), without I/O:
 headers and bodies for each event, and the meaning of each response."""
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
 """The one listening port's front door: HTTP/1.1 with keep-alive for REST, and WebSocket upgrades
-handed to picows after fastpush has decided them (see shared/notes/picows-facts.md §1).
+handed to picows after fastpush has decided them. picows has no public way to take over a socket
+that is already accepted, so _hand_off builds picows' own WSProtocol (picows.picows, positional
+arguments), switches the transport to it and replays a minimal upgrade request; picows 2.3.1's
+ws_connect switches protocols the same way on the client side (docs/architecture.md).
 
 Slow or greedy clients are bounded here. Each HTTP connection has one deadline at a time, which
 the server's single sweep checks (no timer per connection): the whole request head, then each

@@ -4,7 +4,7 @@ Each test drives one WebPubSubClient in a `node js/client_driver.mjs` process, w
 default `json.reliable.webpubsub.azure.v1` and with `WebPubSubJsonProtocol()`, and checks each
 call by what other clients receive: the SDK client itself (its events), a
 `json.webpubsub.azure.v1` test client and a raw WebSocket test client.
-The client SDK speaks plain ws:// (only the JS *server* SDK refuses http, capture S1).
+The client SDK speaks plain ws:// (only the JS *server* SDK, @azure/web-pubsub, refuses http://).
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The JavaScript "Push messages from server" quickstart, run unmodified against fastpush.
 
-The JS server SDK refuses http:// endpoints (wire capture S1), so these tests use the https
+The JS server SDK (@azure/web-pubsub 1.2) refuses http:// endpoints, so these tests use the https
 `tls_server` and let Node trust its test CA through NODE_EXTRA_CA_CERTS, as a user would.
 The programs live in tests/compat/js/quickstart; `npm ci` in tests/compat/js installs the SDKs.
 """

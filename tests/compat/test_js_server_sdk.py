@@ -2,7 +2,7 @@
 
 Each test starts one `node js/sdk_methods.mjs` process and makes SDK calls through it, then checks
 what real subscribers received: a raw WebSocket client and `json.webpubsub.azure.v1` clients.
-The JS SDK refuses http:// (wire capture S1), so everything runs against the https `tls_server`
+The JS SDK refuses http:// endpoints, so everything runs against the https `tls_server`
 with Node trusting its test CA through NODE_EXTRA_CA_CERTS.
 """
 from __future__ import annotations

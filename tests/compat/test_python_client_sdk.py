@@ -4,8 +4,8 @@ Every test runs with the SDK's default `json.reliable.webpubsub.azure.v1` and wi
 `json.webpubsub.azure.v1`, and checks each SDK call by what other clients receive: the SDK client
 itself, a `json.webpubsub.azure.v1` test client and a raw WebSocket test client.
 
-The SDK loses the wakeup of an ack that arrives before its sending thread waits for it (wire
-capture S12) and then sits out the whole `ack_timeout` before returning success; open() has the
+The SDK loses the wakeup of an ack that arrives before its sending thread waits for it, and
+then sits out the whole `ack_timeout` before returning success; open() has the
 same race with the handshake and then sits out `start_timeout`. The tests shorten both so a miss
 costs seconds, not 30 s; `test_many_acked_calls_all_succeed` measures how often acks are missed.
 """
@@ -218,11 +218,11 @@ async def test_server_messages_from_rest_and_embedding(server, hub_name, sdk_cli
     assert await sdk_client.message() == ("prices", None, "json", {"symbol": "ACME", "price": 101.5})
 
 
-# --- capture S12 -------------------------------------------------------------------------------
+# --- the lost ack wakeup ----------------------------------------------------------------------
 
 async def test_many_acked_calls_all_succeed(server, hub_name, protocol, sdk_client):
     """200 acked calls (send_to_group and join_group, alternately) all succeed, and a member gets
-    each of the 100 sends exactly once: a lost ack wakeup (S12) delays a call, never repeats it.
+    each of the 100 sends exactly once: a lost ack wakeup delays a call, never repeats it.
     With -s it prints how many calls waited out the ack timeout."""
     bob = await bob_in(server, hub_name, "room")
     durations = []
