@@ -3,9 +3,10 @@
 # Design notes:
 # - A Connection *is* the picows listener of its WebSocket (one object per connection, no
 #   separate session object), and holds the per-connection state the fan-out loop reads.
-# - A send is framed once per wire variant (raw, JSON envelope) into complete WebSocket frames;
-#   server frames are unmasked, so the same bytes go to every member. The reliable JSON variant
-#   differs only by its per-connection sequenceId, spliced in front of a prebuilt envelope tail.
+# - A send is framed once per wire variant (raw, JSON envelope, protobuf message) into complete
+#   WebSocket frames; server frames are unmasked, so the same bytes go to every member. The
+#   reliable variants differ only by their per-connection sequenceId: spliced in front of a
+#   prebuilt JSON envelope tail, or appended to the prebuilt protobuf message fields.
 # - A reliable connection keeps a reference to each Frames it was sent (not a copy) until the
 #   client acknowledges it, so recovery can rebuild the same frames with the same sequenceIds.
 #   The buffer is bounded by count and bytes; past either the connection is told once through

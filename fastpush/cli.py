@@ -199,7 +199,8 @@ def _run(args: argparse.Namespace) -> int:
         from .workers import run_workers
         return run_workers(args, args.workers, tls)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("fastpush.ws.picows").setLevel(logging.WARNING)
+    # picows' own messages only at DEBUG: at INFO they would log every connection's life
+    logging.getLogger("fastpush.ws.picows").setLevel(logging.DEBUG if args.log_level == "DEBUG" else logging.WARNING)
     ssl_context = server_ssl_context(*tls) if tls else None
     _use_every_file_descriptor()
     if not args.reuse_port:  # a worker's parent holds the port for it
