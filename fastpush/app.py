@@ -29,6 +29,7 @@ from .hub import close
 from .hub import Hub
 from .node import Node
 from .protocol.close_codes import CloseCode
+from .permissions import RoleError, check_roles
 from .protocol.names import group_error, is_valid_group, is_valid_user, user_error
 
 __all__ = ["Server"]
@@ -378,6 +379,10 @@ def _invalid_connect_result(result: ConnectResult) -> str | None:
             return group_error(str(group))
     if not all(isinstance(role, str) for role in result.roles or ()):
         return "a role that is not a string"
+    try:
+        check_roles(result.roles or ())
+    except RoleError as exc:
+        return f"an unusable role: {exc}"
     return None
 
 

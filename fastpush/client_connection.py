@@ -21,7 +21,8 @@ from .broker.errors import BrokerUnavailable
 from .events.model import EventContext, EventFailed
 from .auth.tokens import ClientClaims
 from .handshake import Accept
-from .hub import Hub, Permission, allowed, close, frames_for
+from .hub import Hub, allowed, close, frames_for
+from .permissions import Permission
 from .protocol.close_codes import CloseCode
 from .protocol.codecs import codec_for
 from .protocol.json_protocol import (

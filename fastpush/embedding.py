@@ -14,7 +14,8 @@ import msgspec
 from .events.callbacks import CallbackHandler
 from .events.dispatcher import HubEvents
 from .events.model import Callback, HandlerRule
-from .hub import Hub, Permission
+from .hub import Hub
+from .permissions import Permission
 from .protocol.names import group_error, is_valid_group
 from .protocol.payload import DataType, Payload, payload_from_rest
 

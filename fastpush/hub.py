@@ -14,13 +14,14 @@ from .broker import ops
 from .broker.base import Broker
 from .broker.memory import MemoryBroker
 from .events.dispatcher import HubEvents
+from .permissions import Permission, grants
 from .protocol.close_codes import CloseCode
 from .protocol.codecs import codec_for
 from .protocol.json_protocol import GroupSource, ServerSource
 from .protocol.odata_filter import compile_filter
 from .protocol.payload import Payload
 
-__all__ = ["Hub", "Permission", "DEFAULT_CLOSE_REASON", "allowed", "close", "frames_for"]
+__all__ = ["Hub", "DEFAULT_CLOSE_REASON", "allowed", "close", "frames_for"]
 
 DEFAULT_CLOSE_REASON = "Closed by the server."
 CLOSE_TIMEOUT_SECONDS = 2.0
@@ -44,18 +45,6 @@ def _checked(filter: str | None) -> str | None:
 
 def _ids(ids: Iterable[str] | None) -> tuple[str, ...]:
     return tuple(ids) if ids else ()
-
-
-class Permission:
-    """The two grantable permissions, by their REST names, and the role strings they stand for."""
-
-    SEND_TO_GROUP = "sendToGroup"
-    JOIN_LEAVE_GROUP = "joinLeaveGroup"
-    ALL = (SEND_TO_GROUP, JOIN_LEAVE_GROUP)
-
-    @staticmethod
-    def role(permission: str, target: str | None = None) -> str:
-        return f"webpubsub.{permission}" + (f".{target}" if target else "")
 
 
 def frames_for(payload: Payload, source: ServerSource | GroupSource) -> Frames:
@@ -375,9 +364,8 @@ def _own_roles(conn: Connection) -> set[str]:
 
 
 def allowed(conn: Connection, permission: str, group: str | None) -> bool:
-    """A role for all groups, or for this group, grants the permission."""
-    roles = conn.roles
-    return Permission.role(permission) in roles or (group is not None and Permission.role(permission, group) in roles)
+    """A role for all groups, for this group, or a wildcard group role matching it (see permissions)."""
+    return grants(conn.roles, permission, group)
 
 
 def close(conn: Connection, code: int, reason: str, *, notify: bool = False, keep_session: bool = False) -> None:

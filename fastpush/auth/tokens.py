@@ -41,6 +41,7 @@ from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 import jwt
 
+from ..permissions import RoleError, check_roles
 from ..protocol.names import is_valid_user, user_error
 
 __all__ = ["KeyRing", "TokenError", "ClientClaims", "generate_access_key", "path_segments", "CLOCK_SKEW_SECONDS"]
@@ -110,9 +111,14 @@ class KeyRing:
         if sub and not is_valid_user(sub):
             # The user id travels in upstream headers (ce-userId): no CR/LF can reach them.
             raise TokenError("The token's 'sub' claim: " + user_error(sub))
+        roles = _strings(claims, "role")
+        try:
+            check_roles(roles)
+        except RoleError as exc:
+            raise TokenError(f"The token's 'role' claim: {exc}.") from None
         return ClientClaims(
             user_id=sub,
-            roles=_strings(claims, "role"),
+            roles=roles,
             groups=_strings(claims, "webpubsub.group"),
             claims=claims,
         )

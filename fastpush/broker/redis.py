@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from ..permissions import grants
 from . import ops
 from .errors import BrokerUnavailable
 from .resp import RedisAddress, RedisGone, RespConnection, SubscriberConnection
@@ -442,13 +443,9 @@ class RedisBroker:
         return query()
 
     def has_permission(self, hub: Hub, permission: str, connection_id: str, target: str | None):
-        from ..hub import Permission  # the role names live with the Hub
-
         async def query() -> bool:
             roles = await self._connection_roles(hub, connection_id)
-            if roles is None:
-                return False
-            return Permission.role(permission) in roles or (target is not None and Permission.role(permission, target) in roles)
+            return roles is not None and grants(roles, permission, target)
         return query()
 
     async def _live(self, key: str) -> list[bytes]:

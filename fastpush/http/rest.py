@@ -17,7 +17,8 @@ import msgspec
 from ..auth.tokens import KeyRing, TokenError, path_segments
 from ..broker.errors import BrokerUnavailable
 from ..node import Node
-from ..hub import Hub, Permission
+from ..hub import Hub
+from ..permissions import Permission, RoleError, check_roles
 from ..protocol.names import group_error, hub_error, is_valid_group, is_valid_hub, is_valid_user, user_error
 from ..protocol.odata_filter import FilterError, compile_filter
 from ..protocol.payload import PayloadError, UnsupportedMediaType, decode_json, payload_from_rest
@@ -217,13 +218,18 @@ class RestApi:
         groups = request.query.get("group", [])
         for group in groups:
             _group(group)
+        roles = request.query.get("role", [])
+        try:
+            check_roles(roles)
+        except RoleError as exc:
+            raise BadRequest(f"role: {exc}") from None
         user_id = request.query_one("userId") or None
         if user_id is not None and not is_valid_user(user_id):
             raise BadRequest(user_error(user_id))  # a token with it would be refused on connect
         scheme = "https" if request.secure else "http"
         endpoint = f"{scheme}://{request.headers.get('host', 'localhost')}"
         token = self.keyring.issue_client(endpoint, hub.name, user_id=user_id,
-                                          roles=request.query.get("role", []), groups=groups,
+                                          roles=roles, groups=groups,
                                           minutes_to_expire=minutes, client_path=paths[client_type])
         return json_response(200, {"token": token})
 

@@ -1,0 +1,113 @@
+"""Who may send to, or join and leave, which group: the roles a client holds, literal ones and the
+service's wildcard group roles.
+
+Roles, as the service names them:
+
+    webpubsub.sendToGroup                 send to any group
+    webpubsub.sendToGroup.<group>         send to that group
+    webpubsub.sendToGroups.<pattern>      send to every group the pattern matches
+    webpubsub.joinLeaveGroup[.<group>]    join and leave (any group, that group)
+    webpubsub.joinLeaveGroups.<pattern>   join and leave every group the pattern matches
+
+A pattern sees `.` as the separator of a group name's segments: `?` is one character other than
+`.`, `*` any run of characters without a `.`, `**` any run with or without; `\\` makes the next
+`\\`, `*` or `?` literal; everything else stands for itself, case-sensitively. A pattern may hold
+at most five `*` characters (`**` counts two). So `prices.*` matches `prices.msft` but neither
+`prices` nor `prices.us.msft`; `prices.**` matches `prices.msft`, `prices.us.msft` and `prices.`,
+not `prices`.
+"""
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Collection, Iterable
+
+__all__ = ["Permission", "RoleError", "grants", "check_roles", "compile_group_pattern", "MAX_PATTERN_STARS"]
+
+MAX_PATTERN_STARS = 5
+
+
+class Permission:
+    """The two grantable permissions, by their REST names, and the role strings they stand for."""
+
+    SEND_TO_GROUP = "sendToGroup"
+    JOIN_LEAVE_GROUP = "joinLeaveGroup"
+    ALL = (SEND_TO_GROUP, JOIN_LEAVE_GROUP)
+
+    @staticmethod
+    def role(permission: str, target: str | None = None) -> str:
+        return f"webpubsub.{permission}" + (f".{target}" if target else "")
+
+
+# The wildcard role of each permission: the plural of its name.
+_PATTERN_PREFIXES = {permission: f"webpubsub.{permission}s." for permission in Permission.ALL}
+
+
+class RoleError(ValueError):
+    """A wildcard group role whose pattern cannot be used."""
+
+
+def grants(roles: Collection[str], permission: str, group: str | None) -> bool:
+    """Whether `roles` give `permission` for `group` (None: for every group)."""
+    if Permission.role(permission) in roles:
+        return True
+    if group is None:
+        return False
+    if Permission.role(permission, group) in roles:
+        return True
+    prefix = _PATTERN_PREFIXES[permission]
+    for role in roles:
+        if role.startswith(prefix):
+            pattern = _compiled(role[len(prefix):])
+            if pattern is not None and pattern.fullmatch(group):
+                return True
+    return False
+
+
+def check_roles(roles: Iterable[str]) -> None:
+    """Raise RoleError for the first wildcard group role that cannot be compiled."""
+    for role in roles:
+        for prefix in _PATTERN_PREFIXES.values():
+            if role.startswith(prefix):
+                compile_group_pattern(role[len(prefix):])
+
+
+def compile_group_pattern(pattern: str) -> re.Pattern[str]:
+    """The regular expression a wildcard group pattern stands for (see the module docstring)."""
+    if not pattern:
+        raise RoleError("a wildcard group role needs a pattern after its prefix")
+    parts: list[str] = []
+    stars = i = 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\":
+            if i + 1 == len(pattern) or pattern[i + 1] not in "\\*?":
+                raise RoleError(f"in the pattern {pattern[:100]!r}, '\\' must be followed by '\\', '*' or '?'")
+            parts.append(re.escape(pattern[i + 1]))
+            i += 2
+        elif pattern.startswith("**", i):
+            parts.append(".*")
+            stars += 2
+            i += 2
+        elif char == "*":
+            parts.append("[^.]*")
+            stars += 1
+            i += 1
+        elif char == "?":
+            parts.append("[^.]")
+            i += 1
+        else:
+            parts.append(re.escape(char))
+            i += 1
+    if stars > MAX_PATTERN_STARS:
+        raise RoleError(f"the pattern {pattern[:100]!r} holds more than {MAX_PATTERN_STARS} '*' characters")
+    return re.compile("".join(parts), re.DOTALL)
+
+
+@functools.lru_cache(maxsize=4096)
+def _compiled(pattern: str) -> re.Pattern[str] | None:
+    """Compiled once per distinct pattern in the process, not per message or per connection."""
+    try:
+        return compile_group_pattern(pattern)
+    except RoleError:
+        return None
