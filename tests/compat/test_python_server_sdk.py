@@ -10,21 +10,15 @@ import websockets
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.messaging.webpubsubservice import WebPubSubServiceClient
 
-from tests.conftest import SplitDeployment
 from tests.helpers import JSON_RELIABLE_V1, JSON_V1, connect
 
 ROLES = ["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"]
 
 
-@pytest.fixture(params=["single-node", "cluster"])
-def server(request):
-    """Every test runs against one node, and against three nodes sharing Redis with the SDK's
-    REST calls going to a different node than the one the clients are connected to."""
-    if request.param == "single-node":
-        single = request.getfixturevalue("server")
-        return SplitDeployment(single, single)
-    nodes = request.getfixturevalue("cluster")
-    return SplitDeployment(nodes[0], nodes[1])
+@pytest.fixture
+def server(deployment):
+    """Every test runs on one node and across three (tests/compat/conftest.py: deployment)."""
+    return deployment
 
 
 @pytest.fixture

@@ -13,19 +13,9 @@ import pytest
 import websockets
 from azure.messaging.webpubsubservice import WebPubSubServiceClient
 
-from tests.conftest import SplitDeployment
 from tests.helpers import JSON_V1, client_token, connect
 
 ROLES = ["webpubsub.joinLeaveGroups.prices.*", "webpubsub.sendToGroups.prices.**", "webpubsub.sendToGroup.lobby"]
-
-
-@pytest.fixture(params=["single-node", "cluster"])
-def deployment(request):
-    if request.param == "single-node":
-        single = request.getfixturevalue("server")
-        return SplitDeployment(single, single)
-    nodes = request.getfixturevalue("cluster")
-    return SplitDeployment(nodes[0], nodes[1])
 
 
 @pytest.fixture
