@@ -27,14 +27,16 @@ from .http.messages import Request, Response, error_response
 from .http.rest import MAX_BODY_BYTES, RestApi
 from .hub import close
 from .hub import Hub
+from .logs import RateLimitedLog, one_line
 from .node import Node
 from .protocol.close_codes import CloseCode
 from .permissions import RoleError, check_roles
 from .protocol.names import group_error, is_valid_group, is_valid_user, user_error
 
-__all__ = ["Server"]
+__all__ = ["Server", "client_access_url"]
 
 log = logging.getLogger("fastpush")
+client_log = logging.getLogger("fastpush.ws")
 
 MAX_MESSAGE_BYTES = 1024 * 1024  # Azure's limit on one client message
 HTTP_SWEEP_SECONDS = 1.0  # how often HTTP deadlines are checked (more often when a timeout is shorter)
@@ -85,6 +87,9 @@ class Server:
         self.keepalive_seconds = keepalive_seconds
         self.idle_timeout_seconds = idle_timeout_seconds
         self._tasks: list[asyncio.Task] = []
+        # Both are caused by clients at will: logged each time, but never more than a few lines a second.
+        self._refusals = RateLimitedLog(client_log, "refused handshakes")
+        self._upstream_failures = RateLimitedLog(logging.getLogger("fastpush.events"), "upstream failures")
 
     # --- lifecycle --------------------------------------------------------------------------
     async def start(self) -> "Server":
@@ -154,9 +159,8 @@ class Server:
     def client_access_url(self, hub: str, *, user_id: str | None = None, roles: tuple[str, ...] = (),
                           groups: tuple[str, ...] = (), minutes_to_expire: int = 60) -> str:
         """A ws(s):// URL with a signed access token, as `get_client_access_token()['url']` gives."""
-        token = self.keyring.issue_client(self.endpoint, hub, user_id=user_id, roles=roles, groups=groups,
-                                          minutes_to_expire=minutes_to_expire)
-        return "ws" + self.endpoint[4:] + f"/client/hubs/{hub}?access_token={token}"
+        return client_access_url(self.keyring, self.endpoint, hub, user_id=user_id, roles=roles, groups=groups,
+                                 minutes_to_expire=minutes_to_expire)
 
     async def _heartbeat(self) -> None:
         """One sweep for all connections (no task or timer per connection): ping the quiet ones,
@@ -208,13 +212,14 @@ class Server:
         """A Handoff or an HTTP refusal; a coroutine giving one when a connect event must be asked."""
         decision = decide_upgrade(request, self.keyring, self._anonymous_allowed)
         if isinstance(decision, Reject):
+            self._log_refusal(request.peer, None, decision.status, decision.message)
             return decision.response()
         if decision.recovery_of is not None:
             return self._recover(decision)
         if self.node.connection_count >= self.connection_limits.max_total:
             # Reliable sessions waiting for their clients hold memory without a socket: they count.
-            return error_response(503, "ServiceUnavailable", "The server holds as many connections (sessions "
-                                  "waiting to be recovered included) as it may; try again later.")
+            return self._refused(decision, 503, "ServiceUnavailable", "The server holds as many connections "
+                                 "(sessions waiting to be recovered included) as it may; try again later.")
         # Authenticated from here on; the hub is registered once the client is admitted.
         hub = self.node.lookup(decision.hub)
         connection_id = _new_connection_id()
@@ -241,7 +246,7 @@ class Server:
             try:
                 user_groups = await prepared
             except BrokerUnavailable as exc:
-                return error_response(503, "ServiceUnavailable", str(exc))
+                return self._refused(decision, 503, "ServiceUnavailable", str(exc))
             decision.claims.groups = (*decision.claims.groups, *user_groups)
         return Handoff(ClientConnection(hub, decision, connection_id, self.settings, ctx), decision.subprotocol)
 
@@ -250,22 +255,23 @@ class Server:
         try:
             state = await taken
             if state is None:
-                return Handoff(_RefusedRecovery("The session to recover was not found, or its token did not match."),
-                               decision.subprotocol)
+                return self._refused_recovery(decision, "The session to recover was not found, or its token "
+                                                        "did not match.")
             conn = ClientConnection.adopt(hub, self.settings, state)
+            conn.address = decision.address
             prepared = hub.broker.prepare_connection(hub, conn.user_id, conn.groups_to_join)
             if prepared is not None:
                 await prepared
         except BrokerUnavailable as exc:
-            return error_response(503, "ServiceUnavailable", str(exc))
+            return self._refused(decision, 503, "ServiceUnavailable", str(exc))
         return Handoff(conn, decision.subprotocol)
 
     async def _ask_connect(self, hub: Hub, decision: Accept, ctx: EventContext, request: Request) -> Response | None:
         try:
             result = await hub.events.connect(ctx, _connect_request(request, decision))
         except EventRejected as exc:
-            return error_response(exc.status, _ERROR_CODES.get(exc.status, "ConnectRejected"),
-                                  exc.message or "The connect event handler refused the connection.")
+            return self._refused(decision, exc.status, _ERROR_CODES.get(exc.status, "ConnectRejected"),
+                                 exc.message or "The connect event handler refused the connection.")
         if result is not None:
             refusal = _invalid_connect_result(result)
             if refusal is not None:
@@ -295,7 +301,7 @@ class Server:
             hub.events = HubEvents()
         for handler in settings.event_handlers:
             upstream = HttpUpstream(handler.url_template, self._upstream(), self._access_keys, self._origin(),
-                                    self.config.upstream_timeout_seconds)
+                                    self.config.upstream_timeout_seconds, self._upstream_failures)
             hub.events.add(HandlerRule(handler.user_event_pattern, tuple(handler.system_events)), upstream)
 
     def _upstream(self) -> HttpClient:
@@ -325,13 +331,31 @@ class Server:
         if isinstance(conn, ClientConnection):
             refusal = conn.recovery_refusal(decision.recovery_token, decision.subprotocol)
             if refusal is None:
+                conn.address = decision.address
                 return Handoff(conn, decision.subprotocol)
-            return Handoff(_RefusedRecovery(refusal), decision.subprotocol)
+            return self._refused_recovery(decision, refusal)
         hub = hub or self.node.lookup(decision.hub)
         taken = hub.broker.take_session(hub, decision.recovery_of, decision.recovery_token, decision.subprotocol)
         if taken is not None:
             return self._registered(hub, self._recover_elsewhere(hub, decision, taken))
-        return Handoff(_RefusedRecovery("The session to recover was not found."), decision.subprotocol)
+        return self._refused_recovery(decision, "The session to recover was not found.")
+
+    def _refused(self, decision: Accept, status: int, code: str, message: str) -> Response:
+        self._log_refusal(decision.address, decision.hub, status, message)
+        return error_response(status, code, message)
+
+    def _refused_recovery(self, decision: Accept, reason: str) -> Handoff:
+        """Recovery is refused after the upgrade, with close code 1008 (see _RefusedRecovery)."""
+        self._log_refusal(decision.address, decision.hub, CloseCode.POLICY_VIOLATION, reason)
+        return Handoff(_RefusedRecovery(reason), decision.subprotocol)
+
+    def _log_refusal(self, address: str, hub: str | None, status: int, reason: str) -> None:
+        """One line per refused handshake (rate-limited): `status` is the HTTP status, or for a
+        refused recovery the close code."""
+        self._refusals.log(logging.WARNING, "refused a client handshake from %(address)s (hub %(hub)s): "
+                                            "%(status)d %(reason)s",
+                           {"event": "refused", "address": address, "hub": hub, "status": int(status),
+                            "reason": one_line(reason)})
 
     async def _registered(self, hub: Hub, admitting: Awaitable[Handoff | Response]) -> Handoff | Response:
         """An admission that had to wait: if it admits a client, register its hub (the client joins
@@ -384,6 +408,14 @@ def _invalid_connect_result(result: ConnectResult) -> str | None:
     except RoleError as exc:
         return f"an unusable role: {exc}"
     return None
+
+
+def client_access_url(keyring: KeyRing, endpoint: str, hub: str, *, user_id: str | None = None,
+                      roles: tuple[str, ...] = (), groups: tuple[str, ...] = (), minutes_to_expire: int = 60) -> str:
+    """The ws(s):// URL with a signed client token for `endpoint` (http(s)://host:port)."""
+    token = keyring.issue_client(endpoint, hub, user_id=user_id, roles=roles, groups=groups,
+                                 minutes_to_expire=minutes_to_expire)
+    return "ws" + endpoint[4:] + f"/client/hubs/{hub}?access_token={token}"
 
 
 def _new_connection_id() -> str:

@@ -1,6 +1,8 @@
 """`fastpush serve`: parse options, start the server, print the connection string, stop on signals.
+`fastpush token`, `send` and `status`: a client URL, a REST send and the health of a running
+server, from its connection string, as the Azure portal and the SDKs would.
 
-Every reason the server cannot start is one line on stderr ("fastpush: ...") and exit code 2.
+Every reason a command cannot run is one line on stderr ("fastpush: ...") and exit code 2.
 """
 from __future__ import annotations
 
@@ -13,27 +15,41 @@ import resource
 import signal
 import socket
 import sys
+import time
+import urllib.error
+import urllib.request
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, NoReturn
+from urllib.parse import quote, urlsplit
 
+import jwt
+import msgspec
 import uvloop
 
-from .app import MAX_MESSAGE_BYTES, Server
+from .app import MAX_MESSAGE_BYTES, Server, client_access_url
+from .auth.tokens import KeyRing
 from .broker.resp import RedisAddress
 from .config import Config, ConfigError, load_config
 from .devcert import ensure_dev_certificate, server_ssl_context
 from .http.rest import MAX_BODY_BYTES
+from .logs import LOG_FORMATS, configure_logging
+from .permissions import RoleError, check_roles
+from .protocol.names import group_error, hub_error, is_valid_group, is_valid_hub, is_valid_user, user_error
 
 __all__ = ["main", "build_parser", "server_options", "StartupError", "reserve_port", "close_all"]
 
 DEFAULT_DEV_CERT_DIR = Path.home() / ".fastpush" / "devcert"
 STARTUP_SECONDS = 30.0  # longest wait for Redis and the listening socket before giving up
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+API_VERSION = "2024-01-01"
+REST_TOKEN_SECONDS = 300  # lifetime of the token `fastpush send` signs for its one request
+HTTP_SECONDS = 30.0  # how long `send` and `status` wait for the server
 
 
 class StartupError(Exception):
-    """Why the server cannot start, in one line for the operator (exit code 2)."""
+    """Why the server cannot start (or another command cannot run), in one line for the operator
+    (exit code 2)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -134,7 +150,36 @@ def build_parser() -> argparse.ArgumentParser:
                                              "REST token audiences: name, name:port or https://name[:port] "
                                              "(a TLS-terminating proxy in front)")
     serve.add_argument("--log-level", type=_log_level, default="INFO", help="logging level (default INFO)")
+    serve.add_argument("--log-format", choices=LOG_FORMATS, default="text",
+                       help="log lines as text, or as one JSON object per line with each event's fields (default text)")
+    _add_tools(commands)
     return parser
+
+
+def _add_tools(commands: Any) -> None:
+    """The commands that talk to a running server (or sign for it) with its connection string."""
+    def tool(name: str, help_text: str) -> argparse.ArgumentParser:
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("--connection-string", default=os.environ.get("FASTPUSH_CONNECTION_STRING"),
+                             help="Endpoint=...;AccessKey=...;Version=1.0; (default $FASTPUSH_CONNECTION_STRING)")
+        return command
+
+    token = tool("token", "print a client URL with a signed access token, as the Azure portal's generator does")
+    token.add_argument("--hub", required=True)
+    token.add_argument("--user", help="the token's user id (sub)")
+    token.add_argument("--role", action="append", default=[], help="a role to grant; repeat for more")
+    token.add_argument("--group", action="append", default=[], help="a group to join on connect; repeat for more")
+    token.add_argument("--minutes", type=_positive_int, default=60, help="minutes until the token expires (default 60)")
+    send = tool("send", "send a message through the REST API: to a hub, a group, a user or a connection")
+    send.add_argument("--hub", required=True)
+    target = send.add_mutually_exclusive_group()
+    target.add_argument("--group")
+    target.add_argument("--user")
+    target.add_argument("--connection")
+    send.add_argument("--content-type", default="text/plain",
+                      help="text/plain (default), application/json or application/octet-stream")
+    send.add_argument("message")
+    tool("status", "print a server's health (GET /api/health)")
 
 
 def _add_limits(serve: argparse.ArgumentParser) -> None:
@@ -179,8 +224,9 @@ def server_options(args: argparse.Namespace, *, config: Config | None = None,
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    commands = {"serve": _run, "token": _token, "send": _send, "status": _status}
     try:
-        return _run(args)
+        return commands[args.command](args)
     except StartupError as exc:
         print(f"fastpush: {exc}", file=sys.stderr, flush=True)
         return 2
@@ -198,7 +244,7 @@ def _run(args: argparse.Namespace) -> int:
                                "(e.g. --redis-url redis://127.0.0.1:6379)")
         from .workers import run_workers
         return run_workers(args, args.workers, tls)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level, args.log_format)
     # picows' own messages only at DEBUG: at INFO they would log every connection's life
     logging.getLogger("fastpush.ws.picows").setLevel(logging.DEBUG if args.log_level == "DEBUG" else logging.WARNING)
     ssl_context = server_ssl_context(*tls) if tls else None
@@ -338,3 +384,111 @@ async def _start(server: Server, redis_url: str | None) -> None:
             raise StartupError(f"cannot reach Redis at {redis.host}:{redis.port} (--redis-url): {reason}") from None
         await server.node.broker.stop()
         raise StartupError(listen_error(server.host, server.port, exc)) from None
+
+
+# --- token, send, status ------------------------------------------------------------------------
+class _Target:
+    """A server as its connection string names it: endpoint (scheme://host:port) and access key."""
+
+    def __init__(self, connection_string: str | None):
+        if not connection_string:
+            raise StartupError("no connection string: pass --connection-string or set $FASTPUSH_CONNECTION_STRING")
+        fields: dict[str, str] = {}
+        for part in connection_string.split(";"):
+            name, equals, value = part.strip().partition("=")
+            if equals:
+                fields[name.strip().lower()] = value.strip()
+        endpoint, self.access_key = fields.get("endpoint", ""), fields.get("accesskey", "")
+        parts = urlsplit(endpoint)
+        if parts.scheme not in ("http", "https") or not parts.hostname or not self.access_key:
+            raise StartupError("the connection string must be Endpoint=http(s)://host[:port];AccessKey=...;"
+                               "Version=1.0;")
+        try:
+            port = int(fields["port"]) if "port" in fields else parts.port
+        except ValueError:
+            raise StartupError("the connection string's port is not a number") from None
+        port = port or (443 if parts.scheme == "https" else 80)
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        self.endpoint = f"{parts.scheme}://{host}:{port}"
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                content_type: str | None = None) -> tuple[int, bytes]:
+        """The status and body of one REST call, signed as the SDKs sign (aud = the full URL)."""
+        url = f"{self.endpoint}{path}?api-version={API_VERSION}"
+        token = jwt.encode({"aud": url, "exp": int(time.time()) + REST_TOKEN_SECONDS},
+                           self.access_key.encode(), algorithm="HS256")
+        headers = {"Authorization": f"Bearer {token}"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        request = urllib.request.Request(url, data=body, headers=headers, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=HTTP_SECONDS) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+        except (urllib.error.URLError, OSError) as exc:
+            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+            raise StartupError(f"cannot reach {self.endpoint}: {reason}") from None
+
+
+def _token(args: argparse.Namespace) -> int:
+    target = _Target(args.connection_string)
+    problem = _name_problem(args.hub, args.user, args.group)
+    if problem is None:
+        try:
+            check_roles(args.role)
+        except RoleError as exc:
+            problem = f"--role: {exc}"
+    if problem is not None:
+        raise StartupError(problem)
+    print(client_access_url(KeyRing(target.access_key), target.endpoint, args.hub, user_id=args.user,
+                            roles=tuple(args.role), groups=tuple(args.group), minutes_to_expire=args.minutes))
+    return 0
+
+
+def _name_problem(hub: str, user: str | None, groups: list[str]) -> str | None:
+    if not is_valid_hub(hub):
+        return f"--hub: {hub_error(hub)}"
+    if user is not None and not is_valid_user(user):
+        return f"--user: {user_error(user)}"
+    return next((f"--group: {group_error(g)}" for g in groups if not is_valid_group(g)), None)
+
+
+def _send(args: argparse.Namespace) -> int:
+    target = _Target(args.connection_string)
+    problem = _name_problem(args.hub, args.user, [args.group] if args.group is not None else [])
+    if problem is not None:
+        raise StartupError(problem)
+    path = f"/api/hubs/{quote(args.hub, safe='')}"
+    for kind, name in (("groups", args.group), ("users", args.user), ("connections", args.connection)):
+        if name is not None:
+            path += f"/{kind}/{quote(name, safe='')}"
+    status, body = target.request("POST", path + "/:send", args.message.encode(), args.content_type)
+    if status != 202:
+        raise StartupError(f"the server answered {status}: {_error_message(body)}")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    """Prints what /api/health says (it has no connection counts); exit 1 when degraded."""
+    status, body = _Target(args.connection_string).request("GET", "/api/health")
+    try:
+        health = msgspec.json.decode(body) if status == 200 else None
+    except msgspec.DecodeError:
+        health = None
+    if not isinstance(health, dict) or not isinstance(health.get("broker"), dict):
+        raise StartupError(f"the server answered {status}, not a health report: {_error_message(body)}")
+    print(f"status: {health.get('status')}")
+    print("broker: " + ", ".join(f"{name}={value}" for name, value in health["broker"].items()))
+    return 0 if health.get("status") == "healthy" else 1
+
+
+def _error_message(body: bytes) -> str:
+    """The message of an Azure-style error body, else the body's start."""
+    try:
+        error = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        error = None
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return error["message"]
+    return body[:200].decode(errors="replace") or "(no body)"

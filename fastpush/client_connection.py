@@ -86,7 +86,8 @@ class ClientConnection(Connection):
 
     __slots__ = ("_hub", "_settings", "_codec", "_token_groups", "_raw_group", "_raw_no_echo", "_fragments",
                  "_fragment_type", "_fragment_bytes", "reconnection_token", "_expiry", "_ack_ids", "_event_ctx", "_event_tail", "_events_in_flight",
-                 "_adopted", "_previous_token", "_repeat_acks")
+                 "_adopted", "_previous_token", "_repeat_acks", "address", "close_code", "messages_in", "bytes_in",
+                 "_connected_at")
 
     def __init__(self, hub: Hub, accept: Accept, connection_id: str, settings: ConnectionSettings,
                  event_ctx: EventContext | None = None):
@@ -114,6 +115,11 @@ class ClientConnection(Connection):
         self._previous_token: str | None = None
         self._repeat_acks = accept.repeat_acks
         self.keep_session = accept.variant in _fanout.RELIABLE_VARIANTS
+        self.address = accept.address
+        self.close_code: int | None = None  # the close code of close_reason; None: no close frame
+        self.messages_in = 0  # whole data messages from the client, and their bytes, for the disconnect line
+        self.bytes_in = 0
+        self._connected_at = 0.0
 
     @property
     def groups_to_join(self) -> tuple[str, ...]:
@@ -184,7 +190,7 @@ class ClientConnection(Connection):
         self.max_outbound = self._settings.max_outbound_bytes
         self.paused = False
         if recovering:
-            self.close_reason = None  # the session goes on
+            self.close_reason = self.close_code = None  # the session goes on
         if previous is not None:
             if self._expiry is not None:
                 self._expiry.cancel()
@@ -197,6 +203,8 @@ class ClientConnection(Connection):
             if self._hub.events is not None and not self._adopted:
                 self._hub.events.connected(self._context())
             self._adopted = False
+            self._connected_at = self.last_seen
+        self._log_connected(recovering)
         codec = self._codec
         if codec is not None:
             if self.variant in _fanout.RELIABLE_VARIANTS:
@@ -224,8 +232,32 @@ class ClientConnection(Connection):
             self._expiry.cancel()
             self._expiry = None
         self.keep_session = False
-        if self._hub.remove_connection(self) and self._hub.events is not None:
+        if not self._hub.remove_connection(self):
+            return
+        if self._hub.events is not None:
             self._hub.events.disconnected(self._context(), self.close_reason or "The connection closed.")
+        self._log_disconnected()
+
+    def _fields(self, event: str) -> dict[str, object]:
+        return {"event": event, "hub": self.hub, "connection_id": self.connection_id, "user": self.user_id,
+                "subprotocol": self.subprotocol, "address": self.address}
+
+    def _log_connected(self, recovering: bool) -> None:
+        fields = self._fields("reconnected" if recovering else "connected")
+        log.info("connection %(connection_id)s %(event)s: hub %(hub)s, user %(user)s, subprotocol "
+                 "%(subprotocol)s, from %(address)s", fields, extra=fields)
+
+    def _log_disconnected(self) -> None:
+        """One line per ended session. Only what came in is counted: counting what goes out would
+        add work to every delivery of the fan-out loop."""
+        fields = self._fields("disconnected")
+        fields.update(code=self.close_code if self.close_code is not None else int(CloseCode.ABNORMAL_CLOSURE),
+                      reason=self.close_reason or "The connection closed.",
+                      duration_s=round(time.monotonic() - self._connected_at, 3) if self._connected_at else 0.0,
+                      messages_in=self.messages_in, bytes_in=self.bytes_in)
+        log.info("connection %(connection_id)s disconnected: hub %(hub)s, user %(user)s, from %(address)s, "
+                 "code %(code)s (%(reason)s) after %(duration_s).1f s, %(messages_in)d messages "
+                 "(%(bytes_in)d bytes) in", fields, extra=fields)
 
     def _context(self) -> EventContext:
         if self._event_ctx is None:
@@ -233,8 +265,10 @@ class ClientConnection(Connection):
         return self._event_ctx
 
     def on_replay_overflow(self) -> None:
-        log.warning("connection %s: reliable buffer full (%d messages, %d bytes); closing",
-                    self.connection_id, len(self.replay), self.replay_bytes)
+        fields = self._fields("replay_overflow")
+        fields.update(messages=len(self.replay), bytes=self.replay_bytes)
+        log.warning("connection %(connection_id)s: reliable buffer full (%(messages)d messages, %(bytes)d bytes); "
+                    "closing (hub %(hub)s, user %(user)s, from %(address)s)", fields, extra=fields)
         close(self, CloseCode.POLICY_VIOLATION, "The reliable message buffer is full.")
         if self.transport.is_disconnected:
             self.end_session()
@@ -255,8 +289,10 @@ class ClientConnection(Connection):
         reliable client recovers the dropped messages from its replay buffer."""
         if self.close_reason is not None or self.transport is None or self.transport.is_close_frame_sent:
             return
-        log.warning("connection %s: more than %d bytes queued; closing a slow client",
-                    self.connection_id, self._settings.max_outbound_bytes)
+        fields = self._fields("slow_client")
+        fields["max_outbound_bytes"] = self._settings.max_outbound_bytes
+        log.warning("connection %(connection_id)s: more than %(max_outbound_bytes)d bytes queued; closing a slow "
+                    "client (hub %(hub)s, user %(user)s, from %(address)s)", fields, extra=fields)
         self._hub.slow_client_closes += 1
         close(self, CloseCode.SLOW_CLIENT, "The client is too slow to receive its messages.", keep_session=True)
 
@@ -267,7 +303,8 @@ class ClientConnection(Connection):
             if not transport.is_close_frame_sent:  # the client's own close, not its answer to ours
                 self.keep_session = False
                 if self.close_reason is None:
-                    self.close_reason = f"The client closed the connection ({frame.get_close_code()})."
+                    self.close_code = int(frame.get_close_code())
+                    self.close_reason = f"The client closed the connection ({self.close_code})."
                 self.flush()
                 transport.send_close(CloseCode.NORMAL)
             transport.disconnect()
@@ -282,6 +319,8 @@ class ClientConnection(Connection):
         data = self._assemble(frame)
         if data is None:
             return
+        self.messages_in += 1
+        self.bytes_in += len(data)
         codec = self._codec
         if codec is None:
             if msg_type == WSMsgType.TEXT and not _is_utf8(data):
@@ -406,8 +445,7 @@ class ClientConnection(Connection):
             await asyncio.wait((previous,))
         try:
             reply = await self._hub.events.user_event(self._context(), name, payload)
-        except EventFailed as exc:
-            log.warning("connection %s: event '%s' failed: %s", self.connection_id, name, exc)
+        except EventFailed:  # logged where it failed (the upstream, the dispatcher)
             if self._codec is None:
                 close(self, CloseCode.INTERNAL_ERROR, f"The event handler for '{name}' failed.")
             else:

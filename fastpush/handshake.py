@@ -34,6 +34,7 @@ class Accept:
     recovery_token: str | None = None  # awps_reconnection_token proving it may
     offered: tuple[str, ...] = ()  # every subprotocol the client offered (a connect handler may pick one)
     repeat_acks: bool = False  # the Python client SDK, whose ack wait can miss a fast ack (docs/protocol.md, Acks)
+    address: str = ""  # the client's IP address, for the connection's log lines
 
 
 _ERROR_CODES = {400: "BadRequest", 401: "Unauthorized", 404: "NotFound", 426: "UpgradeRequired"}
@@ -104,7 +105,8 @@ def decide_upgrade(request: Request, keyring: KeyRing, anonymous_allowed: Callab
         # Recovery needs no access token (it may have expired meanwhile): the reconnection token
         # is checked against the session instead.
         return Accept(hub, subprotocol, variant, ClientClaims(None), recovery_of=recovery_of,
-                      recovery_token=request.query_one("awps_reconnection_token"), repeat_acks=_python_sdk(request))
+                      recovery_token=request.query_one("awps_reconnection_token"), repeat_acks=_python_sdk(request),
+                      address=request.peer)
     token = request.query_one("access_token") or _bearer(request.headers.get("authorization"))
     if not token and anonymous_allowed(hub):
         claims = ClientClaims(None)
@@ -117,7 +119,7 @@ def decide_upgrade(request: Request, keyring: KeyRing, anonymous_allowed: Callab
         if not is_valid_group(group):
             return Reject(400, "webpubsub.group claim: " + group_error(group))
     accept = Accept(hub, subprotocol, variant, claims, offered=offered_subprotocols(request),
-                    repeat_acks=_python_sdk(request))
+                    repeat_acks=_python_sdk(request), address=request.peer)
     if accept.variant == _fanout.RAW:
         mode = (request.query_one("webpubsub_mode") or "sendEvent").lower()
         if mode == "sendtogroup":

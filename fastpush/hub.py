@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from ._fanout import Connection, Frames, Tables, fanout
 from .broker import ops
@@ -20,6 +21,9 @@ from .protocol.codecs import codec_for
 from .protocol.json_protocol import GroupSource, ServerSource
 from .protocol.odata_filter import compile_filter
 from .protocol.payload import Payload
+
+if TYPE_CHECKING:
+    from .client_connection import ClientConnection
 
 __all__ = ["Hub", "DEFAULT_CLOSE_REASON", "allowed", "close", "frames_for"]
 
@@ -368,7 +372,7 @@ def allowed(conn: Connection, permission: str, group: str | None) -> bool:
     return grants(conn.roles, permission, group)
 
 
-def close(conn: Connection, code: int, reason: str, *, notify: bool = False, keep_session: bool = False) -> None:
+def close(conn: ClientConnection, code: int, reason: str, *, notify: bool = False, keep_session: bool = False) -> None:
     """Close a client: JSON clients first get `system/disconnected` when `notify` (REST closes).
 
     The session ends with the socket unless `keep_session` (a slow reliable client recovers).
@@ -376,6 +380,7 @@ def close(conn: Connection, code: int, reason: str, *, notify: bool = False, kee
     conn.keep_session = keep_session and conn.keep_session
     if conn.close_reason is None:
         conn.close_reason = reason
+        conn.close_code = int(code)
     transport = conn.transport
     if transport is None or transport.is_close_frame_sent or transport.is_disconnected:
         if not conn.keep_session and transport is not None and transport.is_disconnected:

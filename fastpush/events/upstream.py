@@ -7,6 +7,7 @@ import time
 from urllib.parse import quote
 from collections.abc import Callable
 
+from ..logs import RateLimitedLog, one_line
 from ..protocol.payload import Payload
 from . import cloudevents
 from .http_client import HttpClient, HttpError
@@ -21,10 +22,11 @@ VALIDATION_RETRY_SECONDS = 30.0
 
 class HttpUpstream:
     """Posts events to `url_template` ({hub} and {event} filled in), after the abuse-protection
-    handshake (OPTIONS with WebHook-Request-Origin) has succeeded for that URL."""
+    handshake (OPTIONS with WebHook-Request-Origin) has succeeded for that URL. Every failed event
+    is logged through `failures`, rate-limited: clients can cause them in bulk."""
 
     def __init__(self, url_template: str, client: HttpClient, keys: Callable[[], list[str]], origin: str,
-                 timeout: float):
+                 timeout: float, failures: RateLimitedLog | None = None):
         self.url_template = url_template
         self._client = client
         self._keys = keys
@@ -32,6 +34,7 @@ class HttpUpstream:
         self._timeout = timeout
         self._validated: dict[str, asyncio.Future] = {}
         self._refused_at: dict[str, float] = {}
+        self._failures = failures or RateLimitedLog(log, "upstream failures")
 
     def _url(self, hub: str, event: str) -> str:
         """{hub} and {event} percent-encoded: a name can never add a path segment, a query or a fragment."""
@@ -54,26 +57,39 @@ class HttpUpstream:
 
     async def user_event(self, ctx: EventContext, name: str, payload: Payload) -> EventReply:
         response = await self._post(ctx, name, *cloudevents.user_event(ctx, name, payload, self._keys(), self._origin))
-        return cloudevents.user_event_reply(response.status, response.headers, response.body)
+        try:
+            return cloudevents.user_event_reply(response.status, response.headers, response.body)
+        except EventFailed as exc:  # an error status, or a reply fastpush cannot pass on
+            self._failed(ctx, name, str(exc))
+            raise
 
     async def _notify(self, ctx: EventContext, name: str, reason: str | None = None) -> None:
         """Non-blocking events: the answer is only logged."""
         headers, body = cloudevents.system_event(ctx, name, self._keys(), self._origin, reason=reason)
         try:
             response = await self._post(ctx, name, headers, body)
-        except EventFailed as exc:
-            log.warning("hub %s: %s event for %s not delivered: %s", ctx.hub, name, ctx.connection_id, exc)
-            return
+        except EventFailed:
+            return  # logged by _post
         if not 200 <= response.status < 300:
-            log.warning("hub %s: %s event for %s answered %d", ctx.hub, name, ctx.connection_id, response.status)
+            self._failed(ctx, name, f"the event handler answered {response.status}")
 
     async def _post(self, ctx: EventContext, event: str, headers: dict[str, str], body: bytes):
         url = self._url(ctx.hub, event)
-        await self._ensure_validated(self._url(ctx.hub, "validate"))
         try:
+            await self._ensure_validated(self._url(ctx.hub, "validate"))
             return await self._client.request("POST", url, headers, body, self._timeout)
         except HttpError as exc:
-            raise EventFailed(str(exc)) from None
+            failure = EventFailed(str(exc))
+        except EventFailed as exc:
+            failure = exc
+        self._failed(ctx, event, str(failure))
+        raise failure
+
+    def _failed(self, ctx: EventContext, event: str, error: str) -> None:
+        fields = {"event": "upstream_failed", "hub": ctx.hub, "connection_id": ctx.connection_id,
+                  "upstream_event": event, "url": self._url(ctx.hub, event), "error": one_line(error)}
+        self._failures.log(logging.WARNING, "hub %(hub)s: %(upstream_event)s event for %(connection_id)s failed: "
+                                            "%(error)s (%(url)s)", fields)
 
     async def _ensure_validated(self, url: str) -> None:
         refused = self._refused_at.get(url)

@@ -287,7 +287,7 @@ class FrontDoor(asyncio.Protocol):
         if self._closed:
             return
         request = Request(self._parser.get_method().decode(), self._url.decode("latin-1"), self._headers,
-                          b"".join(self._body), self._secure)
+                          b"".join(self._body), self._secure, self._ip or "")
         self._body = []
         if self._parser.should_upgrade():
             self._upgrade = request  # httptools raises HttpParserUpgrade right after this callback

@@ -19,6 +19,7 @@ class Request:
     headers: dict[str, str]  # lower-cased names; a repeated header keeps its last value
     body: bytes = b""
     secure: bool = False
+    peer: str = ""  # the client's IP address as the socket sees it (behind a proxy: the proxy's)
     _query: dict[str, list[str]] | None = field(default=None, repr=False)
 
     @property

@@ -7,6 +7,7 @@ __all__ = ["CloseCode"]
 class CloseCode(IntEnum):
     NORMAL = 1000  # REST close, client stop
     GOING_AWAY = 1001  # server shutdown
+    ABNORMAL_CLOSURE = 1006  # never sent (RFC 6455 §7.1.5): the connection was lost without a close frame
     PROTOCOL_ERROR = 1002  # a frame breaking RFC 6455 (reserved bits, fragments out of order)
     UNSUPPORTED_DATA = 1003  # binary frame on a JSON subprotocol
     INVALID_PAYLOAD = 1007  # malformed or invalid protocol message

@@ -63,8 +63,8 @@ def test_every_worker_gets_every_option():
     commands = next(action for action in build_parser()._actions if isinstance(action, argparse._SubParsersAction))
     dests = {action.dest for action in commands.choices["serve"]._actions}
     assert dests - NOT_PASSED_AS_GIVEN == set(PASSED_AS_GIVEN)
-    given = ["--log-level", "debug", "--recovery-window", "5", "--replay-max-messages", "6", "--replay-max-bytes", "7",
-             "--max-outbound-bytes", "8", "--keepalive", "9", "--idle-timeout", "10", "--config", "hubs.toml",
+    given = ["--log-level", "debug", "--log-format", "json", "--recovery-window", "5", "--replay-max-messages", "6",
+             "--replay-max-bytes", "7", "--max-outbound-bytes", "8", "--keepalive", "9", "--idle-timeout", "10", "--config", "hubs.toml",
              "--public-host", "push.example"] + [part for flag, value, _ in FLAGS for part in (flag, value)]
     parent = serve_args(*given)
     worker = serve_args(*_passed_on(parent, None))
