@@ -19,7 +19,6 @@ not `prices`.
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Collection, Iterable
 
 __all__ = ["Permission", "RoleError", "grants", "check_roles", "compile_group_pattern", "MAX_PATTERN_STARS"]
@@ -72,40 +71,83 @@ def check_roles(roles: Iterable[str]) -> None:
                 compile_group_pattern(role[len(prefix):])
 
 
-def compile_group_pattern(pattern: str) -> re.Pattern[str]:
-    """The regular expression a wildcard group pattern stands for (see the module docstring)."""
+class GroupPattern:
+    """A compiled wildcard group pattern, matched as a small NFA over bit sets: time linear in the
+    group name's length whatever the pattern. (A backtracking regular expression is not: `*a*a*a*a*a`
+    against 1,024 `a`s and a `b` would hold the event loop for minutes, with a group name any client
+    may choose.)"""
+
+    __slots__ = ("_literals", "_one", "_star", "_any", "_accept")
+
+    def __init__(self, tokens: list[tuple[str, str]]):
+        self._literals: dict[str, int] = {}  # character -> the positions that expect it
+        self._one = self._star = self._any = 0  # positions of `?`, `*` and `**`
+        for position, (kind, char) in enumerate(tokens):
+            bit = 1 << position
+            if kind == "?":
+                self._one |= bit
+            elif kind == "*":
+                self._star |= bit
+            elif kind == "**":
+                self._any |= bit
+            else:
+                self._literals[char] = self._literals.get(char, 0) | bit
+        self._accept = 1 << len(tokens)
+
+    def _skip_stars(self, states: int) -> int:
+        """A star may match nothing: from its position, the next one is reached as well."""
+        stars = self._star | self._any
+        while True:
+            more = states | ((states & stars) << 1)
+            if more == states:
+                return states
+            states = more
+
+    def fullmatch(self, group: str) -> bool:
+        states = self._skip_stars(1)
+        for char in group:
+            if char == ".":  # only a literal `.` or `**` consume the separator
+                moved = ((states & self._literals.get(".", 0)) << 1) | (states & self._any)
+            else:
+                moved = (((states & (self._literals.get(char, 0) | self._one)) << 1)
+                         | (states & (self._star | self._any)))
+            if not moved:
+                return False
+            states = self._skip_stars(moved)
+        return bool(states & self._accept)
+
+
+def compile_group_pattern(pattern: str) -> GroupPattern:
+    """The matcher a wildcard group pattern stands for (see the module docstring)."""
     if not pattern:
         raise RoleError("a wildcard group role needs a pattern after its prefix")
-    parts: list[str] = []
+    tokens: list[tuple[str, str]] = []  # (kind, character): kind "" for a literal, else "?", "*" or "**"
     stars = i = 0
     while i < len(pattern):
         char = pattern[i]
         if char == "\\":
             if i + 1 == len(pattern) or pattern[i + 1] not in "\\*?":
                 raise RoleError(f"in the pattern {pattern[:100]!r}, '\\' must be followed by '\\', '*' or '?'")
-            parts.append(re.escape(pattern[i + 1]))
+            tokens.append(("", pattern[i + 1]))
             i += 2
         elif pattern.startswith("**", i):
-            parts.append(".*")
+            tokens.append(("**", ""))
             stars += 2
             i += 2
-        elif char == "*":
-            parts.append("[^.]*")
-            stars += 1
-            i += 1
-        elif char == "?":
-            parts.append("[^.]")
+        elif char in "*?":
+            tokens.append((char, ""))
+            stars += char == "*"
             i += 1
         else:
-            parts.append(re.escape(char))
+            tokens.append(("", char))
             i += 1
     if stars > MAX_PATTERN_STARS:
         raise RoleError(f"the pattern {pattern[:100]!r} holds more than {MAX_PATTERN_STARS} '*' characters")
-    return re.compile("".join(parts), re.DOTALL)
+    return GroupPattern(tokens)
 
 
 @functools.lru_cache(maxsize=4096)
-def _compiled(pattern: str) -> re.Pattern[str] | None:
+def _compiled(pattern: str) -> GroupPattern | None:
     """Compiled once per distinct pattern in the process, not per message or per connection."""
     try:
         return compile_group_pattern(pattern)
