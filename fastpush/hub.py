@@ -56,6 +56,15 @@ def frames_for(payload: Payload, source: ServerSource | GroupSource) -> Frames:
     return Frames(payload, source)
 
 
+class Census:
+    """Connections (reliable sessions waiting for their client included) in the hubs sharing it."""
+
+    __slots__ = ("connections",)
+
+    def __init__(self) -> None:
+        self.connections = 0
+
+
 class Hub:
     """The public methods (send_*, add_*, close_*, *_exists...) act on the whole cluster: they hand
     an operation to the broker, which applies it on every node concerned (here at once, with
@@ -71,6 +80,7 @@ class Hub:
         self.slow_client_closes = 0
         self.events: HubEvents | None = None  # upstream handlers and in-process callbacks, if any
         self.anonymous_allowed = False
+        self.census = Census()  # the Node gives all its hubs one, so its total costs nothing to read
 
     # --- cluster-wide operations ------------------------------------------------------------
     def send_to_all(self, payload: Payload, excluded: Iterable[str] | None = None, filter: str | None = None):
@@ -157,6 +167,7 @@ class Hub:
     def add_connection(self, conn: Connection, groups: Iterable[str] = ()) -> None:
         """Register a connection; it joins the token's groups and the groups its user was added to."""
         self.tables.add(conn)
+        self.census.connections += 1
         self.broker.connection_added(self, conn)
         for group in groups:
             self.join(conn, group)
@@ -168,6 +179,7 @@ class Hub:
         groups = tuple(conn.groups)
         if not self.tables.remove(conn):
             return False
+        self.census.connections -= 1
         for group in groups:
             self.broker.group_left(self, conn, group)
         self.broker.connection_removed(self, conn)

@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from .broker.base import Broker
 from .broker.memory import MemoryBroker
-from .hub import Hub
+from .hub import Census, Hub
 
 __all__ = ["Node"]
 
@@ -28,6 +28,7 @@ class Node:
         self._unregistered: weakref.WeakValueDictionary[str, Hub] = weakref.WeakValueDictionary()
         self.broker = broker if broker is not None else MemoryBroker()
         self._configure = configure  # applies hub settings (event handlers, policies) to a new hub
+        self._census = Census()
 
     def hub(self, name: str) -> Hub:
         """The hub, registered (made on first use): for authenticated clients and the embedding API."""
@@ -82,11 +83,13 @@ class Node:
 
     @property
     def connection_count(self) -> int:
-        return sum(h.connection_count for h in self._hubs.values())
+        """Every hub's connections, registered or not: read on each upgrade, so kept as one count."""
+        return self._census.connections
 
     def _new(self, name: str) -> Hub:
         hub = Hub(name, self.broker)
         if self._configure is not None:
             self._configure(hub)
         hub.on_empty = self.settle
+        hub.census = self._census
         return hub

@@ -11,7 +11,8 @@ import websockets
 from tests.security.conftest import assert_still_serving
 
 
-async def test_a_refusal_reason_cannot_forge_log_lines(server, hub_name, caplog):
+async def test_a_refusal_reason_cannot_forge_log_lines(make_server, hub_name, caplog):
+    server = make_server()  # its own refusal log: the shared server's may be at its rate limit
     forged = "https://x/\n2026-12-01 00:00:00 ERROR fastpush: forged line\r\n"
     token = jwt.encode({"aud": forged, "exp": 4102444800}, server.access_key.encode())
     url = "ws" + server.endpoint[4:] + f"/client/hubs/{hub_name}?access_token={token}"
