@@ -8,6 +8,7 @@ trigger as the peers in benches/peers/, so the benchmark compares fan-out withou
 from __future__ import annotations
 
 import argparse
+import asyncio
 
 import uvloop
 
@@ -23,7 +24,8 @@ async def serve(access_key: str, hub_name: str) -> None:
     async with fastpush.Server(port=0, access_key=access_key, max_connections_per_ip=BENCH_CONNECTIONS_PER_IP) as server:
         print(server.connection_string, flush=True)
         hub = server.hub(hub_name)
-        await broadcast_stdin_lines(lambda line: hub.send_to_all(line.decode(), content_type="text/plain"))
+        loop = asyncio.get_running_loop()
+        await broadcast_stdin_lines(lambda line: loop.create_task(hub.send_to_all(line.decode(), content_type="text/plain")))
 
 
 def main() -> None:

@@ -25,8 +25,8 @@ async def main(seconds: float) -> None:
         deadline = loop.time() + seconds
         while loop.time() < deadline:
             price = round(price * (1 + random.uniform(-0.001, 0.001)), 2)
-            delivered = prices.send_to_group("prices", {"symbol": "ACME", "price": price})
-            print(f"ACME {price:.2f} -> {delivered} subscriber(s)", end="\r")
+            await prices.send_to_group("prices", {"symbol": "ACME", "price": price})
+            print(f"ACME {price:.2f}", end="\r")
             await asyncio.sleep(0.5)
     print("\nstopped cleanly")
 

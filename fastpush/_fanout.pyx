@@ -225,6 +225,11 @@ cdef class Connection(WSListener):
         """Called when more than max_outbound bytes wait for a paused socket (already dropped);
         subclasses close the connection."""
 
+    def close(self, int code, str reason, bint notify=False):
+        """End the connection with a close frame (`notify`: tell the client why first, where its
+        subprotocol can); how depends on the kind of client, so subclasses define it."""
+        raise NotImplementedError
+
     def pause(self):
         """The socket's buffer passed its high-water mark: hold frames from now on."""
         self.paused = True

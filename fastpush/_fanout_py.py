@@ -169,6 +169,10 @@ class Connection(WSListener):
     def on_outbound_overflow(self) -> None:
         """Subclasses close the connection."""
 
+    def close(self, code: int, reason: str, notify: bool = False) -> None:
+        """End the connection with a close frame; subclasses define how."""
+        raise NotImplementedError
+
     def pause(self) -> None:
         self.paused = True
 

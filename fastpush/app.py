@@ -25,10 +25,10 @@ from .handshake import Accept, Reject, decide_upgrade, variant_of
 from .http.front_door import ConnectionLimits, FrontDoor, Handoff, default_max_connections
 from .http.messages import Request, Response, error_response
 from .http.rest import MAX_BODY_BYTES, RestApi
-from .hub import close
 from .hub import Hub
 from .logs import RateLimitedLog, one_line
 from .node import Node
+from .outcome import resolve
 from .protocol.close_codes import CloseCode
 from .permissions import RoleError, check_roles
 from .protocol.names import group_error, is_valid_group, is_valid_user, user_error
@@ -80,7 +80,7 @@ class Server:
         self._upstream_client: HttpClient | None = None
         self.reuse_port = reuse_port
         broker = RedisBroker(redis_url) if redis_url else MemoryBroker()
-        self.node = Node(self._configure_hub, broker)
+        self.node = Node(broker, configure=self._configure_hub, hand_over=_hand_over)
         self.rest = RestApi(self.node, self.keyring, lambda: self.endpoint)
         self.front_doors: set[FrontDoor] = set()
         self._server: asyncio.AbstractServer | None = None
@@ -95,7 +95,7 @@ class Server:
     async def start(self) -> "Server":
         loop = asyncio.get_running_loop()
         secure = self.ssl_context is not None
-        await self.node.broker.start(self.node)
+        await self.node.start()
         self.connection_limits = ConnectionLimits(self._connection_cap(), self.max_connections_per_ip)
         self._server = await loop.create_server(lambda: FrontDoor(self, secure), self.host, self.port,
                                                 ssl=self.ssl_context, reuse_address=True, backlog=4096,
@@ -113,9 +113,9 @@ class Server:
         self._server.close()
         for task in self._tasks:
             task.cancel()
-        conns = [c for hub in self.node.hubs() for c in hub.tables.connections.values()]
+        conns = [c for hub in self.node.hubs() for c in hub.connections]
         for conn in conns:
-            close(conn, CloseCode.GOING_AWAY, "The server is shutting down.")
+            conn.close(CloseCode.GOING_AWAY, "The server is shutting down.")
         deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
         while self.node.connection_count and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
@@ -127,7 +127,7 @@ class Server:
                 await hub.events.drain(SHUTDOWN_GRACE_SECONDS)
         if self._upstream_client is not None:
             await self._upstream_client.close()
-        await self.node.broker.stop()
+        await self.node.stop()
         for door in list(self.front_doors):
             door.close_idle()
         await asyncio.sleep(0)
@@ -154,7 +154,7 @@ class Server:
 
     def hub(self, name: str) -> HubApi:
         """The embedding API for one hub: the Python server SDK's methods, without HTTP."""
-        return HubApi(self.node.hub(name))
+        return HubApi(self.node, self.node.hub(name))
 
     def client_access_url(self, hub: str, *, user_id: str | None = None, roles: tuple[str, ...] = (),
                           groups: tuple[str, ...] = (), minutes_to_expire: int = 60) -> str:
@@ -169,7 +169,7 @@ class Server:
             await asyncio.sleep(self.keepalive_seconds)
             now = time.monotonic()
             for hub in self.node.hubs():
-                for conn in tuple(hub.tables.connections.values()):
+                for conn in tuple(hub.connections):
                     transport = conn.transport
                     if transport is None or transport.is_disconnected:
                         continue
@@ -225,14 +225,14 @@ class Server:
         connection_id = _new_connection_id()
         if hub.events is not None and hub.events.wants_connect:
             return self._registered(hub, self._admit(hub, decision, connection_id, request))
-        prepared = hub.broker.prepare_connection(hub, decision.claims.user_id, decision.claims.groups)
-        if prepared is not None:
+        prepared = self.node.broker.prepare_connection(hub.name, decision.claims.user_id, decision.claims.groups)
+        if isinstance(prepared, Awaitable):  # a cluster broker: subscriptions first
             return self._registered(hub, self._admit(hub, decision, connection_id, request, prepared))
         self.node.hub(hub.name)  # registers `hub` itself: the client joins it as picows takes the socket
-        return Handoff(ClientConnection(hub, decision, connection_id, self.settings), decision.subprotocol)
+        return Handoff(ClientConnection(self.node, hub, decision, connection_id, self.settings), decision.subprotocol)
 
     async def _admit(self, hub: Hub, decision: Accept, connection_id: str, request: Request,
-                     prepared=None) -> Handoff | Response:
+                     prepared: Awaitable[tuple[str, ...]] | None = None) -> Handoff | Response:
         """The asynchronous part of an upgrade: the blocking `connect` event (which may refuse, or
         set userId, groups, roles, subprotocol), then the broker's preparation for the client."""
         ctx = None
@@ -241,27 +241,25 @@ class Server:
             refused = await self._ask_connect(hub, decision, ctx, request)
             if refused is not None:
                 return refused
-            prepared = hub.broker.prepare_connection(hub, decision.claims.user_id, decision.claims.groups)
-        if prepared is not None:
-            try:
-                user_groups = await prepared
-            except BrokerUnavailable as exc:
-                return self._refused(decision, 503, "ServiceUnavailable", str(exc))
-            decision.claims.groups = (*decision.claims.groups, *user_groups)
-        return Handoff(ClientConnection(hub, decision, connection_id, self.settings, ctx), decision.subprotocol)
+        try:
+            user_groups = await resolve(prepared if prepared is not None else self.node.broker.prepare_connection(
+                hub.name, decision.claims.user_id, decision.claims.groups))
+        except BrokerUnavailable as exc:
+            return self._refused(decision, 503, "ServiceUnavailable", str(exc))
+        decision.claims.groups = (*decision.claims.groups, *user_groups)
+        conn = ClientConnection(self.node, hub, decision, connection_id, self.settings, ctx)
+        return Handoff(conn, decision.subprotocol)
 
-    async def _recover_elsewhere(self, hub: Hub, decision: Accept, taken) -> Handoff | Response:
+    async def _recover_elsewhere(self, hub: Hub, decision: Accept, taken: Awaitable[bytes | None]) -> Handoff | Response:
         """The session is on another node: take it over, subscribed before the client resumes."""
         try:
             state = await taken
             if state is None:
                 return self._refused_recovery(decision, "The session to recover was not found, or its token "
                                                         "did not match.")
-            conn = ClientConnection.adopt(hub, self.settings, state)
+            conn = ClientConnection.adopt(self.node, hub, self.settings, state)
             conn.address = decision.address
-            prepared = hub.broker.prepare_connection(hub, conn.user_id, conn.groups_to_join)
-            if prepared is not None:
-                await prepared
+            await resolve(self.node.broker.prepare_connection(hub.name, conn.user_id, conn.groups_to_join))
         except BrokerUnavailable as exc:
             return self._refused(decision, 503, "ServiceUnavailable", str(exc))
         return Handoff(conn, decision.subprotocol)
@@ -296,7 +294,6 @@ class Server:
         settings = next((s for name, s in self.config.hubs.items() if name.lower() == hub.name.lower()), None)
         if settings is None:
             return
-        hub.anonymous_allowed = settings.anonymous_connect_policy.lower() == "allow"
         if settings.event_handlers and hub.events is None:
             hub.events = HubEvents()
         for handler in settings.event_handlers:
@@ -335,8 +332,9 @@ class Server:
                 return Handoff(conn, decision.subprotocol)
             return self._refused_recovery(decision, refusal)
         hub = hub or self.node.lookup(decision.hub)
-        taken = hub.broker.take_session(hub, decision.recovery_of, decision.recovery_token, decision.subprotocol)
-        if taken is not None:
+        taken = self.node.broker.take_session(hub.name, decision.recovery_of, decision.recovery_token,
+                                              decision.subprotocol)
+        if isinstance(taken, Awaitable):  # a cluster broker: another node may hold it
             return self._registered(hub, self._recover_elsewhere(hub, decision, taken))
         return self._refused_recovery(decision, "The session to recover was not found.")
 
@@ -416,6 +414,12 @@ def client_access_url(keyring: KeyRing, endpoint: str, hub: str, *, user_id: str
     token = keyring.issue_client(endpoint, hub, user_id=user_id, roles=roles, groups=groups,
                                  minutes_to_expire=minutes_to_expire)
     return "ws" + endpoint[4:] + f"/client/hubs/{hub}?access_token={token}"
+
+
+def _hand_over(hub: Hub, connection_id: str, token: str | None, subprotocol: str | None) -> bytes | None:
+    """A reliable session this node holds, given up to the node its client recovered onto."""
+    conn = hub.connection(connection_id)
+    return conn.hand_over(token, subprotocol) if isinstance(conn, ClientConnection) else None
 
 
 def _new_connection_id() -> str:

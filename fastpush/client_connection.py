@@ -5,29 +5,30 @@ from __future__ import annotations
 import asyncio
 import collections
 import hmac
-import inspect
 import logging
 import secrets
 import time
-
-import msgspec
 from dataclasses import dataclass
 
-from picows import WSFrame, WSMsgType, WSTransport
+import msgspec
+from picows import WSCloseCode, WSFrame, WSMsgType, WSTransport
 
-from . import _fanout
-from ._fanout import Connection, fanout, trim_transport
-from .broker.errors import BrokerUnavailable
-from .events.model import EventContext, EventFailed
+from . import _fanout, ops
+from ._fanout import Connection, Frames, fanout, trim_transport
 from .auth.tokens import ClientClaims
+from .broker.errors import BrokerUnavailable
+from .events.dispatcher import HubEvents
+from .events.model import EventContext, EventFailed
 from .handshake import Accept
-from .hub import Hub, allowed, close, frames_for
-from .permissions import Permission
+from .hub import SERVER_SOURCE, Hub
+from .node import Node
+from .outcome import Outcome, finish
+from .permissions import Permission, grants
 from .protocol.close_codes import CloseCode
-from .protocol.codecs import codec_for
+from .protocol.codecs import Codec, codec_for
 from .protocol.json_protocol import (
     Ignored, InvalidRequest, Invoke, JoinGroup, LeaveGroup, Ping, ProtocolViolation, SendEvent,
-    GroupSource, SendToGroup, SequenceAck, ServerSource, encode_invoke_error,
+    GroupSource, SendToGroup, SequenceAck, encode_invoke_error,
 )
 from .protocol.names import event_error, group_error, is_valid_event, is_valid_group
 from .protocol.payload import DataType, Payload
@@ -40,7 +41,7 @@ ACK_REPEAT_SECONDS = 0.005
 # slow client's backlog can be dropped ahead of its close frame (the transport's cannot).
 SOCKET_HIGH_WATER_BYTES = 64 * 1024
 MAX_EVENTS_IN_FLIGHT = 64  # user events of one connection waiting for the upstream, before reading pauses
-_SERVER = ServerSource()
+CLOSE_TIMEOUT_SECONDS = 2.0  # how long a close frame waits for the client's answer
 
 
 @dataclass(slots=True)
@@ -84,14 +85,15 @@ _decode_state = msgspec.msgpack.Decoder(SessionState).decode
 class ClientConnection(Connection):
     """Everything the fan-out loop reads lives in the compiled base; this adds frame handling."""
 
-    __slots__ = ("_hub", "_settings", "_codec", "_token_groups", "_raw_group", "_raw_no_echo", "_fragments",
+    __slots__ = ("_node", "_hub", "_settings", "_codec", "_token_groups", "_raw_group", "_raw_no_echo", "_fragments",
                  "_fragment_type", "_fragment_bytes", "reconnection_token", "_expiry", "_ack_ids", "_event_ctx", "_event_tail", "_events_in_flight",
                  "_adopted", "_previous_token", "_repeat_acks", "address", "close_code", "messages_in", "bytes_in",
                  "_connected_at")
 
-    def __init__(self, hub: Hub, accept: Accept, connection_id: str, settings: ConnectionSettings,
+    def __init__(self, node: Node, hub: Hub, accept: Accept, connection_id: str, settings: ConnectionSettings,
                  event_ctx: EventContext | None = None):
         super().__init__(connection_id, accept.claims.user_id, hub.name, accept.subprotocol, accept.variant)
+        self._node = node
         self._hub = hub
         self._settings = settings
         self.replay_max_messages = settings.replay_max_messages
@@ -109,7 +111,7 @@ class ClientConnection(Connection):
         self._expiry: asyncio.TimerHandle | None = None
         self._ack_ids: dict[int, None] | None = None  # made on the first ackId
         self._event_ctx = event_ctx  # made on first use when the connect event did not make it
-        self._event_tail: asyncio.Task | None = None  # the last user event in flight, to keep their order
+        self._event_tail: asyncio.Task[None] | None = None  # the last user event in flight, to keep their order
         self._events_in_flight = 0
         self._adopted = False  # a session handed over by another node, resumed by on_ws_connected
         self._previous_token: str | None = None
@@ -162,17 +164,18 @@ class ClientConnection(Connection):
         return _encode_state(state)
 
     @classmethod
-    def adopt(cls, hub: Hub, settings: ConnectionSettings, data: bytes) -> "ClientConnection":
+    def adopt(cls, node: Node, hub: Hub, settings: ConnectionSettings, data: bytes) -> ClientConnection:
         """The session another node handed over, to be resumed when its client's socket arrives."""
         state = _decode_state(data)
         claims = ClientClaims(state.user_id, tuple(state.roles), tuple(state.groups))
-        conn = cls(hub, Accept(hub.name, state.subprotocol, state.variant, claims), state.connection_id, settings)
+        accept = Accept(hub.name, state.subprotocol, state.variant, claims)
+        conn = cls(node, hub, accept, state.connection_id, settings)
         conn.sequence_id = state.sequence_id
         conn.acked_sequence_id = state.acked_sequence_id
         conn.replay = collections.deque()
         for entry in state.replay:
-            source = GroupSource(entry.group, entry.from_user_id) if entry.group is not None else _SERVER
-            frames = frames_for(entry.payload, source)
+            source = GroupSource(entry.group, entry.from_user_id) if entry.group is not None else SERVER_SOURCE
+            frames = Frames(entry.payload, source)
             conn.replay.append(frames)
             conn.replay_bytes += frames.cost
         if state.connection_state is not None:
@@ -238,6 +241,27 @@ class ClientConnection(Connection):
             self._hub.events.disconnected(self._context(), self.close_reason or "The connection closed.")
         self._log_disconnected()
 
+    def close(self, code: int, reason: str, notify: bool = False, *, keep_session: bool = False) -> None:
+        """Close with a close frame: JSON and protobuf clients first get `system/disconnected`
+        when `notify` (REST closes). The session ends with the socket unless `keep_session`
+        (a slow reliable client recovers)."""
+        self.keep_session = keep_session and self.keep_session
+        if self.close_reason is None:
+            self.close_reason = reason
+            self.close_code = int(code)
+        transport = self.transport
+        if transport is None or transport.is_close_frame_sent or transport.is_disconnected:
+            if not self.keep_session and transport is not None and transport.is_disconnected:
+                self.end_session()
+            return
+        codec = self._codec
+        if notify and codec is not None:
+            self.send_frame(codec.opcode, codec.encode_disconnected(reason))
+        self.flush()  # what is queued for this turn goes before the close frame
+        transport.send_close(WSCloseCode(code), _clip_reason(reason))
+        # The client answers with its own close frame (see on_ws_frame); do not wait forever.
+        asyncio.get_running_loop().call_later(CLOSE_TIMEOUT_SECONDS, transport.disconnect)
+
     def _fields(self, event: str) -> dict[str, object]:
         return {"event": event, "hub": self.hub, "connection_id": self.connection_id, "user": self.user_id,
                 "subprotocol": self.subprotocol, "address": self.address}
@@ -269,8 +293,8 @@ class ClientConnection(Connection):
         fields.update(messages=len(self.replay), bytes=self.replay_bytes)
         log.warning("connection %(connection_id)s: reliable buffer full (%(messages)d messages, %(bytes)d bytes); "
                     "closing (hub %(hub)s, user %(user)s, from %(address)s)", fields, extra=fields)
-        close(self, CloseCode.POLICY_VIOLATION, "The reliable message buffer is full.")
-        if self.transport.is_disconnected:
+        self.close(CloseCode.POLICY_VIOLATION, "The reliable message buffer is full.")
+        if self.transport is None or self.transport.is_disconnected:
             self.end_session()
 
     def pause_writing(self) -> None:
@@ -294,7 +318,7 @@ class ClientConnection(Connection):
         log.warning("connection %(connection_id)s: more than %(max_outbound_bytes)d bytes queued; closing a slow "
                     "client (hub %(hub)s, user %(user)s, from %(address)s)", fields, extra=fields)
         self._hub.slow_client_closes += 1
-        close(self, CloseCode.SLOW_CLIENT, "The client is too slow to receive its messages.", keep_session=True)
+        self.close(CloseCode.SLOW_CLIENT, "The client is too slow to receive its messages.", keep_session=True)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         self.last_seen = time.monotonic()
@@ -303,16 +327,16 @@ class ClientConnection(Connection):
             if not transport.is_close_frame_sent:  # the client's own close, not its answer to ours
                 self.keep_session = False
                 if self.close_reason is None:
-                    self.close_code = int(frame.get_close_code())
+                    self.close_code = _close_code(frame)
                     self.close_reason = f"The client closed the connection ({self.close_code})."
                 self.flush()
-                transport.send_close(CloseCode.NORMAL)
+                transport.send_close(WSCloseCode.OK)
             transport.disconnect()
             return
         if msg_type == WSMsgType.PING or msg_type == WSMsgType.PONG or transport.is_close_frame_sent:
             return  # nothing a client sends after its close frame is read is acted on
         if frame.rsv1 or frame.rsv2 or frame.rsv3:
-            close(self, CloseCode.PROTOCOL_ERROR, "A reserved bit is set, but no extension was negotiated.")
+            self.close(CloseCode.PROTOCOL_ERROR, "A reserved bit is set, but no extension was negotiated.")
             return
         if msg_type == WSMsgType.CONTINUATION:
             msg_type = self._fragment_type
@@ -324,14 +348,14 @@ class ClientConnection(Connection):
         codec = self._codec
         if codec is None:
             if msg_type == WSMsgType.TEXT and not _is_utf8(data):
-                close(self, CloseCode.INVALID_PAYLOAD, "A text message that is not valid UTF-8.")
+                self.close(CloseCode.INVALID_PAYLOAD, "A text message that is not valid UTF-8.")
                 return
             self._on_raw(msg_type, data)
-        elif msg_type != codec.opcode:
+        elif msg_type.value != codec.opcode:
             kind = "Binary" if msg_type == WSMsgType.BINARY else "Text"
-            close(self, CloseCode.UNSUPPORTED_DATA, f"{kind} frames are not supported by the {self.subprotocol} subprotocol.")
+            self.close(CloseCode.UNSUPPORTED_DATA, f"{kind} frames are not supported by the {self.subprotocol} subprotocol.")
         else:
-            self._on_request(data)
+            self._on_request(codec, data)
 
     def _assemble(self, frame: WSFrame) -> bytes | None:
         """Return a whole message, joining fragmented frames; None while a message is incomplete
@@ -340,12 +364,12 @@ class ClientConnection(Connection):
         if frame.msg_type == WSMsgType.CONTINUATION:
             fragments = self._fragments
             if fragments is None:
-                close(self, CloseCode.PROTOCOL_ERROR, "A continuation frame without a first fragment.")
+                self.close(CloseCode.PROTOCOL_ERROR, "A continuation frame without a first fragment.")
                 return None
             self._fragment_bytes += frame.payload_size
             if self._fragment_bytes > limit:
                 self._fragments = None
-                close(self, CloseCode.MESSAGE_TOO_BIG, f"The message is larger than {limit} bytes.")
+                self.close(CloseCode.MESSAGE_TOO_BIG, f"The message is larger than {limit} bytes.")
                 return None
             fragments.append(frame.get_payload_as_bytes())
             if not frame.fin:
@@ -354,10 +378,10 @@ class ClientConnection(Connection):
             return b"".join(fragments)
         if self._fragments is not None:
             self._fragments = None
-            close(self, CloseCode.PROTOCOL_ERROR, "A new message began before the fragmented one ended.")
+            self.close(CloseCode.PROTOCOL_ERROR, "A new message began before the fragmented one ended.")
             return None
         if frame.payload_size > limit:
-            close(self, CloseCode.MESSAGE_TOO_BIG, f"The message is larger than {limit} bytes.")
+            self.close(CloseCode.MESSAGE_TOO_BIG, f"The message is larger than {limit} bytes.")
             return None
         if not frame.fin:
             self._fragments = [frame.get_payload_as_bytes()]
@@ -373,21 +397,22 @@ class ClientConnection(Connection):
         if group is None:
             events = self._hub.events
             if events is not None and events.handles_user_event("message"):
-                self._queue_event("message", payload, None)
+                self._queue_event(events, "message", payload, None)
             else:
-                close(self, CloseCode.INTERNAL_ERROR, "No event handler is configured for event 'message'.")
-        elif not allowed(self, Permission.SEND_TO_GROUP, group):
-            close(self, CloseCode.POLICY_VIOLATION, f"No permission to send to group '{group}'.")
+                self.close(CloseCode.INTERNAL_ERROR, "No event handler is configured for event 'message'.")
+        elif not grants(self.roles, Permission.SEND_TO_GROUP, group):
+            self.close(CloseCode.POLICY_VIOLATION, f"No permission to send to group '{group}'.")
         else:
-            excluded = (self.connection_id,) if self._raw_no_echo else None
-            self._settle(self._hub.send_to_group(group, payload, excluded, from_user_id=self.user_id), None)
+            excluded = (self.connection_id,) if self._raw_no_echo else ()
+            self._settle(self._node.submit(ops.SendToGroup(self.hub, group, payload, excluded, None, self.user_id)),
+                         None)
 
     # --- subprotocols (JSON and protobuf) -------------------------------------------------------
-    def _on_request(self, data: bytes) -> None:
+    def _on_request(self, codec: Codec, data: bytes) -> None:
         try:
-            request = self._codec.parse(data)
+            request = codec.parse(data)
         except ProtocolViolation as exc:
-            close(self, exc.code, exc.reason)
+            self.close(exc.code, exc.reason)
             return
         except InvalidRequest as exc:
             self._ack(exc.ack_id, exc.name, exc.message)
@@ -405,49 +430,50 @@ class ClientConnection(Connection):
         elif kind is JoinGroup or kind is LeaveGroup:
             self._join_or_leave(request)
         elif kind is Ping:
-            self.send_frame(self._codec.opcode, self._codec.encode_pong())
+            self.send_frame(codec.opcode, codec.encode_pong())
         elif kind is SendEvent:
             events = self._hub.events
             if not is_valid_event(request.event):
                 self._ack(ack_id, "BadRequest", event_error(request.event))
             elif events is not None and events.handles_user_event(request.event):
-                self._queue_event(request.event, request.payload, ack_id)
+                self._queue_event(events, request.event, request.payload, ack_id)
             else:  # no handler wants it: accepted and dropped, as the service does
                 self._ack(ack_id)
         elif kind is Invoke:
-            self.send_frame(WSMsgType.TEXT, encode_invoke_error(
+            self.send_frame(WSMsgType.TEXT.value, encode_invoke_error(
                 request.invocation_id, "BadRequest", "No event handler is configured for invocations."))
         elif kind is not Ignored:
             raise AssertionError(f"unhandled request {request!r}")
 
     # --- user events ----------------------------------------------------------------------------
-    def _queue_event(self, name: str, payload: Payload, ack_id: int | None) -> None:
+    def _queue_event(self, events: HubEvents, name: str, payload: Payload, ack_id: int | None) -> None:
         """Events of one connection reach the handler one at a time, in order; a slow handler
         delays only this connection's events, never anybody's pushes. Past MAX_EVENTS_IN_FLIGHT
         waiting events the socket is not read until they drain (TCP pushes back on the client)."""
         previous = self._event_tail
         self._event_tail = task = asyncio.get_running_loop().create_task(
-            self._run_event(previous, name, payload, ack_id))
-        self._hub.events.track(task)
+            self._run_event(events, previous, name, payload, ack_id))
+        events.track(task)
         self._events_in_flight += 1
         if self._events_in_flight == MAX_EVENTS_IN_FLIGHT and self.transport is not None:
             self.transport.underlying_transport.pause_reading()
         task.add_done_callback(self._event_done)
 
-    def _event_done(self, _task: asyncio.Task) -> None:
+    def _event_done(self, _task: asyncio.Task[None]) -> None:
         self._events_in_flight -= 1
         if self._events_in_flight == MAX_EVENTS_IN_FLIGHT // 2 and self.transport is not None \
                 and not self.transport.is_disconnected:
             self.transport.underlying_transport.resume_reading()
 
-    async def _run_event(self, previous: asyncio.Task | None, name: str, payload: Payload, ack_id: int | None) -> None:
+    async def _run_event(self, events: HubEvents, previous: asyncio.Task[None] | None, name: str, payload: Payload,
+                         ack_id: int | None) -> None:
         if previous is not None and not previous.done():
             await asyncio.wait((previous,))
         try:
-            reply = await self._hub.events.user_event(self._context(), name, payload)
+            reply = await events.user_event(self._context(), name, payload)
         except EventFailed:  # logged where it failed (the upstream, the dispatcher)
             if self._codec is None:
-                close(self, CloseCode.INTERNAL_ERROR, f"The event handler for '{name}' failed.")
+                self.close(CloseCode.INTERNAL_ERROR, f"The event handler for '{name}' failed.")
             else:
                 self._ack(ack_id, "InternalServerError", f"The event handler for '{name}' failed.")
             return
@@ -456,9 +482,9 @@ class ClientConnection(Connection):
         if reply is not None and reply.payload is not None and self.is_open:
             if self._codec is None:
                 opcode = WSMsgType.BINARY if reply.payload.is_binary else WSMsgType.TEXT
-                self.send_frame(opcode, reply.payload.data)
+                self.send_frame(opcode.value, reply.payload.data)
             else:
-                fanout((self,), frames_for(reply.payload, _SERVER))
+                fanout((self,), Frames(reply.payload, SERVER_SOURCE))
         self._ack(ack_id)
 
     def _seen(self, ack_id: int) -> bool:
@@ -477,12 +503,12 @@ class ClientConnection(Connection):
         group = request.group
         if not is_valid_group(group):
             self._ack(request.ack_id, "BadRequest", group_error(group))
-        elif not allowed(self, Permission.SEND_TO_GROUP, group):
+        elif not grants(self.roles, Permission.SEND_TO_GROUP, group):
             self._ack(request.ack_id, "Forbidden", f"The client does not have permission to send to group '{group}'.")
         else:
-            excluded = (self.connection_id,) if request.no_echo else None
-            self._settle(self._hub.send_to_group(group, request.payload, excluded, from_user_id=self.user_id),
-                         request.ack_id)
+            excluded = (self.connection_id,) if request.no_echo else ()
+            op = ops.SendToGroup(self.hub, group, request.payload, excluded, None, self.user_id)
+            self._settle(self._node.submit(op), request.ack_id)
 
     def _join_or_leave(self, request: JoinGroup | LeaveGroup) -> None:
         group = request.group
@@ -490,34 +516,31 @@ class ClientConnection(Connection):
         limit = self._settings.max_groups_per_connection
         if not is_valid_group(group):
             self._ack(request.ack_id, "BadRequest", group_error(group))
-        elif not allowed(self, Permission.JOIN_LEAVE_GROUP, group):
+        elif not grants(self.roles, Permission.JOIN_LEAVE_GROUP, group):
             self._ack(request.ack_id, "Forbidden", f"The client does not have permission to {verb} group '{group}'.")
         elif verb == "join" and group not in self.groups and len(self.groups) >= limit:
             self._ack(request.ack_id, "BadRequest", f"The connection is already in {limit} groups, the most allowed.")
         else:
-            change = self._hub.join(self, group) if verb == "join" else self._hub.leave(self, group)
-            self._settle(change, request.ack_id)
-
-    def _settle(self, result, ack_id: int | None) -> None:
-        """Ack now, or once a remote broker has taken the operation (an error ack if it cannot)."""
-        if not inspect.isawaitable(result):
-            self._ack(ack_id)
-            return
-
-        async def later():
-            try:
-                await result
-            except BrokerUnavailable as exc:
-                self._ack(ack_id, "InternalServerError", str(exc))
+            if verb == "join":
+                self._settle(self._hub.join(self, group), request.ack_id)
             else:
-                self._ack(ack_id)
-        asyncio.get_running_loop().create_task(later())
+                self._hub.leave(self, group)
+                self._ack(request.ack_id)
+
+    def _settle(self, outcome: Outcome[object], ack_id: int | None) -> None:
+        """Ack now, or once a remote broker has taken the operation (an error ack if it cannot)."""
+        def failed(exc: Exception) -> None:
+            if not isinstance(exc, BrokerUnavailable):
+                raise exc
+            self._ack(ack_id, "InternalServerError", str(exc))
+        finish(outcome, lambda _: self._ack(ack_id), failed)
 
     def _ack(self, ack_id: int | None, error_name: str | None = None, message: str = "") -> None:
-        if ack_id is None or not self.is_open:
+        codec = self._codec
+        if ack_id is None or codec is None or not self.is_open:
             return
-        ack = self._codec.encode_ack(ack_id, error_name, message)
-        self.send_frame(self._codec.opcode, ack)
+        ack = codec.encode_ack(ack_id, error_name, message)
+        self.send_frame(codec.opcode, ack)
         if self._repeat_acks:
             # azure-messaging-webpubsubclient 1.1 can miss an ack that arrives before its sending
             # thread waits for it, then blocks for its whole ack timeout (30 s). Sent once more a
@@ -525,8 +548,22 @@ class ClientConnection(Connection):
             asyncio.get_running_loop().call_later(ACK_REPEAT_SECONDS, self._repeat_ack, ack)
 
     def _repeat_ack(self, ack: bytes) -> None:
-        if self.is_open:
+        if self.is_open and self._codec is not None:
             self.send_frame(self._codec.opcode, ack)
+
+
+def _clip_reason(reason: str) -> bytes:
+    """A close reason must fit a control frame: at most 123 bytes of UTF-8."""
+    raw = reason.encode()
+    if len(raw) <= 123:
+        return raw
+    return raw[:123].decode(errors="ignore").encode()
+
+
+def _close_code(frame: WSFrame) -> int:
+    """The code of a client's close frame (any the client chose, not only those picows names)."""
+    code: object = frame.get_close_code()
+    return code.value if isinstance(code, WSCloseCode) else int(code)  # type: ignore[call-overload]
 
 
 def _is_utf8(data: bytes) -> bool:

@@ -1,12 +1,13 @@
 """Send and manage groups from Python, without HTTP, with the Python server SDK's method names.
 
-Each method does what the matching REST operation does (same Hub call); call them from the
-event loop's thread. With the default in-process broker they act at once and return their
-result; with a Redis broker they return an awaitable of it.
+Each method builds the operation the matching REST call builds (fastpush.ops) and hands it to the
+node. Every method is a coroutine: with the default in-process broker it completes without
+suspending (a burst of sends made without yielding stays in one loop turn and is coalesced);
+with a Redis broker it completes once the cluster has the operation. Call them from the event
+loop's thread.
 """
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterable
 
 import msgspec
@@ -14,9 +15,13 @@ import msgspec
 from .events.callbacks import CallbackHandler
 from .events.dispatcher import HubEvents
 from .events.model import Callback, HandlerRule
+from . import ops
 from .hub import Hub
+from .node import Node
+from .outcome import resolve
 from .permissions import Permission
 from .protocol.names import group_error, is_valid_group
+from .protocol.odata_filter import compile_filter
 from .protocol.payload import DataType, Payload, payload_from_rest
 
 __all__ = ["HubApi", "to_payload"]
@@ -37,11 +42,9 @@ def to_payload(message: object, content_type: str | None = None) -> Payload:
         return Payload(DataType.TEXT, message.encode())
     if media == "application/json" and not isinstance(message, (bytes, bytearray, memoryview)):
         return Payload(DataType.JSON, _json(message))
-    return payload_from_rest(media, bytes(message) if not isinstance(message, bytes) else message)
-
-
-def _listing(members: list[tuple[str, str | None]]) -> list[dict]:
-    return [{"connectionId": cid, "userId": user} for cid, user in members]
+    if not isinstance(message, (bytes, bytearray, memoryview)):
+        raise TypeError(f"a {media} message must be bytes")
+    return payload_from_rest(media, bytes(message))
 
 
 def _check_group(group: str) -> None:
@@ -49,15 +52,25 @@ def _check_group(group: str) -> None:
         raise ValueError(group_error(group))
 
 
+def _filter(filter: str | None) -> str | None:
+    """A bad filter is refused here (ValueError), not on every node."""
+    if filter is None or not filter.strip():
+        return None
+    compile_filter(filter)
+    return filter
+
+
+def _ids(ids: Iterable[str] | None) -> tuple[str, ...]:
+    return tuple(ids) if ids else ()
+
+
 class HubApi:
     """One hub, seen from the embedding program."""
 
-    def __init__(self, hub: Hub):
-        self._hub = hub
-
-    @property
-    def name(self) -> str:
-        return self._hub.name
+    def __init__(self, node: Node, hub: Hub) -> None:
+        self._node = node
+        self._hub = hub  # registered, and kept alive by this object: its event handlers live there
+        self.name = hub.name
 
     def handle_events(self, *, on_connect: Callback | None = None, on_connected: Callback | None = None,
                       on_disconnected: Callback | None = None, on_event: Callback | None = None,
@@ -74,95 +87,104 @@ class HubApi:
         rule = HandlerRule(user_events if on_event is not None else "", handler.system_events)
         self._hub.events.add(rule, handler, first=True)
 
-    def send_to_all(self, message: object, *, content_type: str | None = None,
-                    excluded: Iterable[str] | None = None, filter: str | None = None) -> int:
-        """Returns how many connections the message was written to."""
-        return self._hub.send_to_all(to_payload(message, content_type), excluded, filter)
+    # --- sends: done once the message is framed and written (or, with Redis, published) -----
+    async def send_to_all(self, message: object, *, content_type: str | None = None,
+                          excluded: Iterable[str] | None = None, filter: str | None = None) -> None:
+        op = ops.SendToAll(self.name, to_payload(message, content_type), _ids(excluded), _filter(filter))
+        await resolve(self._node.submit(op))
 
-    def send_to_group(self, group: str, message: object, *, content_type: str | None = None,
-                      excluded: Iterable[str] | None = None, filter: str | None = None) -> int:
+    async def send_to_group(self, group: str, message: object, *, content_type: str | None = None,
+                            excluded: Iterable[str] | None = None, filter: str | None = None) -> None:
         _check_group(group)
-        return self._hub.send_to_group(group, to_payload(message, content_type), excluded, filter)
+        op = ops.SendToGroup(self.name, group, to_payload(message, content_type), _ids(excluded), _filter(filter))
+        await resolve(self._node.submit(op))
 
-    def send_to_user(self, user_id: str, message: object, *, content_type: str | None = None,
-                     filter: str | None = None) -> int:
-        return self._hub.send_to_user(user_id, to_payload(message, content_type), filter)
+    async def send_to_user(self, user_id: str, message: object, *, content_type: str | None = None,
+                           filter: str | None = None) -> None:
+        op = ops.SendToUser(self.name, user_id, to_payload(message, content_type), _filter(filter))
+        await resolve(self._node.submit(op))
 
-    def send_to_connection(self, connection_id: str, message: object, *, content_type: str | None = None) -> int:
-        return self._hub.send_to_connection(connection_id, to_payload(message, content_type))
+    async def send_to_connection(self, connection_id: str, message: object, *,
+                                 content_type: str | None = None) -> None:
+        op = ops.SendToConnection(self.name, connection_id, to_payload(message, content_type))
+        await resolve(self._node.submit(op))
 
-    def add_connection_to_group(self, group: str, connection_id: str) -> bool:
+    # --- groups -------------------------------------------------------------------------------
+    async def add_connection_to_group(self, group: str, connection_id: str) -> bool:
+        """False when the connection does not exist."""
         _check_group(group)
-        return self._hub.add_connection_to_group(group, connection_id)
+        return await resolve(self._node.submit(ops.AddConnectionToGroup(self.name, connection_id, group)))
 
-    def remove_connection_from_group(self, group: str, connection_id: str) -> None:
-        return self._hub.remove_connection_from_group(group, connection_id)
+    async def remove_connection_from_group(self, group: str, connection_id: str) -> None:
+        await resolve(self._node.submit(ops.RemoveConnectionFromGroup(self.name, connection_id, group)))
 
-    def remove_connection_from_all_groups(self, connection_id: str) -> None:
-        return self._hub.remove_connection_from_all_groups(connection_id)
+    async def remove_connection_from_all_groups(self, connection_id: str) -> None:
+        await resolve(self._node.submit(ops.RemoveConnectionFromAllGroups(self.name, connection_id)))
 
-    def add_user_to_group(self, group: str, user_id: str) -> None:
+    async def add_user_to_group(self, group: str, user_id: str) -> None:
+        """The user's connections join now, and its future ones when they connect."""
         _check_group(group)
-        return self._hub.add_user_to_group(group, user_id)
+        await resolve(self._node.submit(ops.AddUserToGroup(self.name, user_id, group)))
 
-    def remove_user_from_group(self, group: str, user_id: str) -> None:
-        return self._hub.remove_user_from_group(group, user_id)
+    async def remove_user_from_group(self, group: str, user_id: str) -> None:
+        await resolve(self._node.submit(ops.RemoveUserFromGroup(self.name, user_id, group)))
 
-    def remove_user_from_all_groups(self, user_id: str) -> None:
-        return self._hub.remove_user_from_all_groups(user_id)
+    async def remove_user_from_all_groups(self, user_id: str) -> None:
+        await resolve(self._node.submit(ops.RemoveUserFromAllGroups(self.name, user_id)))
 
-    def add_connections_to_groups(self, groups: Iterable[str], filter: str | None = None) -> None:
-        groups = list(groups)
-        for group in groups:
+    async def add_connections_to_groups(self, groups: Iterable[str], filter: str | None = None) -> None:
+        names = tuple(groups)
+        for group in names:
             _check_group(group)
-        return self._hub.add_connections_to_groups(groups, filter)
+        await resolve(self._node.submit(ops.AddConnectionsToGroups(self.name, names, _filter(filter))))
 
-    def remove_connections_from_groups(self, groups: Iterable[str], filter: str | None = None) -> None:
-        return self._hub.remove_connections_from_groups(list(groups), filter)
+    async def remove_connections_from_groups(self, groups: Iterable[str], filter: str | None = None) -> None:
+        await resolve(self._node.submit(ops.RemoveConnectionsFromGroups(self.name, tuple(groups), _filter(filter))))
 
-    def connection_exists(self, connection_id: str) -> bool:
-        return self._hub.connection_exists(connection_id)
+    # --- questions ------------------------------------------------------------------------------
+    async def connection_exists(self, connection_id: str) -> bool:
+        return await resolve(self._node.ask(ops.ConnectionExists(self.name, connection_id)))
 
-    def group_exists(self, group: str) -> bool:
-        return self._hub.group_exists(group)
+    async def group_exists(self, group: str) -> bool:
+        return await resolve(self._node.ask(ops.GroupExists(self.name, group)))
 
-    def user_exists(self, user_id: str) -> bool:
-        return self._hub.user_exists(user_id)
+    async def user_exists(self, user_id: str) -> bool:
+        return await resolve(self._node.ask(ops.UserExists(self.name, user_id)))
 
-    def list_connections(self, group: str):
-        """[{connectionId, userId}] of a group's members (an awaitable of it with a remote broker)."""
-        members = self._hub.group_members(group)
-        if inspect.isawaitable(members):
-            async def later():
-                return _listing(await members)
-            return later()
-        return _listing(members)
+    async def list_connections(self, group: str) -> list[dict[str, str | None]]:
+        """[{connectionId, userId}] of a group's members, sorted by connection id."""
+        members = await resolve(self._node.ask(ops.GroupMembers(self.name, group)))
+        return [{"connectionId": cid, "userId": user} for cid, user in members]
 
-    def close_connection(self, connection_id: str, *, reason: str | None = None) -> None:
-        return self._hub.close_connection(connection_id, reason)
+    # --- closing --------------------------------------------------------------------------------
+    async def close_connection(self, connection_id: str, *, reason: str | None = None) -> None:
+        await resolve(self._node.submit(ops.CloseConnection(self.name, connection_id, reason)))
 
-    def close_all_connections(self, *, excluded: Iterable[str] | None = None, reason: str | None = None) -> None:
-        return self._hub.close_all(excluded, reason)
+    async def close_all_connections(self, *, excluded: Iterable[str] | None = None,
+                                    reason: str | None = None) -> None:
+        await resolve(self._node.submit(ops.CloseAll(self.name, _ids(excluded), reason)))
 
-    def close_group_connections(self, group: str, *, excluded: Iterable[str] | None = None,
-                                reason: str | None = None) -> None:
-        return self._hub.close_group(group, excluded, reason)
+    async def close_group_connections(self, group: str, *, excluded: Iterable[str] | None = None,
+                                      reason: str | None = None) -> None:
+        await resolve(self._node.submit(ops.CloseGroup(self.name, group, _ids(excluded), reason)))
 
-    def close_user_connections(self, user_id: str, *, excluded: Iterable[str] | None = None,
-                               reason: str | None = None) -> None:
-        return self._hub.close_user(user_id, excluded, reason)
+    async def close_user_connections(self, user_id: str, *, excluded: Iterable[str] | None = None,
+                                     reason: str | None = None) -> None:
+        await resolve(self._node.submit(ops.CloseUser(self.name, user_id, _ids(excluded), reason)))
 
-    def grant_permission(self, permission: str, connection_id: str, *, target_name: str | None = None) -> bool:
+    # --- permissions ----------------------------------------------------------------------------
+    async def grant_permission(self, permission: str, connection_id: str, *, target_name: str | None = None) -> bool:
+        """False when the connection does not exist."""
         _check_permission(permission)
-        return self._hub.grant_permission(permission, connection_id, target_name)
+        return await resolve(self._node.submit(ops.GrantPermission(self.name, connection_id, permission, target_name)))
 
-    def revoke_permission(self, permission: str, connection_id: str, *, target_name: str | None = None) -> None:
+    async def revoke_permission(self, permission: str, connection_id: str, *, target_name: str | None = None) -> None:
         _check_permission(permission)
-        return self._hub.revoke_permission(permission, connection_id, target_name)
+        await resolve(self._node.submit(ops.RevokePermission(self.name, connection_id, permission, target_name)))
 
-    def has_permission(self, permission: str, connection_id: str, *, target_name: str | None = None) -> bool:
+    async def has_permission(self, permission: str, connection_id: str, *, target_name: str | None = None) -> bool:
         _check_permission(permission)
-        return self._hub.has_permission(permission, connection_id, target_name)
+        return await resolve(self._node.ask(ops.HasPermission(self.name, permission, connection_id, target_name)))
 
 
 def _check_permission(permission: str) -> None:

@@ -1,35 +1,88 @@
-"""The hubs of one fastpush process, named case-insensitively.
+"""One fastpush process: its hubs (named case-insensitively) and the broker that joins it to a cluster.
+
+Everything that acts on hubs goes through here: `submit` an operation or `ask` a question
+(fastpush.ops), and the broker applies it on every node concerned (this one at once with
+MemoryBroker), calling back `apply` / `answer` on each. The Node is the broker's handler
+(fastpush.broker.base.BrokerHandler); the hubs never see the broker except as the `Registry`
+they report their own connections to.
 
 A hub is registered (listed by `hubs()`, walked by the heartbeat and at shutdown) while it holds
 something (see Hub.is_empty). An empty hub is dropped, so names a client or caller merely
-mentioned cost nothing: only an authenticated client, an embedding program or a state-changing
-REST call registers one. A dropped hub that something still holds (an upgrade waiting for its
-connect event, an embedding HubApi) stays findable until it is freed, so there is never more than
-one live Hub object for a name.
+mentioned cost nothing: only an authenticated client, an embedding program or an operation that
+leaves a record (a user added to a group) registers one. A dropped hub that something still
+holds (an upgrade waiting for its connect event, an embedding HubApi) stays findable until it is
+freed, so there is never more than one live Hub object for a name.
 """
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TypeVar
 
-from .broker.base import Broker
+from .broker.base import Broker, LocalHub
 from .broker.memory import MemoryBroker
 from .hub import Census, Hub
+from .ops import Op, Operation, Query, Question
+from .outcome import Outcome
 
-__all__ = ["Node"]
+__all__ = ["Node", "HandOver"]
 
-T = TypeVar("T")
+R = TypeVar("R")
+# Gives up a reliable session held by `hub` to another node: (hub, connection id, token, subprotocol) -> its state.
+HandOver = Callable[[Hub, str, str | None, str | None], bytes | None]
 
 
 class Node:
-    def __init__(self, configure: Callable[[Hub], None] | None = None, broker: Broker | None = None) -> None:
+    def __init__(self, broker: Broker | None = None, *, configure: Callable[[Hub], None] | None = None,
+                 hand_over: HandOver | None = None) -> None:
         self._hubs: dict[str, Hub] = {}
         self._unregistered: weakref.WeakValueDictionary[str, Hub] = weakref.WeakValueDictionary()
-        self.broker = broker if broker is not None else MemoryBroker()
+        self.broker: Broker = broker if broker is not None else MemoryBroker()
         self._configure = configure  # applies hub settings (event handlers, policies) to a new hub
+        self._hand_over = hand_over
         self._census = Census()
 
+    async def start(self) -> None:
+        await self.broker.start(self)
+
+    async def stop(self) -> None:
+        await self.broker.stop()
+
+    # --- acting on the cluster --------------------------------------------------------------
+    def submit(self, op: Operation[R]) -> Outcome[R]:
+        """Apply `op` wherever it concerns connections (see fastpush.ops for what it returns)."""
+        return self.broker.publish(op)
+
+    def ask(self, question: Question[R]) -> Outcome[R]:
+        return self.broker.ask(question)
+
+    # --- the broker's handler ---------------------------------------------------------------
+    def apply(self, op: Op) -> object:
+        """An operation for this node's connections. It registers no hub unless it leaves
+        something in it (a user->group record), and drops one it emptied."""
+        hub = self.lookup(op.hub)
+        try:
+            return hub.apply(op)
+        finally:
+            self.settle(hub)
+
+    def answer(self, question: Query) -> object:
+        hub = self.find(question.hub)
+        if hub is None:
+            return Hub(question.hub, self.broker).answer(question)  # what a hub with nothing answers
+        return hub.answer(question)
+
+    def hand_over(self, hub: str, connection_id: str, token: str | None, subprotocol: str | None) -> bytes | None:
+        found = self.find(hub)
+        if found is None or self._hand_over is None:
+            return None
+        return self._hand_over(found, connection_id, token, subprotocol)
+
+    def local_hubs(self) -> Iterable[LocalHub]:
+        for hub in self.hubs():
+            yield LocalHub(hub.name, tuple(hub.connections), hub.user_groups)
+
+    # --- hubs -------------------------------------------------------------------------------
     def hub(self, name: str) -> Hub:
         """The hub, registered (made on first use): for authenticated clients and the embedding API."""
         key = name.lower()
@@ -45,21 +98,11 @@ class Node:
         return self._hubs.get(key) or self._unregistered.get(key)
 
     def lookup(self, name: str) -> Hub:
-        """The live hub, or a new unregistered one that is freed when its caller lets go of it:
-        a call about a hub this node has nothing of may still act cluster-wide (a remote broker)."""
+        """The live hub, or a new unregistered one that is freed when its caller lets go of it."""
         hub = self.find(name)
         if hub is None:
             hub = self._unregistered[name.lower()] = self._new(name)
         return hub
-
-    def call(self, name: str, act: Callable[[Hub], T]) -> T:
-        """`act` on the hub (see lookup), which is registered afterwards if the call left something
-        in it (a user->group record) and dropped if it emptied it."""
-        hub = self.lookup(name)
-        try:
-            return act(hub)
-        finally:
-            self.settle(hub)
 
     def settle(self, hub: Hub) -> None:
         """Register a hub that holds something; drop one that holds nothing."""
@@ -73,8 +116,7 @@ class Node:
             self._hubs[key] = hub
 
     def drop_empty_hubs(self) -> None:
-        """Catch-all for hubs emptied without a connection leaving (an operation applied from the
-        cluster), and for held hubs a connection joined while they were unregistered."""
+        """Catch-all for held hubs a connection joined while they were unregistered."""
         for hub in [*self._hubs.values(), *self._unregistered.values()]:
             self.settle(hub)
 
@@ -87,9 +129,8 @@ class Node:
         return self._census.connections
 
     def _new(self, name: str) -> Hub:
-        hub = Hub(name, self.broker)
+        hub = Hub(name, self.broker, self._census)
         if self._configure is not None:
             self._configure(hub)
         hub.on_empty = self.settle
-        hub.census = self._census
         return hub

@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Collection, Iterable
 
-__all__ = ["Permission", "RoleError", "grants", "check_roles", "compile_group_pattern", "MAX_PATTERN_STARS"]
+__all__ = ["Permission", "RoleError", "grants", "with_role", "without_role", "check_roles", "compile_group_pattern", "MAX_PATTERN_STARS"]
 
 MAX_PATTERN_STARS = 5
 
@@ -61,6 +61,20 @@ def grants(roles: Collection[str], permission: str, group: str | None) -> bool:
             if pattern is not None and pattern.fullmatch(group):
                 return True
     return False
+
+
+def with_role(roles: Collection[str], permission: str, target: str | None) -> set[str]:
+    """`roles` plus the role granting `permission` for `target` (None: every group)."""
+    return {*roles, Permission.role(permission, target)}
+
+
+def without_role(roles: Collection[str], permission: str, target: str | None) -> set[str]:
+    """`roles` less `permission` for `target`; with no target, less the role for every group and
+    each per-group one (wildcard roles, `webpubsub.sendToGroups.<pattern>`, stay)."""
+    if target:
+        return set(roles) - {Permission.role(permission, target)}
+    general = Permission.role(permission)
+    return {r for r in roles if r != general and not r.startswith(general + ".")}
 
 
 def check_roles(roles: Iterable[str]) -> None:

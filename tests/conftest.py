@@ -3,6 +3,7 @@ so synchronous SDK calls in a test never block the server."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import concurrent.futures
 import shutil
 import socket
@@ -45,16 +46,12 @@ class RunningServer:
         return self.server.keyring.primary
 
     def call(self, fn, *args, **kwargs):
-        """Run `fn` on the server's loop thread (the embedding API is not thread-safe) and return its result."""
-        future: concurrent.futures.Future = concurrent.futures.Future()
-
-        def run():
-            try:
-                future.set_result(fn(*args, **kwargs))
-            except BaseException as exc:  # handed back to the test thread
-                future.set_exception(exc)
-        self.loop.call_soon_threadsafe(run)
-        return future.result(timeout=10)
+        """Run `fn` on the server's loop thread (the embedding API is not thread-safe) and return its
+        result, awaited when it is a coroutine (the embedding API's methods are)."""
+        async def run():
+            result = fn(*args, **kwargs)
+            return await result if inspect.isawaitable(result) else result
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout=10)
 
     async def acall(self, fn, *args, **kwargs):
         return await asyncio.to_thread(self.call, fn, *args, **kwargs)

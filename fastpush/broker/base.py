@@ -1,43 +1,105 @@
-"""The interface every broker implements (MemoryBroker: one process; RedisBroker: many nodes).
+"""What a broker is, and what it is told and asks in return.
 
-Operations and queries may answer at once (a value) or later (an awaitable of it); callers accept
-both, so the one-process path stays synchronous.
+The Node owns the broker. The broker moves operations to the nodes they concern and answers
+questions about the whole cluster; it hands each operation that arrives to the `BrokerHandler`
+the node registered (as centrifuge's engines call their event handler), and never reads a hub.
+A hub tells the broker's `Registry` side what changes among its own connections, as plain facts
+(which connection, which group, whether it was the first or last local member), so the cluster
+can route to this node and answer questions about it.
+
+Every call that may need the network returns an `Outcome` (see fastpush.outcome): MemoryBroker
+answers at once, RedisBroker with an awaitable.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Awaitable, Collection, Iterable, Mapping
+from typing import NotRequired, Protocol, TypedDict, TypeVar
 
-from .ops import Op
+import msgspec
 
-if TYPE_CHECKING:
-    from .._fanout import Connection
-    from ..hub import Hub
+from ..ops import Op, Operation, Query, Question
+from ..outcome import Outcome
 
-__all__ = ["Broker"]
+__all__ = ["Broker", "BrokerHandler", "BrokerHealth", "Registry", "Member", "LocalHub"]
+
+R = TypeVar("R")
 
 
-class Broker(Protocol):
+class Member(Protocol):
+    """A local connection as the cluster records it."""
+
+    @property
+    def connection_id(self) -> str: ...
+    @property
+    def user_id(self) -> str | None: ...
+    @property
+    def roles(self) -> Collection[str]: ...
+    @property
+    def groups(self) -> Collection[str]: ...
+
+
+class LocalHub(msgspec.Struct, frozen=True):
+    """One hub's part on this node, written to the cluster again after a broker reconnects."""
+
+    name: str
+    members: tuple[Member, ...]
+    user_groups: Mapping[str, Collection[str]]  # user -> groups its future connections join
+
+
+class BrokerHealth(TypedDict):
+    broker: str
+    healthy: bool
+    node: NotRequired[str]  # a cluster broker's name for this node
+    error: NotRequired[str | None]  # why it is not healthy
+
+
+class BrokerHandler(Protocol):
+    """The node, as its broker sees it."""
+
+    def apply(self, op: Op) -> object:
+        """Apply an operation to this node's connections; its result (see fastpush.ops)."""
+
+    def answer(self, question: Query) -> object:
+        """Answer a question from this node's connections alone (the one-node cluster)."""
+
+    def hand_over(self, hub: str, connection_id: str, token: str | None, subprotocol: str | None) -> bytes | None:
+        """A reliable session held here, given up to the node its client recovered onto."""
+
+    def local_hubs(self) -> Iterable[LocalHub]:
+        """Every hub with something on this node."""
+
+
+class Registry(Protocol):
+    """What a hub tells the cluster about its own connections."""
+
+    def connection_added(self, hub: str, member: Member) -> None: ...
+    def connection_removed(self, hub: str, member: Member) -> None: ...
+
+    def group_joined(self, hub: str, member: Member, group: str, first: bool) -> Awaitable[object] | None:
+        """`first`: no other local member. What to await before sends to the group reach this
+        node from everywhere (None: they already do)."""
+
+    def group_left(self, hub: str, member: Member, group: str, last: bool) -> None: ...
+    def roles_changed(self, hub: str, member: Member) -> None: ...
+
+
+class Broker(Registry, Protocol):
     name: str
 
-    async def start(self, node: Any) -> None: ...
+    async def start(self, handler: BrokerHandler) -> None: ...
     async def stop(self) -> None: ...
-    def health(self) -> dict: ...
+    def health(self) -> BrokerHealth: ...
 
-    # cluster-wide operations and the questions the REST API asks
-    def publish(self, hub: Hub, op: Op) -> Any: ...
-    def connection_exists(self, hub: Hub, connection_id: str) -> Any: ...
-    def group_exists(self, hub: Hub, group: str) -> Any: ...
-    def user_exists(self, hub: Hub, user_id: str) -> Any: ...
-    def has_permission(self, hub: Hub, permission: str, connection_id: str, target: str | None) -> Any: ...
-    def group_members(self, hub: Hub, group: str) -> Any: ...
+    def publish(self, op: Operation[R]) -> Outcome[R]:
+        """Apply `op` on every node its route names; for a confirmed one, once all have."""
 
-    # a new client, and a reliable session that recovers onto this node
-    def prepare_connection(self, hub: Hub, user_id: str | None, groups: tuple[str, ...]) -> Any: ...
-    def take_session(self, hub: Hub, connection_id: str, token: str | None, subprotocol: str | None) -> Any: ...
+    def ask(self, question: Question[R]) -> Outcome[R]:
+        """The answer for the whole cluster."""
 
-    # this node's changes that the cluster must know about
-    def connection_added(self, hub: Hub, conn: Connection) -> None: ...
-    def connection_removed(self, hub: Hub, conn: Connection) -> None: ...
-    def group_joined(self, hub: Hub, conn: Connection, group: str) -> Any: ...
-    def group_left(self, hub: Hub, conn: Connection, group: str) -> None: ...
-    def roles_changed(self, hub: Hub, conn: Connection) -> None: ...
+    def prepare_connection(self, hub: str, user_id: str | None, groups: tuple[str, ...]) -> Outcome[tuple[str, ...]]:
+        """Before a client is admitted: the groups its user was added to cluster-wide, with every
+        subscription it needs already in force, so nothing sent after it connects can miss it."""
+
+    def take_session(self, hub: str, connection_id: str, token: str | None,
+                     subprotocol: str | None) -> Outcome[bytes | None]:
+        """A reliable session another node holds (its state), or None."""

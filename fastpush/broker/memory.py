@@ -1,70 +1,66 @@
-"""The one-process broker: an operation is applied at once, and the cluster is this node."""
+"""The one-process broker: the cluster is this node, so everything happens before the call returns."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TypeVar, cast
 
-from .ops import Op
-
-if TYPE_CHECKING:
-    from .._fanout import Connection
-    from ..hub import Hub
+from ..ops import Op, Operation, Query, Question
+from .base import BrokerHandler, BrokerHealth, Member
 
 __all__ = ["MemoryBroker"]
 
+R = TypeVar("R")
+
 
 class MemoryBroker:
-    """Everything is local and synchronous: sends frame and write before they return."""
+    """Sends frame and write before they return; questions are answered from this node's tables."""
 
     name = "memory"
 
-    async def start(self, node) -> None:
-        pass
+    def __init__(self) -> None:
+        self._handler: BrokerHandler | None = None
+
+    async def start(self, handler: BrokerHandler) -> None:
+        self._handler = handler
 
     async def stop(self) -> None:
-        pass
+        self._handler = None
 
-    def health(self) -> dict:
+    def health(self) -> BrokerHealth:
         return {"broker": self.name, "healthy": True}
 
-    # --- operations and queries ---------------------------------------------------------------
-    def publish(self, hub: Hub, op: Op):
-        return hub.apply(op)
+    def _node(self) -> BrokerHandler:
+        if self._handler is None:
+            raise RuntimeError("the broker is not started")
+        return self._handler
 
-    def connection_exists(self, hub: Hub, connection_id: str) -> bool:
-        return hub.local_connection_exists(connection_id)
+    # Every Operation is a member of the Op union (every Question of Query), and the node answers
+    # with the result type its class names (fastpush.ops): both casts restate that.
+    def publish(self, op: Operation[R]) -> R:
+        return cast(R, self._node().apply(cast(Op, op)))
 
-    def group_exists(self, hub: Hub, group: str) -> bool:
-        return hub.local_group_exists(group)
+    def ask(self, question: Question[R]) -> R:
+        return cast(R, self._node().answer(cast(Query, question)))
 
-    def user_exists(self, hub: Hub, user_id: str) -> bool:
-        return hub.local_user_exists(user_id)
+    def prepare_connection(self, hub: str, user_id: str | None, groups: tuple[str, ...]) -> tuple[str, ...]:
+        """Nothing to prepare: the hub knows its users' groups itself."""
+        return ()
 
-    def has_permission(self, hub: Hub, permission: str, connection_id: str, target: str | None) -> bool:
-        return hub.local_has_permission(permission, connection_id, target)
-
-    def group_members(self, hub: Hub, group: str) -> list[tuple[str, str | None]]:
-        return hub.local_group_members(group)
-
-    def take_session(self, hub: Hub, connection_id: str, token: str | None, subprotocol: str | None) -> None:
+    def take_session(self, hub: str, connection_id: str, token: str | None, subprotocol: str | None) -> None:
         """A session is either on this node or nowhere."""
         return None
 
-    def prepare_connection(self, hub: Hub, user_id: str | None, groups: tuple[str, ...]) -> None:
-        """Nothing to prepare: the hub knows its users' groups itself."""
-        return None
-
-    # --- local changes the cluster would need to know about -----------------------------------
-    def connection_added(self, hub: Hub, conn: Connection) -> None:
+    # --- a one-node cluster has nobody to tell ---------------------------------------------------
+    def connection_added(self, hub: str, member: Member) -> None:
         pass
 
-    def connection_removed(self, hub: Hub, conn: Connection) -> None:
+    def connection_removed(self, hub: str, member: Member) -> None:
         pass
 
-    def group_joined(self, hub: Hub, conn: Connection, group: str) -> None:
+    def group_joined(self, hub: str, member: Member, group: str, first: bool) -> None:
         pass
 
-    def group_left(self, hub: Hub, conn: Connection, group: str) -> None:
+    def group_left(self, hub: str, member: Member, group: str, last: bool) -> None:
         pass
 
-    def roles_changed(self, hub: Hub, conn: Connection) -> None:
+    def roles_changed(self, hub: str, member: Member) -> None:
         pass

@@ -6,22 +6,23 @@ stays one segment; a token's audience is read the same way (fastpush.auth.tokens
 from __future__ import annotations
 
 import base64
-import inspect
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import quote
 
 import msgspec
 
 from ..auth.tokens import KeyRing, TokenError, path_segments
 from ..broker.errors import BrokerUnavailable
+from .. import ops
 from ..node import Node
-from ..hub import Hub
+from ..outcome import Outcome, then
 from ..permissions import Permission, RoleError, check_roles
 from ..protocol.names import group_error, hub_error, is_valid_group, is_valid_hub, is_valid_user, user_error
 from ..protocol.odata_filter import FilterError, compile_filter
-from ..protocol.payload import PayloadError, UnsupportedMediaType, decode_json, payload_from_rest
+from ..protocol.payload import Payload, PayloadError, UnsupportedMediaType, decode_json, payload_from_rest
 from .messages import Request, Response, empty_response, error_response, json_response
 
 __all__ = ["RestApi", "MAX_BODY_BYTES"]
@@ -46,14 +47,21 @@ class _GroupsBody(msgspec.Struct):
     filter: str | None = None
 
 
+Respond = Callable[[Any], Response]
+Answer = Outcome[Response]
+
+
 class RestApi:
-    def __init__(self, node: Node, keyring: KeyRing, public_endpoint: Callable[[], str]):
+    """Each handler checks its input, builds one operation or question (fastpush.ops), hands it
+    to the node and says how to answer with its result."""
+
+    def __init__(self, node: Node, keyring: KeyRing, public_endpoint: Callable[[], str]) -> None:
         self.node = node
         self.keyring = keyring
         self.public_endpoint = public_endpoint  # Server.endpoint: known only once the port is bound
 
-    def handle(self, request: Request) -> Response:
-        """Answer one request; never raises."""
+    def handle(self, request: Request) -> Answer:
+        """Answer one request (or an awaitable of the answer, with a cluster broker); never raises."""
         segments = path_segments(request.raw_path)
         if segments[:2] == ["api", "health"] and len(segments) == 2:
             if request.method in ("GET", "HEAD"):
@@ -74,17 +82,17 @@ class RestApi:
             self.keyring.verify_rest(auth[7:].strip(), request.raw_target, self._origins(request))
         except TokenError as exc:
             return error_response(401, "Unauthorized", str(exc))
-        hub_name = segments[2]
+        hub = segments[2]
         try:
-            if not is_valid_hub(hub_name):
-                raise BadRequest(hub_error(hub_name))
+            if not is_valid_hub(hub):
+                raise BadRequest(hub_error(hub))
             _check_api_version(request)
-            response = self.node.call(hub_name, lambda hub: handler(self, hub, request, *args))
+            answer = handler(self, hub, request, *args)
         except Exception as exc:
             return _error(request, exc)
-        if inspect.isawaitable(response):
-            return _guarded(request, response)
-        return response
+        if isinstance(answer, Awaitable):
+            return _guarded(request, answer)
+        return answer
 
     def _origins(self, request: Request) -> list[str]:
         """The origins this request addresses the server by: its Host header, the public endpoint."""
@@ -94,123 +102,119 @@ class RestApi:
             origins.append(f"{'https' if request.secure else 'http'}://{host}")
         return origins
 
+    def _submit(self, op: ops.Operation[Any], respond: Respond) -> Answer:
+        return then(self.node.submit(op), respond)
+
+    def _ask(self, question: ops.Question[Any], respond: Respond) -> Answer:
+        return then(self.node.ask(question), respond)
+
     # --- sends ----------------------------------------------------------------------------
-    def send_to_all(self, hub: Hub, request: Request) -> Response:
-        payload = _payload(request)
-        return _then(hub.send_to_all(payload, request.query.get("excluded"), _filter(request)), _ACCEPTED)
+    def send_to_all(self, hub: str, request: Request) -> Answer:
+        op = ops.SendToAll(hub, _payload(request), _excluded(request), _filter(request))
+        return self._submit(op, _ACCEPTED)
 
-    def send_to_group(self, hub: Hub, request: Request, group: str) -> Response:
+    def send_to_group(self, hub: str, request: Request, group: str) -> Answer:
         _group(group)
-        payload = _payload(request)
-        return _then(hub.send_to_group(group, payload, request.query.get("excluded"), _filter(request)), _ACCEPTED)
+        op = ops.SendToGroup(hub, group, _payload(request), _excluded(request), _filter(request))
+        return self._submit(op, _ACCEPTED)
 
-    def send_to_user(self, hub: Hub, request: Request, user: str) -> Response:
-        payload = _payload(request)
-        return _then(hub.send_to_user(user, payload, _filter(request)), _ACCEPTED)
+    def send_to_user(self, hub: str, request: Request, user: str) -> Answer:
+        return self._submit(ops.SendToUser(hub, user, _payload(request), _filter(request)), _ACCEPTED)
 
-    def send_to_connection(self, hub: Hub, request: Request, connection_id: str) -> Response:
-        payload = _payload(request)
-        return _then(hub.send_to_connection(connection_id, payload), _ACCEPTED)
+    def send_to_connection(self, hub: str, request: Request, connection_id: str) -> Answer:
+        return self._submit(ops.SendToConnection(hub, connection_id, _payload(request)), _ACCEPTED)
 
     # --- connections ----------------------------------------------------------------------
-    def connection_exists(self, hub: Hub, request: Request, connection_id: str) -> Response:
-        return _then(hub.connection_exists(connection_id), _FOUND)
+    def connection_exists(self, hub: str, request: Request, connection_id: str) -> Answer:
+        return self._ask(ops.ConnectionExists(hub, connection_id), _FOUND)
 
-    def close_connection(self, hub: Hub, request: Request, connection_id: str) -> Response:
-        return _then(hub.close_connection(connection_id, request.query_one("reason")), _DONE)
+    def close_connection(self, hub: str, request: Request, connection_id: str) -> Answer:
+        return self._submit(ops.CloseConnection(hub, connection_id, request.query_one("reason")), _DONE)
 
-    def close_all(self, hub: Hub, request: Request) -> Response:
-        return _then(hub.close_all(request.query.get("excluded"), request.query_one("reason")), _DONE)
+    def close_all(self, hub: str, request: Request) -> Answer:
+        return self._submit(ops.CloseAll(hub, _excluded(request), request.query_one("reason")), _DONE)
 
-    def close_group(self, hub: Hub, request: Request, group: str) -> Response:
+    def close_group(self, hub: str, request: Request, group: str) -> Answer:
         _group(group)
-        return _then(hub.close_group(group, request.query.get("excluded"), request.query_one("reason")), _DONE)
+        return self._submit(ops.CloseGroup(hub, group, _excluded(request), request.query_one("reason")), _DONE)
 
-    def close_user(self, hub: Hub, request: Request, user: str) -> Response:
-        return _then(hub.close_user(user, request.query.get("excluded"), request.query_one("reason")), _DONE)
+    def close_user(self, hub: str, request: Request, user: str) -> Answer:
+        return self._submit(ops.CloseUser(hub, user, _excluded(request), request.query_one("reason")), _DONE)
 
     # --- groups ---------------------------------------------------------------------------
-    def group_exists(self, hub: Hub, request: Request, group: str) -> Response:
+    def group_exists(self, hub: str, request: Request, group: str) -> Answer:
         _group(group)
-        return _then(hub.group_exists(group), _FOUND)
+        return self._ask(ops.GroupExists(hub, group), _FOUND)
 
-    def add_connection_to_group(self, hub: Hub, request: Request, group: str, connection_id: str) -> Response:
+    def add_connection_to_group(self, hub: str, request: Request, group: str, connection_id: str) -> Answer:
         _group(group)
-        return _then(hub.add_connection_to_group(group, connection_id), _added_or_missing(connection_id))
+        return self._submit(ops.AddConnectionToGroup(hub, connection_id, group), _added_or_missing(connection_id))
 
-    def remove_connection_from_group(self, hub: Hub, request: Request, group: str, connection_id: str) -> Response:
+    def remove_connection_from_group(self, hub: str, request: Request, group: str, connection_id: str) -> Answer:
         _group(group)
-        return _then(hub.remove_connection_from_group(group, connection_id), _DONE)
+        return self._submit(ops.RemoveConnectionFromGroup(hub, connection_id, group), _DONE)
 
-    def remove_connection_from_all_groups(self, hub: Hub, request: Request, connection_id: str) -> Response:
-        return _then(hub.remove_connection_from_all_groups(connection_id), _DONE)
+    def remove_connection_from_all_groups(self, hub: str, request: Request, connection_id: str) -> Answer:
+        return self._submit(ops.RemoveConnectionFromAllGroups(hub, connection_id), _DONE)
 
-    def list_group_connections(self, hub: Hub, request: Request, group: str) -> Response:
+    def list_group_connections(self, hub: str, request: Request, group: str) -> Answer:
         _group(group)
         page_size = _int_param(request, "maxpagesize", 1, _MAX_PAGE_SIZE, _MAX_PAGE_SIZE)
+        assert page_size is not None
         top = _int_param(request, "top", 1, 2**31 - 1, None)
         after = _decode_continuation(request.query_one_ci("continuationToken"))
 
-        def page_of(all_members: list[tuple[str, str | None]]) -> Response:
+        def page_of(all_members: list[ops.Member]) -> Response:
             members = [m for m in all_members if after is None or m[0] > after]
             page = members[:page_size if top is None else min(page_size, top)]
-            body: dict = {"value": [{"connectionId": cid, "userId": user} for cid, user in page]}
+            body: dict[str, object] = {"value": [{"connectionId": cid, "userId": user} for cid, user in page]}
             remaining_top = None if top is None else top - len(page)
             if len(members) > len(page) and (remaining_top is None or remaining_top > 0):
                 body["nextLink"] = _next_link(request, page[-1][0], page_size, remaining_top)
             return json_response(200, body)
-        return _then(hub.group_members(group), page_of)
+        return self._ask(ops.GroupMembers(hub, group), page_of)
 
-    def add_to_groups(self, hub: Hub, request: Request) -> Response:
-        groups, filter = self._groups_body(request)
-        return _then(hub.add_connections_to_groups(groups, filter), _OK)
+    def add_to_groups(self, hub: str, request: Request) -> Answer:
+        groups, filter = _groups_body(request)
+        return self._submit(ops.AddConnectionsToGroups(hub, groups, filter), _OK)
 
-    def remove_from_groups(self, hub: Hub, request: Request) -> Response:
-        groups, filter = self._groups_body(request)
-        return _then(hub.remove_connections_from_groups(groups, filter), _OK)
-
-    @staticmethod
-    def _groups_body(request: Request) -> tuple[list[str], str | None]:
-        try:
-            body = msgspec.convert(decode_json(request.body or b"null"), _GroupsBody)
-        except (PayloadError, msgspec.ValidationError) as exc:
-            raise BadRequest(f"Invalid JSON body: {exc}; expected {{\"groups\": [...], \"filter\": \"...\"}}.") from None
-        if not body.groups:
-            raise BadRequest("'groups' must name at least one group.")
-        for group in body.groups:
-            _group(group)
-        return body.groups, _valid_filter(body.filter)
+    def remove_from_groups(self, hub: str, request: Request) -> Answer:
+        groups, filter = _groups_body(request)
+        return self._submit(ops.RemoveConnectionsFromGroups(hub, groups, filter), _OK)
 
     # --- users ----------------------------------------------------------------------------
-    def user_exists(self, hub: Hub, request: Request, user: str) -> Response:
-        return _then(hub.user_exists(user), _FOUND)
+    def user_exists(self, hub: str, request: Request, user: str) -> Answer:
+        return self._ask(ops.UserExists(hub, user), _FOUND)
 
-    def add_user_to_group(self, hub: Hub, request: Request, user: str, group: str) -> Response:
+    def add_user_to_group(self, hub: str, request: Request, user: str, group: str) -> Answer:
         _group(group)
-        return _then(hub.add_user_to_group(group, user), _OK)
+        return self._submit(ops.AddUserToGroup(hub, user, group), _OK)
 
-    def remove_user_from_group(self, hub: Hub, request: Request, user: str, group: str) -> Response:
+    def remove_user_from_group(self, hub: str, request: Request, user: str, group: str) -> Answer:
         _group(group)
-        return _then(hub.remove_user_from_group(group, user), _DONE)
+        return self._submit(ops.RemoveUserFromGroup(hub, user, group), _DONE)
 
-    def remove_user_from_all_groups(self, hub: Hub, request: Request, user: str) -> Response:
-        return _then(hub.remove_user_from_all_groups(user), _DONE)
+    def remove_user_from_all_groups(self, hub: str, request: Request, user: str) -> Answer:
+        return self._submit(ops.RemoveUserFromAllGroups(hub, user), _DONE)
 
     # --- permissions ----------------------------------------------------------------------
-    def grant_permission(self, hub: Hub, request: Request, permission: str, connection_id: str) -> Response:
+    def grant_permission(self, hub: str, request: Request, permission: str, connection_id: str) -> Answer:
         target = _permission_target(request, permission)
-        return _then(hub.grant_permission(permission, connection_id, target), _added_or_missing(connection_id))
+        return self._submit(ops.GrantPermission(hub, connection_id, permission, target),
+                            _added_or_missing(connection_id))
 
-    def revoke_permission(self, hub: Hub, request: Request, permission: str, connection_id: str) -> Response:
-        return _then(hub.revoke_permission(permission, connection_id, _permission_target(request, permission)), _DONE)
-
-    def check_permission(self, hub: Hub, request: Request, permission: str, connection_id: str) -> Response:
+    def revoke_permission(self, hub: str, request: Request, permission: str, connection_id: str) -> Answer:
         target = _permission_target(request, permission)
-        return _then(hub.has_permission(permission, connection_id, target), _FOUND)
+        return self._submit(ops.RevokePermission(hub, connection_id, permission, target), _DONE)
+
+    def check_permission(self, hub: str, request: Request, permission: str, connection_id: str) -> Answer:
+        target = _permission_target(request, permission)
+        return self._ask(ops.HasPermission(hub, permission, connection_id, target), _FOUND)
 
     # --- tokens ---------------------------------------------------------------------------
-    def generate_token(self, hub: Hub, request: Request) -> Response:
+    def generate_token(self, hub: str, request: Request) -> Answer:
         minutes = _int_param(request, "minutesToExpire", 1, 2**31 - 1, 60)
+        assert minutes is not None
         client_type = (request.query_one("clientType") or "Default").lower()
         paths = {"default": "/client/hubs/", "mqtt": "/clients/mqtt/hubs/", "socketio": "/clients/socketio/hubs/"}
         if client_type not in paths:
@@ -228,10 +232,26 @@ class RestApi:
             raise BadRequest(user_error(user_id))  # a token with it would be refused on connect
         scheme = "https" if request.secure else "http"
         endpoint = f"{scheme}://{request.headers.get('host', 'localhost')}"
-        token = self.keyring.issue_client(endpoint, hub.name, user_id=user_id,
+        token = self.keyring.issue_client(endpoint, hub, user_id=user_id,
                                           roles=roles, groups=groups,
                                           minutes_to_expire=minutes, client_path=paths[client_type])
         return json_response(200, {"token": token})
+
+
+def _groups_body(request: Request) -> tuple[tuple[str, ...], str | None]:
+    try:
+        body = msgspec.convert(decode_json(request.body or b"null"), _GroupsBody)
+    except (PayloadError, msgspec.ValidationError) as exc:
+        raise BadRequest(f"Invalid JSON body: {exc}; expected {{\"groups\": [...], \"filter\": \"...\"}}.") from None
+    if not body.groups:
+        raise BadRequest("'groups' must name at least one group.")
+    for group in body.groups:
+        _group(group)
+    return tuple(body.groups), _valid_filter(body.filter)
+
+
+def _excluded(request: Request) -> tuple[str, ...]:
+    return tuple(request.query.get("excluded", ()))
 
 
 def _error(request: Request, exc: Exception) -> Response:
@@ -243,14 +263,14 @@ def _error(request: Request, exc: Exception) -> Response:
     return error_response(500, "InternalServerError", "The server failed to process the request.")
 
 
-async def _guarded(request: Request, pending) -> Response:
+async def _guarded(request: Request, pending: Awaitable[Response]) -> Response:
     try:
         return await pending
     except Exception as exc:
         return _error(request, exc)
 
 
-Handler = Callable[..., Response]
+Handler = Callable[..., Answer]
 _S = "*"  # one path segment captured as an argument
 _ROUTES: list[tuple[str, tuple[str, ...], Handler]] = [
     ("POST", (":send",), RestApi.send_to_all),
@@ -301,7 +321,7 @@ def _check_api_version(request: Request) -> None:
         raise BadRequest(f"Invalid api-version '{version}': expected a date such as 2024-12-01.")
 
 
-def _payload(request: Request):
+def _payload(request: Request) -> Payload:
     ttl = request.query_one("messageTtlSeconds")
     if ttl is not None and (not ttl.isdigit() or int(ttl) > 300):
         raise BadRequest(f"messageTtlSeconds must be an integer from 0 to 300, not '{ttl}'.")
@@ -328,24 +348,15 @@ def _valid_filter(text: str | None) -> str | None:
     return text
 
 
-def _then(result, respond: Callable[[object], Response]):
-    """The response for a Hub call's result, now or (for a remote broker) once it has arrived."""
-    if inspect.isawaitable(result):
-        async def later() -> Response:
-            return respond(await result)
-        return later()
-    return respond(result)
-
-
-def _ACCEPTED(_) -> Response:
+def _ACCEPTED(_: object) -> Response:
     return empty_response(202)
 
 
-def _DONE(_) -> Response:
+def _DONE(_: object) -> Response:
     return empty_response(204)
 
 
-def _OK(_) -> Response:
+def _OK(_: object) -> Response:
     return empty_response(200)
 
 

@@ -187,8 +187,10 @@ async def test_replay_limit_belongs_to_its_server(server, hub_name):
     other, thread, _ = _run_in_thread(lambda: fastpush.Server(port=0, replay_max_messages=10_000))
     try:
         client = await connect(server, hub_name, JSON_RELIABLE_V1)
-        await server.acall(lambda: [server.server.hub(hub_name).send_to_all(str(n), content_type="text/plain")
-                                    for n in range(1_100)])
+        async def burst() -> None:
+            for n in range(1_100):
+                await server.server.hub(hub_name).send_to_all(str(n), content_type="text/plain")
+        await server.acall(burst)
         assert await close_code(client) == 1008, "still open with 1,100 messages un-acked on a server limited to 1,000"
     finally:
         _stop(other, thread)

@@ -36,7 +36,7 @@ async def test_callbacks_decide_identity_answer_events_and_hear_disconnects():
                           on_event=on_event)
         client = await connect(_View(server), "app", JSON_V1, user_id="7")
         assert client.user_id == "u-7"
-        assert hub.send_to_group("lobby", "welcome", content_type="text/plain") == 1
+        await hub.send_to_group("lobby", "welcome", content_type="text/plain")
         assert (await client.recv())["data"] == "welcome"
         await client.send({"type": "event", "event": "say", "dataType": "text", "data": "hey", "ackId": 1})
         assert (await client.recv())["data"] == {"echo": "hey"}
@@ -58,7 +58,7 @@ async def test_a_raising_callback_is_an_error_ack_not_a_crash():
         client = await connect(_View(server), "app", JSON_V1)
         ack = await client.request({"type": "event", "event": "x", "dataType": "text", "data": "y"})
         assert ack["error"]["name"] == "InternalServerError"
-        server.hub("app").send_to_all("alive", content_type="text/plain")
+        await server.hub("app").send_to_all("alive", content_type="text/plain")
         assert (await client.recv())["data"] == "alive"
 
 

@@ -77,7 +77,7 @@ async def test_express_middleware_drives_the_connection(server, express_app):
     connected = await express_app.read_until(lambda l: l.get("event") == "connected")
     assert connected == {"event": "connected", "connectionId": client.connection_id, "userId": "express-user"}
 
-    server.hub(HUB).send_to_group("express-group", "group push", content_type="text/plain")
+    await server.hub(HUB).send_to_group("express-group", "group push", content_type="text/plain")
     assert (await client.recv())["data"] == "group push"  # in the group the middleware chose
     ack = await client.request({"type": "sendToGroup", "group": "express-group", "dataType": "text", "data": "mine"})
     assert ack["success"] is True  # with the role the middleware gave

@@ -45,7 +45,7 @@ async def test_protobuf_round_trip_with_json_and_raw_members(server):
     js = await connect(_View(server), "h", JSON_V1, groups=["g"])
     raw = await connect(_View(server), "h", groups=["g"])
 
-    server.hub("h").send_to_all("hello", content_type="text/plain")
+    await server.hub("h").send_to_all("hello", content_type="text/plain")
     message = (await _recv(ws)).data_message
     assert (getattr(message, "from"), message.data.text_data, message.sequence_id) == ("server", "hello", 1)
     assert (await js.recv())["data"] == "hello" and await raw.recv() == "hello"
@@ -67,7 +67,7 @@ async def test_protobuf_round_trip_with_json_and_raw_members(server):
                                "dataType": "json", "data": {"price": 1.5}}
     assert await raw.recv() == '{"price": 1.5}'
 
-    server.hub("h").send_to_group("g", b"\x00\x01")
+    await server.hub("h").send_to_group("g", b"\x00\x01")
     binary = (await _recv(ws)).data_message
     assert (binary.group, binary.data.binary_data, binary.sequence_id) == ("g", b"\x00\x01", 2)
     await js.recv(), await raw.recv()
@@ -87,7 +87,7 @@ async def test_protobuf_round_trip_with_json_and_raw_members(server):
 async def test_plain_protobuf_has_no_sequence_ids(server):
     ws, hello = await _pb_client(server, PB)
     assert hello.reconnection_token == ""
-    server.hub("h").send_to_all({"a": 1})
+    await server.hub("h").send_to_all({"a": 1})
     message = (await _recv(ws)).data_message
     assert message.data.text_data == '{"a":1}' and not message.HasField("sequence_id")
     await ws.close()
@@ -105,11 +105,11 @@ async def test_bad_frames_close(server, frame, code):
 async def test_protobuf_reliable_recovery(server):
     ws, hello = await _pb_client(server, PB_RELIABLE)
     hub = server.hub("h")
-    hub.send_to_all("one", content_type="text/plain")
+    await hub.send_to_all("one", content_type="text/plain")
     assert (await _recv(ws)).data_message.sequence_id == 1
     ws.transport.abort()
     await asyncio.sleep(0.05)
-    hub.send_to_all("two", content_type="text/plain")
+    await hub.send_to_all("two", content_type="text/plain")
     url = client_url(_View(server), "h") + (f"&awps_connection_id={hello.connection_id}"
                                              f"&awps_reconnection_token={hello.reconnection_token}")
     ws2, hello2 = await _pb_client(server, PB_RELIABLE, url=url)

@@ -48,7 +48,7 @@ async def test_recovery_resends_unacknowledged_in_order(srv):
     cid, token = hello["connectionId"], hello["reconnectionToken"]
     hub = srv.server.hub("h")
     for i in range(1, 4):
-        hub.send_to_group("g", f"m{i}", content_type="text/plain")
+        await hub.send_to_group("g", f"m{i}", content_type="text/plain")
     got = [json.loads(await ws.recv()) for _ in range(3)]
     assert [(m["sequenceId"], m["data"]) for m in got] == [(1, "m1"), (2, "m2"), (3, "m3")]
     await ws.send(json.dumps({"type": "sequenceAck", "sequenceId": 2}))
@@ -56,16 +56,16 @@ async def test_recovery_resends_unacknowledged_in_order(srv):
     assert json.loads(await ws.recv()) == {"type": "pong"}  # so the ack before it has been applied
     ws.transport.abort()  # the network drops: no close frame
     assert await eventually(lambda: _dropped(srv.server, "h", cid), 5)
-    assert hub.connection_exists(cid)  # the server saw the drop; the session waits for its client
-    hub.send_to_group("g", "m4", content_type="text/plain")  # sent while away: kept, not dropped
-    hub.send_to_connection(cid, {"direct": True})
+    assert await hub.connection_exists(cid)  # the server saw the drop; the session waits for its client
+    await hub.send_to_group("g", "m4", content_type="text/plain")  # sent while away: kept, not dropped
+    await hub.send_to_connection(cid, {"direct": True})
 
     ws2 = await websockets.connect(_recovery_url(srv, "h", cid, token), subprotocols=[JSON_RELIABLE_V1])
     hello2 = await _hello(ws2)
     assert hello2["connectionId"] == cid and hello2["reconnectionToken"] != token
     resent = [json.loads(await ws2.recv()) for _ in range(3)]
     assert [(m["sequenceId"], m["data"]) for m in resent] == [(3, "m3"), (4, "m4"), (5, {"direct": True})]
-    hub.send_to_group("g", "m6", content_type="text/plain")  # groups survive recovery
+    await hub.send_to_group("g", "m6", content_type="text/plain")  # groups survive recovery
     assert json.loads(await ws2.recv())["sequenceId"] == 6
     await ws2.close()
 
@@ -77,7 +77,7 @@ async def test_recovery_before_the_server_noticed_the_drop(srv):
     ws2 = await websockets.connect(_recovery_url(srv, "h", hello["connectionId"], hello["reconnectionToken"]),
                                    subprotocols=[JSON_RELIABLE_V1])
     assert (await _hello(ws2))["connectionId"] == hello["connectionId"]
-    srv.server.hub("h").send_to_connection(hello["connectionId"], "to the new socket", content_type="text/plain")
+    await srv.server.hub("h").send_to_connection(hello["connectionId"], "to the new socket", content_type="text/plain")
     assert json.loads(await ws2.recv())["data"] == "to the new socket"
     with pytest.raises(websockets.ConnectionClosed):
         await asyncio.wait_for(ws.recv(), 5)
@@ -96,7 +96,7 @@ async def test_unrecoverable_sessions_close_1008(srv, case):
     elif case == "closed-by-client":
         await ws.close()
     else:
-        srv.server.hub("h").close_connection(cid, reason="go away")
+        await srv.server.hub("h").close_connection(cid, reason="go away")
     if case in ("bad-token", "unknown-session"):
         ws.transport.abort()
     await asyncio.sleep(0.05)
@@ -116,7 +116,9 @@ async def test_session_expires_after_the_window():
         cid = (await _hello(ws))["connectionId"]
         ws.transport.abort()
         dropped = time.monotonic()
-        assert await eventually(lambda: not server.hub("h").connection_exists(cid), 10)
+        async def gone() -> bool:
+            return not await server.hub("h").connection_exists(cid)
+        assert await eventually(gone, 10)
         assert time.monotonic() - dropped >= window
 
 
@@ -125,7 +127,7 @@ async def test_buffer_overflow_closes_1008_and_cannot_recover(srv):
     hello = await _hello(ws)
     hub = srv.server.hub("h")
     for i in range(21):  # limit is 20 unacknowledged messages; the client never acks
-        hub.send_to_all(f"m{i}", content_type="text/plain")
+        await hub.send_to_all(f"m{i}", content_type="text/plain")
     for _ in range(20):
         await ws.recv()
     with pytest.raises(websockets.ConnectionClosed) as closed:
@@ -142,7 +144,7 @@ async def test_acknowledged_messages_free_the_buffer(srv):
     client = await _reliable(srv)
     hub = srv.server.hub("h")
     for i in range(100):  # five times the limit, acknowledged as it goes
-        hub.send_to_all(i)
+        await hub.send_to_all(i)
         message = await client.recv()
         await client.send({"type": "sequenceAck", "sequenceId": message["sequenceId"]})
         await asyncio.sleep(0)

@@ -298,7 +298,7 @@ async def test_ping_gets_pong(server, hub_name):
 async def test_vanished_client_is_forgotten(server, hub_name, bystander):
     client = await connect(server, hub_name, JSON_V1, user_id="ghost")
     client.ws.transport.abort()
-    hub = server.server.node.hub(hub_name)
+    hub = server.server.hub(hub_name)
     for _ in range(100):
         if not await server.acall(hub.user_exists, "ghost"):
             break

@@ -28,22 +28,28 @@ async def test_embedded_server_sends_and_manages_groups():
         hub = server.hub("embedded")
         client = await connect(_View(server), "embedded", JSON_V1, user_id="ann")
         raw = await connect(_View(server), "embedded")
-        assert hub.send_to_all("to all", content_type="text/plain") == 2
+        await hub.send_to_all("to all", content_type="text/plain")
         assert (await client.recv())["data"] == "to all"
         assert await raw.recv() == "to all"
-        assert hub.add_connection_to_group("g", client.connection_id)
-        assert hub.group_exists("g") and hub.user_exists("ann") and hub.connection_exists(client.connection_id)
-        assert hub.send_to_group("g", {"n": 1}) == 1
+        assert await hub.add_connection_to_group("g", client.connection_id)
+        assert not await hub.add_connection_to_group("g", "no-such-connection")
+        assert await hub.group_exists("g") and await hub.user_exists("ann")
+        assert await hub.connection_exists(client.connection_id)
+        assert not await hub.group_exists("h") and not await hub.user_exists("bob")
+        await hub.send_to_group("g", {"n": 1})
         assert (await client.recv())["data"] == {"n": 1}
-        assert hub.send_to_user("ann", b"\x01", filter="userId eq 'ann'") == 1
+        await hub.send_to_user("ann", b"\x01", filter="userId eq 'ann'")
         assert (await client.recv())["dataType"] == "binary"
-        assert hub.list_connections("g") == [{"connectionId": client.connection_id, "userId": "ann"}]
-        hub.close_connection(client.connection_id, reason="done")
+        assert await hub.list_connections("g") == [{"connectionId": client.connection_id, "userId": "ann"}]
+        assert await hub.grant_permission("sendToGroup", client.connection_id, target_name="g")
+        assert await hub.has_permission("sendToGroup", client.connection_id, target_name="g")
+        assert not await hub.has_permission("sendToGroup", client.connection_id, target_name="other")
+        await hub.close_connection(client.connection_id, reason="done")
         assert (await client.recv())["message"] == "done"
         with pytest.raises(ValueError):
-            hub.send_to_group(" ", "x")
+            await hub.send_to_group(" ", "x")
         with pytest.raises(ValueError):
-            hub.send_to_all("x", filter="userId eq")
+            await hub.send_to_all("x", filter="userId eq")
     # Stopped: the port is free again and the raw client was closed with a close frame.
     with pytest.raises(websockets.ConnectionClosedOK):
         await raw.ws.recv()
@@ -78,8 +84,8 @@ async def test_a_burst_in_one_loop_turn_arrives_whole_and_in_order():
         reliable = await connect(view, "burst", "json.reliable.webpubsub.azure.v1",
                                  roles=["webpubsub.sendToGroup"], groups=["g"])
         hub = server.hub("burst")
-        for n in range(500):  # no await in between: one loop turn
-            hub.send_to_all(str(n), content_type="text/plain")
+        for n in range(500):  # each send completes without suspending: one loop turn
+            await hub.send_to_all(str(n), content_type="text/plain")
         assert [await raw.recv() for _ in range(500)] == [str(n) for n in range(500)]
         got = [await reliable.recv() for _ in range(500)]
         assert [m["sequenceId"] for m in got] == list(range(1, 501))

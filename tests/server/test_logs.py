@@ -66,7 +66,7 @@ async def test_a_server_close_and_a_lost_connection_have_their_codes(logged_serv
     view = _View(logged_server.endpoint, ACCESS_KEY)
     closed = await connect(view, "codes", JSON_V1)
     lost = await connect(view, "codes", JSON_V1)
-    logged_server.hub("codes").close_connection(closed.connection_id, reason="done here")
+    await logged_server.hub("codes").close_connection(closed.connection_id, reason="done here")
     lost.ws.transport.abort()
     assert await eventually(lambda: events(caplog, "disconnected", connection_id=closed.connection_id)
                             and events(caplog, "disconnected", connection_id=lost.connection_id))

@@ -1,0 +1,151 @@
+"""Many nodes serving one set of hubs through a real Redis server.
+
+A node publishes each operation once; every node it concerns applies it to its own connections
+(`bus`). What callers ask about the cluster lives in Redis (`registry`). A reliable session can
+move to the node its client recovered onto (`handover`). While Redis is unreachable, local
+traffic goes on, cluster operations are refused with BrokerUnavailable (REST: 503), and the node
+reconnects with backoff, then subscribes and registers its connections again.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, TypeVar, cast
+
+from ...ops import Op, Operation, Query, Question
+from ..base import BrokerHandler, BrokerHealth, Member
+from ..resp import RedisGone
+from .bus import OperationBus
+from .handover import SessionHandover
+from .link import Link
+from .registry import ClusterRegistry
+
+__all__ = ["RedisBroker"]
+
+log = logging.getLogger("fastpush.broker")
+R = TypeVar("R")
+
+
+class RedisBroker:
+    name = "redis"
+
+    def __init__(self, url: str, *, prefix: str = "fastpush", node_ttl: float = 10.0,
+                 confirm_timeout: float = 5.0) -> None:
+        self.url = url
+        self._link = Link(url, prefix)
+        self._ttl = node_ttl
+        self._registry = ClusterRegistry(self._link, node_ttl)
+        self._bus = OperationBus(self._link, self._registry, confirm_timeout)
+        self._handover = SessionHandover(self._link, self._bus)
+        self._handler: BrokerHandler | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def node_id(self) -> str:
+        return self._link.node_id
+
+    @property
+    def healthy(self) -> bool:
+        return self._link.healthy
+
+    # --- lifecycle --------------------------------------------------------------------------
+    async def start(self, handler: BrokerHandler) -> None:
+        self._handler = self._bus.handler = self._handover.handler = handler
+        await self._connect()
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._keep_alive()), loop.create_task(self._watch())]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        if self._link.healthy:
+            try:
+                await self._registry.leave()
+            except (RedisGone, OSError):
+                pass
+        await self._link.close()
+        self._link.healthy = False
+
+    def health(self) -> BrokerHealth:
+        link = self._link
+        return {"broker": self.name, "node": link.node_id, "healthy": link.healthy, "error": link.last_error}
+
+    async def _connect(self) -> None:
+        link = self._link
+        await link.connect(self._bus.on_message)
+        await link.barrier()
+        await self._registry.announce()
+        if self._handler is not None:
+            await self._registry.register(self._handler.local_hubs())
+        link.healthy, link.last_error = True, None
+        log.info("node %s connected to Redis at %s:%d", link.node_id, link.address.host, link.address.port)
+
+    async def _watch(self) -> None:
+        """When Redis goes away: mark unhealthy, reconnect with backoff, resubscribe, re-register."""
+        link = self._link
+        while True:
+            assert link.subscriber is not None and link.commands is not None
+            closed = [c for c in (link.subscriber.closed, link.commands.closed) if c is not None]
+            await asyncio.wait(closed, return_when=asyncio.FIRST_COMPLETED)
+            link.healthy, link.last_error = False, "lost the connection to Redis"
+            log.error("node %s lost Redis; refusing cluster operations until it is back", link.node_id)
+            self._bus.fail_pending()
+            await link.close()
+            delay = 0.1
+            while not link.healthy:
+                try:
+                    await self._connect()
+                except (OSError, RedisGone) as exc:
+                    link.last_error = f"reconnecting to Redis failed: {exc}"
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+
+    async def _keep_alive(self) -> None:
+        while True:
+            await asyncio.sleep(self._ttl / 3)
+            if not self._link.healthy:
+                continue
+            try:
+                await self._registry.announce()
+                await self._registry.forget_dead_nodes()
+            except (RedisGone, OSError) as exc:
+                log.warning("node %s: keep-alive failed: %s", self._link.node_id, exc)
+
+    # --- the cluster ------------------------------------------------------------------------
+    # Every Operation is a member of the Op union (every Question of Query), and the answer has
+    # the result type its class names (fastpush.ops): the casts restate that.
+    async def publish(self, op: Operation[R]) -> R:
+        return cast(R, await self._bus.publish(cast(Op, op)))
+
+    async def ask(self, question: Question[R]) -> R:
+        return cast(R, await self._registry.answer(cast(Query, question)))
+
+    async def prepare_connection(self, hub: str, user_id: str | None, groups: tuple[str, ...]) -> tuple[str, ...]:
+        link = self._link
+        link.check()
+        user_groups = await self._registry.user_groups(hub, user_id) if user_id is not None else ()
+        link.subscribe(link.channel("h", hub.lower()))
+        for group in (*groups, *user_groups):
+            link.subscribe(link.group_channel(hub, group))
+        await link.barrier()
+        return user_groups
+
+    async def take_session(self, hub: str, connection_id: str, token: str | None,
+                           subprotocol: str | None) -> bytes | None:
+        return await self._handover.take(hub, connection_id, token, subprotocol)
+
+    # --- this node's connections (the hubs' Registry) ---------------------------------------
+    def connection_added(self, hub: str, member: Member) -> None:
+        self._registry.connection_added(hub, member)
+
+    def connection_removed(self, hub: str, member: Member) -> None:
+        self._registry.connection_removed(hub, member)
+
+    def group_joined(self, hub: str, member: Member, group: str, first: bool) -> asyncio.Future[Any] | None:
+        return self._registry.group_joined(hub, member, group, first)
+
+    def group_left(self, hub: str, member: Member, group: str, last: bool) -> None:
+        self._registry.group_left(hub, member, group, last)
+
+    def roles_changed(self, hub: str, member: Member) -> None:
+        self._registry.roles_changed(hub, member)

@@ -1,0 +1,177 @@
+"""What the cluster knows, kept in Redis: which node holds each connection, its user and roles,
+each group's members, the groups a user's future connections join, and which nodes are alive.
+
+Keys (hub names lowercased): `c:{hub}:{cid}` (node, user, roles), `cg:{hub}:{cid}` (its groups),
+`g:{hub}:{group}` (cid -> node|user), `u:{hub}:{user}` (cid -> node), `ug:{hub}:{user}` (groups
+for future connections), `conns:{node}` (what to forget when it dies), `nodes`, `alive:{node}`
+(expires unless refreshed). An entry counts only while its node is alive; a janitor removes a
+dead node's entries. Questions (fastpush.ops.Query) are answered from here.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Iterable
+from typing import Any, assert_never
+
+from ... import ops
+from ...permissions import grants
+from ..base import LocalHub, Member
+from .link import Link, log_failure
+
+__all__ = ["ClusterRegistry"]
+
+log = logging.getLogger("fastpush.broker")
+
+
+class ClusterRegistry:
+    def __init__(self, link: Link, node_ttl: float) -> None:
+        self._link = link
+        self._ttl = node_ttl
+
+    # --- liveness --------------------------------------------------------------------------
+    async def announce(self) -> None:
+        link = self._link
+        link.execute("SADD", link.key("nodes"), link.node_id)
+        await link.execute("SET", link.key("alive", link.node_id), b"1", "PX", int(self._ttl * 1000))
+
+    async def forget_dead_nodes(self) -> None:
+        link = self._link
+        for raw in _list(await link.run("SMEMBERS", link.key("nodes"))):
+            node = raw.decode()
+            if node != link.node_id and not await link.run("EXISTS", link.key("alive", node)):
+                await link.script("forget", 0, link.prefix, node)
+                log.info("node %s: forgot dead node %s", link.node_id, node)
+
+    async def leave(self) -> None:
+        """This node stops: its entries go now rather than when its alive key expires."""
+        link = self._link
+        await link.run("DEL", link.key("alive", link.node_id))
+        await link.script("forget", 0, link.prefix, link.node_id)
+
+    async def register(self, hubs: Iterable[LocalHub]) -> None:
+        """After (re)connecting: Redis may have restarted empty; write this node's state again."""
+        link = self._link
+        for hub in hubs:
+            name = hub.name.lower()
+            if hub.members:
+                link.subscribe(link.channel("h", name))
+            for member in hub.members:
+                self._write_connection(name, member)
+                for group in member.groups:
+                    self._write_membership(name, member, group)
+                    link.subscribe(link.group_channel(name, group))
+            for user, groups in hub.user_groups.items():
+                if groups:
+                    link.execute("SADD", link.key("ug", name, user), *groups)
+        await link.barrier()
+
+    # --- this node's connections -----------------------------------------------------------
+    def _write_connection(self, hub: str, member: Member) -> None:
+        link = self._link
+        link.write("HSET", link.key("c", hub, member.connection_id), "node", link.node_id,
+                   "user", member.user_id or "", "roles", json.dumps(sorted(member.roles)))
+        link.write("SADD", link.key("conns", link.node_id), f"{hub}\0{member.connection_id}")
+        if member.user_id is not None:
+            link.write("HSET", link.key("u", hub, member.user_id), member.connection_id, link.node_id)
+
+    def _write_membership(self, hub: str, member: Member, group: str) -> asyncio.Future[object] | None:
+        link = self._link
+        link.write("SADD", link.key("cg", hub, member.connection_id), group)
+        return link.write("HSET", link.key("g", hub, group), member.connection_id,
+                          f"{link.node_id}|{member.user_id or ''}")
+
+    def connection_added(self, hub: str, member: Member) -> None:
+        self._write_connection(hub.lower(), member)
+
+    def connection_removed(self, hub: str, member: Member) -> None:
+        link, name, cid = self._link, hub.lower(), member.connection_id
+        link.write("DEL", link.key("c", name, cid), link.key("cg", name, cid))
+        link.write("SREM", link.key("conns", link.node_id), f"{name}\0{cid}")
+        if member.user_id is not None:
+            link.write("HDEL", link.key("u", name, member.user_id), cid)
+
+    def group_joined(self, hub: str, member: Member, group: str, first: bool) -> asyncio.Future[Any] | None:
+        """What to await before the join is in force everywhere (written; subscribed if first)."""
+        link = self._link
+        if first:
+            link.subscribe(link.group_channel(hub, group))
+        written = self._write_membership(hub.lower(), member, group)
+        if written is None or not first:
+            return written
+        done = asyncio.gather(written, link.barrier())
+        done.add_done_callback(log_failure)
+        return done
+
+    def group_left(self, hub: str, member: Member, group: str, last: bool) -> None:
+        link, name = self._link, hub.lower()
+        if last:
+            link.unsubscribe(link.group_channel(name, group))
+        link.write("SREM", link.key("cg", name, member.connection_id), group)
+        link.write("HDEL", link.key("g", name, group), member.connection_id)
+
+    def roles_changed(self, hub: str, member: Member) -> None:
+        link = self._link
+        link.write("HSET", link.key("c", hub.lower(), member.connection_id), "roles",
+                   json.dumps(sorted(member.roles)))
+
+    def record_user_groups(self, op: ops.Op) -> None:
+        """Which groups a user's future connections join is cluster state: written by the node
+        that takes the call, on the same socket just before the operation is published."""
+        link, hub = self._link, op.hub.lower()
+        match op:
+            case ops.AddUserToGroup():
+                link.execute("SADD", link.key("ug", hub, op.user_id), op.group)
+            case ops.RemoveUserFromGroup():
+                link.execute("SREM", link.key("ug", hub, op.user_id), op.group)
+            case ops.RemoveUserFromAllGroups():
+                link.execute("DEL", link.key("ug", hub, op.user_id))
+            case _:
+                pass
+
+    async def user_groups(self, hub: str, user_id: str) -> tuple[str, ...]:
+        link = self._link
+        return tuple(g.decode() for g in _list(await link.run("SMEMBERS", link.key("ug", hub.lower(), user_id))))
+
+    # --- questions -------------------------------------------------------------------------
+    async def answer(self, question: ops.Query) -> object:
+        self._link.check()
+        hub = question.hub.lower()
+        match question:
+            case ops.ConnectionExists():
+                return await self._roles(hub, question.connection_id) is not None
+            case ops.HasPermission():
+                roles = await self._roles(hub, question.connection_id)
+                return roles is not None and grants(roles, question.permission, question.target)
+            case ops.UserExists():
+                return bool(await self._live(self._link.key("u", hub, question.user_id)))
+            case ops.GroupExists():
+                return bool(await self._live(self._link.key("g", hub, question.group)))
+            case ops.GroupMembers():
+                flat = await self._live(self._link.key("g", hub, question.group))
+                members: list[ops.Member] = []
+                for i in range(0, len(flat), 2):
+                    user = flat[i + 1].split(b"|", 1)[1].decode()
+                    members.append((flat[i].decode(), user or None))
+                return sorted(members)
+            case _:
+                assert_never(question)
+
+    async def _roles(self, hub: str, connection_id: str) -> list[str] | None:
+        link = self._link
+        roles = await link.script("conn", 1, link.key("c", hub, connection_id), link.prefix)
+        if roles is None:
+            return None
+        assert isinstance(roles, bytes)
+        decoded: list[str] = json.loads(roles)
+        return decoded
+
+    async def _live(self, key: str) -> list[bytes]:
+        return _list(await self._link.script("live", 1, key, self._link.prefix))
+
+
+def _list(reply: object) -> list[bytes]:
+    """A Redis array reply of bulk strings."""
+    assert isinstance(reply, list)
+    return reply
