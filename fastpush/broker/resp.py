@@ -146,7 +146,10 @@ class SubscriberConnection:
         for _ in hello:
             reply = False
             while reply is False:
-                parser.feed(await reader.read(4096))
+                data = await reader.read(4096)
+                if not data:  # at EOF read() returns at once: looping on it would hold the event loop
+                    raise RedisGone("Redis closed the connection before answering")
+                parser.feed(data)
                 reply = parser.gets()
             if isinstance(reply, hiredis.ReplyError):
                 raise RedisGone(f"Redis refused {reply}")

@@ -1,4 +1,5 @@
-"""The Redis subscriber connection against a scripted fake server."""
+"""The Redis subscriber connection against a scripted fake server: messages, error replies, and a
+server that hangs up during the handshake."""
 from __future__ import annotations
 
 import asyncio
@@ -69,3 +70,18 @@ async def test_an_error_reply_in_subscribe_mode_ends_the_connection_cleanly():
     await subscriber.close()
     server.close()
 
+
+@pytest.mark.timeout(20)
+async def test_a_server_that_hangs_up_during_the_handshake_fails_the_connect():
+    """EOF before the AUTH reply is a failed connect, not an endless loop on an empty read (which
+    held the event loop, so no timeout could end it)."""
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_command(reader)
+        writer.close()
+
+    server, port = await _fake_redis(script)
+    subscriber = SubscriberConnection(RedisAddress(f"redis://:secret@127.0.0.1:{port}"), lambda c, d: None)
+    with pytest.raises(RedisGone):
+        await asyncio.wait_for(subscriber.connect(), 5)
+    await subscriber.close()
+    server.close()
