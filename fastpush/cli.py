@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import errno
 import logging
 import os
 import resource
 import signal
 import socket
+import ssl
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn, TypedDict, TypeVar
 from urllib.parse import quote, urlsplit
 
 import jwt
@@ -37,7 +40,7 @@ from .logs import LOG_FORMATS, configure_logging
 from .permissions import RoleError, check_roles
 from .protocol.names import group_error, hub_error, is_valid_group, is_valid_hub, is_valid_user, user_error
 
-__all__ = ["main", "build_parser", "server_options", "StartupError", "reserve_port", "close_all"]
+__all__ = ["main", "build_parser", "server_options", "ServerOptions", "StartupError", "reserve_port", "close_all"]
 
 DEFAULT_DEV_CERT_DIR = Path.home() / ".fastpush" / "devcert"
 STARTUP_SECONDS = 30.0  # longest wait for Redis and the listening socket before giving up
@@ -45,6 +48,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 API_VERSION = "2024-01-01"
 REST_TOKEN_SECONDS = 300  # lifetime of the token `fastpush send` signs for its one request
 HTTP_SECONDS = 30.0  # how long `send` and `status` wait for the server
+_N = TypeVar("_N", int, float)
 
 
 class StartupError(Exception):
@@ -80,7 +84,7 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _number(text: str, kind: type) -> Any:
+def _number(text: str, kind: Callable[[str], _N]) -> _N:
     try:
         return kind(text)
     except ValueError:
@@ -115,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the server")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=_port, default=8080, help="port for WebSocket and REST (default 8080; 0 = any free port)")
+    serve.add_argument("--port", type=_port, default=8080,
+                       help="port for WebSocket and REST (default 8080; 0 = any free port)")
     serve.add_argument("--access-key", default=os.environ.get("FASTPUSH_ACCESS_KEY"),
                        help="primary access key (default: $FASTPUSH_ACCESS_KEY, else a generated key)")
     serve.add_argument("--secondary-key", default=os.environ.get("FASTPUSH_SECONDARY_KEY"),
@@ -141,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", metavar="FILE", help="TOML hub settings: event handlers, anonymous connect "
                                                         "(see fastpush.config)")
     serve.add_argument("--redis-url", default=os.environ.get("FASTPUSH_REDIS_URL"),
-                       help="redis://host:port/db: share hubs with other nodes through this Redis (default: none, one node)")
+                       help="redis://host:port/db: share hubs with other nodes through this Redis "
+                            "(default: none, one node)")
     serve.add_argument("--workers", type=_worker_count, default=1, metavar="N",
                        help="server processes sharing the port (SO_REUSEPORT); 'auto' = one per core; "
                             "more than one needs --redis-url")
@@ -156,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_tools(commands: Any) -> None:
+def _add_tools(commands: argparse._SubParsersAction[_Parser]) -> None:
     """The commands that talk to a running server (or sign for it) with its connection string."""
     def tool(name: str, help_text: str) -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=help_text)
@@ -204,10 +210,39 @@ def _add_limits(serve: argparse.ArgumentParser) -> None:
                             "their turn within the upstream timeout (default 64)")
 
 
+class ServerOptions(TypedDict):
+    """Keyword arguments for Server (fastpush.app), as server_options makes them."""
+
+    host: str
+    port: int
+    config: Config | None
+    redis_url: str | None
+    access_key: str | None
+    secondary_key: str | None
+    ssl_context: ssl.SSLContext | None
+    public_host: str | None
+    recovery_window_seconds: float
+    replay_max_messages: int
+    replay_max_bytes: int
+    max_outbound_bytes: int
+    keepalive_seconds: float
+    idle_timeout_seconds: float
+    reuse_port: bool
+    max_message_bytes: int
+    max_body_bytes: int
+    max_groups_per_connection: int
+    max_connections: int | None
+    max_connections_per_ip: int
+    request_head_timeout_seconds: float
+    request_body_timeout_seconds: float
+    http_keepalive_timeout_seconds: float
+    max_upstream_connections: int
+
+
 def server_options(args: argparse.Namespace, *, config: Config | None = None,
-                   ssl_context=None) -> dict[str, Any]:
+                   ssl_context: ssl.SSLContext | None = None) -> ServerOptions:
     """The Server keyword arguments the parsed `serve` options ask for."""
-    return dict(host=args.host, port=args.port, config=config, redis_url=args.redis_url,
+    return ServerOptions(host=args.host, port=args.port, config=config, redis_url=args.redis_url,
                 access_key=args.access_key, secondary_key=args.secondary_key, ssl_context=ssl_context,
                 public_host=args.public_host, recovery_window_seconds=args.recovery_window,
                 replay_max_messages=args.replay_max_messages, replay_max_bytes=args.replay_max_bytes,
@@ -261,10 +296,9 @@ def _use_every_file_descriptor() -> None:
     is derived from it)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != hard:
-        try:
+        # A hard limit the kernel will not grant (RLIM_INFINITY on some systems): keep the soft one.
+        with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (ValueError, OSError):
-            pass  # a hard limit the kernel will not grant (RLIM_INFINITY on some systems): keep the soft one
 
 
 def _load_config(path: str) -> Config:
@@ -489,6 +523,7 @@ def _error_message(body: bytes) -> str:
         error = msgspec.json.decode(body)
     except msgspec.DecodeError:
         error = None
-    if isinstance(error, dict) and isinstance(error.get("message"), str):
-        return error["message"]
+    message = error.get("message") if isinstance(error, dict) else None
+    if isinstance(message, str):
+        return message
     return body[:200].decode(errors="replace") or "(no body)"

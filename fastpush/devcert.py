@@ -22,7 +22,8 @@ class DevCertificate:
     key_file: Path
 
 
-def ensure_dev_certificate(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "::1")) -> DevCertificate:
+def ensure_dev_certificate(directory: Path,
+                           hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "::1")) -> DevCertificate:
     directory.mkdir(parents=True, exist_ok=True)
     paths = DevCertificate(directory / "ca.pem", directory / "server.pem", directory / "server-key.pem")
     if not all(p.exists() for p in (paths.ca_file, paths.cert_file, paths.key_file)):
@@ -42,7 +43,7 @@ def _write_certificates(paths: DevCertificate, hosts: tuple[str, ...]) -> None:
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fastpush local development CA")])
     ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)

@@ -18,7 +18,8 @@ from .protocol.names import group_error, hub_error, is_valid_group, is_valid_hub
 
 __all__ = ["Accept", "Reject", "decide_upgrade", "upgrade_refusal", "client_hub", "variant_of", "offered_subprotocols"]
 
-_VARIANTS = {JSON_V1: _fanout.JSON, JSON_RELIABLE_V1: _fanout.JSON_RELIABLE,
+# Looked up with the chosen subprotocol, None for a raw client (which gets _fanout.RAW).
+_VARIANTS: dict[str | None, int] = {JSON_V1: _fanout.JSON, JSON_RELIABLE_V1: _fanout.JSON_RELIABLE,
              PROTOBUF_V1: _fanout.PROTOBUF, PROTOBUF_RELIABLE_V1: _fanout.PROTOBUF_RELIABLE}
 
 
@@ -123,10 +124,10 @@ def decide_upgrade(request: Request, keyring: KeyRing, anonymous_allowed: Callab
     if accept.variant == _fanout.RAW:
         mode = (request.query_one("webpubsub_mode") or "sendEvent").lower()
         if mode == "sendtogroup":
-            group = request.query_one("group")
-            if group is None or not is_valid_group(group):
+            send_group = request.query_one("group")
+            if send_group is None or not is_valid_group(send_group):
                 return Reject(400, "webpubsub_mode=sendToGroup needs one valid 'group' query parameter.")
-            accept.raw_send_group = group
+            accept.raw_send_group = send_group
             accept.raw_no_echo = (request.query_one("noEcho") or "").lower() == "true"
         elif mode != "sendevent":
             return Reject(400, f"Unknown webpubsub_mode '{mode}': use sendEvent or sendToGroup.")

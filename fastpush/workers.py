@@ -14,12 +14,12 @@ import argparse
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from typing import TextIO
+from types import FrameType
+from typing import IO, TextIO
 
 from .auth.tokens import generate_access_key
 from .cli import STARTUP_SECONDS, StartupError, close_all, reserve_port
@@ -29,9 +29,9 @@ __all__ = ["run_workers"]
 # Options every worker gets exactly as given (flag = "--" + dest with dashes); keys travel in the
 # environment instead, so they never show in a process listing.
 PASSED_AS_GIVEN = ("log_level", "log_format", "recovery_window", "replay_max_messages", "replay_max_bytes",
-                   "max_outbound_bytes", "keepalive", "idle_timeout", "max_message_bytes", "max_body_bytes", "max_groups_per_connection",
-                   "max_connections", "max_connections_per_ip", "request_timeout", "http_keepalive_timeout",
-                   "max_upstream_connections", "config", "public_host")
+                   "max_outbound_bytes", "keepalive", "idle_timeout", "max_message_bytes", "max_body_bytes",
+                   "max_groups_per_connection", "max_connections", "max_connections_per_ip", "request_timeout",
+                   "http_keepalive_timeout", "max_upstream_connections", "config", "public_host")
 FAILURE_PREFIX = "fastpush: "
 STOP_SECONDS = 5.0  # how long workers that failed to start get to exit before they are killed
 WORKER_START_SECONDS = STARTUP_SECONDS + 10.0  # a worker's own limit, plus starting Python
@@ -40,16 +40,18 @@ WORKER_START_SECONDS = STARTUP_SECONDS + 10.0  # a worker's own limit, plus star
 class _Worker:
     """One child process: its connection string once started, its one-line failure if it gave up."""
 
-    def __init__(self, command: list[str], env: dict[str, str], events: queue.Queue):
+    def __init__(self, command: list[str], env: dict[str, str], events: _Events):
         self.proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.failure: str | None = None
         self.started = False
-        self._stderr = threading.Thread(target=self._read_stderr, daemon=True)
+        stdout, stderr = self.proc.stdout, self.proc.stderr
+        assert stdout is not None and stderr is not None  # both are pipes
+        self._stderr = threading.Thread(target=self._read_stderr, args=(stderr,), daemon=True)
         self._stderr.start()
-        threading.Thread(target=self._read_stdout, args=(events,), daemon=True).start()
+        threading.Thread(target=self._read_stdout, args=(stdout, events), daemon=True).start()
 
-    def _read_stdout(self, events: queue.Queue) -> None:
-        for line in self.proc.stdout:
+    def _read_stdout(self, stdout: IO[str], events: _Events) -> None:
+        for line in stdout:
             if line.startswith("Endpoint="):
                 self.started = True
                 events.put((self, line.strip()))
@@ -57,9 +59,9 @@ class _Worker:
                 _write(sys.stdout, line)
         events.put((self, None))
 
-    def _read_stderr(self) -> None:
+    def _read_stderr(self, stderr: IO[str]) -> None:
         """Forward the log; keep a startup failure line for the parent to report once."""
-        for line in self.proc.stderr:
+        for line in stderr:
             if line.startswith(FAILURE_PREFIX) and not self.started:
                 self.failure = line[len(FAILURE_PREFIX):].strip()
             else:
@@ -68,6 +70,10 @@ class _Worker:
     def reason(self) -> str:
         self._stderr.join(timeout=5)
         return self.failure or f"a worker exited with code {self.proc.wait()} before it started"
+
+
+# What the workers' stdout readers report: a worker's connection string, or None when its stdout ends.
+_Events = queue.Queue[tuple[_Worker, str | None]]
 
 
 def _write(stream: TextIO, line: str) -> None:
@@ -90,11 +96,11 @@ def _run(args: argparse.Namespace, count: int, tls: tuple[str, str] | None, port
     # -P: no current directory on sys.path, so a source checkout there cannot shadow the install.
     command = [sys.executable, "-P", "-m", "fastpush", "serve", "--workers", "1", "--reuse-port", "--host", args.host,
                "--port", str(port), "--redis-url", args.redis_url, *_passed_on(args, tls)]
-    events: queue.Queue = queue.Queue()
+    events: _Events = queue.Queue()
     workers = [_Worker(command, env, events) for _ in range(count)]
     stopping = threading.Event()
 
-    def stop(signum, frame):
+    def stop(signum: int | None, frame: FrameType | None) -> None:
         stopping.set()
         for worker in workers:
             if worker.proc.poll() is None:
@@ -131,7 +137,7 @@ def _reap(workers: list[_Worker]) -> None:
             worker.proc.wait()
 
 
-def _wait_started(workers: list[_Worker], events: queue.Queue) -> str:
+def _wait_started(workers: list[_Worker], events: _Events) -> str:
     """The connection string once every worker is serving; StartupError with the first one's reason
     if a worker exits first, or if they take longer than WORKER_START_SECONDS."""
     deadline = time.monotonic() + WORKER_START_SECONDS

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 import jwt
+from jwt.types import Options
 
 from ..permissions import RoleError, check_roles
 from ..protocol.names import is_valid_user, user_error
@@ -48,7 +49,7 @@ __all__ = ["KeyRing", "TokenError", "ClientClaims", "generate_access_key", "path
 
 CLOCK_SKEW_SECONDS = 300
 _ALGORITHMS = ["HS256"]
-_OPTIONS = {"require": ["exp", "aud"], "verify_aud": False}
+_OPTIONS: Options = {"require": ["exp", "aud"], "verify_aud": False}
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _SHOWN_CHARS = 200  # how much of an attacker-chosen audience a refusal echoes
 
@@ -62,7 +63,7 @@ class ClientClaims:
     user_id: str | None
     roles: tuple[str, ...] = ()
     groups: tuple[str, ...] = ()
-    claims: dict = field(default_factory=dict)
+    claims: dict[str, object] = field(default_factory=dict)  # the whole decoded token
 
 
 def generate_access_key() -> str:
@@ -81,7 +82,7 @@ class KeyRing:
         self.secondary = secondary or None
         self._keys = [k.encode() for k in (primary, secondary) if k]
 
-    def _decode(self, token: str) -> dict:
+    def _decode(self, token: str) -> dict[str, object]:
         if not token:
             raise TokenError("No access token was given.")
         last: Exception | None = None
@@ -123,7 +124,7 @@ class KeyRing:
             claims=claims,
         )
 
-    def verify_rest(self, token: str, raw_target: str, origins: Iterable[str]) -> dict:
+    def verify_rest(self, token: str, raw_target: str, origins: Iterable[str]) -> dict[str, object]:
         """Check a REST bearer token against the request target (path and query, as sent) and the
         origins (`scheme://host[:port]`) the server is addressed by; the rule is the module's."""
         claims = self._decode(token)
@@ -140,7 +141,7 @@ class KeyRing:
                      minutes_to_expire: int = 60, client_path: str = "/client/hubs/") -> str:
         """Mint a client token the way the SDKs do, for `:generateToken` and the embedding API."""
         now = int(time.time())
-        claims: dict = {"aud": endpoint.rstrip("/") + client_path + hub, "iat": now,
+        claims: dict[str, object] = {"aud": endpoint.rstrip("/") + client_path + hub, "iat": now,
                         "exp": now + 60 * minutes_to_expire}
         if user_id is not None:
             claims["sub"] = user_id
@@ -151,7 +152,7 @@ class KeyRing:
         return jwt.encode(claims, self.primary.encode(), algorithm="HS256")
 
 
-def _strings(claims: dict, name: str) -> tuple[str, ...]:
+def _strings(claims: dict[str, object], name: str) -> tuple[str, ...]:
     value = claims.get(name)
     if value is None:
         return ()
@@ -175,7 +176,7 @@ def _split(url: str) -> SplitResult | None:
     """urlsplit, with None for what it cannot read (an unclosed IPv6 bracket, a bad port)."""
     try:
         parts = urlsplit(url)
-        parts.port  # raises ValueError for a port that is not a number from 0 to 65535
+        _ = parts.port  # raises ValueError for a port that is not a number from 0 to 65535
     except ValueError:
         return None
     return parts

@@ -10,11 +10,21 @@ from __future__ import annotations
 import asyncio
 import collections
 from collections.abc import Callable
+from typing import Literal, TypeAlias
 from urllib.parse import unquote, urlsplit
 
 import hiredis
 
-__all__ = ["RedisAddress", "RespConnection", "SubscriberConnection", "RedisGone"]
+__all__ = ["RedisAddress", "RespConnection", "SubscriberConnection", "RedisGone", "RespReply", "RespItem", "Arg"]
+
+# What hiredis makes of a RESP2 reply: bulk and simple strings are bytes, integers int, a nil
+# None, an array a list; an error inside an array stays a ReplyError value. (No encoding is set,
+# and fastpush never switches to RESP3.)
+RespItem: TypeAlias = "bytes | int | hiredis.ReplyError | list[RespItem] | None"
+# What a command's future resolves to: an error reply at the top level fails the future instead.
+RespReply: TypeAlias = "bytes | int | list[RespItem] | None"
+# A command argument, as hiredis.pack_command takes it (None arguments are left out).
+Arg: TypeAlias = "str | bytes | int | float | memoryview"
 
 
 class RedisGone(ConnectionError):
@@ -33,8 +43,8 @@ class RedisAddress:
         self.username = unquote(parts.username) if parts.username else None
         self.db = int(parts.path.lstrip("/") or 0)
 
-    def hello_commands(self) -> list[tuple]:
-        commands = []
+    def hello_commands(self) -> list[tuple[str | int, ...]]:
+        commands: list[tuple[str | int, ...]] = []
         if self.password is not None:
             commands.append(("AUTH", self.username, self.password) if self.username else ("AUTH", self.password))
         if self.db:
@@ -52,9 +62,9 @@ class RespConnection:
     def __init__(self, address: RedisAddress):
         self._address = address
         self._writer: asyncio.StreamWriter | None = None
-        self._waiting: collections.deque[asyncio.Future] = collections.deque()
-        self._reader_task: asyncio.Task | None = None
-        self.closed: asyncio.Future | None = None  # completes when the socket is gone
+        self._waiting: collections.deque[asyncio.Future[RespReply]] = collections.deque()
+        self._reader_task: asyncio.Task[None] | None = None
+        self.closed: asyncio.Future[None] | None = None  # completes when the socket is gone
 
     @property
     def connected(self) -> bool:
@@ -67,18 +77,20 @@ class RespConnection:
         for command in self._address.hello_commands():
             await self.execute(*command)
 
-    def execute(self, *args) -> asyncio.Future:
+    def execute(self, *args: Arg | None) -> asyncio.Future[RespReply]:
         """Send now (pipelined); the future gets the reply, or RedisGone / the Redis error."""
-        future = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[RespReply] = asyncio.get_running_loop().create_future()
         if self._writer is None:
             future.set_exception(RedisGone("not connected to Redis"))
             return future
-        self._writer.write(hiredis.pack_command(tuple(a for a in args if a is not None)))
+        # hiredis' stub declares cmd as a 1-tuple; it takes any number of arguments.
+        self._writer.write(hiredis.pack_command(tuple(a for a in args if a is not None)))  # type: ignore[arg-type]
         self._waiting.append(future)
         return future
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
         parser = hiredis.Reader()
+        reply: RespItem | Literal[False]  # what gets() returns (False: no whole reply yet); its stub says Any
         try:
             while data := await reader.read(65536):
                 parser.feed(data)
@@ -118,21 +130,26 @@ class SubscriberConnection:
         self._address = address
         self._on_message = on_message
         self._writer: asyncio.StreamWriter | None = None
-        self._pongs: collections.deque[asyncio.Future] = collections.deque()
-        self._reader_task: asyncio.Task | None = None
-        self.closed: asyncio.Future | None = None
+        self._pongs: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._reader_task: asyncio.Task[None] | None = None
+        self.closed: asyncio.Future[None] | None = None
 
     async def connect(self) -> None:
         reader, self._writer = await _open(self._address)
         self.closed = asyncio.get_running_loop().create_future()
         hello = self._address.hello_commands()
         for command in hello:  # before subscribe mode: plain replies, checked here
-            self._writer.write(hiredis.pack_command(tuple(a for a in command if a is not None)))
+            packed = tuple(a for a in command if a is not None)
+            self._writer.write(hiredis.pack_command(packed))  # type: ignore[arg-type]  # stub: a 1-tuple
         parser = hiredis.Reader()
+        reply: RespItem | Literal[False]  # what gets() returns (False: no whole reply yet); its stub says Any
         for _ in hello:
             reply = False
             while reply is False:
-                parser.feed(await reader.read(4096))
+                data = await reader.read(4096)
+                if not data:  # at EOF read() returns at once: looping on it would hold the event loop
+                    raise RedisGone("Redis closed the connection before answering")
+                parser.feed(data)
                 reply = parser.gets()
             if isinstance(reply, hiredis.ReplyError):
                 raise RedisGone(f"Redis refused {reply}")
@@ -144,9 +161,9 @@ class SubscriberConnection:
     def unsubscribe(self, *channels: bytes) -> None:
         self._send("UNSUBSCRIBE", *channels)
 
-    def barrier(self) -> asyncio.Future:
+    def barrier(self) -> asyncio.Future[None]:
         """Completes when everything sent before it has been processed by Redis."""
-        future = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self._writer is None:
             future.set_exception(RedisGone("not connected to Redis"))
             return future
@@ -154,11 +171,12 @@ class SubscriberConnection:
         self._pongs.append(future)
         return future
 
-    def _send(self, *args) -> None:
+    def _send(self, *args: Arg) -> None:
         if self._writer is not None:
-            self._writer.write(hiredis.pack_command(args))
+            self._writer.write(hiredis.pack_command(args))  # type: ignore[arg-type]  # stub: a 1-tuple
 
-    async def _read(self, reader: asyncio.StreamReader, parser) -> None:
+    async def _read(self, reader: asyncio.StreamReader, parser: hiredis.Reader) -> None:
+        reply: RespItem | Literal[False]  # what gets() returns (False: no whole reply yet); its stub says Any
         try:
             while True:
                 while (reply := parser.gets()) is not False:
@@ -180,10 +198,14 @@ class SubscriberConnection:
             if self.closed is not None and not self.closed.done():
                 self.closed.set_result(None)
 
-    def _dispatch(self, reply) -> None:
+    def _dispatch(self, reply: RespItem) -> None:
+        if not isinstance(reply, list):  # in subscribe mode everything but an error reply is an array
+            raise RedisGone(f"Redis refused a subscriber command: {reply!r}")  # ends the connection
         kind = reply[0]
         if kind == b"message":
-            self._on_message(reply[1], reply[2])
+            channel, data = reply[1], reply[2]
+            if isinstance(channel, bytes) and isinstance(data, bytes):  # always, for a message
+                self._on_message(channel, data)
         elif kind == b"pong":
             future = self._pongs.popleft()
             if not future.done():

@@ -2,20 +2,35 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Awaitable
+from typing import TypeVar
 
 import msgspec
 
 from ..protocol.payload import DataType, Payload
-from .model import Callback, ConnectRequest, ConnectResult, EventContext, EventReply
+from .model import (
+    ConnectCallback,
+    ConnectedCallback,
+    ConnectRequest,
+    ConnectResult,
+    DisconnectedCallback,
+    EventContext,
+    EventReply,
+    UserEventCallback,
+)
 
 __all__ = ["CallbackHandler"]
 
 _json = msgspec.json.Encoder().encode
+_T = TypeVar("_T")
 
 
-async def _call(fn: Callback, *args):
-    result = fn(*args)
-    return await result if inspect.isawaitable(result) else result
+async def _settle(result: _T | Awaitable[_T]) -> _T:
+    """A callback's answer, awaited first if it is awaitable."""
+    if inspect.isawaitable(result):
+        awaited: _T = await result
+        return awaited
+    return result
 
 
 def _reply(value: object) -> EventReply | None:
@@ -33,8 +48,8 @@ def _reply(value: object) -> EventReply | None:
 
 
 class CallbackHandler:
-    def __init__(self, on_connect: Callback | None = None, on_connected: Callback | None = None,
-                 on_disconnected: Callback | None = None, on_event: Callback | None = None):
+    def __init__(self, on_connect: ConnectCallback | None = None, on_connected: ConnectedCallback | None = None,
+                 on_disconnected: DisconnectedCallback | None = None, on_event: UserEventCallback | None = None):
         self._on_connect = on_connect
         self._on_connected = on_connected
         self._on_disconnected = on_disconnected
@@ -48,13 +63,21 @@ class CallbackHandler:
 
     async def connect(self, ctx: EventContext, request: ConnectRequest) -> ConnectResult | None:
         """Raise EventRejected to refuse; return a ConnectResult (or None) to accept."""
-        return await _call(self._on_connect, ctx, request)
+        # Only the events in system_events (or, for user events, the rule built from on_event)
+        # are dispatched here; a missing callback answers as no handler at all would.
+        if self._on_connect is None:
+            return None
+        return await _settle(self._on_connect(ctx, request))
 
     async def connected(self, ctx: EventContext) -> None:
-        await _call(self._on_connected, ctx)
+        if self._on_connected is not None:
+            await _settle(self._on_connected(ctx))
 
     async def disconnected(self, ctx: EventContext, reason: str) -> None:
-        await _call(self._on_disconnected, ctx, reason)
+        if self._on_disconnected is not None:
+            await _settle(self._on_disconnected(ctx, reason))
 
     async def user_event(self, ctx: EventContext, name: str, payload: Payload) -> EventReply | None:
-        return _reply(await _call(self._on_event, ctx, name, payload))
+        if self._on_event is None:
+            return None
+        return _reply(await _settle(self._on_event(ctx, name, payload)))

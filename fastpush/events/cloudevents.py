@@ -45,7 +45,7 @@ def _headers(ctx: EventContext, ce_type: str, event_name: str, content_type: str
         "ce-type": ce_type,
         "ce-source": f"/hubs/{ctx.hub}/client/{ctx.connection_id}",
         "ce-id": ctx.event_id(),
-        "ce-time": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "ce-time": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         "ce-hub": ctx.hub,
         "ce-connectionId": ctx.connection_id,
         "ce-eventName": event_name,
@@ -75,7 +75,8 @@ def system_event(ctx: EventContext, name: str, keys: list[str], origin: str, *,
     return _headers(ctx, f"azure.webpubsub.sys.{name}", name, _SYSTEM_CONTENT_TYPE, keys, origin), _json(body)
 
 
-def user_event(ctx: EventContext, name: str, payload: Payload, keys: list[str], origin: str) -> tuple[dict[str, str], bytes]:
+def user_event(ctx: EventContext, name: str, payload: Payload, keys: list[str],
+               origin: str) -> tuple[dict[str, str], bytes]:
     content_type = _USER_CONTENT_TYPES[payload.data_type]
     return _headers(ctx, f"azure.webpubsub.user.{name}", name, content_type, keys, origin), payload.data
 

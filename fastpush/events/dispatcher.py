@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 
 from ..protocol.payload import Payload
 from .model import ConnectRequest, ConnectResult, EventContext, EventFailed, EventHandler, EventReply, HandlerRule
@@ -16,7 +17,7 @@ log = logging.getLogger("fastpush.events")
 class HubEvents:
     def __init__(self) -> None:
         self._handlers: list[tuple[HandlerRule, EventHandler]] = []
-        self._background: set[asyncio.Task] = set()
+        self._background: set[asyncio.Task[None]] = set()
 
     def add(self, rule: HandlerRule, handler: EventHandler, *, first: bool = False) -> None:
         self._handlers.insert(0 if first else len(self._handlers), (rule, handler))
@@ -60,17 +61,17 @@ class HubEvents:
             log.exception("hub %s: the %s event handler raised", ctx.hub, name)
             raise EventFailed(f"the event handler raised {type(exc).__name__}") from None
 
-    def _spawn(self, coro, ctx: EventContext, name: str) -> None:
+    def _spawn(self, coro: Coroutine[object, None, None], ctx: EventContext, name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(lambda t: self._finished(t, ctx, name))
 
-    def track(self, task: asyncio.Task) -> None:
+    def track(self, task: asyncio.Task[None]) -> None:
         """Keep a user event's task until it ends, so shutdown can wait for it."""
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def _finished(self, task: asyncio.Task, ctx: EventContext, name: str) -> None:
+    def _finished(self, task: asyncio.Task[None], ctx: EventContext, name: str) -> None:
         self._background.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("hub %s: %s event for %s failed: %s", ctx.hub, name, ctx.connection_id, task.exception())

@@ -86,7 +86,7 @@ class HttpClient:
                       timeout: float = 10.0) -> Response:
         try:
             return await asyncio.wait_for(self._request(method, url, headers, body), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise HttpError(f"{method} {url} timed out after {timeout:g} s") from None
         except (OSError, httptools.HttpParserError) as exc:
             raise HttpError(f"{method} {url} failed: {exc}") from None
@@ -120,7 +120,8 @@ class HttpClient:
                                                            ssl=self._ssl if parts.scheme == "https" else None)
             return await self._exchange(origin, reader, writer, raw)
 
-    async def _exchange(self, origin, reader, writer, raw: bytes) -> Response:
+    async def _exchange(self, origin: tuple[str, str, int], reader: asyncio.StreamReader,
+                        writer: asyncio.StreamWriter, raw: bytes) -> Response:
         """One request and its response; the socket goes back to the pool only after a whole,
         keep-alive answer (a failure, a timeout or a cancellation closes it)."""
         reusable = False

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -11,6 +11,7 @@ from ..protocol.payload import Payload
 __all__ = [
     "EventContext", "ConnectRequest", "ConnectResult", "EventReply", "EventRejected", "EventFailed",
     "EventHandler", "HandlerRule", "SYSTEM_EVENTS",
+    "Callback", "ConnectCallback", "ConnectedCallback", "DisconnectedCallback", "UserEventCallback",
 ]
 
 SYSTEM_EVENTS = ("connect", "connected", "disconnected")
@@ -38,7 +39,7 @@ class ConnectRequest:
     query: dict[str, list[str]]
     headers: dict[str, list[str]]
     subprotocols: list[str]
-    client_certificates: list[dict] = field(default_factory=list)
+    client_certificates: list[dict[str, str]] = field(default_factory=list)  # Azure's {thumbprint, content}
 
 
 @dataclass(slots=True)
@@ -99,4 +100,10 @@ class HandlerRule:
         return False
 
 
-Callback = Callable[..., Any]  # sync, or async returning an awaitable
+Callback = Callable[..., Any]  # any of the four below: sync, or async returning an awaitable
+# The in-process handlers' signatures; each may return its answer or an awaitable of it.
+ConnectCallback = Callable[[EventContext, ConnectRequest], ConnectResult | Awaitable[ConnectResult | None] | None]
+ConnectedCallback = Callable[[EventContext], Awaitable[None] | None]
+DisconnectedCallback = Callable[[EventContext, str], Awaitable[None] | None]
+# The answer to send back: an EventReply, a Payload, str, bytes, any JSON value, or None for none.
+UserEventCallback = Callable[[EventContext, str, Payload], object]

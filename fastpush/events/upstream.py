@@ -4,13 +4,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from urllib.parse import quote
 from collections.abc import Callable
+from urllib.parse import quote
 
 from ..logs import RateLimitedLog, one_line
 from ..protocol.payload import Payload
 from . import cloudevents
-from .http_client import HttpClient, HttpError
+from .http_client import HttpClient, HttpError, Response
 from .model import ConnectRequest, ConnectResult, EventContext, EventFailed, EventRejected, EventReply
 
 __all__ = ["HttpUpstream"]
@@ -32,7 +32,7 @@ class HttpUpstream:
         self._keys = keys
         self._origin = origin
         self._timeout = timeout
-        self._validated: dict[str, asyncio.Future] = {}
+        self._validated: dict[str, asyncio.Future[bool]] = {}
         self._refused_at: dict[str, float] = {}
         self._failures = failures or RateLimitedLog(log, "upstream failures")
 
@@ -73,7 +73,7 @@ class HttpUpstream:
         if not 200 <= response.status < 300:
             self._failed(ctx, name, f"the event handler answered {response.status}")
 
-    async def _post(self, ctx: EventContext, event: str, headers: dict[str, str], body: bytes):
+    async def _post(self, ctx: EventContext, event: str, headers: dict[str, str], body: bytes) -> Response:
         url = self._url(ctx.hub, event)
         try:
             await self._ensure_validated(self._url(ctx.hub, "validate"))

@@ -18,29 +18,56 @@ import logging
 import math
 import resource
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Protocol, cast
 
 import httptools
-from picows.picows import WSProtocol
-from picows import WSAutoPingStrategy, WSUpgradeResponse, WSUpgradeResponseWithListener
+from picows import (
+    WSAutoPingStrategy,
+    WSListener,
+    WSUpgradeRequest,
+    WSUpgradeResponse,
+    WSUpgradeResponseWithListener,
+)
 
 from ..handshake import NOT_AN_UPGRADE, Reject, upgrade_refusal
 from .messages import Request, Response, error_response
+
+if TYPE_CHECKING:
+    from logging import _ExcInfoType
+
+    class WSProtocol(asyncio.BufferedProtocol):
+        """What is used here of picows' internal protocol class, which picows' stub leaves out."""
+
+        def __init__(self, host_port: str | None, ws_path: str | None, is_client_side: bool,
+                     ws_listener_factory: Callable[[WSUpgradeRequest],
+                                                   WSListener | WSUpgradeResponseWithListener | None],
+                     logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+                     disconnect_on_exception: bool, websocket_handshake_timeout: float | None,
+                     enable_auto_ping: bool, auto_ping_idle_timeout: float, auto_ping_reply_timeout: float,
+                     auto_ping_strategy: WSAutoPingStrategy, enable_auto_pong: bool, max_frame_size: int,
+                     extra_headers: Mapping[str, str] | None, read_buffer_init_size: int) -> None: ...
+
+        def get_buffer(self, sizehint: int) -> memoryview: ...
+else:
+    from picows.picows import WSProtocol
 
 __all__ = ["ConnectionLimits", "FrontDoor", "Gate", "Handoff", "default_max_connections"]
 
 log = logging.getLogger("fastpush.http")
 
 
-class _PicowsLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+class _PicowsLog(logging.LoggerAdapter[logging.Logger]):
     """picows reports a client's malformed frame at ERROR; it is the client's mistake (answered
     with its close code), so it is logged at DEBUG, where a flood of bad clients cannot fill the log."""
 
-    def error(self, msg: object, *args: object, **kwargs: object) -> None:
+    def error(self, msg: object, *args: object, exc_info: _ExcInfoType | None = None, stack_info: bool = False,
+              stacklevel: int = 1, extra: Mapping[str, object] | None = None, **kwargs: object) -> None:
         if isinstance(msg, str) and msg.startswith("WS parser error"):
             self.debug(msg, *args)
         else:
-            super().error(msg, *args, **kwargs)  # type: ignore[arg-type]
+            super().error(msg, *args, exc_info=exc_info, stack_info=stack_info, stacklevel=stacklevel, extra=extra,
+                          **kwargs)
 
 
 _picows_log = _PicowsLog(logging.getLogger("fastpush.ws.picows"), {})
@@ -126,13 +153,13 @@ class Handoff:
 
     __slots__ = ("listener", "subprotocol")
 
-    def __init__(self, listener, subprotocol: str | None):
+    def __init__(self, listener: WSListener, subprotocol: str | None):
         self.listener = listener
         self.subprotocol = subprotocol
 
 
-class Gate:
-    """What the front door needs from the application (implemented by fastpush.app)."""
+class Gate(Protocol):
+    """What the front door needs from the application (implemented by fastpush.app's Server)."""
 
     max_body_bytes: int
     max_message_bytes: int
@@ -140,9 +167,26 @@ class Gate:
     request_body_timeout_seconds: float
     http_keepalive_timeout_seconds: float
     connection_limits: ConnectionLimits
-    handle_rest: Callable[[Request], Response]
-    decide_upgrade: Callable[[Request], "Handoff | Response | Awaitable[Handoff | Response]"]
-    front_doors: set  # the HTTP connections (not the handed-off WebSockets), for the deadline sweep
+    front_doors: set[FrontDoor]  # the HTTP connections (not the handed-off WebSockets), for the deadline sweep
+
+    def handle_rest(self, request: Request) -> Response | Awaitable[Response]:
+        """The answer, or an awaitable of it (e.g. when a remote broker is asked)."""
+        ...
+
+    def decide_upgrade(self, request: Request) -> Handoff | Response | Awaitable[Handoff | Response]:
+        """A Handoff or a refusal, or an awaitable of one (when a connect event is asked)."""
+        ...
+
+
+class _Queued:
+    """A pipelined request's answer, kept in request order until it and all before it are ready."""
+
+    __slots__ = ("response", "keep_alive", "head")
+
+    def __init__(self, response: Response | asyncio.Future[Response], keep_alive: bool, head: bool):
+        self.response = response
+        self.keep_alive = keep_alive
+        self.head = head
 
 
 class FrontDoor(asyncio.Protocol):
@@ -153,7 +197,7 @@ class FrontDoor(asyncio.Protocol):
     def __init__(self, gate: Gate, secure: bool):
         self._gate = gate
         self._secure = secure
-        self._parser = httptools.HttpRequestParser(self)
+        self._parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)  # None once handed off
         self._transport: asyncio.Transport | None = None
         self._url = b""
         self._headers: dict[str, str] = {}
@@ -166,21 +210,22 @@ class FrontDoor(asyncio.Protocol):
         self._in_body = False
         self._discard_budget = 0
         self._pending: bytearray | None = None  # bytes read while an upgrade awaits its decision
-        self._deciding: asyncio.Task | None = None
-        self._waiting: collections.deque | None = None  # responses in request order while one is pending
+        self._deciding: asyncio.Task[None] | None = None
+        self._waiting: collections.deque[_Queued] | None = None  # responses in request order while one is pending
         self._ip: str | None = None  # the client address while this door holds its place in the counts
         self.deadline = NEVER  # when the sweep closes the connection (see expire)
 
     # --- asyncio.Protocol -------------------------------------------------------------------
-    def connection_made(self, transport: asyncio.Transport) -> None:
-        self._transport = transport
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A stream server's protocol is always given a (read-write) Transport.
+        self._transport = stream = cast(asyncio.Transport, transport)
         self._gate.front_doors.add(self)
         peer = transport.get_extra_info("peername")
         self._ip = peer[0] if isinstance(peer, tuple) else ""
         limits = self._gate.connection_limits
         refusal = limits.open(self._ip)
         if refusal is not None:
-            self._refuse(refusal, at_once=limits.saturated)
+            self._refuse(stream, refusal, at_once=limits.saturated)
         else:  # the first request head must arrive within the head timeout, like every later one
             self.deadline = time.monotonic() + self._gate.request_head_timeout_seconds
 
@@ -202,10 +247,11 @@ class FrontDoor(asyncio.Protocol):
             if len(self._pending) > MAX_HEAD_BYTES and self._transport is not None:
                 self._transport.pause_reading()  # keeps the buffer capped; resumed at handoff
             return
-        if self._closed:
+        parser = self._parser
+        if self._closed or parser is None:  # None only once handed off, which closes the door
             return
         try:
-            self._parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             self._start_websocket(data[exc.args[0]:])
         except httptools.HttpParserError as exc:
@@ -232,11 +278,10 @@ class FrontDoor(asyncio.Protocol):
             self._closed = True
             transport.close()
 
-    def _refuse(self, reason: str, *, at_once: bool) -> None:
+    def _refuse(self, transport: asyncio.Transport, reason: str, *, at_once: bool) -> None:
         """Over a connection cap: 503 before the request is read (the client reads it once it has
         sent). The socket is half-closed and drained for a moment, so the client sees the answer
         rather than a reset, unless the total cap is passed: then descriptors matter more."""
-        transport = self._transport
         transport.write(error_response(503, "ServiceUnavailable", reason).serialize(keep_alive=False))
         self._closed = True
         if at_once or not transport.can_write_eof():
@@ -284,21 +329,23 @@ class FrontDoor(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self._in_body = False
-        if self._closed:
+        parser = self._parser
+        if self._closed or parser is None:
             return
-        request = Request(self._parser.get_method().decode(), self._url.decode("latin-1"), self._headers,
+        request = Request(parser.get_method().decode(), self._url.decode("latin-1"), self._headers,
                           b"".join(self._body), self._secure, self._ip or "")
         self._body = []
-        if self._parser.should_upgrade():
+        if parser.should_upgrade():
             self._upgrade = request  # httptools raises HttpParserUpgrade right after this callback
             self.deadline = NEVER  # while deciding: the connect event and the broker have their own timeouts
             return
         self._busy = False
+        response: Response | Awaitable[Response]
         if request.raw_path.startswith("/client"):  # not an upgrade: refused before anything is decided
             response = (upgrade_refusal(request) or Reject(400, NOT_AN_UPGRADE)).response()
         else:
             response = self._gate.handle_rest(request)
-        keep_alive, head = self._parser.should_keep_alive(), request.method == "HEAD"
+        keep_alive, head = parser.should_keep_alive(), request.method == "HEAD"
         if self._waiting is None and not inspect.isawaitable(response):
             self._reply(response, keep_alive=keep_alive, head=head)
         else:
@@ -310,32 +357,36 @@ class FrontDoor(asyncio.Protocol):
         if not self._busy:
             self.deadline = NEVER if self._waiting else time.monotonic() + self._gate.http_keepalive_timeout_seconds
 
-    def _queue_reply(self, response, keep_alive: bool, head: bool) -> None:
+    def _queue_reply(self, response: Response | Awaitable[Response], keep_alive: bool, head: bool) -> None:
         """Pipelined requests are answered in order, also when one answer has to wait (remote broker)."""
         if self._waiting is None:
             self._waiting = collections.deque()
-        entry = [response, keep_alive, head]
-        self._waiting.append(entry)
         if inspect.isawaitable(response):
             task = asyncio.ensure_future(response)
-            entry[0] = task
+            entry = _Queued(task, keep_alive, head)
+            self._waiting.append(entry)
             task.add_done_callback(lambda t: self._settled(entry, t))
+        else:
+            self._waiting.append(_Queued(response, keep_alive, head))
         self._flush_ready()
 
-    def _settled(self, entry: list, task: asyncio.Future) -> None:
+    def _settled(self, entry: _Queued, task: asyncio.Future[Response]) -> None:
         if task.cancelled() or task.exception() is not None:
             if not task.cancelled():
                 log.error("answering a REST request failed", exc_info=task.exception())
-            entry[0] = error_response(500, "InternalServerError", "The server failed to process the request.")
+            entry.response = error_response(500, "InternalServerError", "The server failed to process the request.")
         else:
-            entry[0] = task.result()
+            entry.response = task.result()
         self._flush_ready()
 
     def _flush_ready(self) -> None:
         waiting = self._waiting
-        while waiting and isinstance(waiting[0][0], Response):
-            response, keep_alive, head = waiting.popleft()
-            self._reply(response, keep_alive=keep_alive, head=head)
+        while waiting:
+            entry = waiting[0]
+            if not isinstance(entry.response, Response):  # still pending
+                break
+            waiting.popleft()
+            self._reply(entry.response, keep_alive=entry.keep_alive, head=entry.head)
         if not waiting:
             self._waiting = None
             self._await_next_request()
@@ -385,7 +436,7 @@ class FrontDoor(asyncio.Protocol):
             return
         self._apply(request, decision, tail)
 
-    async def _await_decision(self, request: Request, pending: Awaitable) -> None:
+    async def _await_decision(self, request: Request, pending: Awaitable[Handoff | Response]) -> None:
         try:
             decision = await pending
         except asyncio.CancelledError:
@@ -399,7 +450,7 @@ class FrontDoor(asyncio.Protocol):
             return
         self._apply(request, decision, tail)
 
-    def _apply(self, request: Request, decision: "Handoff | Response", tail: bytes) -> None:
+    def _apply(self, request: Request, decision: Handoff | Response, tail: bytes) -> None:
         if isinstance(decision, Response):
             self._reply(decision, keep_alive=False)
             return
@@ -408,6 +459,8 @@ class FrontDoor(asyncio.Protocol):
     def _hand_off(self, request: Request, decision: Handoff, tail: bytes) -> None:
         """Give the transport to a picows WSProtocol and replay a minimal upgrade request to it."""
         transport = self._transport
+        if transport is None:  # never: both callers have just checked that the client is still there
+            return
         extra = {"Sec-WebSocket-Protocol": decision.subprotocol} if decision.subprotocol else None
         accepted = WSUpgradeResponseWithListener(WSUpgradeResponse.create_101_response(extra), decision.listener)
         protocol = _CountedWSProtocol(None, None, False, lambda _request: accepted, _picows_log, True, 5.0,
@@ -439,13 +492,15 @@ class _CountedWSProtocol(WSProtocol):
     (the front door no longer hears of it after the handoff). Nothing is added per message."""
 
     __slots__ = ("limits", "ip")
+    limits: ConnectionLimits | None  # None once released
+    ip: str | None  # the door's address (a str: a door hands off only while it holds its place)
 
     def connection_lost(self, exc: Exception | None) -> None:
         try:
             super().connection_lost(exc)
         finally:
             limits, self.limits = self.limits, None
-            if limits is not None:
+            if limits is not None and self.ip is not None:
                 limits.release(self.ip)
 
 

@@ -5,6 +5,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import json_protocol, protobuf_protocol
+from .json_protocol import Request
 
 __all__ = ["Codec", "JSON_CODEC", "PROTOBUF_CODEC", "codec_for"]
 
@@ -16,8 +17,8 @@ _RAW, _JSON, _JSON_RELIABLE, _PROTOBUF, _PROTOBUF_RELIABLE = range(5)
 @dataclass(frozen=True, slots=True)
 class Codec:
     opcode: int  # the frame type every message of this family travels in
-    parse: Callable
-    encode_ack: Callable[..., bytes]
+    parse: Callable[[bytes | memoryview], Request]  # raises ProtocolViolation or InvalidRequest
+    encode_ack: Callable[[int, str | None, str], bytes]  # ack id, error name (None: success), message
     encode_connected: Callable[[str, str | None, str | None], bytes]
     encode_disconnected: Callable[[str], bytes]
     encode_pong: Callable[[], bytes]
@@ -28,7 +29,8 @@ JSON_CODEC = Codec(_TEXT, json_protocol.parse_request, json_protocol.encode_ack,
 PROTOBUF_CODEC = Codec(_BINARY, protobuf_protocol.parse_upstream, protobuf_protocol.encode_ack,
                        protobuf_protocol.encode_connected, protobuf_protocol.encode_disconnected,
                        protobuf_protocol.encode_pong)
-_BY_VARIANT = {_JSON: JSON_CODEC, _JSON_RELIABLE: JSON_CODEC, _PROTOBUF: PROTOBUF_CODEC, _PROTOBUF_RELIABLE: PROTOBUF_CODEC}
+_BY_VARIANT = {_JSON: JSON_CODEC, _JSON_RELIABLE: JSON_CODEC,
+               _PROTOBUF: PROTOBUF_CODEC, _PROTOBUF_RELIABLE: PROTOBUF_CODEC}
 
 
 def codec_for(variant: int) -> Codec | None:

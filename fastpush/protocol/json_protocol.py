@@ -119,7 +119,7 @@ class _FieldError(ValueError):
     pass
 
 
-def _parse_known(kind: str, msg: dict, ack_id: int | None) -> Request:
+def _parse_known(kind: str, msg: dict[str, object], ack_id: int | None) -> Request:
     if kind == "joingroup":
         return JoinGroup(_string(msg, "group"), ack_id)
     if kind == "leavegroup":
@@ -148,7 +148,7 @@ def _parse_known(kind: str, msg: dict, ack_id: int | None) -> Request:
     raise _FieldError(f"Unknown message type '{msg['type']}'")
 
 
-def _ack_id(msg: dict) -> int | None:
+def _ack_id(msg: dict[str, object]) -> int | None:
     ack_id = msg.get("ackId")
     if ack_id is None:
         return None
@@ -157,14 +157,14 @@ def _ack_id(msg: dict) -> int | None:
     return ack_id
 
 
-def _string(msg: dict, field: str) -> str:
+def _string(msg: dict[str, object], field: str) -> str:
     value = msg.get(field)
     if not isinstance(value, str):
         raise _FieldError(f"'{field}' is required and must be a string")
     return value
 
 
-def _payload(msg: dict) -> Payload:
+def _payload(msg: dict[str, object]) -> Payload:
     data_type = msg.get("dataType")
     if data_type is not None and not isinstance(data_type, str):
         raise _FieldError("'dataType' must be a string")

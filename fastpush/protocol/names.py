@@ -10,7 +10,7 @@ MAX_GROUP_LENGTH = 1024
 MAX_EVENT_LENGTH = 128
 MAX_USER_LENGTH = 1024
 # The service's rule for user event names: they become a URL path segment ({event}) and a header value.
-_EVENT = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]{0,%d}" % (MAX_EVENT_LENGTH - 1))
+_EVENT = re.compile(rf"[A-Za-z][A-Za-z0-9_.\-]{{0,{MAX_EVENT_LENGTH - 1}}}")
 # C0 controls and DEL: CR, LF and NUL would split an upstream request's headers; none is printable.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 

@@ -85,7 +85,8 @@ def _build(source: str,
     code = f"def make({', '.join(constants.values())}):\n    return lambda c: {source}\n"
     namespace: dict[str, Any] = dict(_HELPERS)
     exec(compile(code, "<odata filter>", "exec"), namespace)
-    return namespace["make"](*(value for _, value in constants))
+    make: Callable[..., Callable[[ConnectionFacts], bool]] = namespace["make"]  # defined by `code`
+    return make(*(value for _, value in constants))
 
 
 # Run-time helpers the generated source may call; booleans there are three-valued (None is null).

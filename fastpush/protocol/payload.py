@@ -22,7 +22,7 @@ _json_encode = msgspec.json.Encoder().encode
 MAX_JSON_DEPTH = 128
 
 
-class DataType(str, Enum):
+class DataType(str, Enum):  # noqa: UP042 -- a StrEnum would change str(DataType.TEXT) to "text"
     TEXT = "text"
     JSON = "json"
     BINARY = "binary"

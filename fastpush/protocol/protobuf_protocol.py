@@ -9,8 +9,16 @@ from __future__ import annotations
 
 from .close_codes import CloseCode
 from .json_protocol import (
-    GroupSource, InvalidRequest, JoinGroup, LeaveGroup, Ping, ProtocolViolation, SendEvent, SendToGroup,
-    SequenceAck, ServerSource,
+    GroupSource,
+    InvalidRequest,
+    JoinGroup,
+    LeaveGroup,
+    Ping,
+    ProtocolViolation,
+    SendEvent,
+    SendToGroup,
+    SequenceAck,
+    ServerSource,
 )
 from .payload import DataType, Payload, PayloadError, decode_json
 
@@ -71,10 +79,11 @@ def _read_varint(buf: memoryview, pos: int) -> tuple[int, int]:
             raise _Malformed("varint longer than 10 bytes")
 
 
-def _fields(data: bytes | memoryview) -> dict[int, object]:
+def _fields(data: bytes | memoryview) -> dict[int, int | bytes]:
     """Parse one message into {field number: last value} (ints for varints, bytes for the rest)."""
     buf = memoryview(data)
-    pos, out = 0, {}
+    pos = 0
+    out: dict[int, int | bytes] = {}
     while pos < len(buf):
         key, pos = _read_varint(buf, pos)
         number, wire = key >> 3, key & 7
@@ -136,7 +145,7 @@ def parse_upstream(frame: bytes | memoryview) -> ProtobufRequest:
         raise InvalidRequest(ack_id, "BadRequest", str(exc)) from None
 
 
-def _text(fields: dict, number: int, name: str) -> str:
+def _text(fields: dict[int, int | bytes], number: int, name: str) -> str:
     """proto3 leaves empty strings off the wire: absent means ''."""
     value = fields.get(number, b"")
     if not isinstance(value, bytes):
@@ -147,7 +156,7 @@ def _text(fields: dict, number: int, name: str) -> str:
         raise _Malformed(f"'{name}' is not valid UTF-8") from None
 
 
-def _int(fields: dict, number: int) -> int:
+def _int(fields: dict[int, int | bytes], number: int) -> int:
     value = fields.get(number, 0)
     if not isinstance(value, int):
         raise _Malformed("expected a varint")

@@ -86,3 +86,32 @@ def test_config_file(tmp_path):
         bad.write_text(text)
         with pytest.raises(ConfigError, match=complaint):
             load_config(bad)
+
+
+async def test_a_missing_callback_answers_as_no_handler_would():
+    from fastpush.events.callbacks import CallbackHandler
+    from fastpush.events.model import ConnectRequest, EventContext
+    from fastpush.protocol.payload import DataType, Payload
+
+    handler = CallbackHandler()
+    ctx = EventContext("app", "c1", None, None)
+    assert handler.system_events == ()
+    assert await handler.connect(ctx, ConnectRequest({}, {}, {}, [])) is None
+    await handler.connected(ctx)
+    await handler.disconnected(ctx, "bye")
+    assert await handler.user_event(ctx, "e", Payload(DataType.TEXT, b"x")) is None
+
+
+async def test_sync_and_async_callbacks_are_both_settled():
+    from fastpush.events.callbacks import CallbackHandler
+    from fastpush.events.model import ConnectRequest, EventContext
+    from fastpush.protocol.payload import DataType, Payload
+
+    async def on_connect(ctx, request):
+        return ConnectResult(user_id="async")
+
+    handler = CallbackHandler(on_connect=on_connect, on_event=lambda ctx, name, payload: "pong")
+    ctx = EventContext("app", "c1", None, None)
+    assert (await handler.connect(ctx, ConnectRequest({}, {}, {}, []))).user_id == "async"
+    reply = await handler.user_event(ctx, "e", Payload(DataType.TEXT, b"x"))
+    assert reply is not None and reply.payload == Payload(DataType.TEXT, b"pong")

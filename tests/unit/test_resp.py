@@ -1,0 +1,87 @@
+"""The Redis subscriber connection against a scripted fake server: messages, error replies, and a
+server that hangs up during the handshake."""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from fastpush.broker.resp import RedisAddress, RedisGone, SubscriberConnection
+
+Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def _fake_redis(script: Script) -> tuple[asyncio.Server, int]:
+    server = await asyncio.start_server(script, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def _read_command(reader: asyncio.StreamReader) -> list[bytes]:
+    """One RESP array of bulk strings, as hiredis.pack_command writes it."""
+    count = int((await reader.readline())[1:])
+    parts = []
+    for _ in range(count):
+        size = int((await reader.readline())[1:])
+        parts.append((await reader.readexactly(size + 2))[:-2])
+    return parts
+
+
+async def test_messages_reach_the_callback_and_a_barrier_completes():
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        assert await _read_command(reader) == [b"SUBSCRIBE", b"ch"]
+        writer.write(b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n"
+                     b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$2\r\nhi\r\n")
+        assert await _read_command(reader) == [b"PING"]
+        writer.write(b"*2\r\n$4\r\npong\r\n$0\r\n\r\n")
+        await reader.read()  # until the client closes
+
+    server, port = await _fake_redis(script)
+    got: list[tuple[bytes, bytes]] = []
+    subscriber = SubscriberConnection(RedisAddress(f"redis://127.0.0.1:{port}"), lambda c, d: got.append((c, d)))
+    await subscriber.connect()
+    subscriber.subscribe(b"ch")
+    await asyncio.wait_for(subscriber.barrier(), 5)
+    assert got == [(b"ch", b"hi")]
+    await subscriber.close()
+    server.close()
+
+
+async def test_an_error_reply_in_subscribe_mode_ends_the_connection_cleanly():
+    """Like a lost socket: the barrier fails with RedisGone, `closed` completes, and the reader
+    task ends without an exception of its own (it used to die of a TypeError)."""
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_command(reader)
+        writer.write(b"-NOPERM this user has no permissions to access the 'ch' channel\r\n")
+        await reader.read()
+
+    server, port = await _fake_redis(script)
+    subscriber = SubscriberConnection(RedisAddress(f"redis://127.0.0.1:{port}"), lambda c, d: None)
+    await subscriber.connect()
+    subscriber.subscribe(b"ch")
+    with pytest.raises(RedisGone):
+        await asyncio.wait_for(subscriber.barrier(), 5)
+    assert subscriber.closed is not None
+    await asyncio.wait_for(subscriber.closed, 5)
+    task = subscriber._reader_task
+    assert task is not None
+    await asyncio.wait([task], timeout=5)
+    assert task.done() and task.exception() is None
+    await subscriber.close()
+    server.close()
+
+
+@pytest.mark.timeout(20)
+async def test_a_server_that_hangs_up_during_the_handshake_fails_the_connect():
+    """EOF before the AUTH reply is a failed connect, not an endless loop on an empty read (which
+    held the event loop, so no timeout could end it)."""
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_command(reader)
+        writer.close()
+
+    server, port = await _fake_redis(script)
+    subscriber = SubscriberConnection(RedisAddress(f"redis://:secret@127.0.0.1:{port}"), lambda c, d: None)
+    with pytest.raises(RedisGone):
+        await asyncio.wait_for(subscriber.connect(), 5)
+    await subscriber.close()
+    server.close()
