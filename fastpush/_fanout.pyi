@@ -36,7 +36,8 @@ class Connection(WSListener):
     close_reason: str | None
     paused: bool
     max_outbound: int
-    def __init__(self, connection_id: str, user_id: str | None, hub: str, subprotocol: str | None, variant: int) -> None: ...
+    def __init__(self, connection_id: str, user_id: str | None, hub: str, subprotocol: str | None,
+                 variant: int) -> None: ...
     @property
     def protocol(self) -> str | None: ...
     @property

@@ -63,7 +63,7 @@ class _Coalescer:
 _coalescers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _deliver(conn: "Connection", data: bytes) -> None:
+def _deliver(conn: Connection, data: bytes) -> None:
     """First frame of a turn: written now; later ones: written together when the turn ends;
     all of them held while the socket is backed up."""
     if conn.paused:
@@ -86,7 +86,7 @@ def _deliver(conn: "Connection", data: bytes) -> None:
     conn.pending += data
 
 
-def _hold(conn: "Connection", data: bytes) -> None:
+def _hold(conn: Connection, data: bytes) -> None:
     if conn.pending is None:
         conn.pending = bytearray()
     if len(conn.pending) + len(data) > conn.max_outbound:

@@ -8,15 +8,15 @@ import ssl
 import time
 from collections.abc import Awaitable
 
-from picows import WSListener, WSTransport
+from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 
 from .auth.tokens import KeyRing, generate_access_key
-from .client_connection import ClientConnection, ConnectionSettings
-from .embedding import HubApi
 from .broker.errors import BrokerUnavailable
 from .broker.memory import MemoryBroker
 from .broker.redis import RedisBroker
+from .client_connection import ClientConnection, ConnectionSettings
 from .config import Config
+from .embedding import HubApi
 from .events.dispatcher import HubEvents
 from .events.http_client import HttpClient
 from .events.model import ConnectRequest, ConnectResult, EventContext, EventRejected, HandlerRule
@@ -28,9 +28,9 @@ from .http.rest import MAX_BODY_BYTES, RestApi
 from .hub import Hub
 from .logs import RateLimitedLog, one_line
 from .node import Node
-from .outcome import resolve
-from .protocol.close_codes import CloseCode
+from .outcome import Outcome, resolve
 from .permissions import RoleError, check_roles
+from .protocol.close_codes import CloseCode
 from .protocol.names import group_error, is_valid_group, is_valid_user, user_error
 
 __all__ = ["Server", "client_access_url"]
@@ -86,13 +86,13 @@ class Server:
         self._server: asyncio.AbstractServer | None = None
         self.keepalive_seconds = keepalive_seconds
         self.idle_timeout_seconds = idle_timeout_seconds
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
         # Both are caused by clients at will: logged each time, but never more than a few lines a second.
         self._refusals = RateLimitedLog(client_log, "refused handshakes")
         self._upstream_failures = RateLimitedLog(logging.getLogger("fastpush.events"), "upstream failures")
 
     # --- lifecycle --------------------------------------------------------------------------
-    async def start(self) -> "Server":
+    async def start(self) -> Server:
         loop = asyncio.get_running_loop()
         secure = self.ssl_context is not None
         await self.node.start()
@@ -134,10 +134,10 @@ class Server:
         await self._server.wait_closed()
         self._server = None
 
-    async def __aenter__(self) -> "Server":
+    async def __aenter__(self) -> Server:
         return await self.start()
 
-    async def __aexit__(self, *exc_info) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
     async def _sweep_idle_http(self) -> None:
@@ -205,10 +205,10 @@ class Server:
         return f"Endpoint={self.endpoint};AccessKey={self.keyring.primary};Version=1.0;"
 
     # --- the front door's gate ----------------------------------------------------------------
-    def handle_rest(self, request: Request) -> Response:
+    def handle_rest(self, request: Request) -> Outcome[Response]:
         return self.rest.handle(request)
 
-    def decide_upgrade(self, request: Request):
+    def decide_upgrade(self, request: Request) -> Outcome[Handoff | Response]:
         """A Handoff or an HTTP refusal; a coroutine giving one when a connect event must be asked."""
         decision = decide_upgrade(request, self.keyring, self._anonymous_allowed)
         if isinstance(decision, Reject):
@@ -250,7 +250,8 @@ class Server:
         conn = ClientConnection(self.node, hub, decision, connection_id, self.settings, ctx)
         return Handoff(conn, decision.subprotocol)
 
-    async def _recover_elsewhere(self, hub: Hub, decision: Accept, taken: Awaitable[bytes | None]) -> Handoff | Response:
+    async def _recover_elsewhere(self, hub: Hub, decision: Accept,
+                                 taken: Awaitable[bytes | None]) -> Handoff | Response:
         """The session is on another node: take it over, subscribed before the client resumes."""
         try:
             state = await taken
@@ -265,6 +266,8 @@ class Server:
         return Handoff(conn, decision.subprotocol)
 
     async def _ask_connect(self, hub: Hub, decision: Accept, ctx: EventContext, request: Request) -> Response | None:
+        if hub.events is None:  # the embedding program took its handlers away meanwhile
+            return None
         try:
             result = await hub.events.connect(ctx, _connect_request(request, decision))
         except EventRejected as exc:
@@ -294,12 +297,13 @@ class Server:
         settings = next((s for name, s in self.config.hubs.items() if name.lower() == hub.name.lower()), None)
         if settings is None:
             return
-        if settings.event_handlers and hub.events is None:
-            hub.events = HubEvents()
+        if not settings.event_handlers:
+            return
+        events = hub.events = hub.events or HubEvents()
         for handler in settings.event_handlers:
             upstream = HttpUpstream(handler.url_template, self._upstream(), self._access_keys, self._origin(),
                                     self.config.upstream_timeout_seconds, self._upstream_failures)
-            hub.events.add(HandlerRule(handler.user_event_pattern, tuple(handler.system_events)), upstream)
+            events.add(HandlerRule(handler.user_event_pattern, tuple(handler.system_events)), upstream)
 
     def _upstream(self) -> HttpClient:
         if self._upstream_client is None:
@@ -323,8 +327,10 @@ class Server:
     def _recover(self, decision: Accept) -> Handoff | Awaitable[Handoff | Response]:
         """A reliable client coming back (no access token needed): resume its session here, take
         it from another node, or refuse; a hub is registered only for a session found elsewhere."""
+        session = decision.recovery_of
+        assert session is not None
         hub = self.node.find(decision.hub)
-        conn = hub.connection(decision.recovery_of) if hub is not None else None
+        conn = hub.connection(session) if hub is not None else None
         if isinstance(conn, ClientConnection):
             refusal = conn.recovery_refusal(decision.recovery_token, decision.subprotocol)
             if refusal is None:
@@ -332,7 +338,7 @@ class Server:
                 return Handoff(conn, decision.subprotocol)
             return self._refused_recovery(decision, refusal)
         hub = hub or self.node.lookup(decision.hub)
-        taken = self.node.broker.take_session(hub.name, decision.recovery_of, decision.recovery_token,
+        taken = self.node.broker.take_session(hub.name, session, decision.recovery_token,
                                               decision.subprotocol)
         if isinstance(taken, Awaitable):  # a cluster broker: another node may hold it
             return self._registered(hub, self._recover_elsewhere(hub, decision, taken))
@@ -434,9 +440,9 @@ class _RefusedRecovery(WSListener):
         self.reason = reason
 
     def on_ws_connected(self, transport: WSTransport) -> None:
-        transport.send_close(CloseCode.POLICY_VIOLATION, self.reason.encode()[:123])
+        transport.send_close(WSCloseCode.POLICY_VIOLATION, self.reason.encode()[:123])
         asyncio.get_running_loop().call_later(2.0, transport.disconnect)
 
-    def on_ws_frame(self, transport: WSTransport, frame) -> None:
-        if frame.msg_type == 0x8:
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if frame.msg_type == WSMsgType.CLOSE:
             transport.disconnect()

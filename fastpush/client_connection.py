@@ -9,6 +9,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
+from typing import assert_never
 
 import msgspec
 from picows import WSCloseCode, WSFrame, WSMsgType, WSTransport
@@ -27,8 +28,18 @@ from .permissions import Permission, grants
 from .protocol.close_codes import CloseCode
 from .protocol.codecs import Codec, codec_for
 from .protocol.json_protocol import (
-    Ignored, InvalidRequest, Invoke, JoinGroup, LeaveGroup, Ping, ProtocolViolation, SendEvent,
-    GroupSource, SendToGroup, SequenceAck, encode_invoke_error,
+    GroupSource,
+    Ignored,
+    InvalidRequest,
+    Invoke,
+    JoinGroup,
+    LeaveGroup,
+    Ping,
+    ProtocolViolation,
+    SendEvent,
+    SendToGroup,
+    SequenceAck,
+    encode_invoke_error,
 )
 from .protocol.names import event_error, group_error, is_valid_event, is_valid_group
 from .protocol.payload import DataType, Payload
@@ -86,7 +97,8 @@ class ClientConnection(Connection):
     """Everything the fan-out loop reads lives in the compiled base; this adds frame handling."""
 
     __slots__ = ("_node", "_hub", "_settings", "_codec", "_token_groups", "_raw_group", "_raw_no_echo", "_fragments",
-                 "_fragment_type", "_fragment_bytes", "reconnection_token", "_expiry", "_ack_ids", "_event_ctx", "_event_tail", "_events_in_flight",
+                 "_fragment_type", "_fragment_bytes", "reconnection_token", "_expiry", "_ack_ids", "_event_ctx",
+                 "_event_tail", "_events_in_flight",
                  "_adopted", "_previous_token", "_repeat_acks", "address", "close_code", "messages_in", "bytes_in",
                  "_connected_at")
 
@@ -214,7 +226,8 @@ class ClientConnection(Connection):
                 self._previous_token = self.reconnection_token
                 self.reconnection_token = secrets.token_urlsafe(24)
             self.discard_pending()
-            self.send_frame(codec.opcode, codec.encode_connected(self.connection_id, self.user_id, self.reconnection_token))
+            hello = codec.encode_connected(self.connection_id, self.user_id, self.reconnection_token)
+            self.send_frame(codec.opcode, hello)
         if recovering:
             self.flush()  # `connected` may wait in this turn's coalesced bytes: it goes before the resend
             self.resend_unacknowledged(self._settings.max_outbound_bytes)
@@ -353,7 +366,8 @@ class ClientConnection(Connection):
             self._on_raw(msg_type, data)
         elif msg_type.value != codec.opcode:
             kind = "Binary" if msg_type == WSMsgType.BINARY else "Text"
-            self.close(CloseCode.UNSUPPORTED_DATA, f"{kind} frames are not supported by the {self.subprotocol} subprotocol.")
+            self.close(CloseCode.UNSUPPORTED_DATA,
+                       f"{kind} frames are not supported by the {self.subprotocol} subprotocol.")
         else:
             self._on_request(codec, data)
 
@@ -417,33 +431,35 @@ class ClientConnection(Connection):
         except InvalidRequest as exc:
             self._ack(exc.ack_id, exc.name, exc.message)
             return
-        kind = type(request)
-        if kind is SequenceAck:
+        if isinstance(request, SequenceAck):
             self.acknowledge(request.sequence_id)
             return
         ack_id = getattr(request, "ack_id", None)
         if ack_id is not None and self._seen(ack_id):
             self._ack(ack_id, "Duplicate", f"Message with ack-id: {ack_id} has been processed.")
             return
-        if kind is SendToGroup:
-            self._send_to_group(request)
-        elif kind is JoinGroup or kind is LeaveGroup:
-            self._join_or_leave(request)
-        elif kind is Ping:
-            self.send_frame(codec.opcode, codec.encode_pong())
-        elif kind is SendEvent:
-            events = self._hub.events
-            if not is_valid_event(request.event):
-                self._ack(ack_id, "BadRequest", event_error(request.event))
-            elif events is not None and events.handles_user_event(request.event):
-                self._queue_event(events, request.event, request.payload, ack_id)
-            else:  # no handler wants it: accepted and dropped, as the service does
-                self._ack(ack_id)
-        elif kind is Invoke:
-            self.send_frame(WSMsgType.TEXT.value, encode_invoke_error(
-                request.invocation_id, "BadRequest", "No event handler is configured for invocations."))
-        elif kind is not Ignored:
-            raise AssertionError(f"unhandled request {request!r}")
+        match request:
+            case SendToGroup():
+                self._send_to_group(request)
+            case JoinGroup() | LeaveGroup():
+                self._join_or_leave(request)
+            case Ping():
+                self.send_frame(codec.opcode, codec.encode_pong())
+            case SendEvent():
+                events = self._hub.events
+                if not is_valid_event(request.event):
+                    self._ack(ack_id, "BadRequest", event_error(request.event))
+                elif events is not None and events.handles_user_event(request.event):
+                    self._queue_event(events, request.event, request.payload, ack_id)
+                else:  # no handler wants it: accepted and dropped, as the service does
+                    self._ack(ack_id)
+            case Invoke():
+                self.send_frame(WSMsgType.TEXT.value, encode_invoke_error(
+                    request.invocation_id, "BadRequest", "No event handler is configured for invocations."))
+            case Ignored():
+                pass
+            case _:
+                assert_never(request)
 
     # --- user events ----------------------------------------------------------------------------
     def _queue_event(self, events: HubEvents, name: str, payload: Payload, ack_id: int | None) -> None:

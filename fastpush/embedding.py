@@ -12,10 +12,10 @@ from collections.abc import Iterable
 
 import msgspec
 
+from . import ops
 from .events.callbacks import CallbackHandler
 from .events.dispatcher import HubEvents
 from .events.model import Callback, HandlerRule
-from . import ops
 from .hub import Hub
 from .node import Node
 from .outcome import resolve

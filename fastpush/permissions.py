@@ -21,7 +21,8 @@ from __future__ import annotations
 import functools
 from collections.abc import Collection, Iterable
 
-__all__ = ["Permission", "RoleError", "grants", "with_role", "without_role", "check_roles", "compile_group_pattern", "MAX_PATTERN_STARS"]
+__all__ = ["Permission", "RoleError", "grants", "with_role", "without_role", "check_roles", "compile_group_pattern",
+           "MAX_PATTERN_STARS"]
 
 MAX_PATTERN_STARS = 5
 

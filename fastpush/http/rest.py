@@ -14,9 +14,9 @@ from urllib.parse import quote
 
 import msgspec
 
+from .. import ops
 from ..auth.tokens import KeyRing, TokenError, path_segments
 from ..broker.errors import BrokerUnavailable
-from .. import ops
 from ..node import Node
 from ..outcome import Outcome, then
 from ..permissions import Permission, RoleError, check_roles
@@ -305,7 +305,7 @@ def _match(method: str, rest: list[str]) -> tuple[Handler, list[str]] | None:
         if route_method != method or len(pattern) != len(rest):
             continue
         args = []
-        for expected, actual in zip(pattern, rest):
+        for expected, actual in zip(pattern, rest, strict=True):
             if expected == _S:
                 args.append(actual)
             elif expected != actual:

@@ -52,10 +52,15 @@ class FilterError(ValueError):
 class ConnectionFacts(Protocol):
     """What a filter can see of a connection."""
 
-    connection_id: str
-    user_id: str | None
-    groups: Collection[str]
-    protocol: str | None  # the subprotocol, None for raw WebSocket clients
+    @property
+    def connection_id(self) -> str: ...
+    @property
+    def user_id(self) -> str | None: ...
+    @property
+    def groups(self) -> Collection[str]: ...
+    @property
+    def protocol(self) -> str | None:
+        """The subprotocol, None for raw WebSocket clients."""
 
 
 @lru_cache(maxsize=256)

@@ -9,6 +9,7 @@ reconnects with backoff, then subscribes and registers its connections again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any, TypeVar, cast
 
@@ -59,10 +60,8 @@ class RedisBroker:
         for task in self._tasks:
             task.cancel()
         if self._link.healthy:
-            try:
+            with contextlib.suppress(RedisGone, OSError):  # stopping anyway: its entries expire
                 await self._registry.leave()
-            except (RedisGone, OSError):
-                pass
         await self._link.close()
         self._link.healthy = False
 

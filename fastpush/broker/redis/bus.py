@@ -18,7 +18,7 @@ import msgspec
 from ... import ops
 from ..base import BrokerHandler
 from ..errors import BrokerUnavailable
-from ..resp import RedisGone
+from ..resp import RedisGone, RespReply
 from .link import Link, unavailable
 from .registry import ClusterRegistry
 
@@ -131,7 +131,7 @@ class OperationBus:
         replies.expect(count)
         try:
             await asyncio.wait_for(asyncio.shield(replies.future), self._confirm_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise BrokerUnavailable("A node did not confirm the operation in time.") from None
         finally:
             self._pending.pop(request_id, None)
@@ -171,7 +171,7 @@ class OperationBus:
                 self._confirm(envelope.reply_to, envelope.request_id, result, writes))
 
     async def _confirm(self, reply_to: str, request_id: int, result: object,
-                       writes: list[asyncio.Future[object]]) -> None:
+                       writes: list[asyncio.Future[RespReply]]) -> None:
         """Confirm once this node's part is in force: its Redis writes done, its subscriptions active."""
         try:
             await asyncio.gather(*writes)

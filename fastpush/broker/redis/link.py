@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import BrokerUnavailable
-from ..resp import RedisAddress, RedisGone, RespConnection, SubscriberConnection
+from ..resp import Arg, RedisAddress, RedisGone, RespConnection, RespReply, SubscriberConnection
 from .scripts import SCRIPTS
 
 __all__ = ["Link", "log_failure", "unavailable"]
@@ -32,7 +32,7 @@ class Link:
         self._scripts: dict[str, bytes] = {}
         self.healthy = False
         self.last_error: str | None = None
-        self.collected: list[asyncio.Future[object]] | None = None  # see collect_writes
+        self.collected: list[asyncio.Future[RespReply]] | None = None  # see write
 
     async def connect(self, on_message: Callable[[bytes, bytes], None]) -> None:
         commands = RespConnection(self.address)
@@ -46,7 +46,9 @@ class Link:
             raise
         self.commands, self.subscriber = commands, subscriber
         for name, source in SCRIPTS.items():
-            self._scripts[name] = await commands.execute("SCRIPT", "LOAD", source)
+            sha = await commands.execute("SCRIPT", "LOAD", source)
+            assert isinstance(sha, bytes)
+            self._scripts[name] = sha
         self.channels.add(self.channel("n", self.node_id))
         subscriber.subscribe(*self.channels)  # after a reconnect: everything this node had
 
@@ -78,7 +80,7 @@ class Link:
             if self.subscriber is not None:
                 self.subscriber.unsubscribe(channel)
 
-    def barrier(self) -> asyncio.Future[object]:
+    def barrier(self) -> asyncio.Future[None]:
         """Completes once every earlier (un)subscription is in force on the server."""
         assert self.subscriber is not None
         return self.subscriber.barrier()
@@ -88,17 +90,17 @@ class Link:
         if not self.healthy:
             raise BrokerUnavailable(f"The cluster broker (Redis) is unavailable: {self.last_error}")
 
-    def execute(self, *args: object) -> asyncio.Future[object]:
+    def execute(self, *args: Arg | None) -> asyncio.Future[RespReply]:
         assert self.commands is not None
         return self.commands.execute(*args)
 
-    async def run(self, *args: object) -> object:
+    async def run(self, *args: Arg | None) -> RespReply:
         return await self.execute(*args)
 
-    async def script(self, name: str, numkeys: int, *args: object) -> object:
+    async def script(self, name: str, numkeys: int, *args: Arg | None) -> RespReply:
         return await self.execute("EVALSHA", self._scripts[name], numkeys, *args)
 
-    def write(self, *args: object) -> asyncio.Future[object] | None:
+    def write(self, *args: Arg | None) -> asyncio.Future[RespReply] | None:
         """A write of this node's own state: not awaited by whoever causes it, but collected
         while an operation from another node is applied (its confirmation waits for them).
         While Redis is away nothing is written: everything is written again on reconnecting."""

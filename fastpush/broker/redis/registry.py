@@ -18,6 +18,7 @@ from typing import Any, assert_never
 from ... import ops
 from ...permissions import grants
 from ..base import LocalHub, Member
+from ..resp import RespReply
 from .link import Link, log_failure
 
 __all__ = ["ClusterRegistry"]
@@ -76,7 +77,7 @@ class ClusterRegistry:
         if member.user_id is not None:
             link.write("HSET", link.key("u", hub, member.user_id), member.connection_id, link.node_id)
 
-    def _write_membership(self, hub: str, member: Member, group: str) -> asyncio.Future[object] | None:
+    def _write_membership(self, hub: str, member: Member, group: str) -> asyncio.Future[RespReply] | None:
         link = self._link
         link.write("SADD", link.key("cg", hub, member.connection_id), group)
         return link.write("HSET", link.key("g", hub, group), member.connection_id,
