@@ -9,12 +9,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import errno
 import logging
 import os
 import resource
 import signal
-import socket
 import ssl
 import sys
 import time
@@ -39,21 +37,17 @@ from .http.rest import MAX_BODY_BYTES
 from .logs import LOG_FORMATS, configure_logging
 from .permissions import RoleError, check_roles
 from .protocol.names import group_error, hub_error, is_valid_group, is_valid_hub, is_valid_user, user_error
+from .startup import STARTUP_SECONDS, StartupError, close_all, listen_error, reason, reserve_port
+from .workers import run_workers
 
 __all__ = ["main", "build_parser", "server_options", "ServerOptions", "StartupError", "reserve_port", "close_all"]
 
 DEFAULT_DEV_CERT_DIR = Path.home() / ".fastpush" / "devcert"
-STARTUP_SECONDS = 30.0  # longest wait for Redis and the listening socket before giving up
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 API_VERSION = "2024-01-01"
 REST_TOKEN_SECONDS = 300  # lifetime of the token `fastpush send` signs for its one request
 HTTP_SECONDS = 30.0  # how long `send` and `status` wait for the server
 _N = TypeVar("_N", int, float)
-
-
-class StartupError(Exception):
-    """Why the server cannot start (or another command cannot run), in one line for the operator
-    (exit code 2)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -277,7 +271,6 @@ def _run(args: argparse.Namespace) -> int:
         if not args.redis_url:
             raise StartupError("--workers above 1 needs a broker shared by the processes: pass --redis-url "
                                "(e.g. --redis-url redis://127.0.0.1:6379)")
-        from .workers import run_workers
         return run_workers(args, args.workers, tls)
     configure_logging(args.log_level, args.log_format)
     # picows' own messages only at DEBUG: at INFO they would log every connection's life
@@ -322,7 +315,7 @@ def _tls_files(args: argparse.Namespace) -> tuple[str, str] | None:
             cert = ensure_dev_certificate(Path(args.dev_cert))
         except OSError as exc:
             raise StartupError(f"cannot write the development certificate in --dev-cert {args.dev_cert}: "
-                               f"{_reason(exc)}") from None
+                               f"{reason(exc)}") from None
         print(f"Development CA: {cert.ca_file} (export NODE_EXTRA_CA_CERTS={cert.ca_file} "
               f"REQUESTS_CA_BUNDLE={cert.ca_file} SSL_CERT_FILE={cert.ca_file})", flush=True)
         files = (str(cert.cert_file), str(cert.key_file))
@@ -341,59 +334,12 @@ def _check_tls(cert_file: str, key_file: str) -> None:
         try:
             Path(path).read_bytes()
         except OSError as exc:
-            raise StartupError(f"cannot read {flag} {path}: {_reason(exc)}") from None
+            raise StartupError(f"cannot read {flag} {path}: {reason(exc)}") from None
     try:
         server_ssl_context(cert_file, key_file)
     except (OSError, ValueError) as exc:
         raise StartupError(f"--tls-cert {cert_file} with --tls-key {key_file}: not a PEM certificate chain and "
-                           f"its private key ({_reason(exc)})") from None
-
-
-def _reason(exc: BaseException) -> str:
-    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-
-
-def listen_error(host: str, port: int, exc: OSError) -> str:
-    """What stops the server listening on host:port, and what to do about it."""
-    where = f"{host}:{port}"
-    if exc.errno == errno.EADDRINUSE:
-        return f"cannot listen on {where}: the port is already in use (another fastpush or another program); " \
-               f"stop it or choose another --port"
-    if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
-        return f"cannot listen on {where}: --host {host!r} is not an address of this machine"
-    if exc.errno == errno.EACCES:
-        return f"cannot listen on {where}: permission denied (ports below 1024 need privileges)"
-    return f"cannot listen on {where}: {_reason(exc)} (check --host and --port)"
-
-
-def reserve_port(host: str, port: int) -> list[socket.socket]:
-    """Bind host:port without SO_REUSEPORT, so this fails (StartupError) if anything listens there,
-    then set SO_REUSEPORT so our own workers can join. The sockets never listen and take no clients:
-    a workers' parent keeps them while its workers run; a single server just checks and closes them."""
-    try:
-        addresses = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        raise StartupError(listen_error(host, port, exc)) from None
-    holders: list[socket.socket] = []
-    for family, kind, proto, _, address in dict.fromkeys(addresses):
-        holder = socket.socket(family, kind, proto)
-        holders.append(holder)
-        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            holder.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        try:
-            holder.bind((address[0], port, *address[2:]))
-        except OSError as exc:
-            close_all(holders)
-            raise StartupError(listen_error(host, port, exc)) from None
-        port = holder.getsockname()[1]  # port 0: every address gets the port the first one got
-        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    return holders
-
-
-def close_all(sockets: list[socket.socket]) -> None:
-    for sock in sockets:
-        sock.close()
+                           f"its private key ({reason(exc)})") from None
 
 
 async def _serve(server: Server, redis_url: str | None) -> None:
@@ -414,8 +360,8 @@ async def _start(server: Server, redis_url: str | None) -> None:
     except OSError as exc:  # TimeoutError included
         if redis_url and not server.node.broker.health()["healthy"]:
             redis = _redis_address(redis_url)
-            reason = f"no answer in {STARTUP_SECONDS:g} s" if isinstance(exc, TimeoutError) else _reason(exc)
-            raise StartupError(f"cannot reach Redis at {redis.host}:{redis.port} (--redis-url): {reason}") from None
+            why = f"no answer in {STARTUP_SECONDS:g} s" if isinstance(exc, TimeoutError) else reason(exc)
+            raise StartupError(f"cannot reach Redis at {redis.host}:{redis.port} (--redis-url): {why}") from None
         await server.node.broker.stop()
         raise StartupError(listen_error(server.host, server.port, exc)) from None
 

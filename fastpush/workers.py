@@ -22,7 +22,7 @@ from types import FrameType
 from typing import IO, TextIO
 
 from .auth.tokens import generate_access_key
-from .cli import STARTUP_SECONDS, StartupError, close_all, reserve_port
+from .startup import STARTUP_SECONDS, StartupError, close_all, reserve_port
 
 __all__ = ["run_workers"]
 
