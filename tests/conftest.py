@@ -23,6 +23,18 @@ from fastpush.devcert import ensure_dev_certificate, server_ssl_context
 ACCESS_KEY = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789ABCDEFGH"
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "both_loops: run each async test on asyncio's loop and on uvloop's")
+
+
+def pytest_asyncio_loop_factories(config, item):
+    """Tests run on asyncio's own loop (the servers the shared fixtures start run on uvloop in a
+    thread of their own); tests marked `both_loops` run on each of the two."""
+    if item.get_closest_marker("both_loops") is not None:
+        return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+    return None
+
+
 @dataclass
 class RunningServer:
     server: Server

@@ -8,12 +8,16 @@ import sys
 from pathlib import Path
 
 import pytest
+import uvloop
 import websockets
 
 import fastpush
 from tests.helpers import JSON_V1, connect, eventually
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "embedded_ticker.py"
+
+
+pytestmark = pytest.mark.both_loops  # the embedding API promises asyncio and uvloop: each test runs on both
 
 
 class _View:
@@ -56,6 +60,15 @@ async def test_embedded_server_sends_and_manages_groups():
     with socket.socket() as probe:  # with SO_REUSEADDR, bind fails only while something listens
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind(("127.0.0.1", server.port))
+
+
+async def test_the_server_runs_on_the_loop_it_is_embedded_in(request):
+    async with fastpush.Server(port=0) as server:
+        client = await connect(_View(server), "loop", JSON_V1)
+        await server.hub("loop").send_to_all("on this loop", content_type="text/plain")
+        assert (await client.recv())["data"] == "on this loop"
+    expected = uvloop.Loop if "uvloop" in request.node.name else asyncio.BaseEventLoop
+    assert isinstance(asyncio.get_running_loop(), expected), request.node.name
 
 
 async def test_stop_leaves_no_task_behind():
