@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from fastpush import ops
-from tests.brokers.cluster import HUB
+from tests.brokers.cluster import HUB, got, text
 
 
 async def test_an_empty_cluster_knows_nothing(cluster):
@@ -44,3 +44,16 @@ async def test_a_user_exists_while_any_of_its_connections_does(cluster):
     assert await cluster.agree(ops.UserExists(HUB, "alice")) is True
     await cluster.disconnect(cluster.b, c2)
     assert await cluster.agree(ops.UserExists(HUB, "alice")) is False
+
+
+async def test_names_are_carried_as_they_are(cluster):
+    user, groups = "ünï|cödé:user", ["a:b", "with space", "ĝrüpo", "*?[x]", "g|h"]
+    conn = await cluster.connect(cluster.a, "c1", user, groups=groups)
+    assert await cluster.agree(ops.UserExists(HUB, user)) is True
+    for group in groups:
+        assert await cluster.agree(ops.GroupMembers(HUB, group)) == [("c1", user)]
+    assert await cluster.agree(ops.GroupExists(HUB, "a")) is False
+    assert await cluster.agree(ops.GroupExists(HUB, "*")) is False
+    await cluster.send(cluster.b, ops.SendToGroup(HUB, "*?[x]", text("pattern-like, literal")))
+    await cluster.send(cluster.b, ops.SendToUser(HUB, user, text("to the user")))
+    assert got(conn) == ["pattern-like, literal", "to the user"]
