@@ -122,8 +122,13 @@ class RedisBroker:
     async def prepare_connection(self, hub: str, user_id: str | None, groups: tuple[str, ...]) -> tuple[str, ...]:
         link = self._link
         link.check()
-        user_groups = await self._registry.user_groups(hub, user_id) if user_id is not None else ()
+        # The hub's channel is in force before the user's groups are read: a change to them made
+        # after the read then reaches this node as an operation, so none falls between the two.
         link.subscribe(link.channel("h", hub.lower()))
+        user_groups: tuple[str, ...] = ()
+        if user_id is not None:
+            await link.barrier()
+            user_groups = await self._registry.user_groups(hub, user_id)
         for group in (*groups, *user_groups):
             link.subscribe(link.group_channel(hub, group))
         await link.barrier()
