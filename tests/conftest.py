@@ -32,7 +32,7 @@ def pytest_asyncio_loop_factories(config, item):
     thread of their own); tests marked `both_loops` run on each of the two."""
     if item.get_closest_marker("both_loops") is not None:
         return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
-    return None
+    return {"asyncio": asyncio.new_event_loop}
 
 
 @dataclass
