@@ -3,18 +3,14 @@ and, for the reliable subprotocol, the session that outlives a dropped socket.""
 from __future__ import annotations
 
 import asyncio
-import collections
-import hmac
 import logging
-import secrets
 import time
 from dataclasses import dataclass
 from typing import assert_never
 
-import msgspec
 from picows import WSCloseCode, WSFrame, WSMsgType, WSTransport
 
-from . import _fanout, ops
+from . import ops, reliable
 from ._fanout import Connection, Frames, fanout, trim_transport
 from .auth.tokens import ClientClaims
 from .broker.errors import BrokerUnavailable
@@ -28,7 +24,6 @@ from .permissions import Permission, grants
 from .protocol.close_codes import CloseCode
 from .protocol.codecs import Codec, codec_for
 from .protocol.json_protocol import (
-    GroupSource,
     Ignored,
     InvalidRequest,
     Invoke,
@@ -44,7 +39,7 @@ from .protocol.json_protocol import (
 from .protocol.names import event_error, group_error, is_valid_event, is_valid_group
 from .protocol.payload import DataType, Payload
 
-__all__ = ["ClientConnection", "ConnectionSettings", "SessionState"]
+__all__ = ["ClientConnection", "ConnectionSettings"]
 
 log = logging.getLogger("fastpush.ws")
 ACK_REPEAT_SECONDS = 0.005
@@ -68,38 +63,13 @@ class ConnectionSettings:
     max_groups_per_connection: int = 1000  # groups a client may join itself
 
 
-class _Buffered(msgspec.Struct, array_like=True):
-    payload: Payload
-    group: str | None  # None: a server message
-    from_user_id: str | None
-
-
-class SessionState(msgspec.Struct, array_like=True):
-    """A reliable session moving to the node its client recovered onto."""
-
-    connection_id: str
-    user_id: str | None
-    subprotocol: str | None
-    variant: int
-    roles: list[str]
-    groups: list[str]
-    sequence_id: int
-    acked_sequence_id: int
-    replay: list[_Buffered]
-    connection_state: str | None
-
-
-_encode_state = msgspec.msgpack.Encoder().encode
-_decode_state = msgspec.msgpack.Decoder(SessionState).decode
-
-
 class ClientConnection(Connection):
     """Everything the fan-out loop reads lives in the compiled base; this adds frame handling."""
 
     __slots__ = ("_node", "_hub", "_settings", "_codec", "_token_groups", "_raw_group", "_raw_no_echo", "_fragments",
                  "_fragment_type", "_fragment_bytes", "reconnection_token", "_expiry", "_ack_ids", "_event_ctx",
                  "_event_tail", "_events_in_flight",
-                 "_adopted", "_previous_token", "_repeat_acks", "address", "close_code", "messages_in", "bytes_in",
+                 "_adopted", "previous_token", "_repeat_acks", "address", "close_code", "messages_in", "bytes_in",
                  "_connected_at")
 
     def __init__(self, node: Node, hub: Hub, accept: Accept, connection_id: str, settings: ConnectionSettings,
@@ -126,9 +96,9 @@ class ClientConnection(Connection):
         self._event_tail: asyncio.Task[None] | None = None  # the last user event in flight, to keep their order
         self._events_in_flight = 0
         self._adopted = False  # a session handed over by another node, resumed by on_ws_connected
-        self._previous_token: str | None = None
+        self.previous_token: str | None = None
         self._repeat_acks = accept.repeat_acks
-        self.keep_session = accept.variant in _fanout.RELIABLE_VARIANTS
+        self.keep_session = reliable.is_reliable(accept.variant)
         self.address = accept.address
         self.close_code: int | None = None  # the close code of close_reason; None: no close frame
         self.messages_in = 0  # whole data messages from the client, and their bytes, for the disconnect line
@@ -141,19 +111,8 @@ class ClientConnection(Connection):
         return tuple(self._token_groups)
 
     def recovery_refusal(self, token: str | None, subprotocol: str | None) -> str | None:
-        """Why this session cannot be resumed with `token`, or None if it can. The token before
-        the current one is accepted too: a drop may hit after a recovery's upgrade but before
-        the client has read the `connected` message carrying the new one."""
-        if not self.keep_session:
-            return "The session has ended."
-        if self.replay_overflowed:
-            return "The reliable message buffer overflowed; the session cannot be resumed."
-        if subprotocol != self.subprotocol:
-            return f"The session speaks {self.subprotocol}, not {subprotocol}."
-        if token is None or not any(known is not None and hmac.compare_digest(token.encode(), known.encode())
-                                    for known in (self.reconnection_token, self._previous_token)):
-            return "The reconnection token does not match the session."
-        return None
+        """Why this session cannot be resumed with `token`, or None if it can (fastpush.reliable.refusal)."""
+        return reliable.refusal(self, token, subprotocol)
 
     # --- picows callbacks ---------------------------------------------------------------------
     def hand_over(self, token: str | None, subprotocol: str | None) -> bytes | None:
@@ -161,11 +120,7 @@ class ClientConnection(Connection):
         then end it here without a `disconnected` event, as it lives on."""
         if self.recovery_refusal(token, subprotocol) is not None:
             return None
-        buffered = [_Buffered(f.payload, getattr(f.source, "group", None), getattr(f.source, "from_user_id", None))
-                    for f in (self.replay or ())]
-        state = SessionState(self.connection_id, self.user_id, self.subprotocol, self.variant, sorted(self.roles),
-                             sorted(self.groups), self.sequence_id, self.acked_sequence_id, buffered,
-                             self._event_ctx.state if self._event_ctx is not None else None)
+        state = reliable.export_state(self, self._event_ctx.state if self._event_ctx is not None else None)
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
@@ -173,23 +128,16 @@ class ClientConnection(Connection):
         self._hub.remove_connection(self)
         if self.transport is not None and not self.transport.is_disconnected:
             self.transport.disconnect(False)
-        return _encode_state(state)
+        return state
 
     @classmethod
     def adopt(cls, node: Node, hub: Hub, settings: ConnectionSettings, data: bytes) -> ClientConnection:
         """The session another node handed over, to be resumed when its client's socket arrives."""
-        state = _decode_state(data)
+        state = reliable.decode_state(data)
         claims = ClientClaims(state.user_id, tuple(state.roles), tuple(state.groups))
         accept = Accept(hub.name, state.subprotocol, state.variant, claims)
         conn = cls(node, hub, accept, state.connection_id, settings)
-        conn.sequence_id = state.sequence_id
-        conn.acked_sequence_id = state.acked_sequence_id
-        conn.replay = collections.deque()
-        for entry in state.replay:
-            source = GroupSource(entry.group, entry.from_user_id) if entry.group is not None else SERVER_SOURCE
-            frames = Frames(entry.payload, source)
-            conn.replay.append(frames)
-            conn.replay_bytes += frames.cost
+        reliable.restore(conn, state, Frames)
         if state.connection_state is not None:
             conn._context().state = state.connection_state
         conn._adopted = True
@@ -222,15 +170,13 @@ class ClientConnection(Connection):
         self._log_connected(recovering)
         codec = self._codec
         if codec is not None:
-            if self.variant in _fanout.RELIABLE_VARIANTS:
-                self._previous_token = self.reconnection_token
-                self.reconnection_token = secrets.token_urlsafe(24)
+            if reliable.is_reliable(self.variant):
+                reliable.rotate_token(self)
             self.discard_pending()
             hello = codec.encode_connected(self.connection_id, self.user_id, self.reconnection_token)
             self.send_frame(codec.opcode, hello)
         if recovering:
-            self.flush()  # `connected` may wait in this turn's coalesced bytes: it goes before the resend
-            self.resend_unacknowledged(self._settings.max_outbound_bytes)
+            reliable.resend(self, self._settings.max_outbound_bytes)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         if transport is not self.transport:
@@ -317,8 +263,7 @@ class ClientConnection(Connection):
 
     def resume_writing(self) -> None:
         self.resume()
-        if self.resend_next:
-            self.resend_unacknowledged(self._settings.max_outbound_bytes)
+        reliable.continue_resend(self, self._settings.max_outbound_bytes)
 
     def on_outbound_overflow(self) -> None:
         """More than max_outbound_bytes wait for a client that does not read: it is too slow. What
