@@ -14,7 +14,7 @@ from .auth.tokens import KeyRing, generate_access_key
 from .broker.errors import BrokerUnavailable
 from .broker.memory import MemoryBroker
 from .broker.redis import RedisBroker
-from .client_connection import ClientConnection, ConnectionSettings
+from .client_connection import ClientConnection
 from .config import Config
 from .embedding import HubApi
 from .events.dispatcher import HubEvents
@@ -32,6 +32,7 @@ from .outcome import Outcome, resolve
 from .permissions import RoleError, check_roles
 from .protocol.close_codes import CloseCode
 from .protocol.names import group_error, is_valid_group, is_valid_user, user_error
+from .session import ConnectionSettings
 
 __all__ = ["Server", "client_access_url"]
 

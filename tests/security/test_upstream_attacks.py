@@ -153,7 +153,7 @@ async def test_a_flood_of_events_is_held_back_by_tcp_not_by_memory(server, probe
     """20,000 events (1.4 MB, which the kernel's buffers take at once) against an upstream that
     needs 0.2 s for each: the server stops reading the client once MAX_EVENTS_IN_FLIGHT wait, so
     what it holds stays bounded by one read's worth of frames."""
-    from fastpush.client_connection import MAX_EVENTS_IN_FLIGHT
+    from fastpush.session import MAX_EVENTS_IN_FLIGHT
     probe.replies["flood"] = Reply(204, delay=0.2)
     client = await connect(_View(server), HUB, JSON_V1)
     frame = json.dumps({"type": "event", "event": "flood", "dataType": "text", "data": "x"})

@@ -1,0 +1,623 @@
+"""One client's session, without its socket: frames in; acks, replies, operations, joins, events
+and closes out.
+
+`ClientSession` is what the service does with a client connection: it joins fragments and
+enforces RFC 6455's rules on data frames and the message size limit, parses subprotocol requests
+and answers them (ack ids and Duplicate, sendToGroup / joinGroup / leaveGroup checks, ping, user
+events in order with back-pressure, invoke), handles raw clients, keeps a reliable client's
+session for its recovery window (fastpush.reliable has the bookkeeping), and applies the
+slow-client and buffer-full policies, with their log lines.
+
+It is a mixin without storage of its own. A connection is one object: the compiled
+`_fanout.Connection` holds what the fan-out loop reads, and the class that mixes this in
+(fastpush.client_connection.ClientConnection, the picows listener) declares SESSION_SLOTS for the
+session's state, so a session costs no second object (a separate one per connection would cost
+memory at every connection, for nothing the server needs).
+
+What a session asks for goes through a small interface, so it can be driven and observed
+without a socket (tests/unit/test_session.py does):
+
+- its hub (`SessionHub`) and node (`SessionNode`): membership, user events, and operations
+  submitted to the cluster;
+- its connection: the compiled base's `send_frame` (a frame in order with the broadcasts),
+  `is_open`, `flush`, `discard_pending`, `acknowledge`, `resend_unacknowledged`; and from the
+  socket side (the listener): `deliver` (a server message through the fan-out path, numbered
+  for reliable clients), `send_close`, `drop_socket`, `pause_reading`, `resume_reading` and
+  `is_lost`. See `ClientSession`'s declarations.
+
+This module imports neither picows nor the compiled module (tests check it).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, assert_never
+
+from . import ops, reliable
+from .broker.errors import BrokerUnavailable
+from .events.dispatcher import HubEvents
+from .events.model import EventContext, EventFailed
+from .outcome import Outcome, finish
+from .permissions import Permission, grants
+from .protocol.close_codes import CloseCode
+from .protocol.codecs import Codec, codec_for
+from .protocol.json_protocol import (
+    Ignored,
+    InvalidRequest,
+    Invoke,
+    JoinGroup,
+    LeaveGroup,
+    Ping,
+    ProtocolViolation,
+    SendEvent,
+    SendToGroup,
+    SequenceAck,
+    encode_invoke_error,
+)
+from .protocol.names import event_error, group_error, is_valid_event, is_valid_group
+from .protocol.payload import DataType, Payload
+
+if TYPE_CHECKING:
+    from .handshake import Accept
+
+__all__ = ["ClientSession", "ConnectionSettings", "SESSION_SLOTS", "SessionHub", "SessionNode", "ClientFrame",
+           "OPCODE_CONTINUATION", "OPCODE_TEXT", "OPCODE_BINARY", "MAX_EVENTS_IN_FLIGHT", "ACK_REPEAT_SECONDS"]
+
+log = logging.getLogger("fastpush.ws")
+R = TypeVar("R")
+
+# RFC 6455 opcodes of data frames (picows' WSMsgType values).
+OPCODE_CONTINUATION, OPCODE_TEXT, OPCODE_BINARY = 0x0, 0x1, 0x2
+ACK_REPEAT_SECONDS = 0.005
+MAX_EVENTS_IN_FLIGHT = 64  # user events of one connection waiting for the upstream, before reading pauses
+
+
+@dataclass(slots=True)
+class ConnectionSettings:
+    """Per-server knobs every connection reads."""
+
+    recovery_window_seconds: float = 30.0  # how long a reliable session waits for its client
+    max_outbound_bytes: int = 4 * 1024 * 1024  # queued beyond this, a client is too slow: closed
+    remembered_ack_ids: int = 4096  # per connection, to answer a repeated ackId with Duplicate
+    replay_max_messages: int = 1000  # unacknowledged messages kept per reliable connection
+    replay_max_bytes: int = 16 * 1024 * 1024
+    max_message_bytes: int = 1024 * 1024  # one client message, however many fragments it comes in
+    max_groups_per_connection: int = 1000  # groups a client may join itself
+
+
+class ClientFrame(Protocol):
+    """A data frame as the session reads it (picows' WSFrame; its opcode is passed beside it)."""
+
+    @property
+    def fin(self) -> bool: ...
+    @property
+    def rsv1(self) -> bool: ...
+    @property
+    def rsv2(self) -> bool: ...
+    @property
+    def rsv3(self) -> bool: ...
+    @property
+    def payload_size(self) -> int: ...
+    def get_payload_as_bytes(self) -> bytes: ...
+
+
+class SessionHub(Protocol):
+    """What a session asks of its hub (fastpush.hub.Hub); `conn` is the session's connection."""
+
+    name: str
+    events: HubEvents | None
+    slow_client_closes: int
+
+    def add_connection(self, conn: Any, groups: Iterable[str] = ...) -> None: ...
+    def remove_connection(self, conn: Any) -> bool: ...
+    def join(self, conn: Any, group: str) -> Awaitable[object] | None: ...
+    def leave(self, conn: Any, group: str) -> None: ...
+
+
+class SessionNode(Protocol):
+    """What a session asks of its node (fastpush.node.Node): operations for the whole cluster."""
+
+    def submit(self, op: ops.Operation[R]) -> Outcome[R]: ...
+
+
+# The session's state, stored in the slots of the class that mixes ClientSession in.
+SESSION_SLOTS = ("_node", "_hub", "_settings", "_codec", "_token_groups", "_raw_group", "_raw_no_echo",
+                 "_fragments", "_fragment_type", "_fragment_bytes", "reconnection_token", "previous_token",
+                 "_expiry", "_ack_ids", "_event_ctx", "_event_tail", "_events_in_flight", "_adopted",
+                 "_repeat_acks", "address", "close_code", "messages_in", "bytes_in", "_connected_at")
+
+
+class ClientSession:
+    """The protocol logic of one client connection; see the module's docstring."""
+
+    if not TYPE_CHECKING:  # hidden from mypy, which would check the host's attributes against it
+        __slots__ = ()  # the storage is the host's: the compiled Connection's fields and SESSION_SLOTS
+
+    if TYPE_CHECKING:
+        # The compiled Connection's fields and methods (fastpush/_fanout.pyi) the session uses.
+        connection_id: str
+        user_id: str | None
+        hub: str
+        subprotocol: str | None
+        variant: int
+        groups: set[str] | frozenset[str]
+        roles: set[str] | frozenset[str]
+        sequence_id: int
+        acked_sequence_id: int
+        replay: Any
+        replay_bytes: int
+        replay_overflowed: bool
+        replay_max_messages: int
+        replay_max_bytes: int
+        resend_next: int
+        keep_session: bool
+        close_reason: str | None
+
+        @property
+        def is_open(self) -> bool: ...
+        def send_frame(self, opcode: int, payload: bytes) -> bool: ...
+        def flush(self) -> None: ...
+        def discard_pending(self) -> None: ...
+        def acknowledge(self, sequence_id: int) -> None: ...
+        def resend_unacknowledged(self, max_queued: int) -> bool: ...
+
+        # The socket side (fastpush.client_connection.ClientConnection).
+        @property
+        def is_lost(self) -> bool:
+            """No socket: none yet, or it disconnected."""
+        def deliver(self, payload: Payload) -> None:
+            """A server message to this client alone, through the fan-out path (numbered and kept
+            for a reliable client)."""
+        def send_close(self, code: int, reason: str) -> None:
+            """What is queued, then a close frame (the socket is open); the socket is dropped if
+            the client does not answer it in time."""
+        def drop_socket(self) -> None:
+            """Disconnect without a close frame."""
+        def pause_reading(self) -> None: ...
+        def resume_reading(self) -> None: ...
+
+        # SESSION_SLOTS
+        _node: SessionNode
+        _hub: SessionHub
+        _settings: ConnectionSettings
+        _codec: Codec | None
+        _token_groups: tuple[str, ...]
+        _raw_group: str | None
+        _raw_no_echo: bool
+        _fragments: list[bytes] | None
+        _fragment_type: int
+        _fragment_bytes: int
+        reconnection_token: str | None
+        previous_token: str | None
+        _expiry: asyncio.TimerHandle | None
+        _ack_ids: dict[int, None] | None
+        _event_ctx: EventContext | None
+        _event_tail: asyncio.Task[None] | None
+        _events_in_flight: int
+        _adopted: bool
+        _repeat_acks: bool
+        address: str
+        close_code: int | None
+        messages_in: int
+        bytes_in: int
+        _connected_at: float
+
+    def _init_session(self, node: SessionNode, hub: SessionHub, accept: Accept, settings: ConnectionSettings,
+                      event_ctx: EventContext | None) -> None:
+        """Called once the compiled Connection is initialised."""
+        self._node = node
+        self._hub = hub
+        self._settings = settings
+        self.replay_max_messages = settings.replay_max_messages
+        self.replay_max_bytes = settings.replay_max_bytes
+        self._codec = codec_for(accept.variant)
+        if accept.claims.roles:
+            self.roles = set(accept.claims.roles)
+        self._token_groups = accept.claims.groups
+        self._raw_group = accept.raw_send_group
+        self._raw_no_echo = accept.raw_no_echo
+        self._fragments = None
+        self._fragment_type = OPCODE_TEXT
+        self._fragment_bytes = 0
+        self.reconnection_token = None
+        self.previous_token = None
+        self._expiry = None
+        self._ack_ids = None  # made on the first ackId
+        self._event_ctx = event_ctx  # made on first use when the connect event did not make it
+        self._event_tail = None  # the last user event in flight, to keep their order
+        self._events_in_flight = 0
+        self._adopted = False  # a session handed over by another node, resumed by `opened`
+        self._repeat_acks = accept.repeat_acks
+        self.keep_session = reliable.is_reliable(accept.variant)
+        self.address = accept.address
+        self.close_code = None  # the close code of close_reason; None: no close frame
+        self.messages_in = 0  # whole data messages from the client, and their bytes, for the disconnect line
+        self.bytes_in = 0
+        self._connected_at = 0.0
+
+    @property
+    def groups_to_join(self) -> tuple[str, ...]:
+        """The groups it joins when its socket arrives (token, connect handler, or a moved session)."""
+        return tuple(self._token_groups)
+
+    # --- the session's life -----------------------------------------------------------------------
+    def opened(self, resumed: bool) -> None:
+        """The client's socket is here: the first time, or again (`resumed`: back after a drop on this
+        node), or for a session adopted from another node. A recovering client gets `connected`
+        with a new token, then every unacknowledged message."""
+        recovering = resumed or self._adopted
+        if recovering:
+            self.close_reason = self.close_code = None  # the session goes on
+        if resumed:
+            self._cancel_expiry()
+        else:
+            self._hub.add_connection(self, self._token_groups)
+            self._token_groups = ()
+            if self._hub.events is not None and not self._adopted:
+                self._hub.events.connected(self._context())
+            self._adopted = False
+            self._connected_at = time.monotonic()
+        self._log_connected(recovering)
+        codec = self._codec
+        if codec is not None:
+            if reliable.is_reliable(self.variant):
+                reliable.rotate_token(self)
+            self.discard_pending()  # a new socket must not get bytes meant for the old one: they are resent
+            self.send_frame(codec.opcode, codec.encode_connected(self.connection_id, self.user_id,
+                                                                 self.reconnection_token))
+        if recovering:
+            reliable.resend(self, self._settings.max_outbound_bytes)
+
+    def adopted(self, connection_state: str | None) -> None:
+        """This session was handed over by another node (fastpush.reliable.restore has its buffer);
+        `opened` resumes it when its client's socket arrives."""
+        if connection_state is not None:
+            self._context().state = connection_state
+        self._adopted = True
+
+    def lost(self) -> None:
+        """The socket is gone. A reliable session waits for its client for the recovery window."""
+        if self.close_reason is None:
+            self.close_reason = "The connection was lost." if self.keep_session else "The connection closed."
+        if self.keep_session:
+            window = self._settings.recovery_window_seconds
+            self._expiry = asyncio.get_running_loop().call_later(window, self.end_session)
+        else:
+            self.end_session()
+
+    def end_session(self) -> None:
+        self._cancel_expiry()
+        self.keep_session = False
+        if not self._hub.remove_connection(self):
+            return
+        if self._hub.events is not None:
+            self._hub.events.disconnected(self._context(), self.close_reason or "The connection closed.")
+        self._log_disconnected()
+
+    def _cancel_expiry(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+
+    def recovery_refusal(self, token: str | None, subprotocol: str | None) -> str | None:
+        """Why this session cannot be resumed with `token`, or None if it can (fastpush.reliable.refusal)."""
+        return reliable.refusal(self, token, subprotocol)
+
+    def hand_over(self, token: str | None, subprotocol: str | None) -> bytes | None:
+        """Give this reliable session to another node (its client recovered there): its state,
+        then end it here without a `disconnected` event, as it lives on."""
+        if self.recovery_refusal(token, subprotocol) is not None:
+            return None
+        state = reliable.export_state(self, self._event_ctx.state if self._event_ctx is not None else None)
+        self._cancel_expiry()
+        self.keep_session = False
+        self._hub.remove_connection(self)
+        self.drop_socket()
+        return state
+
+    # --- closes -----------------------------------------------------------------------------------
+    def close(self, code: int, reason: str, notify: bool = False, *, keep_session: bool = False) -> None:
+        """Close with a close frame: JSON and protobuf clients first get `system/disconnected`
+        when `notify` (REST closes). The session ends with the socket unless `keep_session`
+        (a slow reliable client recovers)."""
+        self.keep_session = keep_session and self.keep_session
+        if self.close_reason is None:
+            self.close_reason = reason
+            self.close_code = int(code)
+        if not self.is_open:
+            if not self.keep_session and self.is_lost:
+                self.end_session()
+            return
+        codec = self._codec
+        if notify and codec is not None:
+            self.send_frame(codec.opcode, codec.encode_disconnected(reason))
+        self.send_close(code, reason)
+
+    def closed_by_client(self, code: int) -> None:
+        """The client sent its own close frame (not its answer to ours): the session ends with it."""
+        self.keep_session = False
+        if self.close_reason is None:
+            self.close_code = code
+            self.close_reason = f"The client closed the connection ({code})."
+
+    def on_replay_overflow(self) -> None:
+        fields = self._fields("replay_overflow")
+        fields.update(messages=len(self.replay), bytes=self.replay_bytes)
+        log.warning("connection %(connection_id)s: reliable buffer full (%(messages)d messages, %(bytes)d bytes); "
+                    "closing (hub %(hub)s, user %(user)s, from %(address)s)", fields, extra=fields)
+        self.close(CloseCode.POLICY_VIOLATION, "The reliable message buffer is full.")
+        if self.is_lost:
+            self.end_session()
+
+    def on_outbound_overflow(self) -> None:
+        """More than max_outbound_bytes wait for a client that does not read: it is too slow. What
+        waited is dropped already, so the close frame is next after what its socket holds; a
+        reliable client recovers the dropped messages from its replay buffer."""
+        if self.close_reason is not None or not self.is_open:
+            return
+        fields = self._fields("slow_client")
+        fields["max_outbound_bytes"] = self._settings.max_outbound_bytes
+        log.warning("connection %(connection_id)s: more than %(max_outbound_bytes)d bytes queued; closing a slow "
+                    "client (hub %(hub)s, user %(user)s, from %(address)s)", fields, extra=fields)
+        self._hub.slow_client_closes += 1
+        self.close(CloseCode.SLOW_CLIENT, "The client is too slow to receive its messages.", keep_session=True)
+
+    # --- frames in --------------------------------------------------------------------------------
+    def receive(self, opcode: int, frame: ClientFrame) -> None:
+        """A data frame (text, binary or continuation) from a client whose close frame has not been
+        read, before the server sent its own: the session acts on each whole message."""
+        if frame.rsv1 or frame.rsv2 or frame.rsv3:
+            self.close(CloseCode.PROTOCOL_ERROR, "A reserved bit is set, but no extension was negotiated.")
+            return
+        msg_type = self._fragment_type if opcode == OPCODE_CONTINUATION else opcode
+        data = self._assemble(opcode, frame)
+        if data is None:
+            return
+        self.messages_in += 1
+        self.bytes_in += len(data)
+        codec = self._codec
+        if codec is None:
+            if msg_type == OPCODE_TEXT and not _is_utf8(data):
+                self.close(CloseCode.INVALID_PAYLOAD, "A text message that is not valid UTF-8.")
+                return
+            self._on_raw(msg_type, data)
+        elif msg_type != codec.opcode:
+            kind = "Binary" if msg_type == OPCODE_BINARY else "Text"
+            self.close(CloseCode.UNSUPPORTED_DATA,
+                       f"{kind} frames are not supported by the {self.subprotocol} subprotocol.")
+        else:
+            self._on_request(codec, data)
+
+    def _assemble(self, opcode: int, frame: ClientFrame) -> bytes | None:
+        """Return a whole message, joining fragmented frames; None while a message is incomplete
+        or when the connection was closed for breaking the rules (RFC 6455 §5.4, the size limit)."""
+        limit = self._settings.max_message_bytes
+        if opcode == OPCODE_CONTINUATION:
+            fragments = self._fragments
+            if fragments is None:
+                self.close(CloseCode.PROTOCOL_ERROR, "A continuation frame without a first fragment.")
+                return None
+            self._fragment_bytes += frame.payload_size
+            if self._fragment_bytes > limit:
+                self._fragments = None
+                self.close(CloseCode.MESSAGE_TOO_BIG, f"The message is larger than {limit} bytes.")
+                return None
+            fragments.append(frame.get_payload_as_bytes())
+            if not frame.fin:
+                return None
+            self._fragments = None
+            return b"".join(fragments)
+        if self._fragments is not None:
+            self._fragments = None
+            self.close(CloseCode.PROTOCOL_ERROR, "A new message began before the fragmented one ended.")
+            return None
+        if frame.payload_size > limit:
+            self.close(CloseCode.MESSAGE_TOO_BIG, f"The message is larger than {limit} bytes.")
+            return None
+        if not frame.fin:
+            self._fragments = [frame.get_payload_as_bytes()]
+            self._fragment_type = opcode
+            self._fragment_bytes = frame.payload_size
+            return None
+        return frame.get_payload_as_bytes()
+
+    # --- raw clients ------------------------------------------------------------------------------
+    def _on_raw(self, msg_type: int, data: bytes) -> None:
+        payload = Payload(DataType.BINARY if msg_type == OPCODE_BINARY else DataType.TEXT, data)
+        group = self._raw_group
+        if group is None:
+            events = self._hub.events
+            if events is not None and events.handles_user_event("message"):
+                self._queue_event(events, "message", payload, None)
+            else:
+                self.close(CloseCode.INTERNAL_ERROR, "No event handler is configured for event 'message'.")
+        elif not grants(self.roles, Permission.SEND_TO_GROUP, group):
+            self.close(CloseCode.POLICY_VIOLATION, f"No permission to send to group '{group}'.")
+        else:
+            excluded = (self.connection_id,) if self._raw_no_echo else ()
+            self._settle(self._node.submit(ops.SendToGroup(self.hub, group, payload, excluded, None, self.user_id)),
+                         None)
+
+    # --- subprotocols (JSON and protobuf) -----------------------------------------------------------
+    def _on_request(self, codec: Codec, data: bytes) -> None:
+        try:
+            request = codec.parse(data)
+        except ProtocolViolation as exc:
+            self.close(exc.code, exc.reason)
+            return
+        except InvalidRequest as exc:
+            self._ack(exc.ack_id, exc.name, exc.message)
+            return
+        if isinstance(request, SequenceAck):
+            self.acknowledge(request.sequence_id)
+            return
+        ack_id = getattr(request, "ack_id", None)
+        if ack_id is not None and self._seen(ack_id):
+            self._ack(ack_id, "Duplicate", f"Message with ack-id: {ack_id} has been processed.")
+            return
+        match request:
+            case SendToGroup():
+                self._send_to_group(request)
+            case JoinGroup() | LeaveGroup():
+                self._join_or_leave(request)
+            case Ping():
+                self.send_frame(codec.opcode, codec.encode_pong())
+            case SendEvent():
+                events = self._hub.events
+                if not is_valid_event(request.event):
+                    self._ack(ack_id, "BadRequest", event_error(request.event))
+                elif events is not None and events.handles_user_event(request.event):
+                    self._queue_event(events, request.event, request.payload, ack_id)
+                else:  # no handler wants it: accepted and dropped, as the service does
+                    self._ack(ack_id)
+            case Invoke():
+                self.send_frame(OPCODE_TEXT, encode_invoke_error(
+                    request.invocation_id, "BadRequest", "No event handler is configured for invocations."))
+            case Ignored():
+                pass
+            case _:
+                assert_never(request)
+
+    def _seen(self, ack_id: int) -> bool:
+        """Remember ackIds (the newest few thousand) so a repeated one is answered, not redone."""
+        ack_ids = self._ack_ids
+        if ack_ids is None:
+            ack_ids = self._ack_ids = {}
+        if ack_id in ack_ids:
+            return True
+        ack_ids[ack_id] = None
+        if len(ack_ids) > self._settings.remembered_ack_ids:
+            del ack_ids[next(iter(ack_ids))]
+        return False
+
+    def _send_to_group(self, request: SendToGroup) -> None:
+        group = request.group
+        if not is_valid_group(group):
+            self._ack(request.ack_id, "BadRequest", group_error(group))
+        elif not grants(self.roles, Permission.SEND_TO_GROUP, group):
+            self._ack(request.ack_id, "Forbidden", f"The client does not have permission to send to group '{group}'.")
+        else:
+            excluded = (self.connection_id,) if request.no_echo else ()
+            op = ops.SendToGroup(self.hub, group, request.payload, excluded, None, self.user_id)
+            self._settle(self._node.submit(op), request.ack_id)
+
+    def _join_or_leave(self, request: JoinGroup | LeaveGroup) -> None:
+        group = request.group
+        verb = "join" if type(request) is JoinGroup else "leave"
+        limit = self._settings.max_groups_per_connection
+        if not is_valid_group(group):
+            self._ack(request.ack_id, "BadRequest", group_error(group))
+        elif not grants(self.roles, Permission.JOIN_LEAVE_GROUP, group):
+            self._ack(request.ack_id, "Forbidden", f"The client does not have permission to {verb} group '{group}'.")
+        elif verb == "join" and group not in self.groups and len(self.groups) >= limit:
+            self._ack(request.ack_id, "BadRequest", f"The connection is already in {limit} groups, the most allowed.")
+        else:
+            if verb == "join":
+                self._settle(self._hub.join(self, group), request.ack_id)
+            else:
+                self._hub.leave(self, group)
+                self._ack(request.ack_id)
+
+    # --- user events ------------------------------------------------------------------------------
+    def _queue_event(self, events: HubEvents, name: str, payload: Payload, ack_id: int | None) -> None:
+        """Events of one connection reach the handler one at a time, in order; a slow handler
+        delays only this connection's events, never anybody's pushes. Past MAX_EVENTS_IN_FLIGHT
+        waiting events the socket is not read until they drain (TCP pushes back on the client)."""
+        previous = self._event_tail
+        self._event_tail = task = asyncio.get_running_loop().create_task(
+            self._run_event(events, previous, name, payload, ack_id))
+        events.track(task)
+        self._events_in_flight += 1
+        if self._events_in_flight == MAX_EVENTS_IN_FLIGHT:
+            self.pause_reading()
+        task.add_done_callback(self._event_done)
+
+    def _event_done(self, _task: asyncio.Task[None]) -> None:
+        self._events_in_flight -= 1
+        if self._events_in_flight == MAX_EVENTS_IN_FLIGHT // 2:
+            self.resume_reading()
+
+    async def _run_event(self, events: HubEvents, previous: asyncio.Task[None] | None, name: str, payload: Payload,
+                         ack_id: int | None) -> None:
+        if previous is not None and not previous.done():
+            await asyncio.wait((previous,))
+        try:
+            reply = await events.user_event(self._context(), name, payload)
+        except EventFailed:  # logged where it failed (the upstream, the dispatcher)
+            if self._codec is None:
+                self.close(CloseCode.INTERNAL_ERROR, f"The event handler for '{name}' failed.")
+            else:
+                self._ack(ack_id, "InternalServerError", f"The event handler for '{name}' failed.")
+            return
+        if reply is not None and reply.state is not None:
+            self._context().state = reply.state
+        if reply is not None and reply.payload is not None and self.is_open:
+            if self._codec is None:
+                self.send_frame(OPCODE_BINARY if reply.payload.is_binary else OPCODE_TEXT, reply.payload.data)
+            else:
+                self.deliver(reply.payload)
+        self._ack(ack_id)
+
+    def _context(self) -> EventContext:
+        if self._event_ctx is None:
+            self._event_ctx = EventContext(self._hub.name, self.connection_id, self.user_id, self.subprotocol)
+        return self._event_ctx
+
+    # --- acks -------------------------------------------------------------------------------------
+    def _settle(self, outcome: Outcome[object], ack_id: int | None) -> None:
+        """Ack now, or once a remote broker has taken the operation (an error ack if it cannot)."""
+        def failed(exc: Exception) -> None:
+            if not isinstance(exc, BrokerUnavailable):
+                raise exc
+            self._ack(ack_id, "InternalServerError", str(exc))
+        finish(outcome, lambda _: self._ack(ack_id), failed)
+
+    def _ack(self, ack_id: int | None, error_name: str | None = None, message: str = "") -> None:
+        codec = self._codec
+        if ack_id is None or codec is None or not self.is_open:
+            return
+        ack = codec.encode_ack(ack_id, error_name, message)
+        self.send_frame(codec.opcode, ack)
+        if self._repeat_acks:
+            # azure-messaging-webpubsubclient 1.1 can miss an ack that arrives before its sending
+            # thread waits for it, then blocks for its whole ack timeout (30 s). Sent once more a
+            # moment later, the ack wakes it; the SDKs ignore an ackId they no longer wait for.
+            asyncio.get_running_loop().call_later(ACK_REPEAT_SECONDS, self._repeat_ack, ack)
+
+    def _repeat_ack(self, ack: bytes) -> None:
+        if self.is_open and self._codec is not None:
+            self.send_frame(self._codec.opcode, ack)
+
+    # --- log lines --------------------------------------------------------------------------------
+    def _fields(self, event: str) -> dict[str, object]:
+        return {"event": event, "hub": self.hub, "connection_id": self.connection_id, "user": self.user_id,
+                "subprotocol": self.subprotocol, "address": self.address}
+
+    def _log_connected(self, recovering: bool) -> None:
+        fields = self._fields("reconnected" if recovering else "connected")
+        log.info("connection %(connection_id)s %(event)s: hub %(hub)s, user %(user)s, subprotocol "
+                 "%(subprotocol)s, from %(address)s", fields, extra=fields)
+
+    def _log_disconnected(self) -> None:
+        """One line per ended session. Only what came in is counted: counting what goes out would
+        add work to every delivery of the fan-out loop."""
+        fields = self._fields("disconnected")
+        fields.update(code=self.close_code if self.close_code is not None else int(CloseCode.ABNORMAL_CLOSURE),
+                      reason=self.close_reason or "The connection closed.",
+                      duration_s=round(time.monotonic() - self._connected_at, 3) if self._connected_at else 0.0,
+                      messages_in=self.messages_in, bytes_in=self.bytes_in)
+        log.info("connection %(connection_id)s disconnected: hub %(hub)s, user %(user)s, from %(address)s, "
+                 "code %(code)s (%(reason)s) after %(duration_s).1f s, %(messages_in)d messages "
+                 "(%(bytes_in)d bytes) in", fields, extra=fields)
+
+
+def _is_utf8(data: bytes) -> bool:
+    """RFC 6455 §8.1: a text message must be valid UTF-8 (else close 1007)."""
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
