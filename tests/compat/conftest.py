@@ -1,7 +1,10 @@
 """Fixtures of the SDK compatibility tests."""
+from collections.abc import Iterator
+
 import pytest
 from azure.messaging.webpubsubservice import WebPubSubServiceClient
 
+from tests.compat.drivers import ClientDriver, client_drivers
 from tests.conftest import SplitDeployment
 
 
@@ -20,3 +23,23 @@ def deployment(request) -> SplitDeployment:
         return SplitDeployment(single, single)
     nodes = request.getfixturevalue("cluster")
     return SplitDeployment(nodes[0], nodes[1])
+
+
+CLIENT_DRIVERS = client_drivers()
+
+
+@pytest.fixture(scope="session")
+def _client_drivers_closed() -> Iterator[None]:
+    """The drivers live for the session (the JS driver's node process serves every test of its
+    version) and end with it."""
+    yield
+    for driver in CLIENT_DRIVERS:
+        driver.close()
+
+
+@pytest.fixture(params=CLIENT_DRIVERS, ids=str)
+def driver(request, _client_drivers_closed) -> ClientDriver:
+    """Each installed client SDK version (tests/compat/drivers/). Function-scoped over
+    session-lived drivers, so pytest keeps the tests in file order rather than regrouping
+    them (and their modules) by driver."""
+    return request.param

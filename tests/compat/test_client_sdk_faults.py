@@ -10,17 +10,15 @@ Python's websocket-client never does), so the data simply resumes; the server's 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import time
 
 import pytest
 import websockets
-from azure.messaging.webpubsubclient import WebPubSubClient
-from azure.messaging.webpubsubclient.models import CallbackType
 from azure.messaging.webpubsubservice import WebPubSubServiceClient
 
 import fastpush
-from tests.compat.test_js_client_sdk import JsClient
 from tests.conftest import _run_in_thread, _stop
 from tests.fault_proxy import FaultProxy
 from tests.helpers import JSON_RELIABLE_V1, client_url, connect
@@ -109,62 +107,48 @@ def check_delivery(sdk: str, received: list, proxy: FaultProxy, connects: int, d
     assert (connects, disconnects) == (1, 0)  # every reconnect was a recovery, never a fresh start
 
 
-# The SDK's sequenceAck thread dies with ConnectionResetError when a cut catches it mid-send (it
-# has no except clause); the next connection starts a new one, so that is noise here.
+# The Python SDK's sequenceAck thread dies with ConnectionResetError when a cut catches it
+# mid-send (it has no except clause); the next connection starts a new one, so that is noise here.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
-async def test_python_client_sdk_through_cuts_and_a_stall(fault_server, proxy):
-    """websocket-client sees each cut as a reset and the SDK recovers at once with the reconnection
-    token. The SDK starts a thread per callback, so callbacks may run slightly out of order (two
-    neighbours swapped, once in some twenty runs): the order checked is the wire's, by sequenceId,
-    which the SDK also uses to drop what it has seen (so a wire-order fault would show as a loss)."""
-    hub = "faults_python"
-    arrivals: list[tuple[int, str]] = []  # (sequenceId, data), in callback order
-    events = {CallbackType.CONNECTED: 0, CallbackType.DISCONNECTED: 0}
-    # open() and each recovery can miss the handshake's wakeup and wait out start_timeout (30 s by
-    # default) although connected: 5 s bounds that, and it is still far above a real handshake.
-    client = WebPubSubClient(proxied_url(fault_server, proxy, hub), start_timeout=5)
-    client.subscribe(CallbackType.SERVER_MESSAGE, lambda m: arrivals.append((m.sequence_id, m.data)))
-    for kind in events:
-        client.subscribe(kind, lambda _, kind=kind: events.__setitem__(kind, events[kind] + 1))
-    await asyncio.to_thread(client.open)
-    try:
-        await publish_through_faults(fault_server, proxy, hub, arrivals)
-        seen = dict(events)  # before close(), which emits disconnected
-        view = server_view(fault_server, hub)
-    finally:
-        await asyncio.to_thread(client.close)
-    late_callbacks = sum(earlier > later for earlier, later in zip(arrivals, arrivals[1:]))
-    check_delivery(f"Python client SDK (callbacks run out of order: {late_callbacks})",
-                   [data for _, data in sorted(arrivals)], proxy,
-                   seen[CallbackType.CONNECTED], seen[CallbackType.DISCONNECTED], view)
-
-
-async def test_js_client_sdk_through_cuts_and_a_stall(fault_server, proxy):
-    """The same through the JS SDK in node: its events reach this test in order through the driver's stdout."""
-    hub = "faults_js"
-    received: list[str] = []
+async def test_client_sdk_through_cuts_and_a_stall(fault_server, proxy, driver):
+    """Each SDK recovers at once with the reconnection token after every cut (Python's
+    websocket-client sees a reset). The Python SDK starts a thread per callback, so its callbacks
+    may run slightly out of order (two neighbours swapped, once in some twenty runs): for it the
+    order checked is the wire's, by sequenceId, which the SDK also uses to drop what it has seen (so
+    a wire-order fault would show as a loss); the JS SDK's events reach this test in order through
+    its node host, and must arrive in wire order."""
+    hub = f"faults_{driver.sdk}"
+    arrivals: list[tuple[int, str]] = []  # (sequenceId, data), in event order
     events = {"connected": 0, "disconnected": 0}
-    client = await JsClient.launch(proxied_url(fault_server, proxy, hub))
+    # start() and each recovery of the Python SDK can miss the handshake's wakeup and wait out its
+    # start_timeout although connected: its driver bounds that at 5 s, far above a real handshake.
+    client = await driver.client(proxied_url(fault_server, proxy, hub), "reliable")
 
     async def collect() -> None:
         while True:
-            kind, args = await client.events.get()
-            if kind == "server-message":
-                received.append(args["message"]["data"])
-            elif kind in events:
-                events[kind] += 1
+            event = await client.events.get()
+            if event.kind == "server-message":
+                arrivals.append((event.message.sequence_id, event.message.data))
+            elif event.kind in events:
+                events[event.kind] += 1
 
-    collector = asyncio.create_task(collect())
     try:
-        await client.call("start")
-        await publish_through_faults(fault_server, proxy, hub, received)
-        seen = dict(events)  # before stop(), which emits disconnected
-        view = server_view(fault_server, hub)
-        await client.call("stop")
+        await client.start()
+        events["connected"] += 1
+        collector = asyncio.create_task(collect())
+        try:
+            await publish_through_faults(fault_server, proxy, hub, arrivals)
+            seen = dict(events)  # before stop(), which emits disconnected
+            view = server_view(fault_server, hub)
+        finally:
+            collector.cancel()
     finally:
-        collector.cancel()
-        await client.close()
-    check_delivery("JS client SDK", received, proxy, seen["connected"], seen["disconnected"], view)
+        await client.dispose()
+    late_events = sum(earlier > later for earlier, later in itertools.pairwise(arrivals))
+    check_delivery(f"{driver} client SDK (events out of order: {late_events})",
+                   [data for _, data in sorted(arrivals)], proxy, seen["connected"], seen["disconnected"], view)
+    if driver.events_in_order:
+        assert late_events == 0
 
 
 async def close_code(client) -> int | None:
