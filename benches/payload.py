@@ -24,7 +24,7 @@ def make(seq: int, size: int) -> str:
 def find(data: bytes, start: int, end: int) -> int:
     """Where the stamp starts inside data[start:end] (raw frame or JSON envelope), or -1."""
     at = data.find(MARKER, start, end)
-    return at + 1 if 0 <= at and at + MIN_BYTES <= end else -1
+    return at + 1 if at >= 0 and at + MIN_BYTES <= end else -1
 
 
 def stamp(data: bytes, at: int) -> tuple[int, int]:

@@ -3,8 +3,8 @@ so synchronous SDK calls in a test never block the server."""
 from __future__ import annotations
 
 import asyncio
-import inspect
 import concurrent.futures
+import inspect
 import shutil
 import socket
 import subprocess

@@ -19,7 +19,7 @@ class FaultProxy:
         self._flowing = asyncio.Event()
         self._flowing.set()
 
-    async def start(self) -> "FaultProxy":
+    async def start(self) -> FaultProxy:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self

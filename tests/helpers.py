@@ -4,10 +4,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import time
 from collections.abc import Callable
 
 import jwt
-import time
 import websockets
 
 JSON_V1 = "json.webpubsub.azure.v1"
@@ -54,7 +54,7 @@ class Client:
     async def expect_silence(self, seconds: float = 0.3) -> None:
         try:
             frame = await asyncio.wait_for(self.ws.recv(), seconds)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return
         raise AssertionError(f"expected no message, got {frame!r}")
 

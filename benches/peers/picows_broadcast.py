@@ -8,8 +8,15 @@ obvious picows broadcast server gets.
 from __future__ import annotations
 
 import uvloop
-from picows import (WSListener, WSMsgType, WSTransport, WSUpgradeRequest, WSUpgradeResponse,
-                    WSUpgradeResponseWithListener, ws_create_server)
+from picows import (
+    WSListener,
+    WSMsgType,
+    WSTransport,
+    WSUpgradeRequest,
+    WSUpgradeResponse,
+    WSUpgradeResponseWithListener,
+    ws_create_server,
+)
 
 from ..stdin_lines import broadcast_stdin_lines
 from .envelope import CONNECTED, JSON_SUBPROTOCOL, envelope, ready_line

@@ -4,14 +4,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-import uvloop
 import websockets
 
 import fastpush
 from fastpush import ConnectResult, EventRejected
 from fastpush.config import ConfigError, load_config
 from tests.helpers import JSON_V1, client_url, connect
-
 
 pytestmark = pytest.mark.both_loops  # the embedding API promises asyncio and uvloop: each test runs on both
 

@@ -76,7 +76,7 @@ class ReliableClient:
                     await self._session(ws, until_count, deadline)
             except websockets.ConnectionClosed as closed:
                 assert not (closed.rcvd and closed.rcvd.code == 1008), f"recovery refused: {closed.rcvd}"
-            except (OSError, asyncio.TimeoutError, websockets.InvalidHandshake):
+            except (TimeoutError, OSError, websockets.InvalidHandshake):
                 await asyncio.sleep(0.1)
 
     async def _session(self, ws, until_count: int, deadline: float) -> None:
@@ -98,7 +98,7 @@ class ReliableClient:
                 assert seq == self.last + 1, f"gap: {self.last} -> {seq}"
                 self.last = seq
                 self.data.append(message["data"])
-        except asyncio.TimeoutError:
+        except TimeoutError:
             ws.transport.abort()
         finally:
             acker.cancel()

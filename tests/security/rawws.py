@@ -32,7 +32,7 @@ class RawWebSocket:
         self.reader, self.writer, self.subprotocol = reader, writer, subprotocol
 
     @classmethod
-    async def connect(cls, url: str, subprotocol: str | None = None) -> "RawWebSocket":
+    async def connect(cls, url: str, subprotocol: str | None = None) -> RawWebSocket:
         parts = urlsplit(url)
         reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
         key = base64.b64encode(os.urandom(16)).decode()

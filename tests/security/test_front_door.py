@@ -54,7 +54,7 @@ async def _closed_by_server(reader: asyncio.StreamReader, timeout: float = WAIT)
             received += chunk
     except ConnectionResetError:
         return received
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise AssertionError(f"the server kept the connection open for {timeout} s") from None
 
 

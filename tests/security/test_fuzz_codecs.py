@@ -9,14 +9,27 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from hypothesis import example, given, settings, strategies as st
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from fastpush.events.cloudevents import connect_result, user_event_reply
 from fastpush.events.model import ConnectResult, EventFailed, EventRejected, EventReply
 from fastpush.protocol.close_codes import CloseCode
 from fastpush.protocol.json_protocol import (
-    GroupSource, Ignored, InvalidRequest, Invoke, JoinGroup, LeaveGroup, Ping, ProtocolViolation, SendEvent,
-    SendToGroup, SequenceAck, ServerSource, message_tail, parse_request,
+    GroupSource,
+    Ignored,
+    InvalidRequest,
+    Invoke,
+    JoinGroup,
+    LeaveGroup,
+    Ping,
+    ProtocolViolation,
+    SendEvent,
+    SendToGroup,
+    SequenceAck,
+    ServerSource,
+    message_tail,
+    parse_request,
 )
 from fastpush.protocol.odata_filter import FilterError, compile_filter
 from fastpush.protocol.payload import MAX_JSON_DEPTH, DataType, Payload, PayloadError, payload_from_rest

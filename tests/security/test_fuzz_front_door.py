@@ -16,7 +16,8 @@ from urllib.parse import quote
 
 import jwt
 import pytest
-from hypothesis import example, given, settings, strategies as st
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from websockets import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
@@ -151,9 +152,7 @@ def http_requests(draw) -> tuple[str, str, str, list[tuple[str, str]], int, byte
     """(method, target, version, headers, count of filler headers, body), and whether to sign."""
     method = draw(st.sampled_from(METHODS) | st.text(max_size=8))
     if draw(st.integers(0, 2)):
-        target = "/api/hubs/{}/{}?api-version={}{}".format(
-            draw(st.sampled_from(HUBS)), draw(st.sampled_from(OPERATIONS)), draw(st.sampled_from(API_VERSIONS)),
-            draw(st.sampled_from(QUERY_EXTRAS)))
+        target = f"/api/hubs/{draw(st.sampled_from(HUBS))}/{draw(st.sampled_from(OPERATIONS))}?api-version={draw(st.sampled_from(API_VERSIONS))}{draw(st.sampled_from(QUERY_EXTRAS))}"
     else:
         target = draw(st.sampled_from(OTHER_TARGETS) | st.text(max_size=30))
     version = draw(st.sampled_from(VERSIONS))

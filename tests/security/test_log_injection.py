@@ -16,9 +16,8 @@ async def test_a_refusal_reason_cannot_forge_log_lines(make_server, hub_name, ca
     forged = "https://x/\n2026-12-01 00:00:00 ERROR fastpush: forged line\r\n"
     token = jwt.encode({"aud": forged, "exp": 4102444800}, server.access_key.encode())
     url = "ws" + server.endpoint[4:] + f"/client/hubs/{hub_name}?access_token={token}"
-    with caplog.at_level(logging.INFO, logger="fastpush"):
-        with pytest.raises(websockets.InvalidStatus) as refused:
-            await websockets.connect(url)
+    with caplog.at_level(logging.INFO, logger="fastpush"), pytest.raises(websockets.InvalidStatus) as refused:
+        await websockets.connect(url)
     assert refused.value.response.status_code == 401
     lines = [r.getMessage() for r in caplog.records if "refused a client handshake" in r.getMessage()]
     assert lines and all("\n" not in line and "\r" not in line for line in lines), lines

@@ -179,7 +179,7 @@ class HostRewritingProxy:
         self._listener: asyncio.AbstractServer | None = None
         self._sessions: set[asyncio.Task] = set()
 
-    async def start(self) -> "HostRewritingProxy":
+    async def start(self) -> HostRewritingProxy:
         self._listener = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         self.port = self._listener.sockets[0].getsockname()[1]
         return self

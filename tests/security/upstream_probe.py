@@ -46,7 +46,7 @@ class UpstreamProbe:
     port: int = 0
     _server: asyncio.AbstractServer | None = None
 
-    async def start(self) -> "UpstreamProbe":
+    async def start(self) -> UpstreamProbe:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self

@@ -2,15 +2,34 @@
 import json
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fastpush.protocol.close_codes import CloseCode
 from fastpush.protocol.json_protocol import (
-    GroupSource, InvalidRequest, JoinGroup, Ping, ProtocolViolation, SendEvent, SendToGroup, SequenceAck,
-    ServerSource, encode_ack, encode_connected, encode_disconnected, message_tail, parse_request,
+    GroupSource,
+    InvalidRequest,
+    JoinGroup,
+    Ping,
+    ProtocolViolation,
+    SendEvent,
+    SendToGroup,
+    SequenceAck,
+    ServerSource,
+    encode_ack,
+    encode_connected,
+    encode_disconnected,
+    message_tail,
+    parse_request,
 )
 from fastpush.protocol.payload import (
-    MAX_JSON_DEPTH, DataType, Payload, PayloadError, _deeper_than, decode_json, payload_from_client,
+    MAX_JSON_DEPTH,
+    DataType,
+    Payload,
+    PayloadError,
+    _deeper_than,
+    decode_json,
+    payload_from_client,
     payload_from_rest,
 )
 

@@ -8,7 +8,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastpush.protocol.odata_filter import (
-    MAX_CLAUSES, MAX_DEPTH, MAX_FILTER_LENGTH, FilterError, compile_filter,
+    MAX_CLAUSES,
+    MAX_DEPTH,
+    MAX_FILTER_LENGTH,
+    FilterError,
+    compile_filter,
 )
 
 

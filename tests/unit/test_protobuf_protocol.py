@@ -2,20 +2,33 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from google.protobuf import any_pb2
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fastpush.protocol.json_protocol import (
-    GroupSource, InvalidRequest, JoinGroup, LeaveGroup, Ping, ProtocolViolation, SendEvent, SendToGroup,
-    SequenceAck, ServerSource,
+    GroupSource,
+    InvalidRequest,
+    JoinGroup,
+    LeaveGroup,
+    Ping,
+    ProtocolViolation,
+    SendEvent,
+    SendToGroup,
+    SequenceAck,
+    ServerSource,
 )
 from fastpush.protocol.payload import DataType, Payload
 from fastpush.protocol.protobuf_protocol import (
-    data_message_inner, encode_ack, encode_connected, encode_disconnected, encode_pong, parse_upstream,
+    data_message_inner,
+    encode_ack,
+    encode_connected,
+    encode_disconnected,
+    encode_pong,
+    parse_upstream,
     wrap_data_message,
 )
 from tests.webpubsub_proto import Downstream, Upstream
-
-from google.protobuf import any_pb2
 
 texts = st.text(max_size=40)
 any_bytes = st.builds(lambda url, value: any_pb2.Any(type_url=url, value=value).SerializeToString(),

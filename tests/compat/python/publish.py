@@ -1,4 +1,5 @@
 import sys
+
 from azure.messaging.webpubsubservice import WebPubSubServiceClient
 
 if __name__ == '__main__':

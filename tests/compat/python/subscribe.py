@@ -1,7 +1,7 @@
 import asyncio
 import sys
-import websockets
 
+import websockets
 from azure.messaging.webpubsubservice import WebPubSubServiceClient
 
 
