@@ -1,4 +1,5 @@
-"""Builds the Cython hot path. FASTPUSH_ANNOTATE=1 writes Cython's HTML annotation; FASTPUSH_DEBUG=1 builds without optimisation."""
+"""Builds the Cython hot path. FASTPUSH_ANNOTATE=1 writes Cython's HTML annotation; FASTPUSH_DEBUG=1 builds
+without optimisation."""
 import os
 
 from Cython.Build import cythonize

@@ -21,11 +21,13 @@ BENCH_CONNECTIONS_PER_IP = 1_000_000
 
 async def serve(access_key: str, hub_name: str) -> None:
     # Every subscriber comes from 127.0.0.1: the per-address cap must not stand in the way.
-    async with fastpush.Server(port=0, access_key=access_key, max_connections_per_ip=BENCH_CONNECTIONS_PER_IP) as server:
+    async with fastpush.Server(port=0, access_key=access_key,
+                               max_connections_per_ip=BENCH_CONNECTIONS_PER_IP) as server:
         print(server.connection_string, flush=True)
         hub = server.hub(hub_name)
         loop = asyncio.get_running_loop()
-        await broadcast_stdin_lines(lambda line: loop.create_task(hub.send_to_all(line.decode(), content_type="text/plain")))
+        await broadcast_stdin_lines(
+            lambda line: loop.create_task(hub.send_to_all(line.decode(), content_type="text/plain")))
 
 
 def main() -> None:

@@ -72,20 +72,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benches.fanout", description=__doc__.split("\n")[0],
                                      epilog="Everything listens on 127.0.0.1; every child process is killed on exit.")
     parser.add_argument("--connections", type=_connections, help="comma-separated N values (default 1000,10000)")
-    parser.add_argument("--payload-bytes", type=int, default=100, help=f"message size (default 100, at least {payload.MIN_BYTES})")
+    parser.add_argument("--payload-bytes", type=int, default=100,
+                        help=f"message size (default 100, at least {payload.MIN_BYTES})")
     parser.add_argument("--rate", type=float, default=20.0,
-                        help="isolated broadcasts per second at most (default 20; never before the previous one is fully delivered)")
+                        help="isolated broadcasts per second at most "
+                             "(default 20; never before the previous one is fully delivered)")
     parser.add_argument("--messages", type=int, help="isolated broadcasts timed per server and N (default 100)")
-    parser.add_argument("--duration", type=float, help="seconds the latency phase may take per server and N (default 15)")
-    parser.add_argument("--burst-deliveries", type=int, help="deliveries per saturation run; messages = this / N (default 1000000)")
+    parser.add_argument("--duration", type=float,
+                        help="seconds the latency phase may take per server and N (default 15)")
+    parser.add_argument("--burst-deliveries", type=int,
+                        help="deliveries per saturation run; messages = this / N (default 1000000)")
     parser.add_argument("--runs", type=int, default=3, help="saturation runs; the median is reported (default 3)")
-    parser.add_argument("--json-fraction", type=float, default=0.5, help="share of json.webpubsub.azure.v1 subscribers (default 0.5)")
-    parser.add_argument("--per-loadgen", type=int, default=15_000, help="subscribers per load-generator process (default 15000)")
+    parser.add_argument("--json-fraction", type=float, default=0.5,
+                        help="share of json.webpubsub.azure.v1 subscribers (default 0.5)")
+    parser.add_argument("--per-loadgen", type=int, default=15_000,
+                        help="subscribers per load-generator process (default 15000)")
     parser.add_argument("--peers", action="store_true", help="also measure websockets, Node ws and a plain picows loop")
     parser.add_argument("--redis", action="store_true",
                         help="also measure fastpush on a Redis broker (one node; it starts its own redis-server)")
     parser.add_argument("--workers", type=_positive, default=1, metavar="N",
-                        help="also measure `fastpush serve --workers N` on one port, on all CPUs (N > 1 implies --redis)")
+                        help="also measure `fastpush serve --workers N` on one port, on all CPUs "
+                             "(N > 1 implies --redis)")
     parser.add_argument("--json-out", type=Path, help="write machine, versions, parameters and results here")
     parser.add_argument("--plot", type=Path, help="write the latency distribution as a PNG (needs matplotlib)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 200 connections, few messages, no peers")
@@ -178,9 +185,11 @@ async def _main(args: argparse.Namespace) -> int:
           f"rows, fastpush (REST), one process without Redis / this row. "
           f"Took {time.monotonic() - started:.0f} s.")
     if args.json_out:
-        document = {"benchmark": "fanout", "started": stamp, "command": ["python", "-m", "benches.fanout", *sys.argv[1:]],
+        document = {"benchmark": "fanout", "started": stamp,
+                    "command": ["python", "-m", "benches.fanout", *sys.argv[1:]],
                     "seconds": round(time.monotonic() - started, 1), "machine": machine(), "versions": versions(),
-                    "cores": cores.describe(), "parameters": {"connections": connections, **dataclasses.asdict(settings)},
+                    "cores": cores.describe(),
+                    "parameters": {"connections": connections, **dataclasses.asdict(settings)},
                     "skipped": skipped, "results": rows}
         args.json_out.write_text(json.dumps(document, indent=2) + "\n")
         print(f"wrote {args.json_out}")

@@ -83,10 +83,10 @@ class _Cpu:
     all_cpus: float = 0.0
 
     def __sub__(self, other: _Cpu) -> _Cpu:
-        return _Cpu(*(a - b for a, b in zip(astuple(self), astuple(other))))
+        return _Cpu(*(a - b for a, b in zip(astuple(self), astuple(other), strict=True)))
 
     def __add__(self, other: _Cpu) -> _Cpu:
-        return _Cpu(*(a + b for a, b in zip(astuple(self), astuple(other))))
+        return _Cpu(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
 
     def others(self, wall: float, cores: CorePlan) -> dict:
         """Share of the server core, of the load cores and of all CPUs that other processes took (None
@@ -354,7 +354,8 @@ def _bottleneck(saturation: dict) -> list[str]:
     server, load = saturation["server_core_busy"], saturation["loadgen_cores_busy"]
     cores = f"saturation: server core {server:.0%} busy, load-generator core(s) {load:.0%}"
     if load > BUSY:
-        return [f"{cores}: the load generator was " + ("nearly the bottleneck too" if server > BUSY else "the bottleneck")]
+        culprit = "nearly the bottleneck too" if server > BUSY else "the bottleneck"
+        return [f"{cores}: the load generator was {culprit}"]
     if server <= BUSY:
         return [f"{cores}: the server waited for input part of the time"]
     return []

@@ -31,7 +31,7 @@ def plot_latency(rows: list[dict], path: Path) -> str | None:
         return "no latency samples to plot"
     fig, axes = plt.subplots(1, len(counts), figsize=(6.5 * len(counts), 4.8), squeeze=False)
     ticks = [0, 90, 99, 99.9, 99.99]
-    for ax, n in zip(axes[0], counts):
+    for ax, n in zip(axes[0], counts, strict=True):
         for row in (r for r in rows if r["connections"] == n and r.get("latency", {}).get("curve")):
             points = [(p, ms) for p, ms in row["latency"]["curve"] if p < 100]
             ax.plot([_nines(p) for p, _ in points], [ms for _, ms in points], label=row["label"])

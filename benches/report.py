@@ -61,7 +61,8 @@ def table(rows: list[dict]) -> str:
         cells.append(_cells(row, mark))
     widths = [max(len(c[i]) for c in cells) for i in range(len(HEADERS))]
     for i, c in enumerate(cells):
-        lines.append("  ".join(v.ljust(w) if j == 0 else v.rjust(w) for j, (v, w) in enumerate(zip(c, widths))))
+        padded = (v.ljust(w) if j == 0 else v.rjust(w) for j, (v, w) in enumerate(zip(c, widths, strict=True)))
+        lines.append("  ".join(padded))
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
     for number, row in footnotes:
@@ -76,7 +77,8 @@ def _cells(row: dict, mark: str) -> tuple[str, ...]:
         return head + ("-",) * (len(HEADERS) - 2)
     lat, sat = row["latency"], row["saturation"]
     rate = sat["deliveries_per_second"]
-    return head + (
+    return (
+        *head,
         _ms(lat.get("p50")), _ms(lat.get("p99")), _ms(lat.get("p99.9")), _ms(lat.get("max")),
         _ms(lat["last_delivery"].get("p50")),
         f"{_count(rate['median'])} ({_count(rate['min'])}-{_count(rate['max'])})",

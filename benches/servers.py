@@ -172,4 +172,4 @@ async def _start(children: Children, target: Target, access_key: str, cpus: froz
     except TimeoutError:
         why = f"printed no endpoint within {READY_TIMEOUT} s"
     await children.stop(proc)
-    raise RuntimeError(f"{target.label} {why}:\n" + "\n".join(seen[-10:] + [children.log_tail(target.key)]))
+    raise RuntimeError(f"{target.label} {why}:\n" + "\n".join([*seen[-10:], children.log_tail(target.key)]))

@@ -61,8 +61,9 @@ def run_fastpush(*args: str, timeout: float = 45.0, env: dict | None = None) -> 
                             env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
+    except subprocess.TimeoutExpired as expired:
         os.killpg(proc.pid, signal.SIGKILL)
         stdout, stderr = proc.communicate()
-        raise AssertionError(f"fastpush {' '.join(args)} was still running after {timeout} s:\n{stdout}{stderr}")
+        raise AssertionError(
+            f"fastpush {' '.join(args)} was still running after {timeout} s:\n{stdout}{stderr}") from expired
     return Finished(proc.returncode, stdout, stderr)

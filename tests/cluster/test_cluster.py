@@ -35,7 +35,8 @@ def rest(view: _View, method: str, target: str, body: bytes = b"") -> tuple[int,
                        algorithm="HS256")
     conn = http.client.HTTPConnection("127.0.0.1", view.port, timeout=10)
     try:
-        conn.request(method, target, body=body, headers={"Authorization": f"Bearer {token}", "Content-Type": "text/plain"})
+        conn.request(method, target, body=body,
+                     headers={"Authorization": f"Bearer {token}", "Content-Type": "text/plain"})
         response = conn.getresponse()
         return response.status, response.read()
     finally:
@@ -77,7 +78,8 @@ async def test_a_dead_nodes_connections_disappear_and_others_keep_delivering(red
     survivor = ServeProcess("--redis-url", redis_server.url, env={"FASTPUSH_ACCESS_KEY": ACCESS_KEY})
     doomed = ServeProcess("--redis-url", redis_server.url, env={"FASTPUSH_ACCESS_KEY": ACCESS_KEY})
     try:
-        alive_view, doomed_view = _View(_endpoint(survivor.connection_string)), _View(_endpoint(doomed.connection_string))
+        alive_view = _View(_endpoint(survivor.connection_string))
+        doomed_view = _View(_endpoint(doomed.connection_string))
         kept = await connect(alive_view, hub_name, JSON_V1)
         lost = await connect(doomed_view, hub_name, JSON_V1, user_id="ghost")
         target = f"/api/hubs/{hub_name}/connections/{lost.connection_id}"

@@ -43,7 +43,8 @@ async def test_send_to_all_text_json_binary(server, hub_name, sdk):
     assert await raw.recv() == '"just a string"'
     assert await raw.recv() == b"\x00\x01\x02\xff"
     assert await js.recv() == {"type": "message", "from": "server", "dataType": "text", "data": "Hello World"}
-    assert await js.recv() == {"type": "message", "from": "server", "dataType": "json", "data": {"hello": "world", "n": 1}}
+    assert await js.recv() == {"type": "message", "from": "server", "dataType": "json",
+                               "data": {"hello": "world", "n": 1}}
     assert await js.recv() == {"type": "message", "from": "server", "dataType": "json", "data": "just a string"}
     assert await js.recv() == {"type": "message", "from": "server", "dataType": "binary", "data": "AAEC/w=="}
 
@@ -184,7 +185,8 @@ async def test_permissions(server, hub_name, sdk):
     await run(sdk.grant_permission, "sendToGroup", cid)
     assert await run(sdk.has_permission, "sendToGroup", cid)
     assert await run(sdk.has_permission, "sendToGroup", cid, target_name="any")
-    assert (await c.request({"type": "sendToGroup", "group": "g", "dataType": "text", "data": "x", "noEcho": True}))["success"]
+    ack = await c.request({"type": "sendToGroup", "group": "g", "dataType": "text", "data": "x", "noEcho": True})
+    assert ack["success"]
     await run(sdk.revoke_permission, "sendToGroup", cid)
     assert not await run(sdk.has_permission, "sendToGroup", cid)
     ack = await c.request({"type": "sendToGroup", "group": "g", "dataType": "text", "data": "x"})

@@ -72,7 +72,8 @@ def test_the_example_config_loads():
 
 def test_config_file(tmp_path):
     good = tmp_path / "fastpush.toml"
-    good.write_text('upstreamTimeoutSeconds = 5\nredisUrl = "redis://127.0.0.1:6390"\n[hubs.chat]\nanonymousConnectPolicy = "allow"\n'
+    good.write_text('upstreamTimeoutSeconds = 5\nredisUrl = "redis://127.0.0.1:6390"\n'
+                    '[hubs.chat]\nanonymousConnectPolicy = "allow"\n'
                     '[[hubs.chat.eventHandlers]]\nurlTemplate = "http://127.0.0.1:3000/api/{hub}/{event}"\n'
                     'userEventPattern = "message,chat"\nsystemEvents = ["connect", "disconnected"]\n')
     config = load_config(good)
@@ -81,7 +82,8 @@ def test_config_file(tmp_path):
     assert handler.user_event_pattern == "message,chat" and handler.system_events == ["connect", "disconnected"]
     for text, complaint in [('[hubs.chat]\nanonymousConnectPolicy = "maybe"\n', "anonymousConnectPolicy"),
                             ('[[hubs.chat.eventHandlers]]\nurlTemplate = "ftp://x"\n', "urlTemplate"),
-                            ('[[hubs.chat.eventHandlers]]\nurlTemplate = "http://x"\nsystemEvents = ["boot"]\n', "boot"),
+                            ('[[hubs.chat.eventHandlers]]\nurlTemplate = "http://x"\nsystemEvents = ["boot"]\n',
+                             "boot"),
                             ('[hubs.chat]\nevenHandlers = []\n', "evenHandlers"),
                             ("[hubs", "bad.toml")]:
         bad = tmp_path / "bad.toml"

@@ -72,9 +72,9 @@ async def server(express_app):
 async def test_express_middleware_drives_the_connection(server, express_app):
     client = await connect(_View(server), HUB, JSON_V1, user_id="token-user")
     assert client.user_id == "express-user"
-    connect_seen = await express_app.read_until(lambda l: l.get("event") == "connect")
+    connect_seen = await express_app.read_until(lambda line: line.get("event") == "connect")
     assert connect_seen["claims"]["sub"] == ["token-user"] and connect_seen["subprotocols"] == [JSON_V1]
-    connected = await express_app.read_until(lambda l: l.get("event") == "connected")
+    connected = await express_app.read_until(lambda line: line.get("event") == "connected")
     assert connected == {"event": "connected", "connectionId": client.connection_id, "userId": "express-user"}
 
     await server.hub(HUB).send_to_group("express-group", "group push", content_type="text/plain")
@@ -86,15 +86,15 @@ async def test_express_middleware_drives_the_connection(server, express_app):
     await client.send({"type": "event", "event": "hello", "dataType": "text", "data": "world", "ackId": 7})
     assert await client.recv() == {"type": "message", "from": "server", "dataType": "text", "data": "echo:world"}
     assert (await client.recv())["ackId"] == 7
-    user_event = await express_app.read_until(lambda l: l.get("event") == "user")
+    user_event = await express_app.read_until(lambda line: line.get("event") == "user")
     assert user_event["name"] == "hello" and user_event["data"] == "world" and user_event["state"] == {"visits": 1}
     await client.send({"type": "event", "event": "again", "dataType": "text", "data": "x", "ackId": 8})
     await client.recv(), await client.recv()
-    again = await express_app.read_until(lambda l: l.get("event") == "user" and l["name"] == "again")
+    again = await express_app.read_until(lambda line: line.get("event") == "user" and line["name"] == "again")
     assert again["state"] == {"visits": 2}  # ce-connectionState round-trips
 
     await client.close()
-    disconnected = await express_app.read_until(lambda l: l.get("event") == "disconnected")
+    disconnected = await express_app.read_until(lambda line: line.get("event") == "disconnected")
     assert disconnected["connectionId"] == client.connection_id
 
 

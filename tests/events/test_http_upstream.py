@@ -112,8 +112,8 @@ async def test_user_events_reply_and_connection_state(server, upstream):
 async def test_reliable_client_event_reply_is_sequenced(server, upstream):
     upstream.answers["echo"] = Answer(200, b'{"ok":true}', "application/json")
     client = await connect(_View(server), "chat", JSON_RELIABLE_V1)
-    await client.send({"type": "event", "event": "echo", "dataType": "binary", "data": base64.b64encode(b"\x01").decode(),
-                       "ackId": 9})
+    await client.send({"type": "event", "event": "echo", "dataType": "binary",
+                       "data": base64.b64encode(b"\x01").decode(), "ackId": 9})
     reply = await client.recv()
     assert reply["dataType"] == "json" and reply["data"] == {"ok": True} and reply["sequenceId"] == 1
     assert upstream.events("echo")[0].headers["content-type"] == "application/octet-stream"

@@ -83,7 +83,8 @@ class Upstream:
     def check_signature(self, rec: Recorded) -> None:
         """ce-signature must hold sha256=HMAC(key, connectionId) for each access key."""
         cid = rec.headers.get("ce-connectionid", "")
-        expected = {"sha256=" + hmac.new(k.encode(), cid.encode(), hashlib.sha256).hexdigest() for k in self.access_keys}
+        expected = {"sha256=" + hmac.new(k.encode(), cid.encode(), hashlib.sha256).hexdigest()
+                    for k in self.access_keys}
         got = set(rec.headers.get("ce-signature", "").split(","))
         if got != expected:
             self.bad_signatures.append(cid)

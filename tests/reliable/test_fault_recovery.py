@@ -42,7 +42,8 @@ def publish_numbered(server, hub: str, count: int, stop: list) -> None:
     for n in range(count):
         if stop:
             break
-        conn.request("POST", target, body=str(n), headers={"Authorization": f"Bearer {token}", "Content-Type": "text/plain"})
+        conn.request("POST", target, body=str(n),
+                     headers={"Authorization": f"Bearer {token}", "Content-Type": "text/plain"})
         response = conn.getresponse()
         response.read()
         assert response.status == 202

@@ -14,7 +14,8 @@ from tests.helpers import JSON_RELIABLE_V1, client_token
 
 @pytest.fixture
 async def server():
-    async with fastpush.Server(port=0, keepalive_seconds=0.1, idle_timeout_seconds=0.5, recovery_window_seconds=5) as srv:
+    async with fastpush.Server(port=0, keepalive_seconds=0.1, idle_timeout_seconds=0.5,
+                               recovery_window_seconds=5) as srv:
         yield srv
 
 

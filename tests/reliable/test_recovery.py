@@ -14,7 +14,8 @@ from tests.helpers import JSON_RELIABLE_V1, client_url, connect, eventually
 
 class _View:
     def __init__(self, server: fastpush.Server):
-        self.endpoint, self.port, self.access_key, self.server = server.endpoint, server.port, server.keyring.primary, server
+        self.endpoint, self.port, self.access_key = server.endpoint, server.port, server.keyring.primary
+        self.server = server
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ async def _publish(server, make_message) -> None:
     """Send MESSAGES broadcasts from the server thread, a millisecond apart."""
     hub = server.server.hub("h")
     for i in range(MESSAGES):
-        await server.acall(lambda: hub.send_to_all(*make_message(i)))
+        await server.acall(lambda i=i: hub.send_to_all(*make_message(i)))
         await asyncio.sleep(0.001)
 
 
@@ -65,7 +65,8 @@ async def test_slow_reliable_client_is_closed_then_recovers_everything(server):
     await _drain(slow, received)
     last = max((m["sequenceId"] for m in received), default=0)
     assert last < MESSAGES  # it really was cut off
-    url = client_url(view, "h") + f"&awps_connection_id={hello['connectionId']}&awps_reconnection_token={hello['reconnectionToken']}"
+    url = (client_url(view, "h") + f"&awps_connection_id={hello['connectionId']}"
+           f"&awps_reconnection_token={hello['reconnectionToken']}")
     again = await websockets.connect(url, subprotocols=[JSON_RELIABLE_V1], max_size=None)
     assert json.loads(await again.recv())["connectionId"] == hello["connectionId"]
     while last < MESSAGES:

@@ -64,7 +64,8 @@ def test_every_worker_gets_every_option():
     dests = {action.dest for action in commands.choices["serve"]._actions}
     assert dests - NOT_PASSED_AS_GIVEN == set(PASSED_AS_GIVEN)
     given = ["--log-level", "debug", "--log-format", "json", "--recovery-window", "5", "--replay-max-messages", "6",
-             "--replay-max-bytes", "7", "--max-outbound-bytes", "8", "--keepalive", "9", "--idle-timeout", "10", "--config", "hubs.toml",
+             "--replay-max-bytes", "7", "--max-outbound-bytes", "8", "--keepalive", "9", "--idle-timeout", "10",
+             "--config", "hubs.toml",
              "--public-host", "push.example"] + [part for flag, value, _ in FLAGS for part in (flag, value)]
     parent = serve_args(*given)
     worker = serve_args(*_passed_on(parent, None))
@@ -91,7 +92,8 @@ def test_serve_raises_its_soft_open_file_limit_to_the_hard_one():
         pytest.skip(f"the hard open-file limit here is {hard}: nothing to raise")
     process = ServeProcess(preexec=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard)))
     try:
-        limits = open(f"/proc/{process.proc.pid}/limits").read()
+        with open(f"/proc/{process.proc.pid}/limits") as proc_limits:
+            limits = proc_limits.read()
         line = next(line for line in limits.splitlines() if line.startswith("Max open files"))
         assert line.split()[3:5] == [str(hard), str(hard)], line
     finally:

@@ -118,7 +118,8 @@ async def test_unauthenticated_requests_create_no_hubs(make_server):
     writer.close()
     # Real upgrades without a token (401), and recoveries of sessions that do not exist.
     for i in range(20):
-        for target in (f"/client/hubs/u{tag}{i}", f"/client/hubs/r{tag}{i}?awps_connection_id=x&awps_reconnection_token=y"):
+        for target in (f"/client/hubs/u{tag}{i}",
+                       f"/client/hubs/r{tag}{i}?awps_connection_id=x&awps_reconnection_token=y"):
             reader, writer = await _open(server)
             writer.write(_upgrade(target))
             status, _, _ = await _response(reader)

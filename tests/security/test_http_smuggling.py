@@ -12,8 +12,10 @@ HIDDEN = b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n"
 CASES = {
     "transfer-encoding and content-length": b"POST /api/hubs/h/:send?api-version=2024-12-01 HTTP/1.1\r\nHost: x\r\n"
                                             b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-    "two content-lengths": b"POST /api/hubs/h/:send HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 40\r\n\r\nabcd",
-    "obfuscated transfer-encoding": b"POST /api/hubs/h/:send HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n",
+    "two content-lengths": b"POST /api/hubs/h/:send HTTP/1.1\r\nHost: x\r\n"
+                           b"Content-Length: 4\r\nContent-Length: 40\r\n\r\nabcd",
+    "obfuscated transfer-encoding": b"POST /api/hubs/h/:send HTTP/1.1\r\nHost: x\r\n"
+                                    b"Transfer-Encoding: xchunked\r\n\r\n",
     "two transfer-encodings": b"POST /api/hubs/h/:send HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
                               b"Transfer-Encoding: identity\r\n\r\n0\r\n\r\n",
     "bare LF line ends": b"GET /api/health HTTP/1.1\nHost: x\n\n",

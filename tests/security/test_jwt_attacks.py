@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import http.client
@@ -157,10 +158,9 @@ def huge_head_status(port: int, head: bytes) -> int | None:
     """Send a huge request head (while the server may stop reading it) and return the status it
     answers, or None when it closed without one; the socket timeout makes a hang a failure."""
     with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
-        try:
+        # A broken pipe or a reset means it stopped reading: its answer may already be waiting.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             sock.sendall(head)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # it stopped reading: its answer may already be waiting
         try:
             reply = sock.recv(4096)
         except ConnectionResetError:

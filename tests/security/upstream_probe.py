@@ -119,4 +119,5 @@ class _Collector:
 
     def on_message_complete(self) -> None:
         assert self.parser is not None
-        self.out.append(Seen(self.parser.get_method().decode(), self.url.decode("latin-1"), self.headers, bytes(self.body)))
+        self.out.append(Seen(self.parser.get_method().decode(), self.url.decode("latin-1"), self.headers,
+                             bytes(self.body)))

@@ -116,7 +116,8 @@ async def test_invalid_names_are_400(server):
 
 
 async def test_invalid_json_body_is_400_with_parser_message(server, hub_name, bystander):
-    status, body = await acall(server, "POST", f"/api/hubs/{hub_name}/:send?{API}", b'{"a": ', content_type="application/json")
+    status, body = await acall(server, "POST", f"/api/hubs/{hub_name}/:send?{API}", b'{"a": ',
+                               content_type="application/json")
     assert status == 400 and "Invalid JSON" in body["message"]
 
 
@@ -126,7 +127,8 @@ async def test_invalid_filter_is_400(server, hub_name, bystander):
 
 
 async def test_unsupported_content_type_is_415(server, hub_name):
-    status, body = await acall(server, "POST", f"/api/hubs/{hub_name}/:send?{API}", b"<x/>", content_type="application/xml")
+    status, body = await acall(server, "POST", f"/api/hubs/{hub_name}/:send?{API}", b"<x/>",
+                               content_type="application/xml")
     assert status == 415 and body["code"] == "UnsupportedMediaType"
 
 
@@ -151,7 +153,8 @@ def _raw_http(server, data: bytes, read_until: bytes = b"", timeout: float = 5.0
         sock.sendall(data)
         received = b""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and (not read_until or received.count(b"HTTP/1.1") < read_until.count(b"HTTP/1.1")):
+        while time.monotonic() < deadline and (
+                not read_until or received.count(b"HTTP/1.1") < read_until.count(b"HTTP/1.1")):
             chunk = sock.recv(65536)
             if not chunk:
                 break
@@ -239,8 +242,8 @@ async def test_binary_frame_on_json_protocol_closes_1003(server, hub_name, bysta
     assert code == 1003 and "Binary" in reason
 
 
-@pytest.mark.parametrize("frame", ['{"type": ', "[1, 2]", '{"no": "type"}', '{"type": "warp"}',
-                                   '{"type": "joinGroup"}', '{"type": "sendToGroup", "group": "g", "dataType": "binary", "data": "!!"}'])
+@pytest.mark.parametrize("frame", ['{"type": ', "[1, 2]", '{"no": "type"}', '{"type": "warp"}', '{"type": "joinGroup"}',
+                                   '{"type": "sendToGroup", "group": "g", "dataType": "binary", "data": "!!"}'])
 async def test_malformed_frames_close_1007(server, hub_name, bystander, frame):
     client = await connect(server, hub_name, JSON_V1)
     await client.ws.send(frame)

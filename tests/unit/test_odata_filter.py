@@ -346,7 +346,7 @@ def test_length_limit():
 def test_clause_limit():
     clauses = [f"'g{i}' in groups" for i in range(MAX_CLAUSES)]
     assert matches(" or ".join(clauses), conn("x", f"g{MAX_CLAUSES - 1}"))
-    assert f"too many clauses (limit {MAX_CLAUSES})" in error(" or ".join(clauses + ["userId eq 'a'"]))
+    assert f"too many clauses (limit {MAX_CLAUSES})" in error(" or ".join([*clauses, "userId eq 'a'"]))
     assert "too many clauses" in error(" and ".join(["startswith(userId, 'a')"] * (MAX_CLAUSES + 1)))
     assert matches(" and ".join(["true"] * 800), ALICE)  # literals are not clauses
 

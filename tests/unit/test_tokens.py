@@ -75,7 +75,7 @@ def test_rest_audience_with_or_without_query():
     ("http://example.com/api/hubs/h/:send", "/api/hubs/h/:send"),  # the public endpoint, default port
 ])
 def test_rest_audience_accepted(aud, target):
-    KeyRing(KEY).verify_rest(sign({"aud": aud}), target, ORIGINS + ("http://example.com:80",))
+    KeyRing(KEY).verify_rest(sign({"aud": aud}), target, (*ORIGINS, "http://example.com:80"))
 
 
 @pytest.mark.parametrize("aud, target, reason", [
