@@ -14,14 +14,13 @@ from picows import WSListener
 
 from .protocol.json_protocol import message_tail
 from .protocol.protobuf_protocol import data_message_inner, encode_varint
+from .protocol.variants import RELIABLE_VARIANTS, Variant
 
 _log = logging.getLogger("fastpush.fanout")
 
-__all__ = ["Connection", "Frames", "Tables", "fanout", "recipient_failures", "frame", "trim_transport", "RAW", "JSON",
-           "JSON_RELIABLE", "PROTOBUF", "PROTOBUF_RELIABLE", "RELIABLE_VARIANTS"]
+__all__ = ["Connection", "Frames", "Tables", "fanout", "recipient_failures", "frame", "trim_transport",
+           "RELIABLE_VARIANTS"]
 
-RAW, JSON, JSON_RELIABLE, PROTOBUF, PROTOBUF_RELIABLE = range(5)
-RELIABLE_VARIANTS = (JSON_RELIABLE, PROTOBUF_RELIABLE)
 _TEXT, _BINARY = 0x1, 0x2
 _EMPTY: frozenset = frozenset()
 _PENDING_KEEP = 65536
@@ -259,7 +258,7 @@ class Frames:
     def write_sequenced(self, conn: Connection, sequence_id: int, direct: bool = False) -> bool:
         if not _open(conn.transport):
             return False
-        if conn.variant == JSON_RELIABLE:
+        if conn.variant == Variant.JSON_RELIABLE:
             data = frame(_TEXT, b'{"sequenceId":%d,' % sequence_id + self.json_tail())
         else:
             body = self.pb_inner() + b"\x20" + encode_varint(sequence_id)
@@ -280,11 +279,11 @@ def fanout(targets, frames: Frames, excluded=None, predicate=None) -> int:
             if predicate is not None and not predicate(conn):
                 continue
             variant = conn.variant
-            if variant == RAW:
+            if variant == Variant.RAW:
                 delivered += conn.write(frames.raw_frame())
-            elif variant == JSON:
+            elif variant == Variant.JSON:
                 delivered += conn.write(frames.json_frame())
-            elif variant == PROTOBUF:
+            elif variant == Variant.PROTOBUF:
                 delivered += conn.write(frames.pb_frame())
             else:
                 delivered += frames.write_reliable(conn)

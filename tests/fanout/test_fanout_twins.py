@@ -9,13 +9,15 @@ import logging
 import socket
 
 import pytest
-from hypothesis import settings, strategies as st
+from hypothesis import settings
+from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 from picows import WSTransport
 
 from fastpush import _fanout, _fanout_py
 from fastpush.protocol.json_protocol import GroupSource, ServerSource
 from fastpush.protocol.payload import DataType, Payload
+from fastpush.protocol.variants import Variant
 
 IMPLEMENTATIONS = (_fanout, _fanout_py)
 GROUPS = ("g1", "g2", "g3")
@@ -53,7 +55,7 @@ payloads = st.one_of(
 
 
 class Twins(RuleBasedStateMachine):
-    @initialize(variants=st.lists(st.integers(0, 4), min_size=1, max_size=8),
+    @initialize(variants=st.lists(st.sampled_from(Variant), min_size=1, max_size=8),
                 users=st.lists(st.sampled_from(USERS), min_size=8, max_size=8))
     def connect(self, variants, users):
         self.loop = asyncio.new_event_loop()
