@@ -57,6 +57,7 @@ def test_exactly_the_reliable_variants_are_numbered_and_buffered(impl):
             reliable = conn.variant in RELIABLE_VARIANTS
             assert (conn.sequence_id, len(conn.replay or ())) == ((1, 1) if reliable else (0, 0)), conn.connection_id
             assert capture.data, conn.connection_id
+            assert type(conn.variant) is int  # a plain number, whatever enum it was given as
     finally:
         for capture in captures:
             capture.close()
