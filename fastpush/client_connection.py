@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 from picows import WSFrame, WSMsgType, WSTransport
 
-from . import _fanout
-from ._fanout import Connection, fanout, trim_transport
+from . import fanout as _fanout
+from .fanout import Connection, fanout, trim_transport
 from .broker.errors import BrokerUnavailable
 from .events.model import EventContext, EventFailed
 from .auth.tokens import ClientClaims

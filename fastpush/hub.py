@@ -10,11 +10,11 @@ import asyncio
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-from ._fanout import Connection, Frames, Tables, fanout
 from .broker import ops
 from .broker.base import Broker
 from .broker.memory import MemoryBroker
 from .events.dispatcher import HubEvents
+from .fanout import Connection, Frames, Tables, fanout
 from .permissions import Permission, grants
 from .protocol.close_codes import CloseCode
 from .protocol.codecs import codec_for

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .ops import Op
 
 if TYPE_CHECKING:
-    from .._fanout import Connection
+    from ..fanout import Connection
     from ..hub import Hub
 
 __all__ = ["Broker"]

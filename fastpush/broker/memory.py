@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 from .ops import Op
 
 if TYPE_CHECKING:
-    from .._fanout import Connection
+    from ..fanout import Connection
     from ..hub import Hub
 
 __all__ = ["MemoryBroker"]

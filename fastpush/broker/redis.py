@@ -31,7 +31,7 @@ from .errors import BrokerUnavailable
 from .resp import RedisAddress, RedisGone, RespConnection, SubscriberConnection
 
 if TYPE_CHECKING:
-    from .._fanout import Connection
+    from ..fanout import Connection
     from ..hub import Hub
 
 __all__ = ["RedisBroker"]
