@@ -41,7 +41,7 @@ _EMPTY: frozenset[str] = frozenset()
 _PENDING_KEEP = 65536  # a pending buffer larger than this is released after its flush
 
 
-def trim_transport(transport: WSTransport) -> None:
+def trim_transport(t: WSTransport) -> None:
     """The compiled module frees picows' upgrade request/response and most of its write buffer
     (fields Python cannot assign); nothing to do here."""
 
