@@ -17,10 +17,11 @@ import time
 from fastpush import _fanout
 from fastpush.protocol.json_protocol import ServerSource
 from fastpush.protocol.payload import DataType, Payload
+from fastpush.protocol.variants import Variant
 
 
 def measure(recipients: int, broadcasts: int, runs: int) -> list[float]:
-    members = [_fanout.Connection(f"c{i}", None, "bench", "json.webpubsub.azure.v1", _fanout.JSON)
+    members = [_fanout.Connection(f"c{i}", None, "bench", "json.webpubsub.azure.v1", Variant.JSON)
                for i in range(recipients)]
     frames = _fanout.Frames(Payload(DataType.TEXT, b"x" * 100), ServerSource())
     results = []

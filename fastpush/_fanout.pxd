@@ -15,12 +15,15 @@
 #   nothing queued, else the transport's own buffering), after checking the transport is open.
 from picows.picows cimport WSListener, WSTransport
 
-cdef enum Variant:
-    VARIANT_RAW = 0
-    VARIANT_JSON = 1
-    VARIANT_JSON_RELIABLE = 2
-    VARIANT_PROTOBUF = 3
-    VARIANT_PROTOBUF_RELIABLE = 4
+# The wire variants of fastpush/protocol/variants.py, mirrored so that the fan-out loop compares C
+# integers; cpdef makes the module export it as an IntEnum, `_fanout.Variant`, which
+# tests/fanout/test_variants.py checks against the Python one, member by member.
+cpdef enum Variant:
+    RAW = 0
+    JSON = 1
+    JSON_RELIABLE = 2
+    PROTOBUF = 3
+    PROTOBUF_RELIABLE = 4
 
 cdef class Connection(WSListener):
     cdef public str connection_id

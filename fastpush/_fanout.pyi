@@ -1,15 +1,15 @@
 """Python view of the compiled hot path (fastpush/_fanout.pyx); see _fanout.pxd for the design."""
 from collections.abc import Callable, Collection, Iterable
+from enum import IntEnum
 from typing import Any
 
 from picows import WSListener, WSTransport
 
-RAW: int
-JSON: int
-JSON_RELIABLE: int
-PROTOBUF: int
-PROTOBUF_RELIABLE: int
-RELIABLE_VARIANTS: tuple[int, int]
+from .protocol.variants import RELIABLE_VARIANTS as RELIABLE_VARIANTS
+
+# The cpdef enum of _fanout.pxd: the C mirror of fastpush.protocol.variants.Variant, with the
+# same members (tests/fanout/test_variants.py checks). Use that one.
+Variant: type[IntEnum]
 
 def trim_transport(t: WSTransport) -> None: ...
 def frame(opcode: int, payload: bytes) -> bytes: ...

@@ -14,10 +14,11 @@ from collections import deque
 
 from .protocol.json_protocol import message_tail
 from .protocol.protobuf_protocol import data_message_inner
+from .protocol.variants import RELIABLE_VARIANTS
 from picows.picows cimport MemoryBuffer, WSListener, WSTransport
 
-__all__ = ["Connection", "Frames", "Tables", "fanout", "recipient_failures", "frame", "trim_transport", "RAW", "JSON", "JSON_RELIABLE",
-           "PROTOBUF", "PROTOBUF_RELIABLE", "RELIABLE_VARIANTS"]
+__all__ = ["Connection", "Frames", "Tables", "fanout", "recipient_failures", "frame", "trim_transport",
+           "RELIABLE_VARIANTS"]
 
 cdef object _EMPTY = frozenset()
 _log = logging.getLogger("fastpush.fanout")
@@ -101,13 +102,6 @@ cdef int _hold(Connection conn, const char* data, Py_ssize_t size) except -1:
     memcpy(PyByteArray_AS_STRING(pending) + used, data, size)
     return 0
 
-
-RAW = VARIANT_RAW
-JSON = VARIANT_JSON
-JSON_RELIABLE = VARIANT_JSON_RELIABLE
-PROTOBUF = VARIANT_PROTOBUF
-PROTOBUF_RELIABLE = VARIANT_PROTOBUF_RELIABLE
-RELIABLE_VARIANTS = (VARIANT_JSON_RELIABLE, VARIANT_PROTOBUF_RELIABLE)
 
 DEF OPCODE_TEXT = 0x1
 DEF OPCODE_BINARY = 0x2
@@ -357,7 +351,7 @@ cdef class Frames:
         cdef WSTransport t = conn.transport
         if t is None or t.is_disconnected or t.is_close_frame_sent:
             return False
-        if conn.variant == VARIANT_JSON_RELIABLE:
+        if conn.variant == JSON_RELIABLE:
             return self._write_json_sequenced(conn, t, sequence_id, direct)
         return self._write_pb_sequenced(conn, t, sequence_id, direct)
 
@@ -435,11 +429,11 @@ cpdef Py_ssize_t fanout(object targets, Frames frames, object excluded=None, obj
                 if predicate is not None and not predicate(conn):
                     continue
                 variant = conn.variant
-                if variant == VARIANT_RAW:
+                if variant == RAW:
                     data = frames.raw_frame()
-                elif variant == VARIANT_JSON:
+                elif variant == JSON:
                     data = frames.json_frame()
-                elif variant == VARIANT_PROTOBUF:
+                elif variant == PROTOBUF:
                     data = frames.pb_frame()
                 else:
                     delivered += frames._write_reliable(conn)

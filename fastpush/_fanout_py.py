@@ -1,38 +1,54 @@
 """The pure-Python twin of `_fanout`: the same tables, framing and fan-out, written for reading.
-It is the executable specification the compiled module is tested against (tests/fanout/), never
-the server's default path. Where `_fanout` calls WSTransport._fast_write, this writes through
-the underlying asyncio transport; the bytes are the same."""
+
+It is the executable specification the compiled module is tested against (tests/fanout/), and
+the server's fan-out when FASTPUSH_NO_EXTENSIONS=1 (see fastpush/fanout.py). Where `_fanout`
+calls WSTransport._fast_write, this writes through the underlying asyncio transport; the bytes
+are the same. Names with a leading underscore are what `_fanout` keeps at C level, out of
+Python's reach.
+"""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import operator
 import time
 import weakref
 from collections import deque
+from collections.abc import Callable, Collection, Iterable
 
-from picows import WSListener
+from picows import WSListener, WSTransport
 
-from .protocol.json_protocol import message_tail
+from .protocol.json_protocol import GroupSource, ServerSource, message_tail
+from .protocol.payload import Payload
 from .protocol.protobuf_protocol import data_message_inner, encode_varint
+from .protocol.variants import RELIABLE_VARIANTS, Variant
 
 _log = logging.getLogger("fastpush.fanout")
 
-__all__ = ["Connection", "Frames", "Tables", "fanout", "recipient_failures", "frame", "trim_transport", "RAW", "JSON",
-           "JSON_RELIABLE", "PROTOBUF", "PROTOBUF_RELIABLE", "RELIABLE_VARIANTS"]
+__all__ = [
+    "RELIABLE_VARIANTS",
+    "Connection",
+    "Frames",
+    "Tables",
+    "fanout",
+    "frame",
+    "recipient_failures",
+    "trim_transport",
+]
 
-RAW, JSON, JSON_RELIABLE, PROTOBUF, PROTOBUF_RELIABLE = range(5)
-RELIABLE_VARIANTS = (JSON_RELIABLE, PROTOBUF_RELIABLE)
 _TEXT, _BINARY = 0x1, 0x2
-_EMPTY: frozenset = frozenset()
-_PENDING_KEEP = 65536
+_EMPTY: frozenset[str] = frozenset()
+_PENDING_KEEP = 65536  # a pending buffer larger than this is released after its flush
 
 
-def trim_transport(transport) -> None:
-    """The compiled module frees picows' upgrade request/response and write buffer; nothing to do here."""
+def trim_transport(t: WSTransport) -> None:
+    """The compiled module frees picows' upgrade request/response and most of its write buffer
+    (fields Python cannot assign); nothing to do here."""
 
 
 def frame(opcode: int, payload: bytes) -> bytes:
-    """An unmasked, final server frame."""
+    """A complete server WebSocket frame around `payload`: unmasked, final."""
     size = len(payload)
     if size < 126:
         head = bytes((0x80 | opcode, size))
@@ -46,10 +62,10 @@ def frame(opcode: int, payload: bytes) -> bytes:
 class _Coalescer:
     """One loop's turn counter and the connections with bytes waiting for the turn's end."""
 
-    def __init__(self, loop):
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.turn = 1
         self.dirty: list[Connection] = []
-        self.handle = None
+        self.handle: asyncio.Handle | None = None
         self.loop = loop
 
     def end_turn(self) -> None:
@@ -57,66 +73,99 @@ class _Coalescer:
         self.turn += 1
         dirty, self.dirty = self.dirty, []
         for conn in dirty:
-            conn.end_turn_flush()
+            conn._flush_turn()
 
 
-_coalescers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_coalescers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Coalescer] = weakref.WeakKeyDictionary()
 
 
-def _deliver(conn: Connection, data: bytes) -> None:
+def _coalescer_here() -> _Coalescer:
+    loop = asyncio.get_running_loop()
+    coalescer = _coalescers.get(loop)
+    if coalescer is None:
+        coalescer = _coalescers[loop] = _Coalescer(loop)
+    return coalescer
+
+
+def _deliver(conn: Connection, transport: WSTransport, data: bytes) -> None:
     """First frame of a turn: written now; later ones: written together when the turn ends;
     all of them held while the socket is backed up."""
     if conn.paused:
         _hold(conn, data)
         return
-    if conn.coalescer is None:
-        loop = asyncio.get_running_loop()
-        conn.coalescer = _coalescers.get(loop) or _coalescers.setdefault(loop, _Coalescer(loop))
-    coalescer = conn.coalescer
-    if conn.written_turn != coalescer.turn:
-        conn.written_turn = coalescer.turn
+    if conn._coalescer is None:
+        conn._coalescer = _coalescer_here()
+    coalescer = conn._coalescer
+    if conn._written_turn != coalescer.turn:
+        conn._written_turn = coalescer.turn
         if coalescer.handle is None:
             coalescer.handle = coalescer.loop.call_soon(coalescer.end_turn)
-        conn.transport.underlying_transport.write(data)
+        transport.underlying_transport.write(data)
         return
-    if conn.pending is None:
-        conn.pending = bytearray()
-    if not conn.pending:
+    if conn._pending is None:
+        conn._pending = bytearray()
+    if not conn._pending:
         coalescer.dirty.append(conn)
-    conn.pending += data
+    conn._pending += data
 
 
 def _hold(conn: Connection, data: bytes) -> None:
-    if conn.pending is None:
-        conn.pending = bytearray()
-    if len(conn.pending) + len(data) > conn.max_outbound:
-        conn.pending.clear()
+    """The socket is backed up: keep the frame until resume, up to max_outbound bytes."""
+    if conn._pending is None:
+        conn._pending = bytearray()
+    if len(conn._pending) + len(data) > conn.max_outbound:
+        conn._pending.clear()
         conn.on_outbound_overflow()
         return
-    conn.pending += data
+    conn._pending += data
 
 
-def _open(transport) -> bool:
+def _open(transport: WSTransport | None) -> bool:
     return transport is not None and not transport.is_disconnected and not transport.is_close_frame_sent
 
 
 class Connection(WSListener):
-    __slots__ = ("connection_id", "user_id", "hub", "subprotocol", "variant", "groups", "roles", "sequence_id",
-                 "transport", "replay", "acked_sequence_id", "replay_bytes", "replay_overflowed", "replay_max_messages", "replay_max_bytes", "resend_next",
-                 "keep_session", "last_seen", "close_reason", "pending", "written_turn", "coalescer", "paused",
-                 "max_outbound")
+    """One client WebSocket: its identity, groups, roles and wire variant, and its transport."""
 
-    def __init__(self, connection_id: str, user_id, hub: str, subprotocol, variant: int):
+    __slots__ = (
+        "_coalescer",
+        "_pending",
+        "_written_turn",
+        "acked_sequence_id",
+        "close_reason",
+        "connection_id",
+        "groups",
+        "hub",
+        "keep_session",
+        "last_seen",
+        "max_outbound",
+        "paused",
+        "replay",
+        "replay_bytes",
+        "replay_max_bytes",
+        "replay_max_messages",
+        "replay_overflowed",
+        "resend_next",
+        "roles",
+        "sequence_id",
+        "subprotocol",
+        "transport",
+        "user_id",
+        "variant",
+    )
+
+    def __init__(self, connection_id: str, user_id: str | None, hub: str, subprotocol: str | None,
+                 variant: int) -> None:
         self.connection_id = connection_id
         self.user_id = user_id
         self.hub = hub
         self.subprotocol = subprotocol
-        self.variant = variant
-        self.groups = _EMPTY
-        self.roles = _EMPTY
+        self.variant = operator.index(variant)  # a plain int, as the compiled `int` field returns
+        self.groups: set[str] | frozenset[str] = _EMPTY  # a set of its own from its first group
+        self.roles: set[str] | frozenset[str] = _EMPTY
         self.sequence_id = 0
-        self.transport = None
-        self.replay = None
+        self.transport: WSTransport | None = None
+        self.replay: deque[Frames] | None = None  # from the first buffered message (reliable variants only)
         self.acked_sequence_id = 0
         self.replay_bytes = 0
         self.replay_overflowed = False
@@ -125,15 +174,15 @@ class Connection(WSListener):
         self.resend_next = 0
         self.keep_session = False
         self.last_seen = 0.0
-        self.close_reason = None
-        self.pending = None
-        self.written_turn = 0
-        self.coalescer = None
+        self.close_reason: str | None = None
         self.paused = False
         self.max_outbound = 4 * 1024 * 1024
+        self._pending: bytearray | None = None
+        self._written_turn = 0
+        self._coalescer: _Coalescer | None = None
 
     @property
-    def protocol(self):
+    def protocol(self) -> str | None:
         return self.subprotocol
 
     @property
@@ -141,110 +190,144 @@ class Connection(WSListener):
         return _open(self.transport)
 
     def acknowledge(self, sequence_id: int) -> None:
+        """A cumulative sequenceAck: forget every buffered message up to `sequence_id`."""
         sequence_id = min(sequence_id, self.sequence_id)
         while self.acked_sequence_id < sequence_id and self.replay:
             self.replay_bytes -= self.replay.popleft().cost
             self.acked_sequence_id += 1
 
     def resend_unacknowledged(self, max_queued: int) -> bool:
+        """After recovery: write the buffered messages again, in order, each with its sequenceId.
+
+        Stops once the transport holds more than `max_queued` bytes and returns False; call it
+        again when the transport drains. Returns True when all is resent.
+        """
+        transport = self.transport
         if self.resend_next == 0:
             self.resend_next = self.acked_sequence_id + 1
         while self.resend_next <= self.sequence_id:
-            if not _open(self.transport):
+            if transport is None or not _open(transport):
                 return False
             if self.resend_next <= self.acked_sequence_id:
                 self.resend_next = self.acked_sequence_id + 1
                 continue
+            assert self.replay is not None  # a sequenceId was given: its message was buffered
             frames = self.replay[self.resend_next - self.acked_sequence_id - 1]
-            frames.write_sequenced(self, self.resend_next, direct=True)
+            frames._write_sequenced(self, self.resend_next, direct=True)  # flow control sees it
             self.resend_next += 1
-            if self.transport.underlying_transport.get_write_buffer_size() > max_queued:
+            if transport.underlying_transport.get_write_buffer_size() > max_queued:
                 return False
         self.resend_next = 0
         return True
 
     def on_replay_overflow(self) -> None:
-        """Subclasses close the connection."""
+        """Called once when the replay buffer passes its bounds; subclasses close the connection."""
 
     def on_outbound_overflow(self) -> None:
-        """Subclasses close the connection."""
+        """Called when more than max_outbound bytes wait for a paused socket (already dropped);
+        subclasses close the connection."""
 
     def close(self, code: int, reason: str, notify: bool = False) -> None:
-        """End the connection with a close frame; subclasses define how."""
+        """End the connection with a close frame (`notify`: tell the client why first, where its
+        subprotocol can); how depends on the kind of client, so subclasses define it."""
         raise NotImplementedError
 
     def pause(self) -> None:
+        """The socket's buffer passed its high-water mark: hold frames from now on."""
         self.paused = True
 
     def resume(self) -> None:
+        """The socket drained: write what was held, and write directly again."""
         self.paused = False
-        self.flush()
+        self._write_pending()
 
-    def end_turn_flush(self) -> None:
-        if not self.paused:
-            self.flush()
-
-    def write(self, data: bytes) -> bool:
-        if not _open(self.transport):
+    def _write(self, data: bytes) -> bool:
+        transport = self.transport
+        if transport is None or not _open(transport):
             return False
-        _deliver(self, data)
+        _deliver(self, transport, data)
         return True
 
-    def flush(self) -> None:
-        pending = self.pending
+    def _flush_turn(self) -> None:
+        """The end of a loop turn: write what the turn coalesced, unless the socket is backed up."""
+        if not self.paused:
+            self._write_pending()
+
+    def _write_pending(self) -> None:
+        pending = self._pending
         if not pending:
             return
-        if _open(self.transport):
-            self.transport.underlying_transport.write(bytes(pending))
+        if self.transport is not None and _open(self.transport):
+            # As the compiled module: a failed write at the turn's end is the socket's own news
+            # (it is closing); the connections after it in this turn still get their bytes.
+            with contextlib.suppress(Exception):
+                self.transport.underlying_transport.write(bytes(pending))
         if len(pending) > _PENDING_KEEP:
-            self.pending = None
+            self._pending = None
         else:
             pending.clear()
 
     def send_frame(self, opcode: int, payload: bytes) -> bool:
-        return self.write(frame(opcode, payload))
+        """A single message for this connection (ack, pong, system message), in order with its
+        broadcasts; False if the connection is not open."""
+        return self._write(frame(opcode, payload))
+
+    def flush(self) -> None:
+        """Write what waits now, held frames included (before a close frame, say)."""
+        self._write_pending()
 
     def discard_pending(self) -> None:
-        if self.pending is not None:
-            self.pending.clear()
+        """A new socket (recovery) must not get bytes meant for the old one: they are resent."""
+        if self._pending is not None:
+            self._pending.clear()
 
 
 class Frames:
     """One send; each wire variant's bytes are built the first time a member needs them."""
 
-    def __init__(self, payload, source):
+    __slots__ = ("_json", "_json_tail", "_pb", "_pb_inner", "_raw", "cost", "payload", "source")
+
+    def __init__(self, payload: Payload, source: ServerSource | GroupSource) -> None:
         self.payload = payload
         self.source = source
-        self.cost = len(payload.data) + 64
-        self._raw = self._json_tail = self._json = self._pb_inner = self._pb = None
+        self.cost = len(payload.data) + 64  # what one buffered copy counts against a replay byte limit
+        self._raw: bytes | None = None
+        self._json_tail: bytes | None = None
+        self._json: bytes | None = None
+        self._pb_inner: bytes | None = None
+        self._pb: bytes | None = None
 
-    def raw_frame(self) -> bytes:
+    def _raw_frame(self) -> bytes:
         if self._raw is None:
             self._raw = frame(_BINARY if self.payload.is_binary else _TEXT, self.payload.data)
         return self._raw
 
-    def json_tail(self) -> bytes:
+    def _json_message_tail(self) -> bytes:
+        """The JSON envelope without its opening brace, so a sequenceId can be spliced in front."""
         if self._json_tail is None:
             self._json_tail = message_tail(self.source, self.payload)
         return self._json_tail
 
-    def json_frame(self) -> bytes:
+    def _json_frame(self) -> bytes:
         if self._json is None:
-            self._json = frame(_TEXT, b"{" + self.json_tail())
+            self._json = frame(_TEXT, b"{" + self._json_message_tail())
         return self._json
 
-    def pb_inner(self) -> bytes:
+    def _pb_data_fields(self) -> bytes:
+        """The DataMessage's fields without sequence_id."""
         if self._pb_inner is None:
             self._pb_inner = data_message_inner(self.source, self.payload)
         return self._pb_inner
 
-    def pb_frame(self) -> bytes:
+    def _pb_frame(self) -> bytes:
         if self._pb is None:
-            inner = self.pb_inner()
+            inner = self._pb_data_fields()
+            # DownstreamMessage.data_message (field 2, length-delimited)
             self._pb = frame(_BINARY, b"\x12" + encode_varint(len(inner)) + inner)
         return self._pb
 
-    def write_reliable(self, conn: Connection) -> bool:
+    def _write_reliable(self, conn: Connection) -> bool:
+        """Number, buffer until acknowledged, and write (unless the connection is away or resending)."""
         if conn.replay_overflowed:
             return False
         conn.sequence_id += 1
@@ -258,24 +341,32 @@ class Frames:
             return False
         if conn.resend_next:
             return False
-        return self.write_sequenced(conn, conn.sequence_id)
+        return self._write_sequenced(conn, conn.sequence_id)
 
-    def write_sequenced(self, conn: Connection, sequence_id: int, direct: bool = False) -> bool:
-        if not _open(conn.transport):
+    def _write_sequenced(self, conn: Connection, sequence_id: int, direct: bool = False) -> bool:
+        transport = conn.transport
+        if transport is None or not _open(transport):
             return False
-        if conn.variant == JSON_RELIABLE:
-            data = frame(_TEXT, b'{"sequenceId":%d,' % sequence_id + self.json_tail())
-        else:
-            body = self.pb_inner() + b"\x20" + encode_varint(sequence_id)
+        if conn.variant == Variant.JSON_RELIABLE:
+            data = frame(_TEXT, b'{"sequenceId":%d,' % sequence_id + self._json_message_tail())
+        else:  # DataMessage fields + sequence_id (field 4, varint)
+            body = self._pb_data_fields() + b"\x20" + encode_varint(sequence_id)
             data = frame(_BINARY, b"\x12" + encode_varint(len(body)) + body)
         if direct:
-            conn.transport.underlying_transport.write(data)
+            transport.underlying_transport.write(data)
         else:
-            _deliver(conn, data)
+            _deliver(conn, transport, data)
         return True
 
 
-def fanout(targets, frames: Frames, excluded=None, predicate=None) -> int:
+def fanout(targets: Iterable[Connection], frames: Frames, excluded: frozenset[str] | None = None,
+           predicate: Callable[[Connection], bool] | None = None) -> int:
+    """Write `frames` to every open connection of `targets` not in `excluded` and passing `predicate`.
+
+    Returns the number of connections written to (reliable connections that are away count
+    only when their client recovers). An exception for one recipient (its filter, its transport,
+    its overflow handler) is contained: counted, logged, and the loop goes on with the next one.
+    """
     delivered = 0
     for conn in tuple(targets):
         try:
@@ -284,14 +375,14 @@ def fanout(targets, frames: Frames, excluded=None, predicate=None) -> int:
             if predicate is not None and not predicate(conn):
                 continue
             variant = conn.variant
-            if variant == RAW:
-                delivered += conn.write(frames.raw_frame())
-            elif variant == JSON:
-                delivered += conn.write(frames.json_frame())
-            elif variant == PROTOBUF:
-                delivered += conn.write(frames.pb_frame())
+            if variant == Variant.RAW:
+                delivered += conn._write(frames._raw_frame())
+            elif variant == Variant.JSON:
+                delivered += conn._write(frames._json_frame())
+            elif variant == Variant.PROTOBUF:
+                delivered += conn._write(frames._pb_frame())
             else:
-                delivered += frames.write_reliable(conn)
+                delivered += frames._write_reliable(conn)
         except Exception as exc:
             _recipient_failed(conn, exc)
     return delivered
@@ -302,10 +393,12 @@ _failure_logged_at = -1e9
 
 
 def recipient_failures() -> int:
+    """How many times one recipient's failure was contained by the fan-out loop (since start)."""
     return _failures
 
 
 def _recipient_failed(conn: Connection, exc: Exception) -> None:
+    """Count every failure; log at most one a second (with its traceback: it is our bug)."""
     global _failures, _failure_logged_at
     _failures += 1
     now = time.monotonic()
@@ -316,7 +409,11 @@ def _recipient_failed(conn: Connection, exc: Exception) -> None:
 
 
 class Tables:
-    def __init__(self):
+    """Who is connected to one hub: connections by id, group members, connections per user."""
+
+    __slots__ = ("connections", "groups", "users")
+
+    def __init__(self) -> None:
         self.connections: dict[str, Connection] = {}
         self.groups: dict[str, set[Connection]] = {}
         self.users: dict[str, set[Connection]] = {}
@@ -327,41 +424,46 @@ class Tables:
             self.users.setdefault(conn.user_id, set()).add(conn)
 
     def remove(self, conn: Connection) -> bool:
+        """Forget `conn` everywhere; returns False if it was not registered."""
         if self.connections.pop(conn.connection_id, None) is None:
             return False
         for group in conn.groups:
-            self._discard(self.groups, group, conn)
+            _discard(self.groups, group, conn)
         conn.groups = _EMPTY
         if conn.user_id is not None:
-            self._discard(self.users, conn.user_id, conn)
+            _discard(self.users, conn.user_id, conn)
         return True
 
     def join(self, conn: Connection, group: str) -> bool:
+        """Add `conn` to `group`; returns False if it already was a member."""
         if group in conn.groups:
             return False
-        if type(conn.groups) is not set:
-            conn.groups = set()
-        conn.groups.add(group)
+        groups = conn.groups
+        if type(groups) is not set:  # the shared empty frozenset: most connections never get a set
+            groups = conn.groups = set()
+        groups.add(group)
         self.groups.setdefault(group, set()).add(conn)
         return True
 
     def leave(self, conn: Connection, group: str) -> bool:
-        if group not in conn.groups:
+        groups = conn.groups
+        if group not in groups:
             return False
-        conn.groups.discard(group)
-        self._discard(self.groups, group, conn)
+        assert isinstance(groups, set)  # it holds a group: it is the connection's own set
+        groups.discard(group)
+        _discard(self.groups, group, conn)
         return True
 
-    def group_members(self, group: str):
+    def group_members(self, group: str) -> Collection[Connection]:
         return self.groups.get(group, ())
 
-    def user_connections(self, user_id: str):
+    def user_connections(self, user_id: str) -> Collection[Connection]:
         return self.users.get(user_id, ())
 
-    @staticmethod
-    def _discard(table: dict, key: str, conn: Connection) -> None:
-        members = table.get(key)
-        if members is not None:
-            members.discard(conn)
-            if not members:
-                del table[key]
+
+def _discard(table: dict[str, set[Connection]], key: str, conn: Connection) -> None:
+    members = table.get(key)
+    if members is not None:
+        members.discard(conn)
+        if not members:
+            del table[key]

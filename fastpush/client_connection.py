@@ -15,9 +15,9 @@ import time
 from picows import WSCloseCode, WSFrame, WSMsgType, WSTransport
 
 from . import reliable
-from ._fanout import Connection, Frames, fanout, trim_transport
 from .auth.tokens import ClientClaims
 from .events.model import EventContext
+from .fanout import Connection, Frames, fanout, trim_transport
 from .handshake import Accept
 from .hub import SERVER_SOURCE, Hub
 from .node import Node

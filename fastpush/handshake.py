@@ -10,17 +10,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-from . import _fanout
 from .auth.tokens import ClientClaims, KeyRing, TokenError
 from .http.messages import Request, Response, error_response
-from .protocol.json_protocol import JSON_RELIABLE_V1, JSON_V1, PROTOBUF_RELIABLE_V1, PROTOBUF_V1
+from .protocol.json_protocol import (
+    JSON_RELIABLE_V1,
+    JSON_V1,
+    PROTOBUF_RELIABLE_V1,
+    PROTOBUF_V1,
+)
 from .protocol.names import group_error, hub_error, is_valid_group, is_valid_hub
+from .protocol.variants import Variant
 
-__all__ = ["Accept", "Reject", "decide_upgrade", "upgrade_refusal", "client_hub", "variant_of", "offered_subprotocols"]
+__all__ = ["Accept", "Reject", "client_hub", "decide_upgrade", "offered_subprotocols", "upgrade_refusal", "variant_of"]
 
-# Looked up with the chosen subprotocol, None for a raw client (which gets _fanout.RAW).
-_VARIANTS: dict[str | None, int] = {JSON_V1: _fanout.JSON, JSON_RELIABLE_V1: _fanout.JSON_RELIABLE,
-             PROTOBUF_V1: _fanout.PROTOBUF, PROTOBUF_RELIABLE_V1: _fanout.PROTOBUF_RELIABLE}
+# Looked up with the chosen subprotocol, None for a raw client (which gets Variant.RAW).
+_VARIANTS: dict[str | None, Variant] = {JSON_V1: Variant.JSON, JSON_RELIABLE_V1: Variant.JSON_RELIABLE,
+                                        PROTOBUF_V1: Variant.PROTOBUF, PROTOBUF_RELIABLE_V1: Variant.PROTOBUF_RELIABLE}
 
 
 @dataclass(slots=True)
@@ -63,8 +68,8 @@ def client_hub(request: Request) -> str | None:
     return None
 
 
-def variant_of(subprotocol: str | None) -> int:
-    return _VARIANTS.get(subprotocol, _fanout.RAW)
+def variant_of(subprotocol: str | None) -> Variant:
+    return _VARIANTS.get(subprotocol, Variant.RAW)
 
 
 def offered_subprotocols(request: Request) -> tuple[str, ...]:
@@ -100,7 +105,7 @@ def decide_upgrade(request: Request, keyring: KeyRing, anonymous_allowed: Callab
         return refusal
     hub = client_hub(request) or ""  # never empty here: upgrade_refusal refuses a path naming no valid hub
     subprotocol = _choose_subprotocol(request.headers.get("sec-websocket-protocol"))
-    variant = _VARIANTS.get(subprotocol, _fanout.RAW)
+    variant = _VARIANTS.get(subprotocol, Variant.RAW)
     recovery_of = request.query_one("awps_connection_id")
     if recovery_of is not None:
         # Recovery needs no access token (it may have expired meanwhile): the reconnection token
@@ -121,7 +126,7 @@ def decide_upgrade(request: Request, keyring: KeyRing, anonymous_allowed: Callab
             return Reject(400, "webpubsub.group claim: " + group_error(group))
     accept = Accept(hub, subprotocol, variant, claims, offered=offered_subprotocols(request),
                     repeat_acks=_python_sdk(request), address=request.peer)
-    if accept.variant == _fanout.RAW:
+    if accept.variant == Variant.RAW:
         mode = (request.query_one("webpubsub_mode") or "sendEvent").lower()
         if mode == "sendtogroup":
             send_group = request.query_one("group")

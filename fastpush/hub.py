@@ -12,9 +12,9 @@ from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from typing import assert_never
 
 from . import ops
-from ._fanout import Connection, Frames, Tables, fanout
 from .broker.base import Registry
 from .events.dispatcher import HubEvents
+from .fanout import Connection, Frames, Tables, fanout
 from .permissions import grants, with_role, without_role
 from .protocol.close_codes import CloseCode
 from .protocol.json_protocol import GroupSource, ServerSource

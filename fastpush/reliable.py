@@ -20,14 +20,12 @@ import msgspec
 
 from .protocol.json_protocol import GroupSource, ServerSource
 from .protocol.payload import Payload
+from .protocol.variants import RELIABLE_VARIANTS
 
 __all__ = ["RELIABLE_VARIANTS", "is_reliable", "new_token", "rotate_token", "refusal",
            "Buffered", "SessionState", "export_state", "decode_state", "restore", "resend", "continue_resend",
            "Resumable", "Replayed"]
 
-# fastpush._fanout.JSON_RELIABLE and PROTOBUF_RELIABLE, repeated so this module needs no compiled
-# code (as protocol/codecs.py does); tests/unit/test_reliable.py checks they agree.
-RELIABLE_VARIANTS = (2, 4)
 TOKEN_BYTES = 24  # of randomness in a reconnection token (32 URL-safe characters)
 _SERVER_SOURCE = ServerSource()
 

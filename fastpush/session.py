@@ -40,6 +40,7 @@ from . import ops, reliable
 from .broker.errors import BrokerUnavailable
 from .events.dispatcher import HubEvents
 from .events.model import EventContext, EventFailed
+from .handshake import Accept
 from .outcome import Outcome, finish
 from .permissions import Permission, grants
 from .protocol.close_codes import CloseCode
@@ -59,9 +60,6 @@ from .protocol.json_protocol import (
 )
 from .protocol.names import event_error, group_error, is_valid_event, is_valid_group
 from .protocol.payload import DataType, Payload
-
-if TYPE_CHECKING:
-    from .handshake import Accept
 
 __all__ = ["ClientSession", "ConnectionSettings", "SESSION_SLOTS", "SessionHub", "SessionNode", "ClientFrame",
            "OPCODE_CONTINUATION", "OPCODE_TEXT", "OPCODE_BINARY", "MAX_EVENTS_IN_FLIGHT", "ACK_REPEAT_SECONDS"]

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from fastpush import _fanout
+from fastpush import fanout as _fanout
 from fastpush.broker.base import Member
 from fastpush.protocol.json_protocol import GroupSource, ServerSource
+from fastpush.protocol.variants import Variant
 
 __all__ = ["FakeConnection", "RecordingRegistry", "Close"]
 
@@ -25,7 +26,7 @@ Close = tuple[int, str, bool]  # (code, reason, notify)
 class FakeConnection(_fanout.Connection):
     def __init__(self, connection_id: str, user_id: str | None = None, hub: str = "chat",
                  roles: Iterable[str] = ()) -> None:
-        super().__init__(connection_id, user_id, hub, RELIABLE_SUBPROTOCOL, _fanout.JSON_RELIABLE)
+        super().__init__(connection_id, user_id, hub, RELIABLE_SUBPROTOCOL, Variant.JSON_RELIABLE)
         roles = set(roles)
         if roles:
             self.roles = roles

@@ -6,12 +6,11 @@ from dataclasses import dataclass
 
 from . import json_protocol, protobuf_protocol
 from .json_protocol import Request
+from .variants import Variant
 
-__all__ = ["Codec", "JSON_CODEC", "PROTOBUF_CODEC", "codec_for"]
+__all__ = ["JSON_CODEC", "PROTOBUF_CODEC", "Codec", "codec_for"]
 
 _TEXT, _BINARY = 0x1, 0x2
-# Wire variants, as numbered by fastpush._fanout (kept here so this module needs no compiled code).
-_RAW, _JSON, _JSON_RELIABLE, _PROTOBUF, _PROTOBUF_RELIABLE = range(5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,8 +28,8 @@ JSON_CODEC = Codec(_TEXT, json_protocol.parse_request, json_protocol.encode_ack,
 PROTOBUF_CODEC = Codec(_BINARY, protobuf_protocol.parse_upstream, protobuf_protocol.encode_ack,
                        protobuf_protocol.encode_connected, protobuf_protocol.encode_disconnected,
                        protobuf_protocol.encode_pong)
-_BY_VARIANT = {_JSON: JSON_CODEC, _JSON_RELIABLE: JSON_CODEC,
-               _PROTOBUF: PROTOBUF_CODEC, _PROTOBUF_RELIABLE: PROTOBUF_CODEC}
+_BY_VARIANT: dict[int, Codec] = {Variant.JSON: JSON_CODEC, Variant.JSON_RELIABLE: JSON_CODEC,
+                               Variant.PROTOBUF: PROTOBUF_CODEC, Variant.PROTOBUF_RELIABLE: PROTOBUF_CODEC}
 
 
 def codec_for(variant: int) -> Codec | None:

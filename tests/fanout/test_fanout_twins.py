@@ -1,7 +1,8 @@
 """The compiled fan-out (`fastpush._fanout`) and its pure-Python twin (`fastpush._fanout_py`) give
 every connection the same bytes: a hypothesis state machine drives both with the same random
 joins, leaves, sends to all/groups/users/connections (every payload type and wire variant),
-acknowledgements, single frames and removals, and compares what each connection received."""
+acknowledgements, single frames, removals, paused sockets (and their overflow), dropped sockets
+and recovery, and compares what each connection received, its state, and what each call returned."""
 from __future__ import annotations
 
 import asyncio
@@ -9,13 +10,15 @@ import logging
 import socket
 
 import pytest
-from hypothesis import settings, strategies as st
+from hypothesis import event, settings
+from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 from picows import WSTransport
 
 from fastpush import _fanout, _fanout_py
 from fastpush.protocol.json_protocol import GroupSource, ServerSource
 from fastpush.protocol.payload import DataType, Payload
+from fastpush.protocol.variants import Variant
 
 IMPLEMENTATIONS = (_fanout, _fanout_py)
 GROUPS = ("g1", "g2", "g3")
@@ -52,32 +55,56 @@ payloads = st.one_of(
 )
 
 
+def _recording(impl):
+    """impl's Connection, noting each overflow callback (the server's subclass closes the client)."""
+    class Recording(impl.Connection):
+        __slots__ = ("overflows",)
+
+        def __init__(self, *args):
+            super().__init__(*args)
+            self.overflows = []
+
+        def on_replay_overflow(self):
+            self.overflows.append("replay")
+
+        def on_outbound_overflow(self):
+            self.overflows.append("outbound")
+    return Recording
+
+
 class Twins(RuleBasedStateMachine):
-    @initialize(variants=st.lists(st.integers(0, 4), min_size=1, max_size=8),
-                users=st.lists(st.sampled_from(USERS), min_size=8, max_size=8))
-    def connect(self, variants, users):
+    @initialize(variants=st.lists(st.sampled_from(Variant), min_size=1, max_size=8),
+                users=st.lists(st.sampled_from(USERS), min_size=8, max_size=8),
+                replay_max_messages=st.integers(1, 40), replay_max_bytes=st.integers(100, 20_000),
+                max_outbound=st.integers(0, 3_000))
+    def connect(self, variants, users, replay_max_messages, replay_max_bytes, max_outbound):
         self.loop = asyncio.new_event_loop()
         self.sides = []
         for impl in IMPLEMENTATIONS:
             tables, conns, captures = impl.Tables(), [], []
             for i, variant in enumerate(variants):
-                conn = impl.Connection(f"c{i}", users[i], "h", None, variant)
+                conn = _recording(impl)(f"c{i}", users[i], "h", None, variant)
+                conn.replay_max_messages, conn.replay_max_bytes = replay_max_messages, replay_max_bytes
+                conn.max_outbound = max_outbound
                 capture = CapturingTransport()
                 conn.transport = WSTransport(False, capture, _log, self.loop)
                 tables.add(conn)
                 conns.append(conn)
-                captures.append(capture)
+                captures.append([capture])  # every socket the connection had, in order
             self.sides.append((impl, tables, conns, captures))
         self.count = len(variants)
 
     def _each(self, action):
-        """Run `action(impl, tables, conns)` on both sides inside the loop, then end the turn."""
+        """Run `action(impl, tables, conns)` on both sides inside the loop, then end the turn; both
+        must return the same."""
         async def step():
-            for impl, tables, conns, _ in self.sides:
-                action(impl, tables, conns)
+            results = [action(impl, tables, conns) for impl, tables, conns, _ in self.sides]
             await asyncio.sleep(0)
             await asyncio.sleep(0)
-        self.loop.run_until_complete(step())
+            return results
+        compiled, twin = self.loop.run_until_complete(step())
+        assert compiled == twin
+        return compiled
 
     @rule(i=st.integers(0, 7), group=st.sampled_from(GROUPS))
     def join(self, i, group):
@@ -99,16 +126,20 @@ class Twins(RuleBasedStateMachine):
         predicate = None if only_user is None else (lambda c: c.user_id == only_user)
 
         def act(impl, tables, conns):
+            delivered = []
             for _ in range(burst):  # several sends in one turn: coalesced the same way
                 if where == "all":
-                    impl.fanout(tables.connections.values(), impl.Frames(payload, ServerSource()), excluded_ids, predicate)
+                    delivered.append(impl.fanout(tables.connections.values(), impl.Frames(payload, ServerSource()),
+                                                 excluded_ids, predicate))
                 elif where == "group":
-                    impl.fanout(tables.group_members(group), impl.Frames(payload, GroupSource(group, user)),
-                                excluded_ids, predicate)
+                    frames = impl.Frames(payload, GroupSource(group, user))
+                    delivered.append(impl.fanout(tables.group_members(group), frames, excluded_ids, predicate))
                 elif where == "user":
-                    impl.fanout(tables.user_connections(user), impl.Frames(payload, ServerSource()), None, predicate)
+                    delivered.append(impl.fanout(tables.user_connections(user), impl.Frames(payload, ServerSource()),
+                                                 None, predicate))
                 else:
-                    impl.fanout((conns[0],), impl.Frames(payload, ServerSource()))
+                    delivered.append(impl.fanout((conns[0],), impl.Frames(payload, ServerSource())))
+            return delivered
         self._each(act)
 
     @rule(i=st.integers(0, 7), data=st.binary(max_size=50))
@@ -119,23 +150,67 @@ class Twins(RuleBasedStateMachine):
     def acknowledge(self, i, sequence_id):
         self._each(lambda impl, tables, conns: conns[i % self.count].acknowledge(sequence_id))
 
+    @rule(i=st.integers(0, 7))
+    def pause(self, i):
+        """The socket's buffer is over its high-water mark: frames wait, up to max_outbound bytes."""
+        self._each(lambda impl, tables, conns: conns[i % self.count].pause())
+
+    @rule(i=st.integers(0, 7))
+    def resume(self, i):
+        self._each(lambda impl, tables, conns: conns[i % self.count].resume())
+
+    @rule(i=st.integers(0, 7))
+    def flush(self, i):
+        self._each(lambda impl, tables, conns: conns[i % self.count].flush())
+
+    @rule(i=st.integers(0, 7))
+    def drop(self, i):
+        """The socket is gone; a reliable session goes on buffering."""
+        def act(impl, tables, conns):
+            conns[i % self.count].transport = None
+        self._each(act)
+
+    @rule(i=st.integers(0, 7), max_queued=st.sampled_from([0, 40, 10**9]))
+    def recover(self, i, max_queued):
+        """A new socket, as ClientConnection.on_ws_connected resumes a session: what waited for the
+        old socket is dropped, and the unacknowledged messages are resent."""
+        k = i % self.count
+        for _, _, conns, captures in self.sides:
+            capture = CapturingTransport()
+            conns[k].transport = WSTransport(False, capture, _log, self.loop)
+            captures[k].append(capture)
+
+        def act(impl, tables, conns):
+            conns[k].discard_pending()
+            return conns[k].resend_unacknowledged(max_queued), conns[k].resend_next
+        done, resend_next = self._each(act)
+        event(f"recover: resent all {done}, resuming at {'0' if not resend_next else 'n'}")
+
     @invariant()
     def same_bytes_and_state(self):
         if not hasattr(self, "sides"):
             return
         (_, compiled_tables, compiled, compiled_bytes), (_, twin_tables, twin, twin_bytes) = self.sides
-        for a, b, ca, cb in zip(compiled, twin, compiled_bytes, twin_bytes):
-            assert bytes(ca.data) == bytes(cb.data), f"{a.connection_id} (variant {a.variant}) got different bytes"
-            assert (a.sequence_id, a.acked_sequence_id, len(a.replay or ())) == \
-                   (b.sequence_id, b.acked_sequence_id, len(b.replay or ()))
+        for a, b, ca, cb in zip(compiled, twin, compiled_bytes, twin_bytes, strict=True):
+            assert [bytes(c.data) for c in ca] == [bytes(c.data) for c in cb], \
+                f"{a.connection_id} (variant {a.variant}) got different bytes"
+            assert (a.sequence_id, a.acked_sequence_id, len(a.replay or ()), a.replay_bytes, a.replay_overflowed,
+                    a.resend_next, a.paused, a.is_open, a.overflows) == \
+                   (b.sequence_id, b.acked_sequence_id, len(b.replay or ()), b.replay_bytes, b.replay_overflowed,
+                    b.resend_next, b.paused, b.is_open, b.overflows)
             assert set(a.groups) == set(b.groups)
         assert set(compiled_tables.groups) == set(twin_tables.groups)
+        assert {g: {c.connection_id for c in m} for g, m in compiled_tables.groups.items()} == \
+               {g: {c.connection_id for c in m} for g, m in twin_tables.groups.items()}
+        assert {u: {c.connection_id for c in m} for u, m in compiled_tables.users.items()} == \
+               {u: {c.connection_id for c in m} for u, m in twin_tables.users.items()}
 
     def teardown(self):
         if hasattr(self, "sides"):
             for *_, captures in self.sides:
-                for capture in captures:
-                    capture.close()
+                for history in captures:
+                    for capture in history:
+                        capture.close()
             self.loop.close()
 
 
@@ -156,3 +231,40 @@ def test_frames_are_well_formed(impl):
             assert length == 126 and int.from_bytes(data[2:4], "big") == size
         else:
             assert length == 127 and int.from_bytes(data[2:10], "big") == size
+
+
+class _FailingAfterFirstWrite(CapturingTransport):
+    """A socket that breaks after its first write (the peer went away mid-burst)."""
+
+    def write(self, data) -> None:
+        if self.data:
+            raise ConnectionResetError("gone")
+        super().write(data)
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS, ids=["compiled", "python"])
+def test_a_failing_flush_never_keeps_the_others_bytes_back(impl):
+    """The end of a loop turn writes what each connection coalesced; one transport failing there
+    is ignored (its connection_lost ends it), and the next connections are still flushed."""
+    loop = asyncio.new_event_loop()
+    captures = [_FailingAfterFirstWrite(), CapturingTransport()]
+    conns = []
+    for i, capture in enumerate(captures):
+        conn = impl.Connection(f"c{i}", None, "h", None, Variant.RAW)
+        conn.transport = WSTransport(False, capture, _log, loop)
+        conns.append(conn)
+
+    async def burst() -> None:
+        for text in (b"one", b"two", b"three"):
+            impl.fanout(conns, impl.Frames(Payload(DataType.TEXT, text), ServerSource()))
+        await asyncio.sleep(0)  # the turn ends: coalesced bytes are written
+        await asyncio.sleep(0)
+
+    try:
+        loop.run_until_complete(burst())
+        assert bytes(captures[1].data) == b"".join(impl.frame(0x1, t) for t in (b"one", b"two", b"three"))
+        assert bytes(captures[0].data) == impl.frame(0x1, b"one")
+    finally:
+        for capture in captures:
+            capture.close()
+        loop.close()

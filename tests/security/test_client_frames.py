@@ -15,6 +15,7 @@ from picows import WSTransport
 from fastpush import _fanout, _fanout_py
 from fastpush.protocol.json_protocol import ServerSource
 from fastpush.protocol.payload import DataType, Payload
+from fastpush.protocol.variants import Variant
 from tests.cli_process import ServeProcess
 from tests.fanout.test_fanout_twins import CapturingTransport
 from tests.helpers import JSON_RELIABLE_V1, JSON_V1, client_url, connect
@@ -138,7 +139,7 @@ def test_one_failing_recipient_never_stops_a_broadcast(impl):
     loop = asyncio.new_event_loop()
     captures, members = [], []
     for i in range(5):
-        conn = impl.Connection(f"c{i}", None, "h", None, impl.JSON)
+        conn = impl.Connection(f"c{i}", None, "h", None, Variant.JSON)
         capture = CapturingTransport()
         conn.transport = WSTransport(False, capture, logging.getLogger("tests"), loop)
         captures.append(capture)

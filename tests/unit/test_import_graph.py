@@ -38,8 +38,10 @@ def _type_checking_imports(path: Path) -> list[str]:
 
 def test_no_fastpush_module_is_imported_only_for_type_checking():
     """A cycle hidden behind `if TYPE_CHECKING:` is still a cycle (the graph counts those imports
-    too); the package imports none of its own modules that way."""
-    assert [hit for p in (ROOT / "fastpush").rglob("*.py") for hit in _type_checking_imports(p)] == []
+    too); the package imports none of its own modules that way, but for the fan-out selector,
+    whose type surface is the compiled module's whichever implementation runs."""
+    hits = [hit for p in (ROOT / "fastpush").rglob("*.py") for hit in _type_checking_imports(p)]
+    assert hits == ["fanout.py: ._fanout"]
 
 
 @pytest.mark.parametrize("module", ["ops", "outcome", "permissions", "broker.base", "broker.memory",

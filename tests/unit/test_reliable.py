@@ -5,15 +5,17 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from fastpush import _fanout, reliable
+from fastpush import fanout as _fanout
+from fastpush import reliable
 from fastpush.protocol.json_protocol import JSON_RELIABLE_V1, JSON_V1, PROTOBUF_RELIABLE_V1, GroupSource, ServerSource
 from fastpush.protocol.payload import DataType, Payload
+from fastpush.protocol.variants import Variant
 
 
 class Kept(_fanout.Connection):
     """A compiled connection without a socket, with the session's two tokens."""
 
-    def __init__(self, connection_id="c1", subprotocol=JSON_RELIABLE_V1, variant=_fanout.JSON_RELIABLE):
+    def __init__(self, connection_id="c1", subprotocol=JSON_RELIABLE_V1, variant=Variant.JSON_RELIABLE):
         super().__init__(connection_id, "ann", "h", subprotocol, variant)
         self.keep_session = True
         self.reconnection_token = None
@@ -21,9 +23,9 @@ class Kept(_fanout.Connection):
 
 
 def test_the_reliable_variants_are_the_compiled_modules():
-    assert reliable.RELIABLE_VARIANTS == _fanout.RELIABLE_VARIANTS
+    assert reliable.RELIABLE_VARIANTS is _fanout.RELIABLE_VARIANTS
     assert [reliable.is_reliable(v) for v in range(5)] == [
-        v in (_fanout.JSON_RELIABLE, _fanout.PROTOBUF_RELIABLE) for v in range(5)]
+        v in (Variant.JSON_RELIABLE, Variant.PROTOBUF_RELIABLE) for v in range(5)]
 
 
 # --- tokens -------------------------------------------------------------------------------------------
@@ -86,7 +88,7 @@ def test_a_handed_over_session_comes_back_with_its_counters_and_unacknowledged_m
     data = reliable.export_state(session, "upstream-state")
     state = reliable.decode_state(data)
     assert (state.connection_id, state.user_id, state.subprotocol, state.variant) == \
-        ("c1", "ann", JSON_RELIABLE_V1, _fanout.JSON_RELIABLE)
+        ("c1", "ann", JSON_RELIABLE_V1, Variant.JSON_RELIABLE)
     assert (state.roles, state.groups, state.connection_state) == (["webpubsub.sendToGroup"], ["a", "g"],
                                                                    "upstream-state")
     assert (state.sequence_id, state.acked_sequence_id) == (5, 2)
@@ -101,9 +103,9 @@ def test_a_handed_over_session_comes_back_with_its_counters_and_unacknowledged_m
 
 
 def test_a_session_with_nothing_kept_hands_over_an_empty_buffer():
-    session = Kept(variant=_fanout.PROTOBUF_RELIABLE, subprotocol=PROTOBUF_RELIABLE_V1)
+    session = Kept(variant=Variant.PROTOBUF_RELIABLE, subprotocol=PROTOBUF_RELIABLE_V1)
     state = reliable.decode_state(reliable.export_state(session, None))
-    adopted = Kept(variant=_fanout.PROTOBUF_RELIABLE, subprotocol=PROTOBUF_RELIABLE_V1)
+    adopted = Kept(variant=Variant.PROTOBUF_RELIABLE, subprotocol=PROTOBUF_RELIABLE_V1)
     reliable.restore(adopted, state, _fanout.Frames)
     assert (len(adopted.replay), adopted.replay_bytes, adopted.sequence_id, state.connection_state) == (0, 0, 0, None)
 
@@ -150,4 +152,4 @@ def test_a_drained_socket_goes_on_with_a_resend_only_when_one_is_under_way():
 
 
 def test_a_plain_json_session_is_not_reliable():
-    assert not reliable.is_reliable(_fanout.JSON) and JSON_V1 != JSON_RELIABLE_V1
+    assert not reliable.is_reliable(Variant.JSON) and JSON_V1 != JSON_RELIABLE_V1
