@@ -6,6 +6,8 @@ import inspect
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import jwt
 import websockets
@@ -13,6 +15,25 @@ import websockets
 JSON_V1 = "json.webpubsub.azure.v1"
 JSON_RELIABLE_V1 = "json.reliable.webpubsub.azure.v1"
 RECEIVE_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class ServerView:
+    """What the helpers need to know about a server: where it listens and its access key (and,
+    for a server in this process, the server itself)."""
+
+    endpoint: str
+    access_key: str
+    server: Any = None
+
+    @classmethod
+    def of(cls, server: Any) -> ServerView:
+        """The view of a fastpush.Server running in this process."""
+        return cls(server.endpoint, server.keyring.primary, server)
+
+    @property
+    def port(self) -> int:
+        return int(self.endpoint.rsplit(":", 1)[1])
 
 
 def client_token(key: str, endpoint: str, hub: str, *, user_id=None, roles=None, groups=None,

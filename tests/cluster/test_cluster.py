@@ -15,22 +15,14 @@ import websockets
 import fastpush
 from tests.cli_process import ServeProcess
 from tests.conftest import ACCESS_KEY, RedisProcess
-from tests.helpers import JSON_RELIABLE_V1, JSON_V1, client_url, connect
-
-
-class _View:
-    """What tests.helpers needs to know about a node."""
-
-    def __init__(self, endpoint: str, key: str = ACCESS_KEY):
-        self.endpoint, self.access_key = endpoint, key
-        self.port = int(endpoint.rsplit(":", 1)[1])
+from tests.helpers import JSON_RELIABLE_V1, JSON_V1, ServerView, client_url, connect
 
 
 def _endpoint(connection_string: str) -> str:
     return connection_string.split(";")[0].split("=", 1)[1]
 
 
-def rest(view: _View, method: str, target: str, body: bytes = b"") -> tuple[int, bytes]:
+def rest(view: ServerView, method: str, target: str, body: bytes = b"") -> tuple[int, bytes]:
     token = jwt.encode({"aud": view.endpoint + target, "exp": int(time.time()) + 60}, view.access_key.encode(),
                        algorithm="HS256")
     conn = http.client.HTTPConnection("127.0.0.1", view.port, timeout=10)
@@ -65,7 +57,7 @@ async def private_redis():
 
 async def test_one_publisher_keeps_its_order_on_every_node(cluster, hub_name):
     members = [await connect(node, hub_name, JSON_V1, groups=["ticker"]) for node in cluster]
-    publisher = _View(cluster[1].endpoint)
+    publisher = ServerView(cluster[1].endpoint, ACCESS_KEY)
     for n in range(300):
         status, _ = await arest(publisher, "POST", f"/api/hubs/{hub_name}/groups/ticker/:send?api-version=2024-12-01",
                                 str(n).encode())
@@ -78,8 +70,8 @@ async def test_a_dead_nodes_connections_disappear_and_others_keep_delivering(red
     survivor = ServeProcess("--redis-url", redis_server.url, env={"FASTPUSH_ACCESS_KEY": ACCESS_KEY})
     doomed = ServeProcess("--redis-url", redis_server.url, env={"FASTPUSH_ACCESS_KEY": ACCESS_KEY})
     try:
-        alive_view = _View(_endpoint(survivor.connection_string))
-        doomed_view = _View(_endpoint(doomed.connection_string))
+        alive_view = ServerView(_endpoint(survivor.connection_string), ACCESS_KEY)
+        doomed_view = ServerView(_endpoint(doomed.connection_string), ACCESS_KEY)
         kept = await connect(alive_view, hub_name, JSON_V1)
         lost = await connect(doomed_view, hub_name, JSON_V1, user_id="ghost")
         target = f"/api/hubs/{hub_name}/connections/{lost.connection_id}"
@@ -101,8 +93,8 @@ async def test_a_dead_nodes_connections_disappear_and_others_keep_delivering(red
 async def test_redis_outage_refuses_sends_then_recovers(private_redis, hub_name):
     async with fastpush.Server(port=0, access_key=ACCESS_KEY, redis_url=private_redis.url) as a, \
             fastpush.Server(port=0, access_key=ACCESS_KEY, redis_url=private_redis.url) as b:
-        client = await connect(_View(a.endpoint), hub_name, JSON_V1, groups=["g"])
-        rest_b = _View(b.endpoint)
+        client = await connect(ServerView(a.endpoint, ACCESS_KEY), hub_name, JSON_V1, groups=["g"])
+        rest_b = ServerView(b.endpoint, ACCESS_KEY)
         send = f"/api/hubs/{hub_name}/groups/g/:send?api-version=2024-12-01"
         assert (await arest(rest_b, "POST", send, b"before"))[0] == 202
         assert (await client.recv())["data"] == "before"
@@ -131,7 +123,7 @@ async def test_reliable_client_recovers_onto_another_node(cluster, hub_name):
     first, second = cluster[0], cluster[2]
     ws = await websockets.connect(client_url(first, hub_name, groups=["g"]), subprotocols=[JSON_RELIABLE_V1])
     hello = json.loads(await ws.recv())
-    publisher = _View(cluster[1].endpoint)
+    publisher = ServerView(cluster[1].endpoint, ACCESS_KEY)
     send = f"/api/hubs/{hub_name}/groups/g/:send?api-version=2024-12-01"
     await arest(publisher, "POST", send, b"m1")
     assert json.loads(await ws.recv())["sequenceId"] == 1
@@ -152,7 +144,7 @@ async def test_reliable_client_recovers_onto_another_node(cluster, hub_name):
 def test_workers_share_one_port(redis_server):
     serve = ServeProcess("--workers", "2", "--redis-url", redis_server.url, env={"FASTPUSH_ACCESS_KEY": ACCESS_KEY})
     try:
-        view = _View(_endpoint(serve.connection_string))
+        view = ServerView(_endpoint(serve.connection_string), ACCESS_KEY)
 
         async def scenario():
             clients = [await connect(view, "workers", JSON_V1) for _ in range(8)]

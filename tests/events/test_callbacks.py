@@ -9,14 +9,9 @@ import websockets
 import fastpush
 from fastpush import ConnectResult, EventRejected
 from fastpush.config import ConfigError, load_config
-from tests.helpers import JSON_V1, client_url, connect
+from tests.helpers import JSON_V1, ServerView, client_url, connect
 
 pytestmark = pytest.mark.both_loops  # the embedding API promises asyncio and uvloop: each test runs on both
-
-
-class _View:
-    def __init__(self, server):
-        self.endpoint, self.port, self.access_key = server.endpoint, server.port, server.keyring.primary
 
 
 async def test_callbacks_decide_identity_answer_events_and_hear_disconnects():
@@ -36,7 +31,7 @@ async def test_callbacks_decide_identity_answer_events_and_hear_disconnects():
         hub.handle_events(on_connect=on_connect, on_connected=lambda ctx: seen.append(("connected", ctx.user_id)),
                           on_disconnected=lambda ctx, reason: seen.append(("disconnected", ctx.user_id)),
                           on_event=on_event)
-        client = await connect(_View(server), "app", JSON_V1, user_id="7")
+        client = await connect(ServerView.of(server), "app", JSON_V1, user_id="7")
         assert client.user_id == "u-7"
         await hub.send_to_group("lobby", "welcome", content_type="text/plain")
         assert (await client.recv())["data"] == "welcome"
@@ -44,7 +39,7 @@ async def test_callbacks_decide_identity_answer_events_and_hear_disconnects():
         assert (await client.recv())["data"] == {"echo": "hey"}
         assert (await client.recv())["success"] is True
         with pytest.raises(websockets.InvalidStatus) as refused:
-            await websockets.connect(client_url(_View(server), "app", user_id="8") + "&deny=1")
+            await websockets.connect(client_url(ServerView.of(server), "app", user_id="8") + "&deny=1")
         assert refused.value.response.status_code == 403
         await client.close()
         for _ in range(100):
@@ -57,7 +52,7 @@ async def test_callbacks_decide_identity_answer_events_and_hear_disconnects():
 async def test_a_raising_callback_is_an_error_ack_not_a_crash():
     async with fastpush.Server(port=0) as server:
         server.hub("app").handle_events(on_event=lambda ctx, name, payload: 1 / 0)
-        client = await connect(_View(server), "app", JSON_V1)
+        client = await connect(ServerView.of(server), "app", JSON_V1)
         ack = await client.request({"type": "event", "event": "x", "dataType": "text", "data": "y"})
         assert ack["error"]["name"] == "InternalServerError"
         await server.hub("app").send_to_all("alive", content_type="text/plain")

@@ -14,15 +14,10 @@ import websockets
 
 import fastpush
 from fastpush.config import Config, EventHandlerSettings, HubSettings
-from tests.helpers import JSON_V1, client_url, connect
+from tests.helpers import JSON_V1, ServerView, client_url, connect
 
 JS = Path(__file__).parents[1] / "compat" / "js"
 HUB = "expresschat"
-
-
-class _View:
-    def __init__(self, server):
-        self.endpoint, self.port, self.access_key = server.endpoint, server.port, server.keyring.primary
 
 
 class ExpressApp:
@@ -70,7 +65,7 @@ async def server(express_app):
 
 
 async def test_express_middleware_drives_the_connection(server, express_app):
-    client = await connect(_View(server), HUB, JSON_V1, user_id="token-user")
+    client = await connect(ServerView.of(server), HUB, JSON_V1, user_id="token-user")
     assert client.user_id == "express-user"
     connect_seen = await express_app.read_until(lambda line: line.get("event") == "connect")
     assert connect_seen["claims"]["sub"] == ["token-user"] and connect_seen["subprotocols"] == [JSON_V1]
@@ -100,5 +95,5 @@ async def test_express_middleware_drives_the_connection(server, express_app):
 
 async def test_express_rejection_fails_the_handshake(server, express_app):
     with pytest.raises(websockets.InvalidStatus) as refused:
-        await websockets.connect(client_url(_View(server), HUB) + "&reject=1")
+        await websockets.connect(client_url(ServerView.of(server), HUB) + "&reject=1")
     assert refused.value.response.status_code == 401

@@ -11,14 +11,9 @@ import websockets
 import fastpush
 from fastpush.config import Config, EventHandlerSettings, HubSettings
 from tests.events.upstream_server import Answer, Upstream
-from tests.helpers import JSON_RELIABLE_V1, JSON_V1, client_url, connect
+from tests.helpers import JSON_RELIABLE_V1, JSON_V1, ServerView, client_url, connect
 
 PRIMARY, SECONDARY = "primary-access-key-for-event-tests-0123456789", "secondary-access-key-for-event-tests-012345"
-
-
-class _View:
-    def __init__(self, server):
-        self.endpoint, self.port, self.access_key = server.endpoint, server.port, server.keyring.primary
 
 
 @pytest.fixture
@@ -52,8 +47,8 @@ async def test_connect_sets_identity_then_connected_and_disconnected(server, ups
     upstream.answers["connect"] = Answer(200, json.dumps({"userId": "alice", "groups": ["room"],
                                                           "roles": ["webpubsub.sendToGroup.room"]}).encode(),
                                          "application/json", {"ce-connectionState": "c3RhdGU="})
-    url = client_url(_View(server), "chat", user_id="token-user", tenant="t1") + "&lang=en"
-    client = await connect(_View(server), "chat", JSON_V1, url=url)
+    url = client_url(ServerView.of(server), "chat", user_id="token-user", tenant="t1") + "&lang=en"
+    client = await connect(ServerView.of(server), "chat", JSON_V1, url=url)
     assert client.user_id == "alice"
 
     validation = upstream.requests[0]
@@ -87,7 +82,7 @@ async def test_connect_sets_identity_then_connected_and_disconnected(server, ups
 async def test_connect_rejection_fails_the_handshake(server, upstream, status):
     upstream.answers["connect"] = Answer(status, b"no entry", "text/plain")
     with pytest.raises(websockets.InvalidStatus) as refused:
-        await websockets.connect(client_url(_View(server), "chat"))
+        await websockets.connect(client_url(ServerView.of(server), "chat"))
     assert refused.value.response.status_code == status
     await asyncio.sleep(0.1)
     assert upstream.events("connected") == [] and upstream.events("disconnected") == []
@@ -96,7 +91,7 @@ async def test_connect_rejection_fails_the_handshake(server, upstream, status):
 async def test_user_events_reply_and_connection_state(server, upstream):
     upstream.answers["connect"] = Answer(204, headers={"ce-connectionState": "s1"})
     upstream.answers["echo"] = Answer(200, b"pong", "text/plain", {"ce-connectionState": "s2"})
-    client = await connect(_View(server), "chat", JSON_V1)
+    client = await connect(ServerView.of(server), "chat", JSON_V1)
     await client.send({"type": "event", "event": "echo", "dataType": "text", "data": "ping", "ackId": 1})
     assert await client.recv() == {"type": "message", "from": "server", "dataType": "text", "data": "pong"}
     assert await client.recv() == {"type": "ack", "ackId": 1, "success": True}
@@ -111,7 +106,7 @@ async def test_user_events_reply_and_connection_state(server, upstream):
 
 async def test_reliable_client_event_reply_is_sequenced(server, upstream):
     upstream.answers["echo"] = Answer(200, b'{"ok":true}', "application/json")
-    client = await connect(_View(server), "chat", JSON_RELIABLE_V1)
+    client = await connect(ServerView.of(server), "chat", JSON_RELIABLE_V1)
     await client.send({"type": "event", "event": "echo", "dataType": "binary",
                        "data": base64.b64encode(b"\x01").decode(), "ackId": 9})
     reply = await client.recv()
@@ -121,7 +116,7 @@ async def test_reliable_client_event_reply_is_sequenced(server, upstream):
 
 async def test_raw_client_message_event(server, upstream):
     upstream.answers["message"] = Answer(200, b"\x00\xff", "application/octet-stream")
-    client = await connect(_View(server), "chat")
+    client = await connect(ServerView.of(server), "chat")
     await client.ws.send("hello upstream")
     assert await client.recv() == b"\x00\xff"
     event = upstream.events("message")[0]
@@ -132,10 +127,10 @@ async def test_raw_client_message_event(server, upstream):
 async def test_failing_user_event_gives_error_ack_and_raw_close(server, upstream):
     upstream.answers["boom"] = Answer(500, b"broken")
     upstream.answers["message"] = Answer(500, b"broken")
-    client = await connect(_View(server), "chat", JSON_V1)
+    client = await connect(ServerView.of(server), "chat", JSON_V1)
     ack = await client.request({"type": "event", "event": "boom", "dataType": "text", "data": "x"})
     assert ack["success"] is False and ack["error"]["name"] == "InternalServerError"
-    raw = await connect(_View(server), "chat")
+    raw = await connect(ServerView.of(server), "chat")
     await raw.ws.send("x")
     with pytest.raises(websockets.ConnectionClosed) as closed:
         await raw.ws.recv()
@@ -145,7 +140,7 @@ async def test_failing_user_event_gives_error_ack_and_raw_close(server, upstream
 async def test_events_of_one_connection_keep_their_order(server, upstream):
     upstream.answers["slow"] = Answer(200, b"first", "text/plain", delay=0.3)
     upstream.answers["fast"] = Answer(200, b"second", "text/plain")
-    client = await connect(_View(server), "chat", JSON_V1)
+    client = await connect(ServerView.of(server), "chat", JSON_V1)
     await client.send({"type": "event", "event": "slow", "dataType": "text", "data": "1", "ackId": 1})
     await client.send({"type": "event", "event": "fast", "dataType": "text", "data": "2", "ackId": 2})
     got = [await client.recv() for _ in range(4)]
@@ -156,8 +151,8 @@ async def test_slow_upstream_delays_only_its_events(upstream):
     upstream.answers["slow"] = Answer(200, b"late", "text/plain", delay=1.5)
     async with fastpush.Server(port=0, access_key=PRIMARY, secondary_key=SECONDARY,
                                config=_config(upstream, timeout=0.5)) as server:
-        waiting = await connect(_View(server), "chat", JSON_V1)
-        other = await connect(_View(server), "chat", JSON_V1)
+        waiting = await connect(ServerView.of(server), "chat", JSON_V1)
+        other = await connect(ServerView.of(server), "chat", JSON_V1)
         await waiting.send({"type": "event", "event": "slow", "dataType": "text", "data": "x", "ackId": 5})
         await server.hub("chat").send_to_all("push", content_type="text/plain")
         assert (await other.recv())["data"] == "push"
@@ -166,7 +161,7 @@ async def test_slow_upstream_delays_only_its_events(upstream):
         assert ack["ackId"] == 5 and ack["error"]["name"] == "InternalServerError"
         upstream.answers["connect"] = Answer(200, b"{}", "application/json", delay=1.5)
         with pytest.raises(websockets.InvalidStatus) as refused:
-            await websockets.connect(client_url(_View(server), "chat"))
+            await websockets.connect(client_url(ServerView.of(server), "chat"))
         assert refused.value.response.status_code == 504
 
 
@@ -175,7 +170,7 @@ async def test_dead_upstream():
     dead.close()  # nothing listens on its port any more
     async with fastpush.Server(port=0, access_key=PRIMARY, config=_config(dead, timeout=0.5)) as server:
         with pytest.raises(websockets.InvalidStatus) as refused:
-            await websockets.connect(client_url(_View(server), "chat"))
+            await websockets.connect(client_url(ServerView.of(server), "chat"))
         assert refused.value.response.status_code == 500
         await server.hub("other").send_to_all("still serving", content_type="text/plain")  # no handler: no failure
 
@@ -184,7 +179,7 @@ async def test_refused_validation_sends_no_events(upstream, caplog):
     upstream.refuse_validation = True
     async with fastpush.Server(port=0, access_key=PRIMARY, secondary_key=SECONDARY, config=_config(upstream)) as server:
         with pytest.raises(websockets.InvalidStatus) as refused:
-            await websockets.connect(client_url(_View(server), "chat"))
+            await websockets.connect(client_url(ServerView.of(server), "chat"))
         assert refused.value.response.status_code == 500
     assert [r.method for r in upstream.requests] == ["OPTIONS"]
     assert "refused abuse-protection validation" in caplog.text

@@ -8,17 +8,12 @@ import pytest
 import websockets
 
 import fastpush
-from tests.helpers import JSON_V1, client_url, connect
+from tests.helpers import JSON_V1, ServerView, client_url, connect
 from tests.webpubsub_proto import Downstream, Upstream
 
 PB = "protobuf.webpubsub.azure.v1"
 PB_RELIABLE = "protobuf.reliable.webpubsub.azure.v1"
 ROLES = ["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"]
-
-
-class _View:
-    def __init__(self, server):
-        self.endpoint, self.port, self.access_key = server.endpoint, server.port, server.keyring.primary
 
 
 @pytest.fixture
@@ -34,7 +29,7 @@ async def _recv(ws) -> Downstream:
 
 
 async def _pb_client(server, subprotocol, url=None, **claims):
-    ws = await websockets.connect(url or client_url(_View(server), "h", **claims), subprotocols=[subprotocol])
+    ws = await websockets.connect(url or client_url(ServerView.of(server), "h", **claims), subprotocols=[subprotocol])
     hello = await _recv(ws)
     return ws, hello.system_message.connected_message
 
@@ -42,8 +37,8 @@ async def _pb_client(server, subprotocol, url=None, **claims):
 async def test_protobuf_round_trip_with_json_and_raw_members(server):
     ws, hello = await _pb_client(server, PB_RELIABLE, user_id="pb", roles=ROLES)
     assert hello.connection_id and hello.user_id == "pb" and hello.reconnection_token
-    js = await connect(_View(server), "h", JSON_V1, groups=["g"])
-    raw = await connect(_View(server), "h", groups=["g"])
+    js = await connect(ServerView.of(server), "h", JSON_V1, groups=["g"])
+    raw = await connect(ServerView.of(server), "h", groups=["g"])
 
     await server.hub("h").send_to_all("hello", content_type="text/plain")
     message = (await _recv(ws)).data_message
@@ -110,7 +105,7 @@ async def test_protobuf_reliable_recovery(server):
     ws.transport.abort()
     await asyncio.sleep(0.05)
     await hub.send_to_all("two", content_type="text/plain")
-    url = client_url(_View(server), "h") + (f"&awps_connection_id={hello.connection_id}"
+    url = client_url(ServerView.of(server), "h") + (f"&awps_connection_id={hello.connection_id}"
                                              f"&awps_reconnection_token={hello.reconnection_token}")
     ws2, hello2 = await _pb_client(server, PB_RELIABLE, url=url)
     assert hello2.connection_id == hello.connection_id

@@ -9,19 +9,13 @@ import pytest
 import websockets
 
 import fastpush
-from tests.helpers import JSON_RELIABLE_V1, client_url, connect, eventually
-
-
-class _View:
-    def __init__(self, server: fastpush.Server):
-        self.endpoint, self.port, self.access_key = server.endpoint, server.port, server.keyring.primary
-        self.server = server
+from tests.helpers import JSON_RELIABLE_V1, ServerView, client_url, connect, eventually
 
 
 @pytest.fixture
 async def srv():
     async with fastpush.Server(port=0, recovery_window_seconds=5, replay_max_messages=20) as server:
-        yield _View(server)
+        yield ServerView.of(server)
 
 
 async def _reliable(srv, hub="h", **claims):
@@ -112,7 +106,7 @@ async def test_session_expires_after_the_window():
     then gone."""
     window = 0.5
     async with fastpush.Server(port=0, recovery_window_seconds=window) as server:
-        srv = _View(server)
+        srv = ServerView.of(server)
         ws = await websockets.connect(client_url(srv, "h"), subprotocols=[JSON_RELIABLE_V1])
         cid = (await _hello(ws))["connectionId"]
         ws.transport.abort()

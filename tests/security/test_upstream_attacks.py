@@ -11,19 +11,12 @@ import pytest
 
 import fastpush
 from fastpush.config import Config, EventHandlerSettings, HubSettings
-from tests.helpers import JSON_V1, client_url, connect
+from tests.helpers import JSON_V1, ServerView, client_url, connect
 from tests.security.conftest import assert_still_serving
 from tests.security.upstream_probe import Reply, UpstreamProbe
 
 KEY = "upstream-attack-access-key-0123456789abcdef"
 HUB = "chat"
-
-
-class _View:
-    """What tests.helpers needs of a server."""
-
-    def __init__(self, server: fastpush.Server):
-        self.endpoint, self.port, self.access_key = server.endpoint, server.port, server.keyring.primary
 
 
 @pytest.fixture
@@ -63,7 +56,7 @@ async def _eventually(predicate, seconds: float = 5.0) -> None:
     "",
 ])
 async def test_bad_event_names_are_refused_and_never_reach_the_upstream(server, probe, event):
-    client = await connect(_View(server), HUB, JSON_V1)
+    client = await connect(ServerView.of(server), HUB, JSON_V1)
     ack = await client.request({"type": "event", "event": event, "dataType": "text", "data": "hi"})
     assert ack["success"] is False and ack["error"]["name"] == "BadRequest", ack
     good = await client.request({"type": "event", "event": "ok.name-1_x", "dataType": "text", "data": "hi"})
@@ -77,17 +70,17 @@ async def test_bad_event_names_are_refused_and_never_reach_the_upstream(server, 
 
 
 async def test_a_user_id_with_line_breaks_injects_nothing(server, probe):
-    url = client_url(_View(server), HUB, user_id="mallory\r\nX-Injected: yes")
+    url = client_url(ServerView.of(server), HUB, user_id="mallory\r\nX-Injected: yes")
     with pytest.raises(Exception) as refused:
-        await connect(_View(server), HUB, JSON_V1, url=url)
+        await connect(ServerView.of(server), HUB, JSON_V1, url=url)
     assert "401" in str(refused.value)
     assert b"X-Injected" not in probe.raw and b"mallory" not in probe.raw
-    await assert_still_serving(_View(server))
+    await assert_still_serving(ServerView.of(server))
 
 
 async def test_non_ascii_user_ids_reach_the_upstream_as_utf8(server, probe):
     for user in ("张三", "café"):
-        client = await connect(_View(server), HUB, JSON_V1, user_id=user)
+        client = await connect(ServerView.of(server), HUB, JSON_V1, user_id=user)
         assert client.user_id == user
         ack = await client.request({"type": "event", "event": "hello", "dataType": "text", "data": "hi"})
         assert ack["success"] is True, ack
@@ -100,7 +93,7 @@ async def test_non_ascii_user_ids_reach_the_upstream_as_utf8(server, probe):
 async def test_a_connect_handler_answer_with_a_bad_user_id_refuses_the_client(server, probe):
     probe.replies["connect"] = Reply(200, json.dumps({"userId": "x\r\nX-Injected: yes"}).encode(), "application/json")
     with pytest.raises(Exception) as refused:
-        await connect(_View(server), HUB, JSON_V1)
+        await connect(ServerView.of(server), HUB, JSON_V1)
     assert "500" in str(refused.value)
     assert b"X-Injected" not in probe.raw
 
@@ -108,14 +101,14 @@ async def test_a_connect_handler_answer_with_a_bad_user_id_refuses_the_client(se
 async def test_hub_names_are_percent_encoded_into_the_url(probe):
     hub = "Room[1]`x"
     async with fastpush.Server(port=0, access_key=KEY, config=_config(probe, hub)) as srv:
-        client = await connect(_View(srv), hub, JSON_V1)
+        client = await connect(ServerView.of(srv), hub, JSON_V1)
         await client.close()
     assert probe.posts("connect")[0].path == "/up/Room%5B1%5D%60x/connect"
 
 
 async def test_invalid_utf8_text_reply_is_an_error_ack_and_logged(server, probe, caplog):
     probe.replies["echo"] = Reply(200, b"bad \xff\xfe bytes", "text/plain")
-    client = await connect(_View(server), HUB, JSON_V1)
+    client = await connect(ServerView.of(server), HUB, JSON_V1)
     with caplog.at_level(logging.WARNING, logger="fastpush"):
         ack = await client.request({"type": "event", "event": "echo", "dataType": "text", "data": "hi"})
     assert ack["success"] is False and ack["error"]["name"] == "InternalServerError", ack
@@ -127,7 +120,7 @@ async def test_invalid_utf8_text_reply_is_an_error_ack_and_logged(server, probe,
 async def test_a_reply_over_the_message_limit_is_not_forwarded(server, probe):
     probe.replies["big"] = Reply(200, b"x" * (64 * 1024 + 1), "text/plain")
     probe.replies["small"] = Reply(200, b"y" * (64 * 1024), "text/plain")
-    client = await connect(_View(server), HUB, JSON_V1)
+    client = await connect(ServerView.of(server), HUB, JSON_V1)
     ack = await client.request({"type": "event", "event": "big", "dataType": "text", "data": "hi"})
     assert ack["success"] is False and ack["error"]["name"] == "InternalServerError", ack
     ack = await client.request({"type": "event", "event": "small", "dataType": "text", "data": "hi"})
@@ -139,7 +132,7 @@ async def test_a_reply_over_the_message_limit_is_not_forwarded(server, probe):
 
 async def test_upstream_sockets_are_bounded_and_every_event_is_answered(server, probe):
     probe.replies["slow"] = Reply(200, b"done", "text/plain", delay=0.2)
-    clients = [await connect(_View(server), HUB, JSON_V1) for _ in range(12)]
+    clients = [await connect(ServerView.of(server), HUB, JSON_V1) for _ in range(12)]
     acks = await asyncio.gather(*(c.request({"type": "event", "event": "slow", "dataType": "text", "data": "x"})
                                   for c in clients))
     assert all(a["success"] for a in acks), acks
@@ -155,7 +148,7 @@ async def test_a_flood_of_events_is_held_back_by_tcp_not_by_memory(server, probe
     what it holds stays bounded by one read's worth of frames."""
     from fastpush.session import MAX_EVENTS_IN_FLIGHT
     probe.replies["flood"] = Reply(204, delay=0.2)
-    client = await connect(_View(server), HUB, JSON_V1)
+    client = await connect(ServerView.of(server), HUB, JSON_V1)
     frame = json.dumps({"type": "event", "event": "flood", "dataType": "text", "data": "x"})
     sends = (client.ws.send(frame) for _ in range(20_000))
     sender = asyncio.ensure_future(asyncio.gather(*sends))
@@ -164,7 +157,7 @@ async def test_a_flood_of_events_is_held_back_by_tcp_not_by_memory(server, probe
     await _eventually(lambda: conn._events_in_flight >= MAX_EVENTS_IN_FLIGHT)
     await asyncio.sleep(0.5)  # the client keeps pushing: the server must not keep reading
     assert conn._events_in_flight < 20_000 // 2, conn._events_in_flight  # read on, it would hold all
-    await assert_still_serving(_View(server))
+    await assert_still_serving(ServerView.of(server))
     sender.cancel()
     client.ws.transport.abort()
 
@@ -173,7 +166,7 @@ async def test_an_endless_reply_head_is_an_error_not_memory(server, probe):
     """200 KB of headers (the limit is 64 KiB) make the event fail, as an unreadable answer."""
     probe.replies["heads"] = Reply(200, b"ok", "text/plain",
                                    extra_head=b"".join(b"X-%d: %s\r\n" % (i, b"v" * 1000) for i in range(200)))
-    client = await connect(_View(server), HUB, JSON_V1)
+    client = await connect(ServerView.of(server), HUB, JSON_V1)
     ack = await client.request({"type": "event", "event": "heads", "dataType": "text", "data": "hi"})
     assert ack["success"] is False and ack["error"]["name"] == "InternalServerError", ack
     await client.close()

@@ -12,7 +12,7 @@ import uvloop
 import websockets
 
 import fastpush
-from tests.helpers import JSON_V1, connect, eventually
+from tests.helpers import JSON_V1, ServerView, connect, eventually
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "embedded_ticker.py"
 
@@ -20,18 +20,11 @@ EXAMPLE = Path(__file__).parents[2] / "examples" / "embedded_ticker.py"
 pytestmark = pytest.mark.both_loops  # the embedding API promises asyncio and uvloop: each test runs on both
 
 
-class _View:
-    """What tests.helpers.connect needs to know about a server."""
-
-    def __init__(self, server: fastpush.Server):
-        self.endpoint, self.port, self.access_key = server.endpoint, server.port, server.keyring.primary
-
-
 async def test_embedded_server_sends_and_manages_groups():
     async with fastpush.Server(port=0) as server:
         hub = server.hub("embedded")
-        client = await connect(_View(server), "embedded", JSON_V1, user_id="ann")
-        raw = await connect(_View(server), "embedded")
+        client = await connect(ServerView.of(server), "embedded", JSON_V1, user_id="ann")
+        raw = await connect(ServerView.of(server), "embedded")
         await hub.send_to_all("to all", content_type="text/plain")
         assert (await client.recv())["data"] == "to all"
         assert await raw.recv() == "to all"
@@ -64,7 +57,7 @@ async def test_embedded_server_sends_and_manages_groups():
 
 async def test_the_server_runs_on_the_loop_it_is_embedded_in(request):
     async with fastpush.Server(port=0) as server:
-        client = await connect(_View(server), "loop", JSON_V1)
+        client = await connect(ServerView.of(server), "loop", JSON_V1)
         await server.hub("loop").send_to_all("on this loop", content_type="text/plain")
         assert (await client.recv())["data"] == "on this loop"
     expected = uvloop.Loop if "uvloop" in request.node.name else asyncio.BaseEventLoop
@@ -74,7 +67,7 @@ async def test_the_server_runs_on_the_loop_it_is_embedded_in(request):
 async def test_stop_leaves_no_task_behind():
     before = set(asyncio.all_tasks())
     server = await fastpush.Server(port=0).start()
-    client = await connect(_View(server), "h", JSON_V1)
+    client = await connect(ServerView.of(server), "h", JSON_V1)
     await server.stop()
     assert await eventually(lambda: set(asyncio.all_tasks()) == before, 5), set(asyncio.all_tasks()) - before
     with pytest.raises(websockets.ConnectionClosed) as closed:
@@ -92,7 +85,7 @@ async def test_a_burst_in_one_loop_turn_arrives_whole_and_in_order():
     """Sends made in one turn are coalesced into fewer writes; nothing is lost or reordered,
     and an ack that follows them stays behind them."""
     async with fastpush.Server(port=0) as server:
-        view = _View(server)
+        view = ServerView.of(server)
         raw = await connect(view, "burst")
         reliable = await connect(view, "burst", "json.reliable.webpubsub.azure.v1",
                                  roles=["webpubsub.sendToGroup"], groups=["g"])

@@ -17,18 +17,11 @@ from fastpush.config import Config, EventHandlerSettings, HubSettings
 from fastpush.logs import LINES_PER_SECOND
 from tests.cli_process import ServeProcess
 from tests.conftest import ACCESS_KEY
-from tests.helpers import JSON_V1, client_url, connect, eventually
+from tests.helpers import JSON_V1, ServerView, client_url, connect, eventually
 
 BAD_HANDSHAKE = (b"GET /client/hubs/chat?access_token=not.a.token HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
                  b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                  b"Sec-WebSocket-Version: 13\r\n\r\n")
-
-
-class _View:
-    """What tests.helpers.connect needs to know about a server."""
-
-    def __init__(self, endpoint: str, access_key: str):
-        self.endpoint, self.access_key = endpoint, access_key
 
 
 @pytest.fixture
@@ -44,7 +37,7 @@ def events(caplog, name: str, **fields) -> list[logging.LogRecord]:
 
 
 async def test_connect_and_disconnect_lines_tell_the_clients_story(logged_server, caplog):
-    client = await connect(_View(logged_server.endpoint, ACCESS_KEY), "story", JSON_V1, user_id="ann")
+    client = await connect(ServerView(logged_server.endpoint, ACCESS_KEY), "story", JSON_V1, user_id="ann")
     [connected] = events(caplog, "connected", connection_id=client.connection_id)
     assert (connected.hub, connected.user, connected.subprotocol, connected.address) == \
         ("story", "ann", JSON_V1, "127.0.0.1")
@@ -63,7 +56,7 @@ async def test_connect_and_disconnect_lines_tell_the_clients_story(logged_server
 
 
 async def test_a_server_close_and_a_lost_connection_have_their_codes(logged_server, caplog):
-    view = _View(logged_server.endpoint, ACCESS_KEY)
+    view = ServerView(logged_server.endpoint, ACCESS_KEY)
     closed = await connect(view, "codes", JSON_V1)
     lost = await connect(view, "codes", JSON_V1)
     await logged_server.hub("codes").close_connection(closed.connection_id, reason="done here")
@@ -116,7 +109,7 @@ async def test_every_upstream_failure_is_logged_within_the_rate_limit(caplog):
     handler = EventHandlerSettings(f"http://127.0.0.1:{port}/up/{{event}}", user_event_pattern="*", system_events=[])
     config = Config(hubs={"up": HubSettings(event_handlers=[handler])})
     async with fastpush.Server(port=0, access_key=ACCESS_KEY, config=config) as server:
-        client = await connect(_View(server.endpoint, ACCESS_KEY), "up", JSON_V1)
+        client = await connect(ServerView(server.endpoint, ACCESS_KEY), "up", JSON_V1)
         started = time.monotonic()
         for _ in range(30):
             ack = await client.request({"type": "event", "event": "e", "dataType": "text", "data": "x"})
@@ -139,7 +132,7 @@ def test_log_format_json_writes_one_object_per_line():
     fields = dict(part.split("=", 1) for part in serve.connection_string.rstrip(";").split(";"))
 
     async def one_client() -> str:
-        view = _View(fields["Endpoint"], fields["AccessKey"])
+        view = ServerView(fields["Endpoint"], fields["AccessKey"])
         client = await connect(view, "jsonlog", JSON_V1, url=client_url(view, "jsonlog", user_id="jo"))
         await client.close()
         return client.connection_id
