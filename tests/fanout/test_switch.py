@@ -41,9 +41,10 @@ for name, module in sorted(sys.modules.items()):
 async def serve():
     async with fastpush.Server(port=0) as server:
         async with websockets.connect(server.client_access_url("probe")) as ws:
-            delivered = server.hub("probe").send_to_all("hi", content_type="text/plain")
+            await server.hub("probe").send_to_all("hi", content_type="text/plain")
             received = await asyncio.wait_for(ws.recv(), 10)
             conns = list(server.hub("probe")._hub.tables.connections.values())
+            delivered = len(conns)
             bases = [c.__module__ for conn in conns for c in type(conn).__mro__]
             return delivered, received, sorted(set(bases) & set(IMPLEMENTATIONS))
 

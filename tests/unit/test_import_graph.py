@@ -30,7 +30,7 @@ def _type_checking_imports(path: Path) -> list[str]:
     found = []
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
-            for inner in ast.walk(node):
+            for inner in (n for statement in node.body for n in ast.walk(statement)):  # not its else
                 if isinstance(inner, ast.ImportFrom) and (inner.level or (inner.module or "").startswith("fastpush")):
                     found.append(f"{path.name}: {'.' * inner.level}{inner.module or ''}")
     return found
@@ -41,7 +41,7 @@ def test_no_fastpush_module_is_imported_only_for_type_checking():
     too); the package imports none of its own modules that way, but for the fan-out selector,
     whose type surface is the compiled module's whichever implementation runs."""
     hits = [hit for p in (ROOT / "fastpush").rglob("*.py") for hit in _type_checking_imports(p)]
-    assert hits == ["fanout.py: ._fanout"]
+    assert set(hits) == {"fanout.py: ._fanout"}
 
 
 @pytest.mark.parametrize("module", ["ops", "outcome", "permissions", "broker.base", "broker.memory",

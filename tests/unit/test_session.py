@@ -250,7 +250,8 @@ def test_the_session_needs_neither_picows_nor_the_compiled_module():
     modules = loaded.stdout.split()
     assert "fastpush.session" in modules
     assert not [m for m in modules if m.startswith(("picows", "uvloop")) or m in (
-        "fastpush._fanout", "fastpush.hub", "fastpush.node", "fastpush.client_connection", "fastpush.handshake")]
+        "fastpush._fanout", "fastpush._fanout_py", "fastpush.fanout", "fastpush.hub", "fastpush.node",
+        "fastpush.client_connection")]
 
 
 # --- acks ---------------------------------------------------------------------------------------------
