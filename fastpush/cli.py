@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import resource
+import shlex
 import signal
 import ssl
 import sys
@@ -32,7 +33,7 @@ from .app import MAX_MESSAGE_BYTES, Server, client_access_url
 from .auth.tokens import KeyRing
 from .broker.resp import RedisAddress
 from .config import Config, ConfigError, load_config
-from .devcert import ensure_dev_certificate, server_ssl_context
+from .devcert import DevCertificate, ensure_dev_certificate, server_ssl_context
 from .http.rest import MAX_BODY_BYTES
 from .logs import LOG_FORMATS, configure_logging
 from .permissions import RoleError, check_roles
@@ -316,8 +317,7 @@ def _tls_files(args: argparse.Namespace) -> tuple[str, str] | None:
         except OSError as exc:
             raise StartupError(f"cannot write the development certificate in --dev-cert {args.dev_cert}: "
                                f"{reason(exc)}") from None
-        print(f"Development CA: {cert.ca_file} (export NODE_EXTRA_CA_CERTS={cert.ca_file} "
-              f"REQUESTS_CA_BUNDLE={cert.ca_file} SSL_CERT_FILE={cert.ca_file})", flush=True)
+        print(_dev_cert_hint(cert), flush=True)
         files = (str(cert.cert_file), str(cert.key_file))
     elif args.tls_cert or args.tls_key:
         if not (args.tls_cert and args.tls_key):
@@ -327,6 +327,17 @@ def _tls_files(args: argparse.Namespace) -> tuple[str, str] | None:
         return None
     _check_tls(*files)
     return files
+
+
+def _dev_cert_hint(cert: DevCertificate) -> str:
+    """One line: the variables that make clients trust the development CA. Node adds
+    NODE_EXTRA_CA_CERTS to its own store; REQUESTS_CA_BUNDLE and SSL_CERT_FILE replace the store, so
+    they name the bundle (the system's CAs plus the development CA), never the CA alone."""
+    ca, bundle = shlex.quote(str(cert.ca_file)), shlex.quote(str(cert.bundle_file))
+    source = (f"the system's CAs ({cert.system_cas}) and the development CA" if cert.system_cas else
+              "only the development CA: no system CA file was found")
+    return (f"Development CA: {cert.ca_file}; trust it with: export NODE_EXTRA_CA_CERTS={ca} "
+            f"REQUESTS_CA_BUNDLE={bundle} SSL_CERT_FILE={bundle} ({cert.bundle_file.name} holds {source})")
 
 
 def _check_tls(cert_file: str, key_file: str) -> None:
