@@ -35,6 +35,7 @@ from .broker.resp import RedisAddress
 from .config import Config, ConfigError, load_config
 from .devcert import DevCertificate, ensure_dev_certificate, server_ssl_context
 from .http.rest import MAX_BODY_BYTES
+from .keyfile import read_or_create_access_key
 from .logs import LOG_FORMATS, configure_logging
 from .permissions import RoleError, check_roles
 from .protocol.names import group_error, hub_error, is_valid_group, is_valid_hub, is_valid_user, user_error
@@ -44,6 +45,7 @@ from .workers import run_workers
 __all__ = ["main", "build_parser", "server_options", "ServerOptions", "StartupError", "reserve_port", "close_all"]
 
 DEFAULT_DEV_CERT_DIR = Path.home() / ".fastpush" / "devcert"
+ACCESS_KEY_VARIABLE = "FASTPUSH_ACCESS_KEY"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 API_VERSION = "2024-01-01"
 REST_TOKEN_SECONDS = 300  # lifetime of the token `fastpush send` signs for its one request
@@ -116,8 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=_port, default=8080,
                        help="port for WebSocket and REST (default 8080; 0 = any free port)")
-    serve.add_argument("--access-key", default=os.environ.get("FASTPUSH_ACCESS_KEY"),
-                       help="primary access key (default: $FASTPUSH_ACCESS_KEY, else a generated key)")
+    key = serve.add_mutually_exclusive_group()
+    key.add_argument("--access-key-file", metavar="PATH",
+                     help="read the primary access key from PATH; if there is no such file, generate a key and "
+                          "write it there (mode 0600), so restarts keep it")
+    key.add_argument("--access-key", default=os.environ.get(ACCESS_KEY_VARIABLE),
+                     help="primary access key, visible in process listings: prefer --access-key-file or "
+                          f"${ACCESS_KEY_VARIABLE} (default: ${ACCESS_KEY_VARIABLE}, else a key generated at "
+                          "each start)")
     serve.add_argument("--secondary-key", default=os.environ.get("FASTPUSH_SECONDARY_KEY"),
                        help="secondary access key, also accepted (for key rotation)")
     serve.add_argument("--tls-cert", help="PEM certificate chain: serve https and wss")
@@ -268,12 +276,17 @@ def _run(args: argparse.Namespace) -> int:
     if args.redis_url:
         _redis_address(args.redis_url)
     tls = _tls_files(args)
+    if args.workers > 1 and not args.redis_url:
+        raise StartupError("--workers above 1 needs a broker shared by the processes: pass --redis-url "
+                           "(e.g. --redis-url redis://127.0.0.1:6379)")
+    generated = _read_access_key_file(args)
     if args.workers > 1:
-        if not args.redis_url:
-            raise StartupError("--workers above 1 needs a broker shared by the processes: pass --redis-url "
-                               "(e.g. --redis-url redis://127.0.0.1:6379)")
+        if generated:
+            print(generated, file=sys.stderr, flush=True)
         return run_workers(args, args.workers, tls)
     configure_logging(args.log_level, args.log_format)
+    if generated:
+        logging.getLogger("fastpush").info(generated)
     # picows' own messages only at DEBUG: at INFO they would log every connection's life
     logging.getLogger("fastpush.ws.picows").setLevel(logging.DEBUG if args.log_level == "DEBUG" else logging.WARNING)
     ssl_context = server_ssl_context(*tls) if tls else None
@@ -282,6 +295,22 @@ def _run(args: argparse.Namespace) -> int:
         close_all(reserve_port(args.host, args.port))  # a wrong address fails now, before Redis is asked
     uvloop.run(_serve(Server(**server_options(args, config=config, ssl_context=ssl_context)), args.redis_url))
     return 0
+
+
+def _read_access_key_file(args: argparse.Namespace) -> str | None:
+    """Set args.access_key from --access-key-file (making the file if there is none); what to tell
+    the operator when a key was generated. A key also in the environment is a mistake: which of
+    the two would the operator mean? (--access-key with it is refused by the parser.)"""
+    if args.access_key_file is None:
+        return None
+    if os.environ.get(ACCESS_KEY_VARIABLE):
+        raise StartupError(f"the access key is given twice, by --access-key-file and by ${ACCESS_KEY_VARIABLE}: "
+                           f"give it one way (unset {ACCESS_KEY_VARIABLE}, or drop --access-key-file)")
+    path = Path(args.access_key_file).expanduser()
+    args.access_key, created = read_or_create_access_key(path)
+    if not created:
+        return None
+    return f"generated a new access key in {path} (mode 0600); later starts with --access-key-file {path} keep it"
 
 
 def _use_every_file_descriptor() -> None:
