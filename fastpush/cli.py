@@ -53,6 +53,33 @@ HTTP_SECONDS = 30.0  # how long `send` and `status` wait for the server
 _N = TypeVar("_N", int, float)
 
 
+SERVE_EPILOG = f"""\
+environment:
+  {ACCESS_KEY_VARIABLE}     the primary access key, when --access-key is not given
+                          (refused with --access-key-file)
+  FASTPUSH_SECONDARY_KEY  the secondary access key, when --secondary-key is not given
+  FASTPUSH_REDIS_URL      the Redis URL, when --redis-url is not given (wins over the config file)
+  FASTPUSH_NO_EXTENSIONS  which fan-out runs: unset = the compiled one if it is built, else the
+                          pure-Python one with a warning; 0 = the compiled one or an error;
+                          1 = the pure-Python one
+  (FASTPUSH_CONNECTION_STRING is for `fastpush token`, `send` and `status`, not for serve)
+
+config file (--config FILE, TOML; Azure's setting names; unknown keys are refused):
+  upstreamTimeoutSeconds = 20           # seconds per event handler call (default 20)
+  redisUrl = "redis://127.0.0.1:6379"   # as --redis-url (the option and the variable win)
+
+  [hubs.chat]                           # one table per hub (here: chat)
+  anonymousConnectPolicy = "deny"       # or "allow": clients may connect without a token
+
+  [[hubs.chat.eventHandlers]]           # in order; the first that matches an event gets it
+  urlTemplate = "http://127.0.0.1:3000/api/webpubsub/hubs/{{hub}}/{{event}}"
+  userEventPattern = "*"                # "*", "a,b" or "" (no user events); case-insensitive
+  systemEvents = ["connect", "connected", "disconnected"]
+
+More in docs/operations.md in the fastpush repository: TLS, proxies, workers, health, logs.
+"""
+
+
 class _Parser(argparse.ArgumentParser):
     """Option mistakes are one line on stderr and exit code 2, like every other startup failure."""
 
@@ -111,10 +138,12 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="fastpush", description="A self-hosted Azure Web PubSub.")
+    parser = _Parser(prog="fastpush", description="A self-hosted Azure Web PubSub.",
+                     epilog="`fastpush COMMAND --help` tells each command's options and environment variables.")
     parser.add_argument("--version", action="version", version=f"fastpush {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the server")
+    serve = commands.add_parser("serve", help="run the server", epilog=SERVE_EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=_port, default=8080,
                        help="port for WebSocket and REST (default 8080; 0 = any free port)")
@@ -127,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
                           f"${ACCESS_KEY_VARIABLE} (default: ${ACCESS_KEY_VARIABLE}, else a key generated at "
                           "each start)")
     serve.add_argument("--secondary-key", default=os.environ.get("FASTPUSH_SECONDARY_KEY"),
-                       help="secondary access key, also accepted (for key rotation)")
+                       help="secondary access key, also accepted, for key rotation (default: $FASTPUSH_SECONDARY_KEY)")
     serve.add_argument("--tls-cert", help="PEM certificate chain: serve https and wss")
     serve.add_argument("--tls-key", help="PEM private key for --tls-cert")
     serve.add_argument("--dev-cert", nargs="?", const=str(DEFAULT_DEV_CERT_DIR), metavar="DIR",
@@ -147,10 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="drop clients silent for this long, pings unanswered (default 60)")
     _add_limits(serve)
     serve.add_argument("--config", metavar="FILE", help="TOML hub settings: event handlers, anonymous connect "
-                                                        "(see fastpush.config)")
+                                                        "(its keys are below)")
     serve.add_argument("--redis-url", default=os.environ.get("FASTPUSH_REDIS_URL"),
                        help="redis://host:port/db: share hubs with other nodes through this Redis "
-                            "(default: none, one node)")
+                            "(default: $FASTPUSH_REDIS_URL, else redisUrl in the config file, else none: one node)")
     serve.add_argument("--workers", type=_worker_count, default=1, metavar="N",
                        help="server processes sharing the port (SO_REUSEPORT); 'auto' = one per core; "
                             "more than one needs --redis-url")
