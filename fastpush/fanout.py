@@ -36,7 +36,7 @@ _SWITCH = "FASTPUSH_NO_EXTENSIONS"
 
 
 def _choice() -> str:
-    """"twin", "compiled" or "either", as FASTPUSH_NO_EXTENSIONS asks."""
+    """What FASTPUSH_NO_EXTENSIONS asks for: "twin", "compiled" or "either"."""
     value = os.environ.get(_SWITCH, "")
     if value not in ("", "0", "1"):
         raise ImportError(f"{_SWITCH} must be 1 (pure Python) or 0 (compiled), not {value!r}")
@@ -44,9 +44,13 @@ def _choice() -> str:
 
 
 def _build_hint() -> str:
-    where = os.path.dirname(os.path.abspath(__file__))
-    return (f"the compiled fan-out is not built in {where}: build it there with "
-            f"`python3 setup.py build_ext --inplace` or `pip install -e .`")
+    package = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.dirname(package)
+    if os.path.exists(os.path.join(root, "setup.py")):  # a source checkout
+        how = f"run `pip install -e .` or `python3 setup.py build_ext --inplace` in {root}"
+    else:
+        how = "reinstall fastpush"
+    return f"the compiled fan-out is not built in {package}: {how}"
 
 
 if TYPE_CHECKING:
@@ -104,8 +108,8 @@ else:
         )
     except ImportError as exc:
         raise ImportError(f"{exc}: the compiled fan-out in {os.path.dirname(os.path.abspath(__file__))} "
-                          f"cannot be loaded; rebuild it with `python3 setup.py build_ext --inplace` "
-                          f"or `pip install -e .`, or set {_SWITCH}=1 to run without it") from exc
+                          f"cannot be loaded: rebuild it (`pip install -e .` or `python3 setup.py build_ext "
+                          f"--inplace` in a checkout), or set {_SWITCH}=1 to run without it") from exc
 
 # The module in use: "fastpush._fanout" (compiled) or "fastpush._fanout_py" (the twin).
 IMPLEMENTATION: Final[str] = Connection.__module__
