@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import resource
+import shlex
 import signal
 import ssl
 import sys
@@ -32,8 +33,9 @@ from .app import MAX_MESSAGE_BYTES, Server, client_access_url
 from .auth.tokens import KeyRing
 from .broker.resp import RedisAddress
 from .config import Config, ConfigError, load_config
-from .devcert import ensure_dev_certificate, server_ssl_context
+from .devcert import DevCertificate, ensure_dev_certificate, server_ssl_context
 from .http.rest import MAX_BODY_BYTES
+from .keyfile import read_or_create_access_key
 from .logs import LOG_FORMATS, configure_logging
 from .permissions import RoleError, check_roles
 from .protocol.names import group_error, hub_error, is_valid_group, is_valid_hub, is_valid_user, user_error
@@ -43,11 +45,39 @@ from .workers import run_workers
 __all__ = ["main", "build_parser", "server_options", "ServerOptions", "StartupError", "reserve_port", "close_all"]
 
 DEFAULT_DEV_CERT_DIR = Path.home() / ".fastpush" / "devcert"
+ACCESS_KEY_VARIABLE = "FASTPUSH_ACCESS_KEY"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 API_VERSION = "2024-01-01"
 REST_TOKEN_SECONDS = 300  # lifetime of the token `fastpush send` signs for its one request
 HTTP_SECONDS = 30.0  # how long `send` and `status` wait for the server
 _N = TypeVar("_N", int, float)
+
+
+SERVE_EPILOG = f"""\
+environment:
+  {ACCESS_KEY_VARIABLE}     the primary access key, when --access-key is not given
+                          (refused with --access-key-file)
+  FASTPUSH_SECONDARY_KEY  the secondary access key, when --secondary-key is not given
+  FASTPUSH_REDIS_URL      the Redis URL, when --redis-url is not given (wins over the config file)
+  FASTPUSH_NO_EXTENSIONS  which fan-out runs: unset = the compiled one if it is built, else the
+                          pure-Python one with a warning; 0 = the compiled one or an error;
+                          1 = the pure-Python one
+  (FASTPUSH_CONNECTION_STRING is for `fastpush token`, `send` and `status`, not for serve)
+
+config file (--config FILE, TOML; Azure's setting names; unknown keys are refused):
+  upstreamTimeoutSeconds = 20           # seconds per event handler call (default 20)
+  redisUrl = "redis://127.0.0.1:6379"   # as --redis-url (the option and the variable win)
+
+  [hubs.chat]                           # one table per hub (here: chat)
+  anonymousConnectPolicy = "deny"       # or "allow": clients may connect without a token
+
+  [[hubs.chat.eventHandlers]]           # in order; the first that matches an event gets it
+  urlTemplate = "http://127.0.0.1:3000/api/webpubsub/hubs/{{hub}}/{{event}}"
+  userEventPattern = "*"                # "*", "a,b" or "" (no user events); case-insensitive
+  systemEvents = ["connect", "connected", "disconnected"]
+
+More in docs/operations.md in the fastpush repository: TLS, proxies, workers, health, logs.
+"""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -108,17 +138,25 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="fastpush", description="A self-hosted Azure Web PubSub.")
+    parser = _Parser(prog="fastpush", description="A self-hosted Azure Web PubSub.",
+                     epilog="`fastpush COMMAND --help` tells each command's options and environment variables.")
     parser.add_argument("--version", action="version", version=f"fastpush {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the server")
+    serve = commands.add_parser("serve", help="run the server", epilog=SERVE_EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=_port, default=8080,
                        help="port for WebSocket and REST (default 8080; 0 = any free port)")
-    serve.add_argument("--access-key", default=os.environ.get("FASTPUSH_ACCESS_KEY"),
-                       help="primary access key (default: $FASTPUSH_ACCESS_KEY, else a generated key)")
+    key = serve.add_mutually_exclusive_group()
+    key.add_argument("--access-key-file", metavar="PATH",
+                     help="read the primary access key from PATH; if there is no such file, generate a key and "
+                          "write it there (mode 0600), so restarts keep it")
+    key.add_argument("--access-key", default=os.environ.get(ACCESS_KEY_VARIABLE),
+                     help="primary access key, visible in process listings: prefer --access-key-file or "
+                          f"${ACCESS_KEY_VARIABLE} (default: ${ACCESS_KEY_VARIABLE}, else a key generated at "
+                          "each start)")
     serve.add_argument("--secondary-key", default=os.environ.get("FASTPUSH_SECONDARY_KEY"),
-                       help="secondary access key, also accepted (for key rotation)")
+                       help="secondary access key, also accepted, for key rotation (default: $FASTPUSH_SECONDARY_KEY)")
     serve.add_argument("--tls-cert", help="PEM certificate chain: serve https and wss")
     serve.add_argument("--tls-key", help="PEM private key for --tls-cert")
     serve.add_argument("--dev-cert", nargs="?", const=str(DEFAULT_DEV_CERT_DIR), metavar="DIR",
@@ -138,10 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="drop clients silent for this long, pings unanswered (default 60)")
     _add_limits(serve)
     serve.add_argument("--config", metavar="FILE", help="TOML hub settings: event handlers, anonymous connect "
-                                                        "(see fastpush.config)")
+                                                        "(its keys are below)")
     serve.add_argument("--redis-url", default=os.environ.get("FASTPUSH_REDIS_URL"),
                        help="redis://host:port/db: share hubs with other nodes through this Redis "
-                            "(default: none, one node)")
+                            "(default: $FASTPUSH_REDIS_URL, else redisUrl in the config file, else none: one node)")
     serve.add_argument("--workers", type=_worker_count, default=1, metavar="N",
                        help="server processes sharing the port (SO_REUSEPORT); 'auto' = one per core; "
                             "more than one needs --redis-url")
@@ -267,12 +305,17 @@ def _run(args: argparse.Namespace) -> int:
     if args.redis_url:
         _redis_address(args.redis_url)
     tls = _tls_files(args)
+    if args.workers > 1 and not args.redis_url:
+        raise StartupError("--workers above 1 needs a broker shared by the processes: pass --redis-url "
+                           "(e.g. --redis-url redis://127.0.0.1:6379)")
+    generated = _read_access_key_file(args)
     if args.workers > 1:
-        if not args.redis_url:
-            raise StartupError("--workers above 1 needs a broker shared by the processes: pass --redis-url "
-                               "(e.g. --redis-url redis://127.0.0.1:6379)")
+        if generated:
+            print(generated, file=sys.stderr, flush=True)
         return run_workers(args, args.workers, tls)
     configure_logging(args.log_level, args.log_format)
+    if generated:
+        logging.getLogger("fastpush").info(generated)
     # picows' own messages only at DEBUG: at INFO they would log every connection's life
     logging.getLogger("fastpush.ws.picows").setLevel(logging.DEBUG if args.log_level == "DEBUG" else logging.WARNING)
     ssl_context = server_ssl_context(*tls) if tls else None
@@ -281,6 +324,22 @@ def _run(args: argparse.Namespace) -> int:
         close_all(reserve_port(args.host, args.port))  # a wrong address fails now, before Redis is asked
     uvloop.run(_serve(Server(**server_options(args, config=config, ssl_context=ssl_context)), args.redis_url))
     return 0
+
+
+def _read_access_key_file(args: argparse.Namespace) -> str | None:
+    """Set args.access_key from --access-key-file (making the file if there is none); what to tell
+    the operator when a key was generated. A key also in the environment is a mistake: which of
+    the two would the operator mean? (--access-key with it is refused by the parser.)"""
+    if args.access_key_file is None:
+        return None
+    if os.environ.get(ACCESS_KEY_VARIABLE):
+        raise StartupError(f"the access key is given twice, by --access-key-file and by ${ACCESS_KEY_VARIABLE}: "
+                           f"give it one way (unset {ACCESS_KEY_VARIABLE}, or drop --access-key-file)")
+    path = Path(args.access_key_file).expanduser()
+    args.access_key, created = read_or_create_access_key(path)
+    if not created:
+        return None
+    return f"generated a new access key in {path} (mode 0600); later starts with --access-key-file {path} keep it"
 
 
 def _use_every_file_descriptor() -> None:
@@ -316,8 +375,7 @@ def _tls_files(args: argparse.Namespace) -> tuple[str, str] | None:
         except OSError as exc:
             raise StartupError(f"cannot write the development certificate in --dev-cert {args.dev_cert}: "
                                f"{reason(exc)}") from None
-        print(f"Development CA: {cert.ca_file} (export NODE_EXTRA_CA_CERTS={cert.ca_file} "
-              f"REQUESTS_CA_BUNDLE={cert.ca_file} SSL_CERT_FILE={cert.ca_file})", flush=True)
+        print(_dev_cert_hint(cert), flush=True)
         files = (str(cert.cert_file), str(cert.key_file))
     elif args.tls_cert or args.tls_key:
         if not (args.tls_cert and args.tls_key):
@@ -327,6 +385,17 @@ def _tls_files(args: argparse.Namespace) -> tuple[str, str] | None:
         return None
     _check_tls(*files)
     return files
+
+
+def _dev_cert_hint(cert: DevCertificate) -> str:
+    """One line: the variables that make clients trust the development CA. Node adds
+    NODE_EXTRA_CA_CERTS to its own store; REQUESTS_CA_BUNDLE and SSL_CERT_FILE replace the store, so
+    they name the bundle (the system's CAs plus the development CA), never the CA alone."""
+    ca, bundle = shlex.quote(str(cert.ca_file)), shlex.quote(str(cert.bundle_file))
+    source = (f"the system's CAs ({cert.system_cas}) and the development CA" if cert.system_cas else
+              "only the development CA: no system CA file was found")
+    return (f"Development CA: {cert.ca_file}; trust it with: export NODE_EXTRA_CA_CERTS={ca} "
+            f"REQUESTS_CA_BUNDLE={bundle} SSL_CERT_FILE={bundle} ({cert.bundle_file.name} holds {source})")
 
 
 def _check_tls(cert_file: str, key_file: str) -> None:

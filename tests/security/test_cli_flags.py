@@ -29,8 +29,8 @@ DEFAULTS = {"max_message_bytes": 1024 * 1024, "max_body_bytes": 1024 * 1024, "ma
             "max_upstream_connections": 64}
 
 # serve options a worker does not get as given: the parent decides them, or they travel another way
-NOT_PASSED_AS_GIVEN = {"help", "host", "port", "workers", "reuse_port", "redis_url", "access_key", "secondary_key",
-                       "tls_cert", "tls_key", "dev_cert"}
+NOT_PASSED_AS_GIVEN = {"help", "host", "port", "workers", "reuse_port", "redis_url", "access_key", "access_key_file",
+                       "secondary_key", "tls_cert", "tls_key", "dev_cert"}
 
 
 def serve_args(*argv: str) -> argparse.Namespace:

@@ -1,0 +1,42 @@
+"""The README says what is true of this repository: the test command is the one CI runs, every file it
+names is here, and the quickstart defines what its commands use."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text()
+MADE_BY_COMMANDS = {"tests/compat/js/node_modules"}  # npm ci makes it, as the README says
+
+
+def _bash_block_after(heading_text: str) -> str:
+    after = README.split(heading_text, 1)[1]
+    return re.search(r"```bash\n(.*?)```", after, re.S).group(1).strip()
+
+
+def test_the_test_command_is_the_one_ci_runs():
+    command = _bash_block_after("Install everything and run the whole test suite")
+    ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert command in ci_lines
+
+
+def test_the_stated_prerequisites_cover_what_ci_installs():
+    ci = (ROOT / ".ci" / "run").read_text()
+    prerequisites = README.split("The tests need", 1)[1].split("\n\n", 1)[0]
+    assert "redis-server" in ci and "redis-server" in prerequisites
+
+
+def test_every_file_named_is_in_the_repository():
+    links = [target for target in re.findall(r"\]\(([^)#]+)\)", README) if not re.match(r"\w+://", target)]
+    named = re.findall(r"`((?:tests|fastpush|benches|docs|examples|tools)/[^`\s*{]*)`", README)
+    assert links and named
+    missing = [path for path in links + named if path.rstrip("/") not in MADE_BY_COMMANDS
+               and not (ROOT / path.rstrip("/")).exists()]
+    assert missing == []
+
+
+def test_the_quickstart_defines_cs_before_using_it():
+    quickstart = README.split("## Quickstart with the official SDKs", 1)[1].split("\n## ", 1)[0]
+    assert 'cs="Endpoint=' in quickstart
+    assert quickstart.index('cs="Endpoint=') < quickstart.index('"$cs"')
