@@ -46,6 +46,7 @@ from .permissions import Permission, grants
 from .protocol.close_codes import CloseCode
 from .protocol.codecs import Codec, codec_for
 from .protocol.json_protocol import (
+    GroupState,
     Ignored,
     InvalidRequest,
     Invoke,
@@ -56,7 +57,10 @@ from .protocol.json_protocol import (
     SendEvent,
     SendToGroup,
     SequenceAck,
+    StreamMessage,
+    StreamStart,
     encode_invoke_error,
+    encode_stream_closed,
 )
 from .protocol.names import event_error, group_error, is_valid_event, is_valid_group
 from .protocol.payload import DataType, Payload
@@ -474,6 +478,17 @@ class ClientSession:
             case Invoke():
                 self.send_frame(OPCODE_TEXT, encode_invoke_error(
                     request.invocation_id, "BadRequest", "No event handler is configured for invocations."))
+            case StreamStart():
+                self._refuse_stream(request)
+            case StreamMessage():
+                # No stream is ever open here: the spec's answer to data, a keepalive or an end on an
+                # unknown stream is a StreamNotFound close of that stream.
+                self.send_frame(OPCODE_TEXT, encode_stream_closed(
+                    request.stream_id, "StreamNotFound", f"Stream '{request.stream_id}' is not open: "
+                    "this server does not support streaming."))
+            case GroupState():
+                # Fire-and-forget without an ackId: the client asked for no answer (spec §3.1).
+                self._ack(ack_id, "BadRequest", "Group state is not supported by this server.")
             case Ignored():
                 pass
             case _:
@@ -501,6 +516,21 @@ class ClientSession:
             excluded = (self.connection_id,) if request.no_echo else ()
             op = ops.SendToGroup(self.hub, group, request.payload, excluded, None, self.user_id)
             self._settle(self._node.submit(op), request.ack_id)
+
+    def _refuse_stream(self, request: StreamStart) -> None:
+        """Streaming is not supported: a stream start is answered with the stream's terminal close
+        (the spec's rejection of a start, which the SDKs raise from their open-stream call), with the
+        error a supporting service would give for a bad group or a missing permission first. An
+        ackId, which a start should not carry, gets the same error ack."""
+        group = request.group
+        if not is_valid_group(group):
+            name, message = "BadRequest", group_error(group)
+        elif not grants(self.roles, Permission.SEND_TO_GROUP, group):
+            name, message = "Forbidden", f"The client does not have permission to send to group '{group}'."
+        else:
+            name, message = "BadRequest", "Streaming is not supported by this server."
+        self.send_frame(OPCODE_TEXT, encode_stream_closed(request.stream_id, name, message))
+        self._ack(request.ack_id, name, message)
 
     def _join_or_leave(self, request: JoinGroup | LeaveGroup) -> None:
         group = request.group

@@ -15,8 +15,10 @@ from .payload import DataType, Payload, PayloadError, decode_json, payload_from_
 __all__ = [
     "JSON_V1", "JSON_RELIABLE_V1", "PROTOBUF_V1", "PROTOBUF_RELIABLE_V1", "SUBPROTOCOLS",
     "JoinGroup", "LeaveGroup", "SendToGroup", "SendEvent", "SequenceAck", "Ping", "Invoke", "Ignored",
+    "StreamStart", "StreamMessage", "GroupState",
     "Request", "ProtocolViolation", "InvalidRequest", "parse_request",
     "encode_ack", "encode_connected", "encode_disconnected", "encode_pong", "encode_invoke_error",
+    "encode_stream_closed",
     "message_tail", "ServerSource", "GroupSource",
 ]
 
@@ -73,7 +75,31 @@ class Ignored(msgspec.Struct, frozen=True):
     kind: str
 
 
-Request = JoinGroup | LeaveGroup | SendToGroup | SendEvent | SequenceAck | Ping | Invoke | Ignored
+class StreamStart(msgspec.Struct, frozen=True):
+    """A sendToGroup carrying `stream` metadata: a client opening a group stream (1.1.0 SDKs)."""
+
+    group: str
+    stream_id: str
+    ack_id: int | None
+
+
+class StreamMessage(msgspec.Struct, frozen=True):
+    """streamData (a fragment, or a keepalive without payload) or streamEnd, on an open stream."""
+
+    kind: str  # "streamdata" | "streamend"
+    stream_id: str
+
+
+class GroupState(msgspec.Struct, frozen=True):
+    """setGroupState, subscribeGroupState or unsubscribeGroupState."""
+
+    kind: str  # lower case, as matched
+    group: str
+    ack_id: int | None
+
+
+Request = (JoinGroup | LeaveGroup | SendToGroup | SendEvent | SequenceAck | Ping | Invoke | Ignored | StreamStart
+           | StreamMessage | GroupState)
 
 
 class ProtocolViolation(Exception):
@@ -128,6 +154,8 @@ def _parse_known(kind: str, msg: dict[str, object], ack_id: int | None) -> Reque
         no_echo = msg.get("noEcho", False)
         if not isinstance(no_echo, bool):
             raise _FieldError("'noEcho' must be a boolean")
+        if msg.get("stream") is not None:
+            return StreamStart(_string(msg, "group"), _stream_start(msg), ack_id)
         return SendToGroup(_string(msg, "group"), ack_id, no_echo, _payload(msg))
     if kind == "event":
         return SendEvent(_string(msg, "event"), ack_id, _payload(msg))
@@ -143,9 +171,69 @@ def _parse_known(kind: str, msg: dict[str, object], ack_id: int | None) -> Reque
         if not isinstance(invocation_id, str):
             raise _FieldError("'invocationId' must be a string")
         return Invoke(invocation_id)
-    if kind in ("cancelinvocation", "invokeresponse", "streamdata", "streamend"):
+    if kind == "streamdata":
+        return StreamMessage(kind, _stream_data(msg))
+    if kind == "streamend":
+        return StreamMessage(kind, _stream_end(msg))
+    if kind in ("setgroupstate", "subscribegroupstate", "unsubscribegroupstate"):
+        group = _string(msg, "group")
+        if kind == "setgroupstate":
+            _string_map(msg, "state")
+        return GroupState(kind, group, ack_id)
+    if kind in ("cancelinvocation", "invokeresponse"):
         return Ignored(kind)
     raise _FieldError(f"Unknown message type '{msg['type']}'")
+
+
+# The client protocol spec's stream rules (Azure/azure-webpubsub protocols/client/client-spec.md §3.6),
+# checked so that only a well-formed stream message gets a stream answer; anything else is malformed.
+def _stream_id(value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise _FieldError("'streamId' is required and must be a non-empty string")
+    return value
+
+
+def _stream_start(msg: dict[str, object]) -> str:
+    stream = msg["stream"]
+    if not isinstance(stream, dict):
+        raise _FieldError("'stream' must be an object")
+    timeout = stream.get("idleTimeoutMs")
+    if timeout is not None and (type(timeout) is not int or timeout <= 0):
+        raise _FieldError("'stream.idleTimeoutMs' must be a positive integer")
+    if msg.get("data") is not None or msg.get("dataType") is not None:
+        raise _FieldError("a stream start must carry no 'data' or 'dataType'")
+    return _stream_id(stream.get("streamId"))
+
+
+def _stream_data(msg: dict[str, object]) -> str:
+    stream_id = _stream_id(msg.get("streamId"))
+    fields = [msg.get(name) is not None for name in ("streamSequenceId", "dataType", "data")]
+    if any(fields):  # a fragment; none of the three: a keepalive
+        if not all(fields):
+            raise _FieldError("stream data needs all of 'streamSequenceId', 'dataType' and 'data'")
+        seq = msg["streamSequenceId"]
+        if type(seq) is not int or not 0 < seq <= _MAX_UINT64:
+            raise _FieldError("'streamSequenceId' must be a positive 64-bit integer")
+        _payload(msg)
+    return stream_id
+
+
+def _stream_end(msg: dict[str, object]) -> str:
+    stream_id = _stream_id(msg.get("streamId"))
+    error = msg.get("error")
+    if error is not None:
+        if not isinstance(error, dict):
+            raise _FieldError("'error' must be an object")
+        for name in ("message", "userErrorCode"):
+            if error.get(name) is not None and not isinstance(error[name], str):
+                raise _FieldError(f"'error.{name}' must be a string")
+    return stream_id
+
+
+def _string_map(msg: dict[str, object], field: str) -> None:
+    value = msg.get(field)
+    if value is not None and (not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values())):
+        raise _FieldError(f"'{field}' must be an object of strings")
 
 
 def _ack_id(msg: dict[str, object]) -> int | None:
@@ -208,6 +296,11 @@ class _InvokeResponse(msgspec.Struct, tag="invokeResponse", tag_field="type", re
     error: _Error
 
 
+class _StreamClosed(msgspec.Struct, tag="streamClosed", tag_field="type", rename="camel"):
+    stream_id: str
+    error: _Error
+
+
 def encode_ack(ack_id: int, error_name: str | None = None, message: str = "") -> bytes:
     if error_name is None:
         return _encode(_Ack(ack_id, True))
@@ -230,6 +323,11 @@ def encode_pong() -> bytes:
 
 def encode_invoke_error(invocation_id: str, name: str, message: str) -> bytes:
     return _encode(_InvokeResponse(invocation_id, False, _Error(name, message)))
+
+
+def encode_stream_closed(stream_id: str, name: str, message: str) -> bytes:
+    """The terminal answer on a stream (client-spec §3.6.4), here always with an error."""
+    return _encode(_StreamClosed(stream_id, _Error(name, message)))
 
 
 class ServerSource(msgspec.Struct, frozen=True):
