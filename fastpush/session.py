@@ -4,9 +4,9 @@ and closes out.
 `ClientSession` is what the service does with a client connection: it joins fragments and
 enforces RFC 6455's rules on data frames and the message size limit, parses subprotocol requests
 and answers them (ack ids and Duplicate, sendToGroup / joinGroup / leaveGroup checks, ping, user
-events in order with back-pressure, invoke), handles raw clients, keeps a reliable client's
-session for its recovery window (fastpush.reliable has the bookkeeping), and applies the
-slow-client and buffer-full policies, with their log lines.
+events in order with back-pressure; invoke, streaming and group state refused as the spec says),
+handles raw clients, keeps a reliable client's session for its recovery window (fastpush.reliable
+has the bookkeeping), and applies the slow-client and buffer-full policies, with their log lines.
 
 It is a mixin without storage of its own. A connection is one object: the compiled
 `_fanout.Connection` holds what the fan-out loop reads, and the class that mixes this in
