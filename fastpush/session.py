@@ -483,9 +483,9 @@ class ClientSession:
             case StreamMessage():
                 # No stream is ever open here: the spec's answer to data, a keepalive or an end on an
                 # unknown stream is a StreamNotFound close of that stream.
+                # The id is named once, in streamId: the answer costs no more than what was sent.
                 self.send_frame(OPCODE_TEXT, encode_stream_closed(
-                    request.stream_id, "StreamNotFound", f"Stream '{request.stream_id}' is not open: "
-                    "this server does not support streaming."))
+                    request.stream_id, "StreamNotFound", "The stream is not open: streaming is not supported."))
             case GroupState():
                 # Fire-and-forget without an ackId: the client asked for no answer (spec §3.1).
                 self._ack(ack_id, "BadRequest", "Group state is not supported by this server.")
