@@ -15,13 +15,14 @@ from .broker.errors import BrokerUnavailable
 from .broker.memory import MemoryBroker
 from .broker.redis import RedisBroker
 from .client_connection import ClientConnection
-from .config import Config
+from .config import Config, ignored_settings, presence_rule
 from .embedding import HubApi
 from .events.dispatcher import HubEvents
 from .events.http_client import HttpClient
 from .events.model import ConnectRequest, ConnectResult, EventContext, EventRejected, HandlerRule
 from .events.upstream import HttpUpstream
 from .handshake import Accept, Reject, decide_upgrade, variant_of
+from .heartbeat import Heartbeat
 from .http.front_door import ConnectionLimits, FrontDoor, Handoff, default_max_connections
 from .http.messages import Request, Response, error_response
 from .http.rest import MAX_BODY_BYTES, RestApi
@@ -58,7 +59,8 @@ class Server:
                  reuse_port: bool = False, max_groups_per_connection: int = 1000,
                  max_connections: int | None = None, max_connections_per_ip: int = 1000,
                  request_head_timeout_seconds: float = 60.0, request_body_timeout_seconds: float = 60.0,
-                 http_keepalive_timeout_seconds: float = 75.0, max_upstream_connections: int = 64):
+                 http_keepalive_timeout_seconds: float = 75.0, max_upstream_connections: int = 64,
+                 warn_ignored_settings: bool = True):
         self.host = host
         self.port = port
         self.keyring = KeyRing(access_key or generate_access_key(), secondary_key)
@@ -78,6 +80,7 @@ class Server:
                                            max_message_bytes=max_message_bytes,
                                            max_groups_per_connection=max_groups_per_connection)
         self.config = config or Config()
+        self.warn_ignored_settings = warn_ignored_settings  # off in --workers' processes: their parent says it once
         self._upstream_client: HttpClient | None = None
         self.reuse_port = reuse_port
         broker = RedisBroker(redis_url) if redis_url else MemoryBroker()
@@ -102,8 +105,14 @@ class Server:
                                                 ssl=self.ssl_context, reuse_address=True, backlog=4096,
                                                 reuse_port=self.reuse_port or None)
         self.port = self._server.sockets[0].getsockname()[1]
-        self._tasks = [loop.create_task(self._sweep_idle_http()), loop.create_task(self._heartbeat()),
+        heartbeat = Heartbeat(self.node.hubs, self.keepalive_seconds, self.idle_timeout_seconds,
+                              [float(s.web_socket_keep_alive_interval_in_seconds) for s in self.config.hubs.values()
+                               if s.web_socket_keep_alive_interval_in_seconds is not None])
+        self._tasks = [loop.create_task(self._sweep_idle_http()), loop.create_task(heartbeat.run()),
                        loop.create_task(self._sweep_hubs())]
+        ignored = ignored_settings(self.config)
+        if ignored and self.warn_ignored_settings:
+            log.warning("the config file's hub settings hold what fastpush ignores: %s", "; ".join(ignored))
         log.info("fastpush listening on %s", self.endpoint)
         return self
 
@@ -162,24 +171,6 @@ class Server:
         """A ws(s):// URL with a signed access token, as `get_client_access_token()['url']` gives."""
         return client_access_url(self.keyring, self.endpoint, hub, user_id=user_id, roles=roles, groups=groups,
                                  minutes_to_expire=minutes_to_expire)
-
-    async def _heartbeat(self) -> None:
-        """One sweep for all connections (no task or timer per connection): ping the quiet ones,
-        drop the ones silent for longer than the idle timeout (a peer gone without a FIN)."""
-        while True:
-            await asyncio.sleep(self.keepalive_seconds)
-            now = time.monotonic()
-            for hub in self.node.hubs():
-                for conn in tuple(hub.connections):
-                    transport = conn.transport
-                    if transport is None or transport.is_disconnected:
-                        continue
-                    quiet = now - conn.last_seen
-                    if quiet > self.idle_timeout_seconds:
-                        log.info("connection %s silent for %.0f s: dropping it", conn.connection_id, quiet)
-                        transport.disconnect(False)
-                    elif quiet >= self.keepalive_seconds:
-                        transport.send_ping()
 
     # --- what clients are told --------------------------------------------------------------
     @property
@@ -298,13 +289,18 @@ class Server:
         settings = next((s for name, s in self.config.hubs.items() if name.lower() == hub.name.lower()), None)
         if settings is None:
             return
+        if settings.web_socket_keep_alive_interval_in_seconds is not None:
+            hub.keepalive_seconds = float(settings.web_socket_keep_alive_interval_in_seconds)
         if not settings.event_handlers:
             return
         events = hub.events = hub.events or HubEvents()
         for handler in settings.event_handlers:
             upstream = HttpUpstream(handler.url_template, self._upstream(), self._access_keys, self._origin(),
                                     self.config.upstream_timeout_seconds, self._upstream_failures)
-            events.add(HandlerRule(handler.user_event_pattern, tuple(handler.system_events)), upstream)
+            events.add(HandlerRule(handler.user_event_pattern, tuple(e.lower() for e in handler.system_events)),
+                       upstream)
+            if handler.group_presence_events is not None and handler.group_presence_events.event_names:
+                events.add_presence(presence_rule(handler.group_presence_events), upstream)
 
     def _upstream(self) -> HttpClient:
         if self._upstream_client is None:

@@ -32,7 +32,7 @@ import uvloop
 from .app import MAX_MESSAGE_BYTES, Server, client_access_url
 from .auth.tokens import KeyRing
 from .broker.resp import RedisAddress
-from .config import Config, ConfigError, load_config
+from .config import Config, ConfigError, ignored_settings, load_config
 from .devcert import DevCertificate, ensure_dev_certificate, server_ssl_context
 from .http.rest import MAX_BODY_BYTES
 from .keyfile import read_or_create_access_key
@@ -64,17 +64,27 @@ environment:
                           1 = the pure-Python one
   (FASTPUSH_CONNECTION_STRING is for `fastpush token`, `send` and `status`, not for serve)
 
-config file (--config FILE, TOML; Azure's setting names; unknown keys are refused):
+config file (--config FILE, TOML; Azure's hub setting names, every one of them; other keys are refused):
   upstreamTimeoutSeconds = 20           # seconds per event handler call (default 20)
   redisUrl = "redis://127.0.0.1:6379"   # as --redis-url (the option and the variable win)
 
   [hubs.chat]                           # one table per hub (here: chat)
   anonymousConnectPolicy = "deny"       # or "allow": clients may connect without a token
+  webSocketKeepAliveIntervalInSeconds = 20   # 1-120: ping quiet clients (default: --keepalive)
 
   [[hubs.chat.eventHandlers]]           # in order; the first that matches an event gets it
   urlTemplate = "http://127.0.0.1:3000/api/webpubsub/hubs/{{hub}}/{{event}}"
   userEventPattern = "*"                # "*", "a,b" or "" (no user events); case-insensitive
   systemEvents = ["connect", "connected", "disconnected"]
+  groupPresenceEvents = {{ eventNames = ["joined", "left"], groupFilters = ["chat.**"] }}
+  # auth = {{ type = "ManagedIdentity", managedIdentity = {{ resource = "..." }} }}   # accepted, ignored
+  # accepted and ignored, with a warning at start (Event Hubs, the Chat preview):
+  # [[hubs.chat.eventListeners]]
+  # filter = {{ type = "EventName", systemEvents = ["connected"], userEventPattern = "*" }}
+  # endpoint = {{ type = "EventHub", fullyQualifiedNamespace = "x.servicebus.windows.net", eventHubName = "h" }}
+  # [hubs.chat.chat]
+  # mode = "Enabled"
+  # persistentStorage = {{ id = "..." }}
 
 More in docs/operations.md in the fastpush repository: TLS, proxies, workers, health, logs.
 """
@@ -269,6 +279,7 @@ class ServerOptions(TypedDict):
     request_body_timeout_seconds: float
     http_keepalive_timeout_seconds: float
     max_upstream_connections: int
+    warn_ignored_settings: bool
 
 
 def server_options(args: argparse.Namespace, *, config: Config | None = None,
@@ -286,7 +297,8 @@ def server_options(args: argparse.Namespace, *, config: Config | None = None,
                 request_head_timeout_seconds=args.request_timeout,
                 request_body_timeout_seconds=args.request_timeout,
                 http_keepalive_timeout_seconds=args.http_keepalive_timeout,
-                max_upstream_connections=args.max_upstream_connections)
+                max_upstream_connections=args.max_upstream_connections,
+                warn_ignored_settings=not args.reuse_port)  # a worker: its parent says it once
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -312,6 +324,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.workers > 1:
         if generated:
             print(generated, file=sys.stderr, flush=True)
+        ignored = ignored_settings(config) if config else []
+        if ignored:
+            print("the config file's hub settings hold what fastpush ignores: " + "; ".join(ignored),
+                  file=sys.stderr, flush=True)
         return run_workers(args, args.workers, tls)
     configure_logging(args.log_level, args.log_format)
     if generated:

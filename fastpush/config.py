@@ -1,15 +1,22 @@
-"""Hub settings from a TOML file (`fastpush serve --config FILE`), with Azure's setting names:
+"""Hub settings from a TOML file (`fastpush serve --config FILE`), written as Azure writes them.
 
-    upstreamTimeoutSeconds = 20          # optional, per event handler call
-    redisUrl = "redis://127.0.0.1:6379"  # optional: share hubs with other nodes (--redis-url wins)
+Every field of Azure's hub settings (ARM `Microsoft.SignalRService/webPubSub/hubs` properties,
+api-version 2026-03-01-preview) loads, under its Azure name, so a hub copied from Azure starts
+as it is. What fastpush does not do is accepted and named once at start (`ignored_settings`),
+with the reason; a key Azure does not have is refused.
+
+    upstreamTimeoutSeconds = 20          # fastpush's own: per event handler call
+    redisUrl = "redis://127.0.0.1:6379"  # fastpush's own: share hubs with other nodes (--redis-url wins)
 
     [hubs.chat]
     anonymousConnectPolicy = "deny"      # or "allow": no token needed; connect may set the userId
+    webSocketKeepAliveIntervalInSeconds = 20
 
     [[hubs.chat.eventHandlers]]          # ordered; the first that matches an event gets it
     urlTemplate = "http://127.0.0.1:3000/api/webpubsub/hubs/{hub}/{event}"
     userEventPattern = "*"               # "*", "a,b", or "" for none
     systemEvents = ["connect", "connected", "disconnected"]
+    groupPresenceEvents = { eventNames = ["joined", "left"], groupFilters = ["chat*"] }
 """
 from __future__ import annotations
 
@@ -18,28 +25,83 @@ from pathlib import Path
 
 import msgspec
 
-from .events.model import SYSTEM_EVENTS
+from .events.model import PRESENCE_EVENTS, SYSTEM_EVENTS
+from .events.presence import PresenceRule
+from .permissions import RoleError, compile_group_pattern
 from .protocol.names import is_valid_hub
 
-__all__ = ["Config", "HubSettings", "EventHandlerSettings", "ConfigError", "load_config"]
+__all__ = ["Config", "HubSettings", "EventHandlerSettings", "UpstreamAuthSettings", "ManagedIdentitySettings",
+           "GroupPresenceEventFilters", "EventListenerSettings", "EventNameFilter", "EventHubEndpoint",
+           "ChatSettings", "ResourceReference", "ConfigError", "load_config", "ignored_settings", "presence_rule",
+           "KEEPALIVE_RANGE", "MAX_GROUP_FILTERS"]
+
+KEEPALIVE_RANGE = (1, 120)  # Azure's bounds of webSocketKeepAliveIntervalInSeconds
+MAX_GROUP_FILTERS = 100  # groupPresenceEvents.groupFilters of one handler: each is tried on every join and leave
 
 
 class ConfigError(ValueError):
     """The configuration file is not valid; the message says where."""
 
 
-class EventHandlerSettings(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+class _Setting(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    """Azure's names (camelCase); a key Azure does not have is refused."""
+
+
+class ManagedIdentitySettings(_Setting):
+    resource: str | None = None
+
+
+class UpstreamAuthSettings(_Setting):
+    type: str | None = None  # "None" or "ManagedIdentity"
+    managed_identity: ManagedIdentitySettings | None = None
+
+
+class GroupPresenceEventFilters(_Setting):
+    event_names: list[str]  # "joined", "left"; empty: none
+    group_filters: list[str] | None = None  # patterns; none or empty: every group
+
+
+class EventHandlerSettings(_Setting):
     url_template: str
     user_event_pattern: str = ""
     system_events: list[str] = []
+    auth: UpstreamAuthSettings | None = None
+    group_presence_events: GroupPresenceEventFilters | None = None
 
 
-class HubSettings(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+class EventNameFilter(_Setting, tag="EventName", tag_field="type"):
+    system_events: list[str] = []
+    user_event_pattern: str | None = None
+
+
+class EventHubEndpoint(_Setting, tag="EventHub", tag_field="type"):
+    fully_qualified_namespace: str
+    event_hub_name: str
+
+
+class EventListenerSettings(_Setting):
+    filter: EventNameFilter
+    endpoint: EventHubEndpoint
+
+
+class ResourceReference(_Setting):
+    id: str | None = None
+
+
+class ChatSettings(_Setting):
+    mode: str | None = None
+    persistent_storage: ResourceReference | None = None
+
+
+class HubSettings(_Setting):
     event_handlers: list[EventHandlerSettings] = []
+    event_listeners: list[EventListenerSettings] = []
     anonymous_connect_policy: str = "deny"
+    web_socket_keep_alive_interval_in_seconds: int | None = None  # None: the server's --keepalive
+    chat: ChatSettings | None = None
 
 
-class Config(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+class Config(_Setting):
     hubs: dict[str, HubSettings] = {}
     upstream_timeout_seconds: float = 20.0
     redis_url: str | None = None
@@ -64,12 +126,69 @@ def _check(config: Config, where: str) -> None:
     for name, hub in config.hubs.items():
         if not is_valid_hub(name):
             raise ConfigError(f"{where}: '{name}' is not a valid hub name")
+        at = f"{where}: hubs.{name}"
         if hub.anonymous_connect_policy.lower() not in ("allow", "deny"):
-            raise ConfigError(f"{where}: hubs.{name}.anonymousConnectPolicy must be 'allow' or 'deny'")
+            raise ConfigError(f"{at}.anonymousConnectPolicy must be 'allow' or 'deny'")
+        interval = hub.web_socket_keep_alive_interval_in_seconds
+        low, high = KEEPALIVE_RANGE
+        if interval is not None and not low <= interval <= high:
+            raise ConfigError(f"{at}.webSocketKeepAliveIntervalInSeconds must be {low} to {high} (seconds)")
         for i, handler in enumerate(hub.event_handlers):
-            unknown = set(handler.system_events) - set(SYSTEM_EVENTS)
-            if unknown:
-                raise ConfigError(f"{where}: hubs.{name}.eventHandlers[{i}].systemEvents: unknown {sorted(unknown)}; "
-                                  f"use {', '.join(SYSTEM_EVENTS)}")
-            if not handler.url_template.startswith(("http://", "https://")):
-                raise ConfigError(f"{where}: hubs.{name}.eventHandlers[{i}].urlTemplate must be an http(s) URL")
+            _check_handler(handler, f"{at}.eventHandlers[{i}]")
+
+
+def _check_handler(handler: EventHandlerSettings, at: str) -> None:
+    unknown = {e.lower() for e in handler.system_events} - set(SYSTEM_EVENTS)
+    if unknown:
+        raise ConfigError(f"{at}.systemEvents: unknown {sorted(unknown)}; use {', '.join(SYSTEM_EVENTS)}")
+    url = handler.url_template
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"{at}.urlTemplate must be an http(s) URL")
+    if "{@" in url:
+        raise ConfigError(f"{at}.urlTemplate: Key Vault references cannot be resolved by fastpush; "
+                          "write the value into the URL")
+    auth_type = handler.auth.type if handler.auth is not None else None
+    if auth_type is not None and auth_type.lower() not in ("none", "managedidentity"):
+        raise ConfigError(f"{at}.auth.type must be 'None' or 'ManagedIdentity'")
+    presence = handler.group_presence_events
+    if presence is not None:
+        unknown = {e.lower() for e in presence.event_names} - set(PRESENCE_EVENTS)
+        if unknown:
+            raise ConfigError(f"{at}.groupPresenceEvents.eventNames: unknown {sorted(unknown)}; "
+                              f"use {', '.join(PRESENCE_EVENTS)}")
+        filters = presence.group_filters or []
+        if len(filters) > MAX_GROUP_FILTERS:
+            raise ConfigError(f"{at}.groupPresenceEvents.groupFilters: at most {MAX_GROUP_FILTERS} patterns")
+        for j, pattern in enumerate(filters):
+            if not pattern:
+                raise ConfigError(f"{at}.groupPresenceEvents.groupFilters[{j}] is empty")
+            try:
+                compile_group_pattern(pattern)
+            except RoleError as exc:
+                raise ConfigError(f"{at}.groupPresenceEvents.groupFilters[{j}]: {exc}") from None
+
+
+def presence_rule(filters: GroupPresenceEventFilters) -> PresenceRule:
+    """`groupPresenceEvents` as the dispatcher matches it: `groupFilters` are wildcard group
+    patterns, in the syntax of the wildcard group roles (fastpush.permissions)."""
+    return PresenceRule(frozenset(e.lower() for e in filters.event_names),
+                        tuple(compile_group_pattern(p).fullmatch for p in filters.group_filters or ()))
+
+
+def ignored_settings(config: Config) -> list[str]:
+    """The Azure settings in `config` that fastpush accepts but does not act on, each with why
+    (said once at start, so nobody believes a setting works that does not)."""
+    ignored: list[str] = []
+    for name, hub in config.hubs.items():
+        for i, handler in enumerate(hub.event_handlers):
+            auth = handler.auth
+            if auth is not None and (auth.type or "none").lower() == "managedidentity":
+                ignored.append(f"hubs.{name}.eventHandlers[{i}].auth (ManagedIdentity): fastpush has no managed "
+                               "identity to get a token from, so its events carry no Authorization header")
+        if hub.event_listeners:
+            ignored.append(f"hubs.{name}.eventListeners ({len(hub.event_listeners)}): Event Hubs listeners need "
+                           "Azure Event Hubs and a managed identity; no events are sent to them")
+        if hub.chat is not None:
+            ignored.append(f"hubs.{name}.chat: the Chat feature (preview) and its persistent storage are "
+                           "not implemented")
+    return ignored

@@ -47,6 +47,7 @@ class Hub:
         self._user_groups: dict[str, set[str]] = {}  # user -> groups its future connections join
         self.slow_client_closes = 0
         self.events: HubEvents | None = None  # upstream handlers and in-process callbacks, if any
+        self.keepalive_seconds: float | None = None  # the hub's webSocketKeepAliveIntervalInSeconds; None: the server's
         self.census = census if census is not None else Census()  # the Node shares one among its hubs
 
     # --- membership --------------------------------------------------------------------------
@@ -68,6 +69,7 @@ class Hub:
         self.census.connections -= 1
         for group in groups:
             self.registry.group_left(self.name, conn, group, not self.tables.group_members(group))
+            self._presence(conn, group, False)
         self.registry.connection_removed(self.name, conn)
         if self.on_empty is not None and self.is_empty:
             self.on_empty(self)
@@ -77,12 +79,24 @@ class Hub:
         """What to await before sends to the group reach `conn` from every node (None: they do)."""
         if not self.tables.join(conn, group):
             return None
+        self._presence(conn, group, True)
         first = len(self.tables.group_members(group)) == 1
         return self.registry.group_joined(self.name, conn, group, first)
 
     def leave(self, conn: Connection, group: str) -> None:
         if self.tables.leave(conn, group):
             self.registry.group_left(self.name, conn, group, not self.tables.group_members(group))
+            self._presence(conn, group, False)
+
+    def _presence(self, conn: Connection, group: str, joined: bool) -> None:
+        """Tell the handlers that want group presence events. Only client sessions have an event
+        context, and none while moving between nodes (their groups move with them)."""
+        events = self.events
+        if events is not None and events.wants_presence:
+            context = getattr(conn, "presence_context", None)
+            ctx = context() if context is not None else None
+            if ctx is not None:
+                events.group_changed(ctx, group, joined)
 
     @property
     def is_empty(self) -> bool:

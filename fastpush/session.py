@@ -231,7 +231,7 @@ class ClientSession:
         self._event_ctx = event_ctx  # made on first use when the connect event did not make it
         self._event_tail = None  # the last user event in flight, to keep their order
         self._events_in_flight = 0
-        self._adopted = False  # a session handed over by another node, resumed by `opened`
+        self._adopted = False  # between nodes: handed over by another node (resumed by `opened`), or to one
         self._repeat_acks = accept.repeat_acks
         self.keep_session = reliable.is_reliable(accept.variant)
         self.address = accept.address
@@ -256,10 +256,10 @@ class ClientSession:
         if resumed:
             self._cancel_expiry()
         else:
+            if self._hub.events is not None and not self._adopted:
+                self._hub.events.connected(self._context())  # before the joins' presence events
             self._hub.add_connection(self, self._token_groups)
             self._token_groups = ()
-            if self._hub.events is not None and not self._adopted:
-                self._hub.events.connected(self._context())
             self._adopted = False
             self._connected_at = time.monotonic()
         self._log_connected(recovering)
@@ -304,6 +304,12 @@ class ClientSession:
             self._expiry.cancel()
             self._expiry = None
 
+    def presence_context(self) -> EventContext | None:
+        """The context of this connection's group presence events; None while the session is
+        between nodes (handed over, or adopted and not yet opened): its groups move with it, so
+        it neither joins nor leaves them."""
+        return None if self._adopted else self._context()
+
     def recovery_refusal(self, token: str | None, subprotocol: str | None) -> str | None:
         """Why this session cannot be resumed with `token`, or None if it can (fastpush.reliable.refusal)."""
         return reliable.refusal(self, token, subprotocol)
@@ -316,6 +322,7 @@ class ClientSession:
         state = reliable.export_state(self, self._event_ctx.state if self._event_ctx is not None else None)
         self._cancel_expiry()
         self.keep_session = False
+        self._adopted = True  # between nodes from now on: it leaves no group (see presence_context)
         self._hub.remove_connection(self)
         self.drop_socket()
         return state

@@ -1,5 +1,5 @@
 """CloudEvents HTTP binary mode as Azure Web PubSub sends it (the common headers, connect,
-connected, disconnected and user events; docs/protocol.md, "Event handlers"), without I/O:
+connected, disconnected, group presence and user events; docs/protocol.md, "Event handlers"), without I/O:
 headers and bodies for each event, and the meaning of each response."""
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from ..protocol.names import group_error, is_valid_group, is_valid_user, user_er
 from ..protocol.payload import DataType, Payload, PayloadError, decode_json
 from .model import ConnectRequest, ConnectResult, EventContext, EventFailed, EventRejected, EventReply
 
-__all__ = ["signature", "system_event", "user_event", "connect_result", "user_event_reply", "validation_headers"]
+__all__ = ["signature", "system_event", "presence_event", "user_event", "connect_result", "user_event_reply",
+           "validation_headers"]
 
 _json = msgspec.json.Encoder().encode
 _SYSTEM_CONTENT_TYPE = "application/json; charset=utf-8"
@@ -73,6 +74,14 @@ def system_event(ctx: EventContext, name: str, keys: list[str], origin: str, *,
     else:
         body = {}
     return _headers(ctx, f"azure.webpubsub.sys.{name}", name, _SYSTEM_CONTENT_TYPE, keys, origin), _json(body)
+
+
+def presence_event(ctx: EventContext, name: str, group: str, keys: list[str],
+                   origin: str) -> tuple[dict[str, str], bytes]:
+    """Headers and JSON body of a group presence event (`joined` or `left`), as
+    @azure/web-pubsub-express 1.1 reads it: `azure.webpubsub.gp.<name>`, `{"group": ...}`."""
+    headers = _headers(ctx, f"azure.webpubsub.gp.{name}", name, _SYSTEM_CONTENT_TYPE, keys, origin)
+    return headers, _json({"group": group})
 
 
 def user_event(ctx: EventContext, name: str, payload: Payload, keys: list[str],

@@ -1,5 +1,6 @@
 """One hub's event handlers in order (first match wins, as in Azure's `eventHandlers`), and the
-background work of non-blocking events, which never holds up the fan-out path."""
+background work of non-blocking events (connected, disconnected, group presence), which never
+holds up the fan-out path."""
 from __future__ import annotations
 
 import asyncio
@@ -8,6 +9,7 @@ from collections.abc import Coroutine
 
 from ..protocol.payload import Payload
 from .model import ConnectRequest, ConnectResult, EventContext, EventFailed, EventHandler, EventReply, HandlerRule
+from .presence import GroupPresence, PresenceHandler, PresenceRule
 
 __all__ = ["HubEvents"]
 
@@ -18,9 +20,21 @@ class HubEvents:
     def __init__(self) -> None:
         self._handlers: list[tuple[HandlerRule, EventHandler]] = []
         self._background: set[asyncio.Task[None]] = set()
+        self._presence = GroupPresence(self.track)
 
     def add(self, rule: HandlerRule, handler: EventHandler, *, first: bool = False) -> None:
         self._handlers.insert(0 if first else len(self._handlers), (rule, handler))
+
+    def add_presence(self, rule: PresenceRule, handler: PresenceHandler) -> None:
+        self._presence.add(rule, handler)
+
+    @property
+    def wants_presence(self) -> bool:
+        return self._presence.wanted
+
+    def group_changed(self, ctx: EventContext, group: str, joined: bool) -> None:
+        """A connection joined or left a group (fastpush.events.presence has the bounds)."""
+        self._presence.changed(ctx, group, joined)
 
     def _system(self, name: str) -> EventHandler | None:
         return next((h for rule, h in self._handlers if rule.wants_system(name)), None)
@@ -67,7 +81,7 @@ class HubEvents:
         task.add_done_callback(lambda t: self._finished(t, ctx, name))
 
     def track(self, task: asyncio.Task[None]) -> None:
-        """Keep a user event's task until it ends, so shutdown can wait for it."""
+        """Keep a user event's (or presence sender's) task until it ends, so shutdown can wait for it."""
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 

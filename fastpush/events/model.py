@@ -10,11 +10,12 @@ from ..protocol.payload import Payload
 
 __all__ = [
     "EventContext", "ConnectRequest", "ConnectResult", "EventReply", "EventRejected", "EventFailed",
-    "EventHandler", "HandlerRule", "SYSTEM_EVENTS",
+    "EventHandler", "HandlerRule", "SYSTEM_EVENTS", "PRESENCE_EVENTS",
     "Callback", "ConnectCallback", "ConnectedCallback", "DisconnectedCallback", "UserEventCallback",
 ]
 
 SYSTEM_EVENTS = ("connect", "connected", "disconnected")
+PRESENCE_EVENTS = ("joined", "left")  # group presence events (`azure.webpubsub.gp.<name>`)
 
 
 @dataclass(slots=True)

@@ -50,10 +50,14 @@ class HttpUpstream:
         return cloudevents.connect_result(response.status, response.headers, response.body)
 
     async def connected(self, ctx: EventContext) -> None:
-        await self._notify(ctx, "connected")
+        await self._notify(ctx, "connected", *cloudevents.system_event(ctx, "connected", self._keys(), self._origin))
 
     async def disconnected(self, ctx: EventContext, reason: str) -> None:
-        await self._notify(ctx, "disconnected", reason)
+        await self._notify(ctx, "disconnected", *cloudevents.system_event(ctx, "disconnected", self._keys(),
+                                                                           self._origin, reason=reason))
+
+    async def group_presence(self, ctx: EventContext, name: str, group: str) -> None:
+        await self._notify(ctx, name, *cloudevents.presence_event(ctx, name, group, self._keys(), self._origin))
 
     async def user_event(self, ctx: EventContext, name: str, payload: Payload) -> EventReply:
         response = await self._post(ctx, name, *cloudevents.user_event(ctx, name, payload, self._keys(), self._origin))
@@ -63,9 +67,8 @@ class HttpUpstream:
             self._failed(ctx, name, str(exc))
             raise
 
-    async def _notify(self, ctx: EventContext, name: str, reason: str | None = None) -> None:
+    async def _notify(self, ctx: EventContext, name: str, headers: dict[str, str], body: bytes) -> None:
         """Non-blocking events: the answer is only logged."""
-        headers, body = cloudevents.system_event(ctx, name, self._keys(), self._origin, reason=reason)
         try:
             response = await self._post(ctx, name, headers, body)
         except EventFailed:
