@@ -25,6 +25,7 @@ class Answer:
     content_type: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    gate: threading.Event | None = None  # the answer waits until it is set (30 s at most)
 
 
 class Upstream:
@@ -65,6 +66,8 @@ class Upstream:
                 answer = upstream.answers.get(rec.headers.get("ce-eventname", ""), Answer(204))
                 if answer.delay:
                     time.sleep(answer.delay)
+                if answer.gate is not None:
+                    answer.gate.wait(30)
                 self.send_response(answer.status)
                 if answer.content_type:
                     self.send_header("Content-Type", answer.content_type)

@@ -1,10 +1,11 @@
 // An application server built with the official @azure/web-pubsub-express middleware, unchanged
-// API use: node express_upstream.mjs <hub>. Prints one JSON line per event it sees, and first
-// {"listening": port}.
+// API use: node express_upstream.mjs <hub> [package]. Prints one JSON line per event it sees, and
+// first {"listening": port}. `package` is the middleware's installed name (default
+// @azure/web-pubsub-express; @azure/web-pubsub-express-1.1.0 handles group presence events).
 import express from "express";
-import { WebPubSubEventHandler } from "@azure/web-pubsub-express";
 
 const hub = process.argv[2];
+const { WebPubSubEventHandler } = await import(process.argv[3] ?? "@azure/web-pubsub-express");
 const log = (line) => console.log(JSON.stringify(line));
 
 const handler = new WebPubSubEventHandler(hub, {
@@ -20,6 +21,10 @@ const handler = new WebPubSubEventHandler(hub, {
   },
   onConnected: (req) => log({ event: "connected", connectionId: req.context.connectionId, userId: req.context.userId }),
   onDisconnected: (req) => log({ event: "disconnected", connectionId: req.context.connectionId, reason: req.reason }),
+  onGroupJoined: (req) => log({ event: "groupJoined", group: req.group, connectionId: req.context.connectionId,
+                                userId: req.context.userId, eventName: req.context.eventName, state: req.context.states }),
+  onGroupLeft: (req) => log({ event: "groupLeft", group: req.group, connectionId: req.context.connectionId,
+                              userId: req.context.userId, eventName: req.context.eventName }),
   handleUserEvent: (req, res) => {
     log({ event: "user", name: req.context.eventName, data: String(req.data), dataType: req.dataType,
           state: req.context.states });
