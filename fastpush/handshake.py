@@ -18,7 +18,7 @@ from .protocol.json_protocol import (
     PROTOBUF_RELIABLE_V1,
     PROTOBUF_V1,
 )
-from .protocol.names import group_error, hub_error, is_valid_group, is_valid_hub
+from .protocol.names import UNSERVED_CLIENTS, group_error, hub_error, is_valid_group, is_valid_hub
 from .protocol.variants import Variant
 
 __all__ = ["Accept", "Reject", "client_hub", "decide_upgrade", "offered_subprotocols", "upgrade_refusal", "variant_of"]
@@ -82,6 +82,10 @@ def upgrade_refusal(request: Request) -> Reject | None:
     §4.2.1): decided before any token is checked, hub touched or connect event fired."""
     hub = client_hub(request)
     if hub is None:
+        kind = request.raw_path.split("/")[2].lower() if request.raw_path.startswith("/clients/") else ""
+        if kind in UNSERVED_CLIENTS:
+            return Reject(404, f"{UNSERVED_CLIENTS[kind]} are not supported by fastpush; Web PubSub clients "
+                               "connect to /client/hubs/{hub}.")
         return Reject(404, f"No WebSocket endpoint at '{request.raw_path}'.")
     if not is_valid_hub(hub):
         return Reject(400, hub_error(hub))

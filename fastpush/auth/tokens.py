@@ -138,10 +138,10 @@ class KeyRing:
 
     def issue_client(self, endpoint: str, hub: str, *, user_id: str | None = None,
                      roles: list[str] | tuple[str, ...] = (), groups: list[str] | tuple[str, ...] = (),
-                     minutes_to_expire: int = 60, client_path: str = "/client/hubs/") -> str:
+                     minutes_to_expire: int = 60) -> str:
         """Mint a client token the way the SDKs do, for `:generateToken` and the embedding API."""
         now = int(time.time())
-        claims: dict[str, object] = {"aud": endpoint.rstrip("/") + client_path + hub, "iat": now,
+        claims: dict[str, object] = {"aud": endpoint.rstrip("/") + "/client/hubs/" + hub, "iat": now,
                         "exp": now + 60 * minutes_to_expire}
         if user_id is not None:
             claims["sub"] = user_id

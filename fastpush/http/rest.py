@@ -20,7 +20,15 @@ from ..broker.errors import BrokerUnavailable
 from ..node import Node
 from ..outcome import Outcome, then
 from ..permissions import Permission, RoleError, check_roles
-from ..protocol.names import group_error, hub_error, is_valid_group, is_valid_hub, is_valid_user, user_error
+from ..protocol.names import (
+    UNSERVED_CLIENTS,
+    group_error,
+    hub_error,
+    is_valid_group,
+    is_valid_hub,
+    is_valid_user,
+    user_error,
+)
 from ..protocol.odata_filter import FilterError, compile_filter
 from ..protocol.payload import Payload, PayloadError, UnsupportedMediaType, decode_json, payload_from_rest
 from .messages import Request, Response, empty_response, error_response, json_response
@@ -215,10 +223,7 @@ class RestApi:
     def generate_token(self, hub: str, request: Request) -> Answer:
         minutes = _int_param(request, "minutesToExpire", 1, 2**31 - 1, 60)
         assert minutes is not None
-        client_type = (request.query_one("clientType") or "Default").lower()
-        paths = {"default": "/client/hubs/", "mqtt": "/clients/mqtt/hubs/", "socketio": "/clients/socketio/hubs/"}
-        if client_type not in paths:
-            raise BadRequest(f"Unknown clientType '{client_type}': use Default, MQTT or SocketIO.")
+        _check_client_type(request.query_one("clientType") or "Default")
         groups = request.query.get("group", [])
         for group in groups:
             _group(group)
@@ -234,8 +239,19 @@ class RestApi:
         endpoint = f"{scheme}://{request.headers.get('host', 'localhost')}"
         token = self.keyring.issue_client(endpoint, hub, user_id=user_id,
                                           roles=roles, groups=groups,
-                                          minutes_to_expire=minutes, client_path=paths[client_type])
+                                          minutes_to_expire=minutes)
         return json_response(200, {"token": token})
+
+
+def _check_client_type(client_type: str) -> None:
+    """Only Web PubSub's own clients are served: a token for another kind of client would name
+    an endpoint fastpush does not have."""
+    kind = client_type.lower()
+    if kind in UNSERVED_CLIENTS:
+        raise BadRequest(f"clientType={client_type}: {UNSERVED_CLIENTS[kind]} are not supported by fastpush; it "
+                         "serves Web PubSub clients (clientType=Default) at /client/hubs/{hub}.")
+    if kind != "default":
+        raise BadRequest(f"Unknown clientType '{client_type[:64]}': use Default.")
 
 
 def _groups_body(request: Request) -> tuple[tuple[str, ...], str | None]:

@@ -1,9 +1,15 @@
 """Validation of the names clients and callers choose: hubs and groups (the rules of the Azure REST
-spec), user ids and event names (which also travel in upstream URLs and headers)."""
+spec), user ids and event names (which also travel in upstream URLs and headers); and the kinds of
+client Azure has that fastpush does not serve."""
 import re
 
 __all__ = ["is_valid_hub", "is_valid_group", "hub_error", "group_error", "MAX_GROUP_LENGTH",
-           "is_valid_event", "event_error", "MAX_EVENT_LENGTH", "is_valid_user", "user_error", "MAX_USER_LENGTH"]
+           "is_valid_event", "event_error", "MAX_EVENT_LENGTH", "is_valid_user", "user_error", "MAX_USER_LENGTH",
+           "UNSERVED_CLIENTS"]
+
+# Azure's other client kinds: `:generateToken`'s clientType (lower case), which is also their
+# endpoint's path segment (/clients/{kind}/hubs/{hub}), and what to call them in a refusal.
+UNSERVED_CLIENTS = {"mqtt": "MQTT clients", "socketio": "Web PubSub for Socket.IO clients"}
 
 _HUB = re.compile(r"[A-Za-z][A-Za-z0-9_`,.\[\]]{0,127}")
 MAX_GROUP_LENGTH = 1024
