@@ -9,14 +9,16 @@ F = descriptor_pb2.FieldDescriptorProto
 _T = {"string": F.TYPE_STRING, "bytes": F.TYPE_BYTES, "uint64": F.TYPE_UINT64, "bool": F.TYPE_BOOL,
       "uint32": F.TYPE_UINT32}
 
-# message name -> [(field name, number, type or message name, oneof index or None, proto3 optional)]
+# message name -> [(field name, number, type or message name, oneof index or None, proto3 optional)];
+# type "map" is map<string, string> (the newer metadata fields).
 _SCHEMA = {
     "MessageData": [("text_data", 1, "string", 0, False), ("binary_data", 2, "bytes", 0, False),
                     ("protobuf_data", 3, ".google.protobuf.Any", 0, False), ("json_data", 4, "string", 0, False)],
     "SendToGroupMessage": [("group", 1, "string", None, False), ("ack_id", 2, "uint64", None, True),
-                           ("data", 3, ".wps.MessageData", None, False), ("no_echo", 4, "bool", None, True)],
+                           ("data", 3, ".wps.MessageData", None, False), ("no_echo", 4, "bool", None, True),
+                           ("metadata", 6, "map", None, False)],
     "EventMessage": [("event", 1, "string", None, False), ("data", 2, ".wps.MessageData", None, False),
-                     ("ack_id", 3, "uint64", None, True)],
+                     ("ack_id", 3, "uint64", None, True), ("metadata", 4, "map", None, False)],
     "JoinGroupMessage": [("group", 1, "string", None, False), ("ack_id", 2, "uint64", None, True)],
     "LeaveGroupMessage": [("group", 1, "string", None, False), ("ack_id", 2, "uint64", None, True)],
     "SequenceAckMessage": [("sequence_id", 1, "uint64", None, False)],
@@ -31,7 +33,8 @@ _SCHEMA = {
     "AckMessage": [("ack_id", 1, "uint64", None, False), ("success", 2, "bool", None, False),
                    ("error", 3, ".wps.ErrorMessage", None, True)],
     "DataMessage": [("from", 1, "string", None, False), ("group", 2, "string", None, True),
-                    ("data", 3, ".wps.MessageData", None, False), ("sequence_id", 4, "uint64", None, True)],
+                    ("data", 3, ".wps.MessageData", None, False), ("sequence_id", 4, "uint64", None, True),
+                    ("metadata", 5, "map", None, False)],
     "ConnectedMessage": [("connection_id", 1, "string", None, False), ("user_id", 2, "string", None, False),
                          ("reconnection_token", 3, "string", None, False)],
     "DisconnectedMessage": [("reason", 2, "string", None, False)],
@@ -58,6 +61,13 @@ def _build():
             field = message.field.add(name=field_name, number=number, label=F.LABEL_OPTIONAL)
             if kind in _T:
                 field.type = _T[kind]
+            elif kind == "map":
+                entry = message.nested_type.add(name="MetadataEntry")
+                entry.options.map_entry = True
+                for entry_field, entry_number in (("key", 1), ("value", 2)):
+                    entry.field.add(name=entry_field, number=entry_number, label=F.LABEL_OPTIONAL, type=F.TYPE_STRING)
+                field.label, field.type = F.LABEL_REPEATED, F.TYPE_MESSAGE
+                field.type_name = f".wps.{name}.MetadataEntry"
             else:
                 field.type, field.type_name = F.TYPE_MESSAGE, kind
             if oneof is not None:

@@ -87,7 +87,10 @@ def presence_event(ctx: EventContext, name: str, group: str, keys: list[str],
 def user_event(ctx: EventContext, name: str, payload: Payload, keys: list[str],
                origin: str) -> tuple[dict[str, str], bytes]:
     content_type = _USER_CONTENT_TYPES[payload.data_type]
-    return _headers(ctx, f"azure.webpubsub.user.{name}", name, content_type, keys, origin), payload.data
+    headers = _headers(ctx, f"azure.webpubsub.user.{name}", name, content_type, keys, origin)
+    for key, value in payload.metadata:  # the client's message metadata (checked: header-safe)
+        headers[f"x-webpubsub-metadata-{key}"] = value
+    return headers, payload.data
 
 
 class _ConnectBody(msgspec.Struct):

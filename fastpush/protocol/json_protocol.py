@@ -10,7 +10,7 @@ import base64
 import msgspec
 
 from .close_codes import CloseCode
-from .payload import DataType, Payload, PayloadError, decode_json, payload_from_client
+from .payload import DataType, Payload, PayloadError, decode_json, metadata_from_client, payload_from_client
 
 __all__ = [
     "JSON_V1", "JSON_RELIABLE_V1", "PROTOBUF_V1", "PROTOBUF_RELIABLE_V1", "SUBPROTOCOLS",
@@ -256,7 +256,11 @@ def _payload(msg: dict[str, object]) -> Payload:
     data_type = msg.get("dataType")
     if data_type is not None and not isinstance(data_type, str):
         raise _FieldError("'dataType' must be a string")
-    return payload_from_client(data_type, msg.get("data"))
+    payload = payload_from_client(data_type, msg.get("data"))
+    metadata = msg.get("metadata")
+    if metadata is None:
+        return payload
+    return Payload(payload.data_type, payload.data, metadata_from_client(metadata))
 
 
 # --- service -> client -------------------------------------------------------------------------
@@ -349,7 +353,10 @@ def message_tail(source: ServerSource | GroupSource, payload: Payload) -> bytes:
             head += b',"fromUserId":' + _encode(source.from_user_id)
     else:
         head = b'"type":"message","from":"server"'
-    return head + b',"dataType":"' + payload.data_type.value.encode() + b'","data":' + _data(payload) + b"}"
+    tail = b',"dataType":"' + payload.data_type.value.encode() + b'","data":' + _data(payload)
+    if payload.metadata:
+        tail += b',"metadata":' + _encode(dict(payload.metadata))
+    return head + tail + b"}"
 
 
 def _data(payload: Payload) -> bytes:

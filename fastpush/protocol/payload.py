@@ -1,8 +1,10 @@
-"""A message body with its data type: the one shape every send path (REST, client, embedding) carries."""
+"""A message body with its data type (and a client's message metadata): the one shape every send
+path (REST, client, embedding) carries."""
 from __future__ import annotations
 
 import base64
 import binascii
+import re
 from array import array
 from enum import Enum
 from itertools import accumulate
@@ -10,7 +12,8 @@ from itertools import accumulate
 import msgspec
 
 __all__ = ["DataType", "Payload", "PayloadError", "UnsupportedMediaType", "payload_from_rest", "payload_from_client",
-           "decode_json", "MAX_JSON_DEPTH"]
+           "decode_json", "MAX_JSON_DEPTH", "Metadata", "metadata_from_client", "MAX_METADATA_BYTES",
+           "MAX_METADATA_KEY_BYTES", "MAX_METADATA_VALUE_BYTES"]
 
 _json_decode = msgspec.json.Decoder().decode
 _json_encode = msgspec.json.Encoder().encode
@@ -20,6 +23,17 @@ _json_encode = msgspec.json.Encoder().encode
 # System.Text.Json default of 64, so whatever a .NET service accepts is accepted here, and far
 # below the ~1000 levels at which msgspec's recursive decoder hits Python's recursion limit.
 MAX_JSON_DEPTH = 128
+
+# Message metadata (a client's `metadata` on sendToGroup and event): string keys and values that
+# go to the receivers and, as `x-webpubsub-metadata-<key>` headers, to the upstream. The limits
+# are the service emulator's: a key is an HTTP header-name token of at most 256 bytes, a value at
+# most 1,024 bytes, all of it at most 8 KiB; no control characters, no two keys differing only in case.
+MAX_METADATA_KEY_BYTES = 256
+MAX_METADATA_VALUE_BYTES = 1024
+MAX_METADATA_BYTES = 8 * 1024
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+Metadata = tuple[tuple[str, str], ...]
 
 
 class DataType(str, Enum):  # noqa: UP042 -- a StrEnum would change str(DataType.TEXT) to "text"
@@ -33,11 +47,13 @@ class PayloadError(ValueError):
     """The body does not match its declared type (bad JSON, bad base64, wrong content type)."""
 
 
-class Payload(msgspec.Struct, frozen=True):
-    """`data` is UTF-8 text for TEXT, serialized JSON for JSON, raw bytes for BINARY/PROTOBUF."""
+class Payload(msgspec.Struct, frozen=True, omit_defaults=True):
+    """`data` is UTF-8 text for TEXT, serialized JSON for JSON, raw bytes for BINARY/PROTOBUF.
+    Without metadata a payload encodes (between nodes) as it did before metadata existed."""
 
     data_type: DataType
     data: bytes
+    metadata: Metadata = ()  # (key, value) pairs, as the sending client gave them
 
     @property
     def is_binary(self) -> bool:
@@ -91,6 +107,33 @@ def payload_from_client(data_type: str | None, data: object) -> Payload:
             raise PayloadError(f"'data' is not valid base64 for dataType {kind}") from None
         return Payload(DataType.BINARY if kind == "binary" else DataType.PROTOBUF, raw)
     raise PayloadError(f"Unknown dataType '{data_type}': use text, json, binary or protobuf")
+
+
+def metadata_from_client(value: object) -> Metadata:
+    """A client's `metadata`, checked against the limits above (PayloadError names the rule broken)."""
+    if not isinstance(value, dict):
+        raise PayloadError("'metadata' must be an object of strings")
+    pairs: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    total = 0
+    for key, text in value.items():
+        if not isinstance(text, str):
+            raise PayloadError("'metadata' values must be strings")
+        if not _TOKEN.fullmatch(key) or len(key) > MAX_METADATA_KEY_BYTES:
+            raise PayloadError(f"a 'metadata' key must be 1 to {MAX_METADATA_KEY_BYTES} letters, digits or "
+                               "!#$%&'*+-.^_`|~ (it becomes an HTTP header name)")
+        size = len(text.encode())
+        if size > MAX_METADATA_VALUE_BYTES or _CONTROL.search(text):
+            raise PayloadError(f"a 'metadata' value must be at most {MAX_METADATA_VALUE_BYTES} bytes of UTF-8 "
+                               "without control characters")
+        if key.lower() in seen:
+            raise PayloadError("'metadata' keys must differ in more than case")
+        seen.add(key.lower())
+        total += len(key) + size
+        if total > MAX_METADATA_BYTES:
+            raise PayloadError(f"'metadata' must be at most {MAX_METADATA_BYTES} bytes in all")
+        pairs.append((key, text))
+    return tuple(pairs)
 
 
 def decode_json(doc: bytes) -> object:

@@ -1,7 +1,8 @@
 """The `protobuf.webpubsub.azure.v1` family, encoded and decoded by hand (proto3 wire format).
 
 Field numbers are the public ones (azure-webpubsub's webpubsub.v1.proto) plus the newer
-sequence_ack (8), ping (9), pong (4) and json_data (4) that the official emulator's proto adds.
+sequence_ack (8), ping (9), pong (4), json_data (4) and the metadata maps (6 of SendToGroupMessage,
+4 of EventMessage, 5 of DataMessage) that the official emulator's proto adds.
 JSON payloads go to protobuf clients as `text_data` holding the serialized JSON, as the public
 docs say, so clients built from the older proto still see them.
 """
@@ -20,7 +21,7 @@ from .json_protocol import (
     SequenceAck,
     ServerSource,
 )
-from .payload import DataType, Payload, PayloadError, decode_json
+from .payload import DataType, Payload, PayloadError, decode_json, metadata_from_client
 
 __all__ = [
     "parse_upstream", "encode_ack", "encode_connected", "encode_disconnected", "encode_pong",
@@ -127,9 +128,10 @@ def parse_upstream(frame: bytes | memoryview) -> ProtobufRequest:
         raise ProtocolViolation(CloseCode.INVALID_PAYLOAD, "Invalid protobuf message: ack_id must be a varint")
     try:
         if number == 1:
-            return SendToGroup(_text(inner, 1, "group"), ack_id, bool(inner.get(4, 0)), _payload(inner.get(3)))
+            return SendToGroup(_text(inner, 1, "group"), ack_id, bool(inner.get(4, 0)),
+                               _with_metadata(_payload(inner.get(3)), body, inner, 6))
         if number == 5:
-            return SendEvent(_text(inner, 1, "event"), ack_id, _payload(inner.get(2)))
+            return SendEvent(_text(inner, 1, "event"), ack_id, _with_metadata(_payload(inner.get(2)), body, inner, 4))
         if number == 6:
             return JoinGroup(_text(inner, 1, "group"), ack_id)
         if number == 7:
@@ -183,6 +185,33 @@ def _payload(data: object) -> Payload:
     raise _Malformed("'data' holds none of text_data, binary_data, protobuf_data, json_data")
 
 
+def _with_metadata(payload: Payload, body: bytes, inner: dict[int, int | bytes], number: int) -> Payload:
+    """The payload with the message's `metadata` map (field `number`: repeated key/value entries)."""
+    if number not in inner:
+        return payload
+    entries: dict[str, str] = {}
+    pos, view = 0, memoryview(body)
+    while pos < len(view):  # every occurrence of the field, which _fields kept only the last of
+        key, pos = _read_varint(view, pos)
+        wire, size = key & 7, 0
+        if wire == _WIRE_VARINT:
+            _, pos = _read_varint(view, pos)
+        elif wire == _WIRE_LEN:
+            size, pos = _read_varint(view, pos)
+        else:
+            size = 8 if wire == _WIRE_I64 else 4
+        if key >> 3 == number:
+            if wire != _WIRE_LEN:
+                raise _Malformed("'metadata' entries must be length-delimited")
+            entry = _fields(view[pos:pos + size])
+            name = _text(entry, 1, "metadata key")
+            if name in entries:
+                raise _Malformed("'metadata' repeats a key")
+            entries[name] = _text(entry, 2, "metadata value")
+        pos += size
+    return Payload(payload.data_type, payload.data, metadata_from_client(entries))
+
+
 # --- service -> client -------------------------------------------------------------------------
 
 def encode_ack(ack_id: int, error_name: str | None = None, message: str = "") -> bytes:
@@ -216,7 +245,8 @@ def data_message_inner(source: ServerSource | GroupSource, payload: Payload) -> 
         head = _str_field(1, "group") + _str_field(2, source.group)
     else:
         head = _str_field(1, "server")
-    return head + _len_field(3, _message_data(payload))
+    metadata = b"".join(_len_field(5, _str_field(1, k) + _str_field(2, v)) for k, v in payload.metadata)
+    return head + _len_field(3, _message_data(payload)) + metadata
 
 
 def wrap_data_message(inner: bytes, sequence_id: int | None = None) -> bytes:

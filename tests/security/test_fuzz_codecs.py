@@ -61,7 +61,7 @@ deep_texts = st.builds(nested_text, st.sampled_from([MAX_JSON_DEPTH - 1, MAX_JSO
                        | st.integers(1, 3000), st.sampled_from(["array", "object"]))
 fragments = (json_values.map(lambda v: json.dumps(v)) | number_texts | deep_texts
              | st.sampled_from(['"\\ud800"', '"\\u0000"', "[", "}", "", '"unterminated', "tru", "nul"]))
-KEYS = ["type", "group", "ackId", "data", "dataType", "event", "sequenceId", "noEcho", "invocationId"]
+KEYS = ["type", "group", "ackId", "data", "dataType", "event", "sequenceId", "noEcho", "invocationId", "metadata"]
 TYPE_NAMES = ["joinGroup", "leaveGroup", "sendToGroup", "event", "sequenceAck", "ping", "invoke",
               "cancelInvocation", "invokeResponse", "streamData", "streamEnd", "system", "ack", "", "warp"]
 type_names = st.sampled_from(TYPE_NAMES).flatmap(
@@ -128,8 +128,10 @@ def check_framing(payload: Payload) -> None:
         message = json.loads(b"{" + message_tail(source, payload))
         if payload.data_type is DataType.JSON:
             assert message["data"] == json.loads(payload.data)
+        assert message.get("metadata", {}) == dict(payload.metadata)
         down = Downstream.FromString(wrap_data_message(data_message_inner(source, payload), 7))
         assert down.data_message.sequence_id == 7
+        assert dict(down.data_message.metadata) == dict(payload.metadata)
 
 
 @FUZZ
@@ -138,6 +140,8 @@ def check_framing(payload: Payload) -> None:
 @example(b'{"type":"sendToGroup","group":"g","data":' + nested_text(10_000, "array").encode() + b"}")
 @example(b'{"type":"sendToGroup","group":"g","ackId":1,"data":' + nested_text(10_000, "object").encode() + b"}")
 @example(b'{"type":"ping","ackId":' + b"9" * 5000 + b"}")
+@example(b'{"type":"sendToGroup","group":"g","data":1,"metadata":{"k":"v\\r\\nx: y","a b":"c"}}')
+@example(b'{"type":"event","event":"e","data":1,"metadata":{"k":"v","K":"w"}}')
 def test_json_codec_arbitrary_bytes(frame):
     check_client_request(parse_request, frame)
 
