@@ -57,6 +57,8 @@ async def test_joins_and_leaves_reach_the_upstream(driver: ClientDriver, presenc
         await client.join_group("room.b")
         await client.leave_group("room.a")
         await asyncio.to_thread(service.add_connection_to_group, "room.rest", connection_id)
+        # Sent before the leave: had it still waited behind the event in flight, the two would cancel out.
+        assert await eventually(lambda: ("joined", "room.rest") in presence_of(upstream, connection_id))
         await asyncio.to_thread(service.remove_connection_from_group, "room.rest", connection_id)
         await client.stop()  # the connection ends in lobby and room.b: it leaves them
         expected = [("joined", "room.a"), ("joined", "room.b"), ("left", "room.a"), ("joined", "room.rest"),
