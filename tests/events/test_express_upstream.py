@@ -1,10 +1,11 @@
 """The official @azure/web-pubsub-express middleware (an Express app started by the test) as the
 real upstream: connect sets userId and groups, connected and disconnected arrive, a user event's
 reply reaches the client, a rejected connect fails the handshake with the handler's status, and
-(1.1.0) group presence events reach onGroupJoined and onGroupLeft."""
+group presence events reach onGroupJoined and onGroupLeft."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -42,35 +43,35 @@ class ExpressApp:
         return await asyncio.wait_for(scan(), timeout)
 
 
-async def _express(package: str):
+@contextlib.asynccontextmanager
+async def running_express_app():
+    """The express app in its own node process, for as long as the block runs."""
     node = shutil.which("node")
-    if node is None or not (JS / "node_modules" / package).is_dir():
-        pytest.fail(f"node and {package} are needed: run npm ci in {JS}")
-    process = await asyncio.create_subprocess_exec(node, str(JS / "express_upstream.mjs"), HUB, package, cwd=JS,
+    if node is None or not (JS / "node_modules" / "@azure" / "web-pubsub-express").is_dir():
+        pytest.fail(f"node and @azure/web-pubsub-express are needed: run npm ci in {JS}")
+    process = await asyncio.create_subprocess_exec(node, str(JS / "express_upstream.mjs"), HUB, cwd=JS,
                                                    stdout=asyncio.subprocess.PIPE, env=dict(os.environ))
-    app = ExpressApp(process)
-    app.listening = await app.read_until(lambda line: "listening" in line)
-    return app
+    try:
+        app = ExpressApp(process)
+        app.listening = await app.read_until(lambda line: "listening" in line)
+        yield app
+    finally:
+        process.kill()
+        await process.wait()
 
 
 @pytest.fixture
 async def express_app():
-    app = await _express("@azure/web-pubsub-express")
-    yield app
-    app.process.kill()
-    await app.process.wait()
-
-
-def _handler(app: ExpressApp, **settings) -> EventHandlerSettings:
-    return EventHandlerSettings(f"http://127.0.0.1:{app.listening['listening']}{app.listening['path']}{{event}}",
-                                user_event_pattern="*", system_events=["connect", "connected", "disconnected"],
-                                **settings)
+    async with running_express_app() as app:
+        yield app
 
 
 @pytest.fixture
 async def server(express_app):
-    config = Config(hubs={HUB: HubSettings(event_handlers=[_handler(express_app)])})
-    async with fastpush.Server(port=0, config=config) as srv:
+    handler = EventHandlerSettings(
+        f"http://127.0.0.1:{express_app.listening['listening']}{express_app.listening['path']}{{event}}",
+        user_event_pattern="*", system_events=["connect", "connected", "disconnected"])
+    async with fastpush.Server(port=0, config=Config(hubs={HUB: HubSettings(event_handlers=[handler])})) as srv:
         yield srv
 
 
@@ -109,26 +110,23 @@ async def test_express_rejection_fails_the_handshake(server, express_app):
     assert refused.value.response.status_code == 401
 
 
-async def test_express_1_1_receives_group_presence_events():
-    app = await _express("@azure/web-pubsub-express-1.1.0")
-    try:
-        presence = GroupPresenceEventFilters(["joined", "left"])
-        config = Config(hubs={HUB: HubSettings(event_handlers=[_handler(app, group_presence_events=presence)])})
-        async with fastpush.Server(port=0, config=config) as server:
-            client = await connect(ServerView.of(server), HUB, JSON_V1, user_id="token-user")
-            # the group the connect handler chose is joined as the client connects
-            joined = await app.read_until(lambda line: line.get("event") == "groupJoined")
-            assert joined == {"event": "groupJoined", "group": "express-group", "connectionId": client.connection_id,
-                              "userId": "express-user", "eventName": "joined", "state": {"visits": 1}}
-            await server.hub(HUB).add_connection_to_group("room", client.connection_id)
-            assert (await app.read_until(lambda line: line.get("event") == "groupJoined"
-                                         and line["group"] == "room"))["eventName"] == "joined"
-            await server.hub(HUB).remove_connection_from_group("room", client.connection_id)
-            left = await app.read_until(lambda line: line.get("event") == "groupLeft")
-            assert left == {"event": "groupLeft", "group": "room", "connectionId": client.connection_id,
-                            "userId": "express-user", "eventName": "left"}
-            await client.close()
-            await app.read_until(lambda line: line.get("event") == "groupLeft" and line["group"] == "express-group")
-    finally:
-        app.process.kill()
-        await app.process.wait()
+async def test_express_receives_group_presence_events(express_app):
+    presence = GroupPresenceEventFilters(["joined", "left"])
+    handler = EventHandlerSettings(
+        f"http://127.0.0.1:{express_app.listening['listening']}{express_app.listening['path']}{{event}}",
+        system_events=["connect"], group_presence_events=presence)
+    async with fastpush.Server(port=0, config=Config(hubs={HUB: HubSettings(event_handlers=[handler])})) as server:
+        client = await connect(ServerView.of(server), HUB, JSON_V1, user_id="token-user")
+        # the group the connect handler chose is joined as the client connects
+        joined = await express_app.read_until(lambda line: line.get("event") == "groupJoined")
+        assert joined == {"event": "groupJoined", "group": "express-group", "connectionId": client.connection_id,
+                          "userId": "express-user", "eventName": "joined", "state": {"visits": 1}}
+        await server.hub(HUB).add_connection_to_group("room", client.connection_id)
+        assert (await express_app.read_until(lambda line: line.get("event") == "groupJoined"
+                                             and line["group"] == "room"))["eventName"] == "joined"
+        await server.hub(HUB).remove_connection_from_group("room", client.connection_id)
+        left = await express_app.read_until(lambda line: line.get("event") == "groupLeft")
+        assert left == {"event": "groupLeft", "group": "room", "connectionId": client.connection_id,
+                        "userId": "express-user", "eventName": "left"}
+        await client.close()
+        await express_app.read_until(lambda line: line.get("event") == "groupLeft" and line["group"] == "express-group")

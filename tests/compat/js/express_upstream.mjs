@@ -1,11 +1,13 @@
 // An application server built with the official @azure/web-pubsub-express middleware, unchanged
-// API use: node express_upstream.mjs <hub> [package]. Prints one JSON line per event it sees, and
-// first {"listening": port}. `package` is the middleware's installed name (default
-// @azure/web-pubsub-express; @azure/web-pubsub-express-1.1.0 handles group presence events).
+// API use: node express_upstream.mjs <hub>. Prints one JSON line per event it sees, and first
+// {"listening": port}. Events named invoke-* answer invocations (tests/compat/test_js_client_invoke.py):
+// invoke-echo echoes as JSON, invoke-refuse fails with 400, invoke-hang never answers (a plain
+// express middleware in front says when its request is abandoned, with its ce-invocationId).
+// Group presence events go to onGroupJoined and onGroupLeft (tests/events/test_express_upstream.py).
 import express from "express";
+import { WebPubSubEventHandler } from "@azure/web-pubsub-express";
 
 const hub = process.argv[2];
-const { WebPubSubEventHandler } = await import(process.argv[3] ?? "@azure/web-pubsub-express");
 const log = (line) => console.log(JSON.stringify(line));
 
 const handler = new WebPubSubEventHandler(hub, {
@@ -26,6 +28,11 @@ const handler = new WebPubSubEventHandler(hub, {
   onGroupLeft: (req) => log({ event: "groupLeft", group: req.group, connectionId: req.context.connectionId,
                               userId: req.context.userId, eventName: req.context.eventName }),
   handleUserEvent: (req, res) => {
+    const name = req.context.eventName;
+    if (name.startsWith("invoke-")) {
+      answerInvocation(name, req, res);
+      return;
+    }
     log({ event: "user", name: req.context.eventName, data: String(req.data), dataType: req.dataType,
           state: req.context.states });
     res.setState("visits", (req.context.states.visits ?? 0) + 1);
@@ -33,6 +40,25 @@ const handler = new WebPubSubEventHandler(hub, {
   },
 });
 
+function answerInvocation(name, req, res) {
+  const data = req.dataType === "binary" ? Buffer.from(req.data).toString("base64") : req.data;
+  log({ event: "invoke", name, data, dataType: req.dataType });
+  if (name === "invoke-echo") {
+    res.success(JSON.stringify({ echo: data, dataType: req.dataType, user: req.context.userId }), "json");
+  } else if (name === "invoke-refuse") {
+    res.fail(400, `no such order: ${data}`);
+  } else if (name !== "invoke-hang") {
+    res.fail(500, "unknown invocation");
+  }
+}
+
 const app = express();
+app.use((req, res, next) => {
+  if (req.headers["ce-eventname"] === "invoke-hang") {
+    res.on("close", () => log({ event: "abandoned", invocationId: req.headers["ce-invocationid"],
+                                answered: res.writableFinished }));
+  }
+  next();
+});
 app.use(handler.getMiddleware());
 const server = app.listen(0, "127.0.0.1", () => log({ listening: server.address().port, path: handler.path }));
