@@ -184,7 +184,8 @@ async def _main(args: argparse.Namespace) -> int:
     print(f"\npayload {settings.payload_bytes} B, {settings.json_fraction:.0%} json.webpubsub.azure.v1 subscribers; "
           f"latency: isolated broadcasts at most {settings.rate:g}/s; saturation: median of {settings.runs} runs "
           f"of {settings.burst_deliveries} deliveries; srv us/deliv and the second loadgen figure are CPU during "
-          f"saturation. fp/this = fastpush (embedded, same stdin trigger as the peers) / this row; for the Redis "
+          f"saturation. fp/this = fastpush (embedded, same stdin trigger as the peers but Centrifugo, which gets "
+          f"a client's publish commands) / this row; for the Redis "
           f"rows, fastpush (REST), one process without Redis / this row. "
           f"Took {time.monotonic() - started:.0f} s.")
     if args.json_out:

@@ -6,8 +6,8 @@ at its known offset without walking the frame. Otherwise every text frame is sea
 (Centrifugo may put several pushes in one frame, one per line).
 
 A slow subscriber reads at most `rate` bytes per second, smoothly: each read takes at most a tenth of a
-second's worth (the buffer it offers is that small), then it stops reading for as long as those bytes
-take at its rate. Meanwhile the kernel's buffers fill, then the server's queue. Its socket's receive
+second's worth (the buffer it offers is that small), then it stops reading until those bytes are
+within its rate. Meanwhile the kernel's buffers fill, then the server's queue. Its socket's receive
 buffer is fixed when it connects (SLOW_RCVBUF), so that reading fast in the earlier phases does not let
 the kernel grow it and hide the backlog from the server.
 """
@@ -78,6 +78,7 @@ class TickerSubscriber(WsClient):
         self.ticks_read = 0
         self.rate = 0.0  # bytes per second while reading slowly, else 0
         self.view = SHARED_VIEW
+        self.due = 0.0  # loop time by which what was read so far may have been read at `rate`
         self.paused = False
 
     # --- reading ----------------------------------------------------------------------------
@@ -126,6 +127,7 @@ class TickerSubscriber(WsClient):
         """Read at most `rate` bytes per second from now on (0: as fast as possible again)."""
         self.rate = rate
         self.view = SHARED_VIEW[:max(MIN_READ, int(rate * SLICE_SECONDS))] if rate else SHARED_VIEW
+        self.due = asyncio.get_running_loop().time()
         if not rate:
             self._resume()
 
@@ -133,11 +135,16 @@ class TickerSubscriber(WsClient):
         return self.bytes_read / self.ticks_read if self.ticks_read else None
 
     def _pause_for(self, size: int) -> None:
-        """Stop reading for as long as `size` bytes take at the slow rate."""
-        if self.transport is not None and not self.paused:
+        """Stop reading until the bytes read so far are within the slow rate. The schedule is kept on the
+        clock, so a late wake-up (a busy load generator) shortens the next pause instead of lowering the
+        rate; up to a slice of lateness is made up."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        self.due = max(self.due, now - SLICE_SECONDS) + size / self.rate
+        if self.due > now and self.transport is not None and not self.paused:
             self.paused = True
             self.transport.pause_reading()
-            asyncio.get_running_loop().call_later(size / self.rate, self._resume)
+            loop.call_at(self.due, self._resume)
 
     def _resume(self) -> None:
         if self.paused:

@@ -4,7 +4,9 @@ Every server gets its ticks the same way, over one WebSocket from this process, 
 - fastpush ("webpubsub"): a json.webpubsub.azure.v1 client with the `webpubsub.sendToGroup` role sends
   `{"type":"sendToGroup",...,"noEcho":true}` without an ackId (nothing comes back);
 - Centrifugo: a client publishes with `{"id":N,"publish":{"channel":...,"data":"..."}}` after its
-  connect command; each publish is answered, and an answer with an error is recorded;
+  connect command; each publish is answered, and an answer with an error is recorded. At most WINDOW
+  publishes wait for their answer: Centrifugo closes a client whose pong it does not get within 8 s
+  (3012), and the pong queues behind every publish sent before it;
 - Node ws ("plain"): `{"topic":...,"data":"..."}`.
 """
 from __future__ import annotations
@@ -17,7 +19,10 @@ from .ws_frames import masked_frame, upgrade_request
 __all__ = ["WsPublisher", "publish_text"]
 
 OPEN_TIMEOUT = 15.0
+ANSWER_TIMEOUT = 60.0
+ANSWER_POLL = 0.001
 MAX_FAILURES = 5
+WINDOW = 1000
 
 
 def publish_text(dialect: str, group: str, data: str, command_id: int) -> str:
@@ -31,7 +36,7 @@ def publish_text(dialect: str, group: str, data: str, command_id: int) -> str:
 
 
 class WsPublisher(WsClient):
-    """A connected publisher; `write` queues frames, `drain` waits while the socket's buffer is full."""
+    """A connected publisher: `frames` encodes ticks, `send` writes them."""
 
     def __init__(self, request: bytes, dialect: str, hello: bytes | None):
         super().__init__(request, dialect, hello)
@@ -54,20 +59,30 @@ class WsPublisher(WsClient):
             await publisher.opened
         return publisher
 
-    def frames(self, ticks: list[tuple[str, str]]) -> bytes:
+    def frames(self, ticks: list[tuple[str, str]]) -> list[bytes]:
         """The frames for (group, data) pairs, each with its own command id where the dialect has them."""
         first = self.next_id
         self.next_id += len(ticks)
-        self.published += len(ticks)
-        return b"".join(masked_frame(publish_text(self.dialect, group, data, first + i).encode())
-                        for i, (group, data) in enumerate(ticks))
+        return [masked_frame(publish_text(self.dialect, group, data, first + i).encode())
+                for i, (group, data) in enumerate(ticks)]
 
-    async def send(self, frames: bytes) -> None:
-        if self.transport_closed:
-            raise ConnectionError(f"the publisher's connection is closed (close code {self.close_code})")
-        assert self.transport is not None
-        self.transport.write(frames)
-        await self.writable.wait()
+    async def send(self, frames: list[bytes]) -> None:
+        """Write the frames, waiting while the socket's buffer is full (and for Centrifugo's answers)."""
+        for start in range(0, len(frames), WINDOW):
+            if self.transport_closed:
+                raise ConnectionError(f"the publisher's connection is closed (close code {self.close_code})")
+            if self.dialect == "centrifugo":
+                await self._answered(self.published - WINDOW)
+            chunk = frames[start:start + WINDOW]
+            assert self.transport is not None
+            self.transport.write(b"".join(chunk))
+            self.published += len(chunk)
+            await self.writable.wait()
+
+    async def _answered(self, count: int) -> None:
+        async with asyncio.timeout(ANSWER_TIMEOUT):
+            while self.answered < count and not self.transport_closed:
+                await asyncio.sleep(ANSWER_POLL)
 
     # --- WsClient / asyncio.Protocol hooks ----------------------------------------------------
     def on_ready(self) -> None:
