@@ -15,6 +15,7 @@ import time
 from typing import Protocol
 
 from . import payload
+from .ws_frames import upgrade_request
 
 __all__ = ["JSON_SUBPROTOCOL", "READY", "WELCOME", "Sink", "Subscriber", "upgrade_request"]
 
@@ -28,15 +29,6 @@ _PONG = 0x8A  # FIN + pong; client frames are masked, here with a zero key
 _MARK = payload.MARKER[0]
 _HANDSHAKE, _WELCOME, _READY = range(3)
 WELCOME, READY = _WELCOME, _READY  # for subclasses
-
-
-def upgrade_request(host: str, port: int, path: str, subprotocol: str | None) -> bytes:
-    """The client's upgrade request; the key is fixed because the servers under test are known."""
-    lines = [f"GET {path} HTTP/1.1", f"Host: {host}:{port}", "Upgrade: websocket", "Connection: Upgrade",
-             "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version: 13"]
-    if subprotocol:
-        lines.append(f"Sec-WebSocket-Protocol: {subprotocol}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
 class Sink(Protocol):

@@ -35,7 +35,7 @@ from .progress import Progress
 from .servers import ROOT, RunningServer, start_server
 from .stats import spread, summarize_ns
 from .ticker_servers import TickerTarget, client_spec, publisher_spec
-from .ticker_workload import Workload, followers, group_name, tick_text
+from .ticker_workload import Workload, followers, group_name, mean_fanout, tick_text
 from .ws_publisher import WsPublisher
 
 __all__ = ["TickerSettings", "measure_ticker", "slow_flags"]
@@ -93,7 +93,8 @@ class _Meter:
 
     def usage(self, before: tuple[float, ...], wall: float) -> dict:
         server, gens, publisher, server_core, load_core = (a - b for a, b in zip(self.read(), before, strict=True))
-        usage = {"server_cpu_seconds": round(server, 3), "server_core_busy": round(server / wall, 3),
+        usage = {"server_cpu_seconds": round(server, 3), "loadgen_cpu_seconds": round(gens, 3),
+                 "server_core_busy": round(server / wall, 3),
                  "loadgen_cores_busy": round((gens + publisher) / wall / max(1, len(self.cores.load or ())), 3),
                  "other_processes": None}
         if self.cores.server and self.cores.load and wall >= 1.0:
@@ -230,8 +231,7 @@ async def _capacity(run: _Run, settings: TickerSettings, mean: float, ticks: _Ti
                     at: float) -> dict:
     count = max(1, math.ceil(settings.burst_deliveries / mean))
     runs = []
-    cpu = 0.0
-    wall = 0.0
+    cpu = loadgen_cpu = wall = 0.0
     for number in range(settings.runs):
         progress.detail(at + 0.2 * number / settings.runs, f"burst {number + 1}/{settings.runs}")
         symbols = ticks.next_symbols(count)
@@ -254,12 +254,14 @@ async def _capacity(run: _Run, settings: TickerSettings, mean: float, ticks: _Ti
         runs.append({"ticks": count, "expected": sum(expected), "deliveries": delivered, "complete": complete,
                      "seconds": round(seconds, 4), "per_second": round(delivered / seconds), **usage})
         cpu += usage["server_cpu_seconds"]
+        loadgen_cpu += usage["loadgen_cpu_seconds"]
         wall += seconds
         await run.drain()
         await asyncio.sleep(RUN_GAP)
     deliveries = sum(r["deliveries"] for r in runs)
     return {"runs": runs, "deliveries_per_second": spread([r["per_second"] for r in runs]),
             "server_cpu_us_per_delivery": _per(cpu, deliveries),
+            "loadgen_cpu_us_per_delivery": _per(loadgen_cpu, deliveries),
             "server_core_busy": round(cpu / wall, 3) if wall else None,
             "loadgen_cores_busy": max(r["loadgen_cores_busy"] for r in runs)}
 
@@ -292,6 +294,7 @@ async def _step(run: _Run, settings: TickerSettings, ticks: _Ticks, rate: float,
     step = {"tick_rate": round(rate, 1), "ticks_sent_per_second": round(sent / (settle + seconds), 1),
             "offered_per_second": round(rate * mean), "delivered_per_second": round(delivered / wall),
             "server_cpu_us_per_delivery": _per(usage["server_cpu_seconds"], delivered),
+            "loadgen_cpu_us_per_delivery": _per(usage["loadgen_cpu_seconds"], delivered),
             "rss_bytes": rss, "lost": got["lost"], "close_codes": got["codes"], **usage}
     if slow:
         step["latency"] = _latency(got["samples"]["healthy"])
@@ -349,8 +352,7 @@ async def measure_ticker(target: TickerTarget, settings: TickerSettings, subscri
     """Measure one server; `at` is where it starts on the progress bar (one unit wide). With `capacity`
     given, only the slow-reader phase runs, at the tick rate that capacity gives."""
     workload = settings.workload
-    mean = sum(share * count for share, count in
-               zip(workload.tick_shares(), followers(subscriptions, workload.symbols), strict=True))
+    mean = mean_fanout(workload.tick_shares(), followers(subscriptions, workload.symbols))
     key = secrets.token_urlsafe(32)
     progress.phase(at, f"{target.label}: starting the server")
     server = await start_server(children, target.server, key, cores.server_cpus)

@@ -7,8 +7,8 @@ from .report import _count, _ms, _num
 
 __all__ = ["tables"]
 
-CAPACITY = ("server", "N", "deliv/tick", "capacity deliv/s median (min-max)", "srv us/deliv", "RSS/conn",
-            "RSS MiB")
+CAPACITY = ("server", "N", "deliv/tick", "capacity deliv/s median (min-max)", "srv us/deliv", "loadgen us/deliv",
+            "RSS/conn", "RSS MiB")
 STEPS = ("server", "load", "ticks/s", "offered/s", "delivered/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms",
          "srv us/deliv", "srv core", "RSS MiB")
 SLOW = ("server", "conflation", "ticks/s", "delivered/s", "healthy p50 ms", "healthy p99 ms", "slow age p50 ms",
@@ -37,7 +37,8 @@ def _capacity(row: dict, mark: str) -> tuple[str, ...]:
     rate = row["capacity"]["deliveries_per_second"]
     return (*head, f"{row['mean_deliveries_per_tick']:.0f}",
             f"{_count(rate['median'])} ({_count(rate['min'])}-{_count(rate['max'])})",
-            _num(row["capacity"]["server_cpu_us_per_delivery"]), f"{row['rss_per_connection_bytes'] / 1024:.1f} KiB",
+            _num(row["capacity"]["server_cpu_us_per_delivery"]), _num(row["capacity"]["loadgen_cpu_us_per_delivery"]),
+            f"{row['rss_per_connection_bytes'] / 1024:.1f} KiB",
             _mib(row["rss_idle_bytes"]))
 
 
@@ -49,11 +50,11 @@ def _step(row: dict, step: dict) -> tuple[str, ...]:
             _mib(step["rss_bytes"]))
 
 
-def _slow(row: dict) -> tuple[str, ...]:
+def _slow(row: dict, mark: str) -> tuple[str, ...]:
     slow = row["slow"]
     lat, age = slow["latency"], slow["staleness"]
     codes = ", ".join(f"{code} x{count}" for code, count in sorted(slow["close_codes"].items())) or "-"
-    return (row["label"], "on" if row["target"].endswith("conflate") else "off", f"{slow['tick_rate']:.0f}",
+    return (row["label"] + mark, "on" if row["target"].endswith("conflate") else "off", f"{slow['tick_rate']:.0f}",
             _count(slow["delivered_per_second"]), _ms(lat.get("p50")), _ms(lat.get("p99")), _ms(age.get("p50")),
             _ms(age.get("p99")), _ms(age.get("max")), _count(slow["slow_delivered_per_second"]),
             f"{slow['lost']['slow']}/{slow['slow_clients']}|{slow['lost']['healthy']}", codes, _mib(slow["rss_bytes"]))
@@ -73,7 +74,7 @@ def tables(rows: list[dict], skipped: dict[str, str]) -> str:
             capacity.append(_capacity(row, mark))
             steps.extend(_step(row, step) for step in row["steps"])
         if "slow" in row:
-            slow.append(_slow(row))
+            slow.append(_slow(row, "" if "capacity" in row else mark))  # the mark goes where the row first shows
     lines = ["capacity", *_render(CAPACITY, capacity), "", "latency at a share of each server's capacity",
              *_render(STEPS, steps), "", "slow readers", *_render(SLOW, slow)]
     for number, row in enumerate(footnotes, 1):

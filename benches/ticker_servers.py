@@ -111,9 +111,7 @@ def prepare_target(target: TickerTarget, build: bool) -> str | None:
     """Make the target runnable; the reason it cannot run here, or None."""
     if target.dialect == "centrifugo":
         return centrifugo.find_or_build(build)[1]
-    if target.dialect == "plain":
-        return prepare(Target("node-ws", "", "pipe", lambda k, r: []))  # npm ci in benches/peers, once
-    return None
+    return prepare(target.server)  # for Node ws: `npm ci` in benches/peers, once
 
 
 def _token(audience: str, access_key: str, **claims: object) -> str:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = ["MARK", "MAX_SYMBOLS", "MIN_BYTES", "STAMP_BYTES", "Workload", "followers", "group_name", "mean_fanout",
-           "read_stamp", "tick_text"]
+           "tick_text"]
 
 MARK = b"@"
 _STAMP = "@{:019d}#{:05d}#{:09d}"
@@ -37,13 +37,6 @@ def tick_text(symbol: int, seq: int, size: int, now_ns: int | None = None) -> st
     """A tick of exactly `size` ASCII bytes, stamped now (or at `now_ns`)."""
     head = _STAMP.format(time.monotonic_ns() if now_ns is None else now_ns, symbol, seq)
     return head + "x" * (size - STAMP_BYTES)
-
-
-def read_stamp(data: bytes, at: int) -> int:
-    """The send time (ns) of the stamp whose marker is at `at`, or -1 if what follows is not a stamp
-    (a frame header byte can equal the marker)."""
-    digits = data[at + 1:at + 20]
-    return int(digits) if len(digits) == 19 and digits.isdigit() else -1
 
 
 def _zipf(count: int, exponent: float) -> list[float]:

@@ -49,10 +49,6 @@ class WsClient(asyncio.BufferedProtocol):
     def on_failed(self, reason: str) -> None: ...
     def on_text(self, data: bytes | bytearray, start: int, end: int, now: int) -> None: ...
 
-    @property
-    def ready(self) -> bool:
-        return self.state == _READY
-
     # --- asyncio.BufferedProtocol -----------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]

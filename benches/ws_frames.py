@@ -5,7 +5,7 @@ no byte is touched per message. The servers under test are known, so the Sec-Web
 """
 from __future__ import annotations
 
-__all__ = ["CENTRIFUGO_PONG", "OP_CLOSE", "OP_CONTINUATION", "OP_PING", "OP_TEXT", "PONG_EMPTY", "masked_frame",
+__all__ = ["CENTRIFUGO_PONG", "OP_CLOSE", "OP_CONTINUATION", "OP_PING", "OP_TEXT", "masked_frame",
            "pong", "upgrade_request"]
 
 OP_CONTINUATION = 0x0
@@ -35,11 +35,11 @@ def pong(payload: bytes) -> bytes:
     return masked_frame(payload[:125], _OP_PONG)
 
 
-PONG_EMPTY = pong(b"")
 CENTRIFUGO_PONG = masked_frame(b"{}")  # Centrifugo's application-level pong: an empty command
 
 
 def upgrade_request(host: str, port: int, path: str, subprotocol: str | None) -> bytes:
+    """The client's upgrade request; the key is fixed because the servers under test are known."""
     lines = [f"GET {path} HTTP/1.1", f"Host: {host}:{port}", "Upgrade: websocket", "Connection: Upgrade",
              "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version: 13"]
     if subprotocol:

@@ -20,6 +20,7 @@ __all__ = ["WsPublisher", "publish_text"]
 
 OPEN_TIMEOUT = 15.0
 ANSWER_TIMEOUT = 60.0
+DRAIN_TIMEOUT = 60.0
 ANSWER_POLL = 0.001
 MAX_FAILURES = 5
 WINDOW = 1000
@@ -77,7 +78,8 @@ class WsPublisher(WsClient):
             assert self.transport is not None
             self.transport.write(b"".join(chunk))
             self.published += len(chunk)
-            await self.writable.wait()
+            async with asyncio.timeout(DRAIN_TIMEOUT):  # a server that stopped reading ends the row
+                await self.writable.wait()
 
     async def _answered(self, count: int) -> None:
         async with asyncio.timeout(ANSWER_TIMEOUT):
