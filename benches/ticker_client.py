@@ -91,36 +91,42 @@ class TickerSubscriber(WsClient):
             self._pause_for(len(data))
         at = self.stamp_at
         if len(data) == self.frame_len and not self.pending and data.startswith(self.head) and data[at] == _MARK:
-            self._tick(int(data[at + 1:at + 20]), time.monotonic_ns())
+            self._ticks(data, at, at + 1, time.monotonic_ns())
             return
         super().data_received(data)
 
     def on_text(self, data: bytes | bytearray, start: int, end: int, now: int) -> None:
-        at = data.find(MARK, start, end)
-        first, count = at, 0
-        while at >= 0:
-            self._tick(int(data[at + 1:at + 20]), now)
-            count += 1
-            at = data.find(MARK, at + STAMP_BYTES, end)
-        if count == 1:
-            length = end - start
-            header = 2 if length < 126 else 4 if length < 65536 else 10
+        count = self._ticks(data, start, end, now)
+        length = end - start
+        header = 2 if length < 126 else 4 if length < 65536 else 10
+        if count == 1 and length + header != self.frame_len:  # a new shape of single-tick frame
             self.head = data[start - header:start]
-            self.frame_len, self.stamp_at = length + header, first - start + header
+            self.frame_len, self.stamp_at = length + header, data.find(MARK, start, end) - start + header
 
-    def _tick(self, send_ns: int, now: int) -> None:
-        self.ticks_read += 1
+    def _ticks(self, data: bytes | bytearray, start: int, end: int, now: int) -> int:
+        """Count the stamps in data[start:end], keeping a latency sample every `book.every` ticks (the
+        only ones whose send time is parsed); how many there were."""
         book = self.book
-        book.delivered += 1
         if book.every:
-            book.countdown -= 1
-            if not book.countdown:
-                book.countdown = book.every
-                book.samples.append(now - send_ns)
+            count = 0
+            at = data.find(MARK, start, end)
+            while at >= 0:
+                count += 1
+                book.countdown -= 1
+                if not book.countdown:
+                    book.countdown = book.every
+                    book.samples.append(now - int(data[at + 1:at + 20]))
+                at = data.find(MARK, at + STAMP_BYTES, end)
+        else:
+            count = data.count(MARK, start, end)
+        self.ticks_read += count
+        book.delivered += count
         fleet = self.fleet
-        fleet.delivered += 1
-        if fleet.delivered == fleet.target:
+        before = fleet.delivered
+        fleet.delivered = before + count
+        if before < fleet.target <= before + count:
             fleet.on_target()
+        return count
 
     # --- reading slowly ---------------------------------------------------------------------
     def read_slowly(self, rate: float) -> None:

@@ -74,9 +74,11 @@ def test_quick_ticker_measures_every_server_or_says_why_not(tmp_path: Path) -> N
         assert len(capacity["runs"]) == parameters["runs"]
         assert all(run["deliveries"] == run["expected"] > 0 for run in capacity["runs"])
         assert capacity["deliveries_per_second"]["median"] > 0
-        assert capacity["server_cpu_us_per_delivery"] > 0
         assert [step["load"] for step in row["steps"]] == parameters["loads"]
         for step in row["steps"]:
-            assert step["delivered_per_second"] > 0 and step["server_cpu_us_per_delivery"] > 0
-            assert step["rss_bytes"] > 0
+            assert step["delivered_per_second"] > 0 and step["rss_bytes"] > 0
             _positive_latency(step["latency"])
+        # CPU time is read in 10 ms clock ticks: one short phase may show none, the whole row cannot.
+        phases = [*capacity["runs"], *row["steps"], row["slow"]]
+        assert all(phase["server_cpu_seconds"] >= 0 for phase in phases)
+        assert sum(phase["server_cpu_seconds"] for phase in phases) > 0
