@@ -40,6 +40,7 @@ from . import ops, reliable
 from .broker.errors import BrokerUnavailable
 from .events.dispatcher import HubEvents
 from .events.model import EventContext, EventFailed
+from .expiry import expires_at
 from .handshake import Accept
 from .outcome import Outcome, finish
 from .permissions import Permission, grants
@@ -155,6 +156,7 @@ class ClientSession:
         replay_max_messages: int
         replay_max_bytes: int
         resend_next: int
+        unsent_from: int
         keep_session: bool
         close_reason: str | None
 
@@ -165,6 +167,7 @@ class ClientSession:
         def discard_pending(self) -> None: ...
         def acknowledge(self, sequence_id: int) -> None: ...
         def resend_unacknowledged(self, max_queued: int) -> bool: ...
+        def mark_unsent(self) -> None: ...
 
         # The socket side (fastpush.client_connection.ClientConnection).
         @property
@@ -285,6 +288,7 @@ class ClientSession:
         if self.close_reason is None:
             self.close_reason = "The connection was lost." if self.keep_session else "The connection closed."
         if self.keep_session:
+            self.mark_unsent()  # what is numbered from now on waits for the next socket
             window = self._settings.recovery_window_seconds
             self._expiry = asyncio.get_running_loop().call_later(window, self.end_session)
         else:
@@ -514,7 +518,8 @@ class ClientSession:
             self._ack(request.ack_id, "Forbidden", f"The client does not have permission to send to group '{group}'.")
         else:
             excluded = (self.connection_id,) if request.no_echo else ()
-            op = ops.SendToGroup(self.hub, group, request.payload, excluded, None, self.user_id)
+            op = ops.SendToGroup(self.hub, group, request.payload, excluded, None, self.user_id,
+                                 expires_at(request.ttl_seconds))
             self._settle(self._node.submit(op), request.ack_id)
 
     def _refuse_stream(self, request: StreamStart) -> None:

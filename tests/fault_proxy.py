@@ -1,7 +1,8 @@
 """A TCP proxy for fault tests: it forwards 127.0.0.1 traffic to a server and can cut every
-connection (as a network drop: the peers see a reset, no close frame) or stall it (bytes stop
-flowing but nothing closes). It counts the connections it accepts (each after the first is a
-reconnect) and can wait for one to be up, so a test's cut always hits a live connection."""
+connection (as a network drop: the peers see a reset, no close frame), stall it (bytes stop
+flowing but nothing closes), or go down for a while (cut, and refuse new connections). It counts
+the connections it accepts (each after the first is a reconnect) and can wait for one to be up,
+so a test's cut always hits a live connection."""
 from __future__ import annotations
 
 import asyncio
@@ -18,6 +19,7 @@ class FaultProxy:
         self._pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
         self._flowing = asyncio.Event()
         self._flowing.set()
+        self.refusing = False
 
     async def start(self) -> FaultProxy:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -47,6 +49,14 @@ class FaultProxy:
         finally:
             self._flowing.set()
 
+    def go_down(self) -> None:
+        """Cut every connection, and reset each new one until `come_up` (a client's reconnects fail)."""
+        self.refusing = True
+        self.cut()
+
+    def come_up(self) -> None:
+        self.refusing = False
+
     async def wait_connected(self, deadline: float, accepted: int = 0) -> bool:
         """Until a proxied connection is up and at least `accepted` were accepted in all, or the
         deadline (time.monotonic()) passed; whether that happened."""
@@ -57,6 +67,9 @@ class FaultProxy:
         return True
 
     async def _accept(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        if self.refusing:
+            client_writer.transport.abort()
+            return
         self.accepted += 1
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
