@@ -31,8 +31,6 @@ cpdef enum Variant:
     PROTOBUF = 3
     PROTOBUF_RELIABLE = 4
 
-cdef class Frames
-
 cdef class Connection(WSListener):
     cdef public str connection_id
     cdef public object user_id
@@ -72,10 +70,10 @@ cdef class Connection(WSListener):
     # the little the socket already holds (not behind megabytes it could not read).
     cdef public bint paused
     cdef public Py_ssize_t max_outbound
-    # Frames waiting in `pending` (paused) that draining may drop or renumber, as
-    # (start, end, Frames, sequenceId or 0): those with a deadline and, on a reliable connection,
-    # every numbered one after the first of those; None when there are none.
-    cdef list held
+    # Frames waiting in `pending` (paused) that draining may drop or renumber, packed as C
+    # records (start, end, deadline, sequenceId or 0; _Held in _fanout.pyx): those with a deadline
+    # and, on a reliable connection, every numbered one after the first of those; None when none.
+    cdef bytearray held
     # The first sequenceId waiting in `pending` while paused (0: none): never written.
     cdef unsigned long long held_from
     # Reliable variant: the first sequenceId that never reached a socket, once one was lost (0:
@@ -83,7 +81,7 @@ cdef class Connection(WSListener):
     # and is skipped; from it on an expired message is dropped and the later ones move up a number.
     cdef public unsigned long long unsent_from
 
-    cdef bint _write(self, const char* data, Py_ssize_t size, Frames frames) except -1
+    cdef bint _write(self, const char* data, Py_ssize_t size, double deadline) except -1
     cdef void _flush(self) noexcept
     cdef void _write_pending(self) noexcept
     cdef void _drop_expired_held(self) except *

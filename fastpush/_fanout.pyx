@@ -59,17 +59,17 @@ cdef _Coalescer _coalescer_here():
     return coalescer
 
 
-cdef inline int _deliver(Connection conn, WSTransport t, const char* data, Py_ssize_t size, Frames frames,
+cdef inline int _deliver(Connection conn, WSTransport t, const char* data, Py_ssize_t size, double deadline,
                          unsigned long long sequence_id) except -1:
     """Send a frame: at once if it is the connection's first in this loop turn (no latency added
     to an isolated broadcast), else appended to its pending bytes, written when the turn ends:
-    one send() for many messages in a burst. `frames` (None for a single frame) and
-    `sequence_id` (0 if unnumbered) matter only if the socket is backed up: see _hold."""
+    one send() for many messages in a burst. Its send's `deadline` (0.0: none) and its
+    `sequence_id` (0: unnumbered) matter only if the socket is backed up: see _hold."""
     cdef _Coalescer coalescer = conn.coalescer
     cdef bytearray pending
     cdef Py_ssize_t used
     if conn.paused:
-        return _hold(conn, data, size, frames, sequence_id)
+        return _hold(conn, data, size, deadline, sequence_id)
     if coalescer is None:
         coalescer = conn.coalescer = _coalescer_here()
     if conn.written_turn != coalescer.turn:
@@ -89,19 +89,33 @@ cdef inline int _deliver(Connection conn, WSTransport t, const char* data, Py_ss
     return 0
 
 
-cdef int _hold(Connection conn, const char* data, Py_ssize_t size, Frames frames,
+cdef struct _Held:
+    # A frame in a paused connection's `pending` that draining may drop or renumber.
+    Py_ssize_t start
+    Py_ssize_t end
+    double deadline
+    unsigned long long sequence_id
+
+
+cdef int _hold(Connection conn, const char* data, Py_ssize_t size, double deadline,
                unsigned long long sequence_id) except -1:
     """The socket is backed up: keep the frame until resume_writing, up to max_outbound bytes.
     A frame that may expire is noted in `held`, with (on a reliable connection) every numbered
-    one after it, so that draining can drop it and number the later ones again."""
+    one after it, so that draining can drop it and number the later ones again; each note counts
+    its 32 bytes against max_outbound too."""
     cdef bytearray pending = conn.pending
-    cdef Py_ssize_t used
+    cdef bytearray held = conn.held
+    cdef Py_ssize_t used, noted = 0
+    cdef bint note = deadline != 0.0 or (sequence_id != 0 and held is not None)
+    cdef _Held* record
     if pending is None:
         pending = conn.pending = bytearray()
     used = PyByteArray_GET_SIZE(pending)
+    if held is not None:
+        noted = PyByteArray_GET_SIZE(held)
     if sequence_id and not conn.held_from:
         conn.held_from = sequence_id
-    if used + size > conn.max_outbound:
+    if used + size + noted + (<Py_ssize_t>sizeof(_Held) if note else 0) > conn.max_outbound:
         del pending[:]
         conn.held = None
         if conn.variant == JSON_RELIABLE or conn.variant == PROTOBUF_RELIABLE:
@@ -113,10 +127,15 @@ cdef int _hold(Connection conn, const char* data, Py_ssize_t size, Frames frames
         return 0
     PyByteArray_Resize(pending, used + size)
     memcpy(PyByteArray_AS_STRING(pending) + used, data, size)
-    if frames is not None and (frames.deadline != 0.0 or (sequence_id and conn.held is not None)):
-        if conn.held is None:
-            conn.held = []
-        conn.held.append((used, used + size, frames, sequence_id))
+    if note:
+        if held is None:
+            held = conn.held = bytearray()
+        PyByteArray_Resize(held, noted + <Py_ssize_t>sizeof(_Held))
+        record = <_Held*>(PyByteArray_AS_STRING(held) + noted)
+        record.start = used
+        record.end = used + size
+        record.deadline = deadline
+        record.sequence_id = sequence_id
     return 0
 
 
@@ -281,11 +300,11 @@ cdef class Connection(WSListener):
         self.paused = False
         self._write_pending()
 
-    cdef bint _write(self, const char* data, Py_ssize_t size, Frames frames) except -1:
+    cdef bint _write(self, const char* data, Py_ssize_t size, double deadline) except -1:
         cdef WSTransport t = self.transport
         if t is None or t.is_disconnected or t.is_close_frame_sent:
             return False
-        _deliver(self, t, data, size, frames, 0)
+        _deliver(self, t, data, size, deadline, 0)
         return True
 
     cdef void _flush(self) noexcept:
@@ -319,39 +338,47 @@ cdef class Connection(WSListener):
         """Before `pending` is written: cut out the held frames whose deadline has passed. On a
         reliable connection each leaves the replay buffer too and the numbered frames after it
         are framed again one number lower, so the client sees no gap: none of them was written."""
-        cdef list held = self.held
-        cdef Frames frames
+        cdef bytearray held = self.held
         cdef bytearray pending = self.pending
         cdef bytearray out
-        cdef Py_ssize_t start, end, pos = 0, n, index
-        cdef unsigned long long seq, removed = 0
+        cdef _Held* records = <_Held*>PyByteArray_AS_STRING(held)
+        cdef Py_ssize_t count = PyByteArray_GET_SIZE(held) // <Py_ssize_t>sizeof(_Held)
+        cdef Py_ssize_t i, n, index, pos = 0
+        cdef unsigned long long seq, acked = self.acked_sequence_id, removed = 0
         cdef double now = time.monotonic()
-        cdef object replay = self.replay
-        self.held = None
-        for start, end, frames, seq in held:
-            if frames.deadline != 0.0 and frames.deadline <= now:
+        cdef Frames frames
+        cdef bint renumber = not self.replay_overflowed and self.replay is not None
+        for i in range(count):
+            if records[i].deadline != 0.0 and records[i].deadline <= now:
                 break
         else:
+            self.held = None
             return  # nothing expired
         out = bytearray()
-        for start, end, frames, seq in held:
-            out += pending[pos:start]  # frames in between: nothing to drop or renumber
-            pos = end
-            if frames.deadline != 0.0 and frames.deadline <= now:
-                index = <Py_ssize_t>(seq - removed - self.acked_sequence_id) - 1
-                if seq and not self.replay_overflowed and 0 <= index < len(replay) and replay[index] is frames:
-                    del replay[index]
+        for i in range(count):
+            out += pending[pos:records[i].start]  # frames in between: nothing to drop or renumber
+            pos = records[i].end
+            seq = records[i].sequence_id
+            # where it is in the replay buffer (a number acknowledged already, by a client that
+            # acknowledged what it never got, has left it: that one cannot give its number away)
+            index = <Py_ssize_t>(seq - acked - removed) - 1 if renumber and seq > acked else -1
+            if records[i].deadline != 0.0 and records[i].deadline <= now:
+                if index >= 0:
+                    frames = self.replay[index]
+                    del self.replay[index]
                     self.replay_bytes -= frames.cost
                     self.sequence_id -= 1
                     removed += 1
-                continue  # (numbered, but its number acknowledged already: the client asked for a gap)
-            if seq and removed:
+                continue
+            if index >= 0 and removed:
+                frames = self.replay[index]
                 n = frames._build_sequenced(self.variant, seq - removed)
                 out += frames._scratch[:n]
             else:
-                out += pending[start:end]
+                out += pending[records[i].start:records[i].end]
         out += pending[pos:]
         self.pending = out
+        self.held = None
 
     cdef void _purge_expired(self) except *:
         """The replay buffer is full: drop the expired messages that no socket was ever given
@@ -382,7 +409,7 @@ cdef class Connection(WSListener):
         """A single message for this connection (ack, pong, system message), in order with its
         broadcasts; False if the connection is not open."""
         cdef bytes data = frame(opcode, payload)
-        return self._write(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), None)
+        return self._write(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), 0.0)
 
     def flush(self):
         """Write what waits now, held frames included (before a close frame, say)."""
@@ -485,7 +512,7 @@ cdef class Frames:
         if direct:
             t._fast_write(out, size)
         else:
-            _deliver(conn, t, out, size, self, sequence_id)
+            _deliver(conn, t, out, size, self.deadline, sequence_id)
         return True
 
     cdef Py_ssize_t _build_sequenced(self, int variant, unsigned long long sequence_id) except -1:
@@ -568,7 +595,7 @@ cpdef Py_ssize_t fanout(object targets, Frames frames, object excluded=None, obj
                 else:
                     delivered += frames._write_reliable(conn)
                     continue
-                delivered += conn._write(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), frames)
+                delivered += conn._write(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), frames.deadline)
         except Exception as exc:
             _recipient_failed(members[i - 1], exc)
     return delivered

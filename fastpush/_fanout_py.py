@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import operator
+import struct
 import time
 import weakref
 from collections import deque
@@ -87,13 +88,13 @@ def _coalescer_here() -> _Coalescer:
     return coalescer
 
 
-def _deliver(conn: Connection, transport: WSTransport, data: bytes, frames: Frames | None = None,
+def _deliver(conn: Connection, transport: WSTransport, data: bytes, deadline: float = 0.0,
              sequence_id: int = 0) -> None:
     """First frame of a turn: written now; later ones: written together when the turn ends;
-    all of them held while the socket is backed up (where `frames`, the send, and `sequence_id`,
-    its number for a reliable member, matter: see _hold)."""
+    all of them held while the socket is backed up (where its send's `deadline` and its
+    `sequence_id`, for a reliable member, matter: see _hold)."""
     if conn.paused:
-        _hold(conn, data, frames, sequence_id)
+        _hold(conn, data, deadline, sequence_id)
         return
     if conn._coalescer is None:
         conn._coalescer = _coalescer_here()
@@ -111,16 +112,24 @@ def _deliver(conn: Connection, transport: WSTransport, data: bytes, frames: Fram
     conn._pending += data
 
 
-def _hold(conn: Connection, data: bytes, frames: Frames | None, sequence_id: int) -> None:
+# A frame in a paused connection's _pending that draining may drop or renumber: start, end,
+# deadline, sequenceId (0: unnumbered), packed as the compiled module's C struct _Held.
+_HELD = struct.Struct("nndQ")
+
+
+def _hold(conn: Connection, data: bytes, deadline: float, sequence_id: int) -> None:
     """The socket is backed up: keep the frame until resume, up to max_outbound bytes. A frame
     that may expire is noted in `_held`, with (on a reliable connection) every numbered one after
-    it, so that draining can drop it and number the later ones again."""
+    it, so that draining can drop it and number the later ones again; each note counts its 32
+    bytes against max_outbound too."""
     if conn._pending is None:
         conn._pending = bytearray()
     used = len(conn._pending)
+    noted = len(conn._held) if conn._held is not None else 0
+    note = bool(deadline) or (bool(sequence_id) and conn._held is not None)
     if sequence_id and not conn._held_from:
         conn._held_from = sequence_id
-    if used + len(data) > conn.max_outbound:
+    if used + len(data) + noted + (_HELD.size if note else 0) > conn.max_outbound:
         conn._pending.clear()
         conn._held = None
         if conn.variant in RELIABLE_VARIANTS:
@@ -131,10 +140,10 @@ def _hold(conn: Connection, data: bytes, frames: Frames | None, sequence_id: int
         conn.on_outbound_overflow()
         return
     conn._pending += data
-    if frames is not None and (frames.deadline or (sequence_id and conn._held is not None)):
+    if note:
         if conn._held is None:
-            conn._held = []
-        conn._held.append((used, used + len(data), frames, sequence_id))
+            conn._held = bytearray()
+        conn._held += _HELD.pack(used, used + len(data), deadline, sequence_id)
 
 
 def _open(transport: WSTransport | None) -> bool:
@@ -201,10 +210,10 @@ class Connection(WSListener):
         # below it an expired message may have reached the client, so it keeps its number and is
         # skipped; from it on an expired message is dropped and the later ones move up a number.
         self.unsent_from = 0
-        # Frames waiting in _pending (paused) that draining may drop or renumber, as (start, end,
-        # Frames, sequenceId or 0): those with a deadline and, on a reliable connection, every
-        # numbered one after the first of those; and the first sequenceId waiting there.
-        self._held: list[tuple[int, int, Frames, int]] | None = None
+        # Frames waiting in _pending (paused) that draining may drop or renumber, as _HELD records:
+        # those with a deadline and, on a reliable connection, every numbered one after the first
+        # of those (None when none); and the first sequenceId waiting there.
+        self._held: bytearray | None = None
         self._held_from = 0
         self._pending: bytearray | None = None
         self._written_turn = 0
@@ -296,11 +305,11 @@ class Connection(WSListener):
         self.paused = False
         self._write_pending()
 
-    def _write(self, data: bytes, frames: Frames | None = None) -> bool:
+    def _write(self, data: bytes, deadline: float = 0.0) -> bool:
         transport = self.transport
         if transport is None or not _open(transport):
             return False
-        _deliver(self, transport, data, frames)
+        _deliver(self, transport, data, deadline)
         return True
 
     def _flush_turn(self) -> None:
@@ -332,26 +341,34 @@ class Connection(WSListener):
         """Before `pending` is written: cut out the held frames whose deadline has passed. On a
         reliable connection each leaves the replay buffer too and the numbered frames after it
         are framed again one number lower, so the client sees no gap: none of them was written."""
-        held, self._held = self._held or [], None
+        held, self._held = list(_HELD.iter_unpack(self._held or b"")), None
         now = time.monotonic()
-        if not any(frames.deadline and frames.deadline <= now for _, _, frames, _ in held):
+        if not any(deadline and deadline <= now for _, _, deadline, _ in held):
             return pending
+        replay, acked = self.replay, self.acked_sequence_id
+        renumber = not self.replay_overflowed and replay is not None
         out = bytearray()
         pos = removed = 0
-        for start, end, frames, seq in held:
+        for start, end, deadline, seq in held:
             out += pending[pos:start]  # frames in between: nothing to drop or renumber
             pos = end
-            if frames.deadline and frames.deadline <= now:
-                index = seq - removed - self.acked_sequence_id - 1
-                replay = self.replay
-                if (seq and not self.replay_overflowed and replay is not None and 0 <= index < len(replay)
-                        and replay[index] is frames):
+            # where it is in the replay buffer (a number acknowledged already, by a client that
+            # acknowledged what it never got, has left it: that one cannot give its number away)
+            index = seq - acked - removed - 1 if renumber and seq > acked else -1
+            if deadline and deadline <= now:
+                if index >= 0:
+                    assert replay is not None
+                    frames = replay[index]
                     del replay[index]
                     self.replay_bytes -= frames.cost
                     self.sequence_id -= 1
                     removed += 1
-                continue  # (numbered, but its number acknowledged already: the client asked for a gap)
-            out += frames._sequenced(self.variant, seq - removed) if seq and removed else pending[start:end]
+                continue
+            if index >= 0 and removed:
+                assert replay is not None
+                out += replay[index]._sequenced(self.variant, seq - removed)
+            else:
+                out += pending[start:end]
         out += pending[pos:]
         return out
 
@@ -467,7 +484,7 @@ class Frames:
         if direct:
             transport.underlying_transport.write(data)
         else:
-            _deliver(conn, transport, data, self, sequence_id)
+            _deliver(conn, transport, data, self.deadline, sequence_id)
         return True
 
     def _sequenced(self, variant: int, sequence_id: int) -> bytes:
@@ -495,11 +512,11 @@ def fanout(targets: Iterable[Connection], frames: Frames, excluded: frozenset[st
                 continue
             variant = conn.variant
             if variant == Variant.RAW:
-                delivered += conn._write(frames._raw_frame(), frames)
+                delivered += conn._write(frames._raw_frame(), frames.deadline)
             elif variant == Variant.JSON:
-                delivered += conn._write(frames._json_frame(), frames)
+                delivered += conn._write(frames._json_frame(), frames.deadline)
             elif variant == Variant.PROTOBUF:
-                delivered += conn._write(frames._pb_frame(), frames)
+                delivered += conn._write(frames._pb_frame(), frames.deadline)
             else:
                 delivered += frames._write_reliable(conn)
         except Exception as exc:

@@ -43,11 +43,18 @@ class FaultProxy:
 
     async def stall(self, seconds: float) -> None:
         """Hold every byte in both directions for `seconds`, closing nothing."""
-        self._flowing.clear()
+        self.hold()
         try:
             await asyncio.sleep(seconds)
         finally:
-            self._flowing.set()
+            self.release()
+
+    def hold(self) -> None:
+        """Hold every byte in both directions from now until `release`, closing nothing."""
+        self._flowing.clear()
+
+    def release(self) -> None:
+        self._flowing.set()
 
     def go_down(self) -> None:
         """Cut every connection, and reset each new one until `come_up` (a client's reconnects fail)."""

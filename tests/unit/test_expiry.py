@@ -82,7 +82,12 @@ class Rig:
     def __init__(self, impl, variant=Variant.JSON_RELIABLE):
         self.impl = impl
         self.loop = asyncio.new_event_loop()
-        self.conn = impl.Connection("c1", None, "h", None, variant)
+        self.overflows = 0
+
+        class Conn(impl.Connection):
+            def on_outbound_overflow(conn):
+                self.overflows += 1
+        self.conn = Conn("c1", None, "h", None, variant)
         self.sockets: list[Socket] = []
         self.connect()
 
@@ -149,6 +154,20 @@ def test_a_paused_socket_never_gets_what_expired_while_it_waited(impl, variant, 
     texts = [text for _, text in rig.got()] if variant == Variant.JSON else [p.decode() for p in frames_in(
         bytes(rig.sockets[0].data))]
     assert texts == ["kept", "an ack", "fresh", "after"]
+
+
+@IMPLEMENTATIONS
+def test_what_a_paused_socket_notes_about_its_frames_counts_against_its_limit(impl, rigs):
+    """Each frame that may expire costs a 32-byte note besides its bytes: a flood of tiny messages
+    with a TTL cannot make a client's queue hold more than max_outbound bytes in all."""
+    rig = rigs(impl, Variant.RAW)
+    rig.conn.max_outbound = 1000
+    rig.conn.pause()
+    sent = 0
+    while not rig.overflows:
+        rig.send("x", LIVE)  # a 3-byte frame
+        sent += 1
+    assert sent == 1000 // (3 + 32) + 1
 
 
 @IMPLEMENTATIONS
