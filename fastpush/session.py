@@ -67,7 +67,8 @@ from .protocol.names import event_error, group_error, is_valid_event, is_valid_g
 from .protocol.payload import DataType, Payload
 
 __all__ = ["ClientSession", "ConnectionSettings", "SESSION_SLOTS", "SessionHub", "SessionNode", "ClientFrame",
-           "OPCODE_CONTINUATION", "OPCODE_TEXT", "OPCODE_BINARY", "MAX_EVENTS_IN_FLIGHT", "ACK_REPEAT_SECONDS"]
+           "OPCODE_CONTINUATION", "OPCODE_TEXT", "OPCODE_BINARY", "MAX_EVENTS_IN_FLIGHT", "ACK_REPEAT_SECONDS",
+           "SOCKET_HIGH_WATER_BYTES"]
 
 log = logging.getLogger("fastpush.ws")
 R = TypeVar("R")
@@ -76,6 +77,9 @@ R = TypeVar("R")
 OPCODE_CONTINUATION, OPCODE_TEXT, OPCODE_BINARY = 0x0, 0x1, 0x2
 ACK_REPEAT_SECONDS = 0.005
 MAX_EVENTS_IN_FLIGHT = 64  # user events of one connection waiting for the upstream, before reading pauses
+# Bytes a client's socket buffer may hold before frames wait in the connection's own queue, where a
+# slow client's backlog can be dropped ahead of its close frame and expired messages left out.
+SOCKET_HIGH_WATER_BYTES = 64 * 1024
 
 
 @dataclass(slots=True)
@@ -89,6 +93,13 @@ class ConnectionSettings:
     replay_max_bytes: int = 16 * 1024 * 1024
     max_message_bytes: int = 1024 * 1024  # one client message, however many fragments it comes in
     max_groups_per_connection: int = 1000  # groups a client may join itself
+
+    @property
+    def socket_high_water_bytes(self) -> int:
+        """What a client's socket buffer may hold before frames wait in fastpush's own queue, and
+        what a recovery's resend writes before it waits for the socket to drain: bytes handed to
+        the socket cannot be taken back (a message that expires meanwhile is sent all the same)."""
+        return min(SOCKET_HIGH_WATER_BYTES, self.max_outbound_bytes)
 
 
 class ClientFrame(Protocol):
@@ -274,7 +285,7 @@ class ClientSession:
             self.send_frame(codec.opcode, codec.encode_connected(self.connection_id, self.user_id,
                                                                  self.reconnection_token))
         if recovering:
-            reliable.resend(self, self._settings.max_outbound_bytes)
+            reliable.resend(self, self._settings.socket_high_water_bytes)
 
     def adopted(self, connection_state: str | None) -> None:
         """This session was handed over by another node (fastpush.reliable.restore has its buffer);
