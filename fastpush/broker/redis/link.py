@@ -24,6 +24,8 @@ from .sentinel import Sentinels, is_sentinel_url
 __all__ = ["Link", "log_failure", "unavailable"]
 
 log = logging.getLogger("fastpush.broker")
+OLD_MASTER_PAUSE_MS = 5000  # publishing paused on a master Sentinel replaced, for nodes yet to hear of it
+LEAVE_SECONDS = 0.5  # to pause it and read what it sent before: longer, it is gone or unreachable
 
 
 class Link:
@@ -78,8 +80,22 @@ class Link:
         asyncio.get_running_loop().create_task(self._leave_unless_on(address))
 
     async def _leave_unless_on(self, address: RedisAddress) -> None:
-        if self.address != address:  # checked now: a reconnect may have reached it meanwhile
-            await self.close()  # the broker's watch notices and reconnects
+        """Leave the old master, which may still be up (a planned failover, a partition): first
+        pause its publishing, so a node that has not heard of the switch yet gets no answer to a
+        send there (it fails, 503, once that node leaves) instead of an OK whose message the nodes
+        already gone never see; then read what it published before the pause. The broker's watch
+        notices the close and reconnects."""
+        if self.address == address:  # checked now: a reconnect may have reached it meanwhile
+            return
+        commands = self.commands
+        if commands is not None and commands.connected:
+            try:
+                async with asyncio.timeout(LEAVE_SECONDS):
+                    await commands.execute("CLIENT", "PAUSE", OLD_MASTER_PAUSE_MS, "WRITE")
+                    await self.barrier()
+            except (OSError, hiredis.ReplyError) as exc:  # gone already (TimeoutError included), or not allowed
+                log.info("node %s: did not pause the old master's publishing: %s", self.node_id, exc or "no answer")
+        await self.close()
 
     async def pause(self, seconds: float) -> None:
         """Wait before connecting again: `seconds`, or less if Sentinel names a new master meanwhile."""
