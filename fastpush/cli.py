@@ -31,6 +31,7 @@ import uvloop
 
 from .app import MAX_MESSAGE_BYTES, Server, client_access_url
 from .auth.tokens import KeyRing
+from .broker.redis.sentinel import SCHEME as SENTINEL_SCHEME
 from .broker.redis.sentinel import Sentinels, is_sentinel_url
 from .broker.resp import RedisAddress
 from .config import Config, ConfigError, load_config
@@ -365,13 +366,17 @@ def _load_config(path: str) -> Config:
 
 
 def _check_redis_url(url: str) -> None:
+    scheme = urlsplit(url).scheme.lower()
+    if scheme not in ("redis", "rediss", SENTINEL_SCHEME):
+        raise StartupError(f"--redis-url: {scheme or 'a URL without a scheme'}:// is none of redis://, rediss:// "
+                           f"and {SENTINEL_SCHEME}://")
     try:
-        if is_sentinel_url(url):
+        if scheme == SENTINEL_SCHEME:
             Sentinels.from_url(url)
         else:
             RedisAddress.from_url(url)
     except ValueError as exc:
-        raise StartupError(f"--redis-url: {exc} (redis://, rediss:// or redis+sentinel://)") from None
+        raise StartupError(f"--redis-url: {exc}") from None
 
 
 def _tls_files(args: argparse.Namespace) -> tuple[str, str] | None:

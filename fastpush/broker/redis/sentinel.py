@@ -107,7 +107,7 @@ class Sentinels:
             self._sentinels.remove(sentinel)
             self._sentinels.insert(0, sentinel)
             return address
-        raise SentinelError(f"no Sentinel named the Redis master {self.master_name!r}: {'; '.join(reasons)}")
+        raise SentinelError(f"no Sentinel named the master: {'; '.join(reasons)}")
 
     def _address(self, reply: RespItem) -> RedisAddress:
         if isinstance(reply, hiredis.ReplyError):
