@@ -38,9 +38,12 @@ from array import array
 from pathlib import Path
 
 import hiredis
+import msgspec
 import uvloop
 
 from fastpush import ops
+from fastpush.broker.base import LocalHub
+from fastpush.broker.redis import RedisBroker
 from fastpush.broker.redis.bus import OP, Envelope, encode_envelope
 from fastpush.protocol.payload import DataType, Payload
 
@@ -184,6 +187,10 @@ async def run_case(nodes: int, payload_bytes: int, args: argparse.Namespace, rat
         children = Children(Path(scratch))
         try:
             redis = await RedisServer.start(children, cores.server_cpus)
+            if args.replica:  # the Sentinel pair: the master also writes every PUBLISH to its replica
+                await RedisServer.start(children, cores.load or cores.cpus, "--replicaof", "127.0.0.1",
+                                        str(redis.port), name="redis-replica")
+                await _replica_linked(redis.port)
             procs = [await children.spawn(f"node{i}", [sys.executable, "-m", "benches.redis_pubsub", "--node",
                                                         str(redis.port), str(nodes), str(payload_bytes),
                                                         str(args.seconds), str(args.window), str(rate / nodes)],
@@ -218,6 +225,77 @@ async def run_case(nodes: int, payload_bytes: int, args: argparse.Namespace, rat
             "p50_ms": percentile(samples, 50) / 1e6, "p99_ms": percentile(samples, 99) / 1e6}
 
 
+# --- what the registry costs in Redis ----------------------------------------------------------
+class _Member(msgspec.Struct, frozen=True):
+    connection_id: str
+    user_id: str | None
+    roles: frozenset[str]
+    groups: frozenset[str]
+
+
+class _Handler:
+    """The node, as the broker sees it, holding nothing: the registry is written directly."""
+
+    def apply(self, op: ops.Op) -> object:
+        return None
+
+    def answer(self, question: ops.Query) -> object:
+        return None
+
+    def hand_over(self, hub: str, connection_id: str, token: str | None, subprotocol: str | None) -> None:
+        return None
+
+    def local_hubs(self) -> list[LocalHub]:
+        return []
+
+
+async def registry_cost(connections: int, groups: int) -> dict:
+    """Redis memory and commands for `connections` registered connections (each with a user and
+    `groups` groups), as one node writes them when its clients connect."""
+    cores = plan_cores()
+    with tempfile.TemporaryDirectory() as scratch:
+        children = Children(Path(scratch))
+        try:
+            redis = await RedisServer.start(children, cores.server_cpus)
+            broker = RedisBroker(redis.url)
+            await broker.start(_Handler())
+            before = await _info(redis.port)
+            for i in range(connections):
+                member = _Member(f"conn-{i:08d}", f"user-{i % (connections // 2 or 1)}", frozenset(),
+                                 frozenset(f"group-{(i + g) % 1000}" for g in range(groups)))
+                broker.connection_added(HUB, member)
+                for group in member.groups:
+                    broker.group_joined(HUB, member, group, first=False)
+                if i % 1000 == 999:  # a question on the same socket: answered once the writes before it are done
+                    await broker.ask(ops.ConnectionExists(HUB, "none"))
+            await broker.ask(ops.ConnectionExists(HUB, "none"))
+            after = await _info(redis.port)
+            await broker.stop()
+        finally:
+            await children.close()
+    memory = int(after["used_memory"]) - int(before["used_memory"])
+    commands = int(after["total_commands_processed"]) - int(before["total_commands_processed"])
+    return {"connections": connections, "groups_each": groups, "memory_bytes": memory,
+            "bytes_per_connection": memory / connections, "commands_per_connection": commands / connections}
+
+
+async def _info(port: int) -> dict[str, str]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(hiredis.pack_command((b"INFO",)))
+    parser = hiredis.Reader()
+    while (reply := parser.gets()) is False:
+        parser.feed(await reader.read(65536))
+    writer.close()
+    return dict(line.split(":", 1) for line in reply.decode().splitlines() if ":" in line)
+
+
+async def _replica_linked(port: int) -> None:
+    """Until the master at `port` has its replica online (bounded)."""
+    async with asyncio.timeout(30):
+        while "state=online" not in (await _info(port)).get("slave0", ""):
+            await asyncio.sleep(0.05)
+
+
 def _list(text: str) -> list[int]:
     return [int(part) for part in text.split(",")]
 
@@ -230,7 +308,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="publishing time per case (3)")
     parser.add_argument("--window", type=int, default=1024, help="PUBLISHes in flight per node at saturation (1024)")
     parser.add_argument("--light-rate", type=float, default=1000.0, help="messages/s in all, light load (1000)")
+    parser.add_argument("--replica", action="store_true",
+                        help="give the Redis a replica, as under Sentinel (the replica on the load side's CPU)")
     parser.add_argument("--json-out", metavar="FILE", help="also write the rows as JSON")
+    parser.add_argument("--registry", type=int, metavar="N",
+                        help="instead: Redis memory and commands for N registered connections (0, 1 and 5 groups)")
     parser.add_argument("--node", nargs=6, help=argparse.SUPPRESS)  # a child: port nodes size seconds window rate
     args = parser.parse_args()
     if args.node:
@@ -239,8 +321,17 @@ def main() -> None:
         return
     if why := missing():
         sys.exit(f"benches.redis_pubsub: {why}")
+    if args.registry:
+        print(f"{'connections':>11} {'groups each':>11} {'Redis memory':>13} {'per connection':>15} "
+              f"{'commands/conn':>13}")
+        for groups in (0, 1, 5):
+            cost = uvloop.run(registry_cost(args.registry, groups))
+            print(f"{cost['connections']:>11,} {groups:>11} {cost['memory_bytes'] / 2**20:>10.1f} MiB "
+                  f"{cost['bytes_per_connection']:>13,.0f} B {cost['commands_per_connection']:>13.1f}")
+        return
     print(f"machine: {machine()['cpu']}, {os.cpu_count()} CPUs (shared: other work runs here too); "
-          f"Redis pinned as the benches pin servers: {plan_cores().describe()}")
+          f"Redis pinned as the benches pin servers: {plan_cores().describe()}"
+          f"{'; the master has a replica' if args.replica else ''}")
     header = (f"{'nodes':>5} {'payload':>8} {'on wire':>8} {'published/s':>12} {'delivered/s':>12} {'Redis CPU':>9} "
               f"{'Redis us/pub':>12} {'p50 ms':>7} {'p99 ms':>7}   at {args.light_rate:g}/s: "
               f"{'p50 ms':>7} {'p99 ms':>7}")
