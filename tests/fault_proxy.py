@@ -1,8 +1,9 @@
 """A TCP proxy for fault tests: it forwards 127.0.0.1 traffic to a server and can cut every
-connection (as a network drop: the peers see a reset, no close frame), stall it (bytes stop
-flowing but nothing closes), or go down for a while (cut, and refuse new connections). It counts
-the connections it accepts (each after the first is a reconnect) and the bytes each carried, and
-can wait for one to be up, so a test's cut always hits a live connection."""
+connection (as a network drop: the peers see a reset, no close frame) or stall it (bytes stop
+flowing but nothing closes). It counts the connections it accepts (each after the first is a
+reconnect) and the bytes each carried, and can wait for one to be up, so a test's cut always hits
+a live connection. While `refusing`, it drops each new connection at once (a server that is down);
+`go_down` cuts every connection and starts refusing, `come_up` ends it."""
 from __future__ import annotations
 
 import asyncio
@@ -27,11 +28,11 @@ class FaultProxy:
         self.port = 0
         self.cuts = 0
         self.accepted = 0
+        self.refusing = False
         self._server: asyncio.AbstractServer | None = None
         self._pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
         self._flowing = asyncio.Event()
         self._flowing.set()
-        self.refusing = False
         self.links: list[Link] = []
 
     async def start(self) -> FaultProxy:
@@ -87,10 +88,10 @@ class FaultProxy:
         return True
 
     async def _accept(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
         if self.refusing:
             client_writer.transport.abort()
             return
-        self.accepted += 1
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         except OSError:
