@@ -16,7 +16,7 @@ _SCHEMA = {
                     ("protobuf_data", 3, ".google.protobuf.Any", 0, False), ("json_data", 4, "string", 0, False)],
     "SendToGroupMessage": [("group", 1, "string", None, False), ("ack_id", 2, "uint64", None, True),
                            ("data", 3, ".wps.MessageData", None, False), ("no_echo", 4, "bool", None, True),
-                           ("metadata", 6, "map", None, False)],
+                           ("ttl_seconds", 5, "uint32", None, True), ("metadata", 6, "map", None, False)],
     "EventMessage": [("event", 1, "string", None, False), ("data", 2, ".wps.MessageData", None, False),
                      ("ack_id", 3, "uint64", None, True), ("metadata", 4, "map", None, False)],
     "JoinGroupMessage": [("group", 1, "string", None, False), ("ack_id", 2, "uint64", None, True)],
