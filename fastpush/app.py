@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import ssl
@@ -11,6 +12,7 @@ from collections.abc import Awaitable
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 
 from .auth.tokens import KeyRing, generate_access_key
+from .broker.base import SessionReservation
 from .broker.errors import BrokerUnavailable
 from .broker.memory import MemoryBroker
 from .broker.redis import RedisBroker
@@ -43,6 +45,9 @@ MAX_MESSAGE_BYTES = 1024 * 1024  # Azure's limit on one client message
 HTTP_SWEEP_SECONDS = 1.0  # how often HTTP deadlines are checked (more often when a timeout is shorter)
 HUB_SWEEP_SECONDS = 30.0  # how often hubs emptied without a connection leaving are dropped
 SHUTDOWN_GRACE_SECONDS = 2.0
+DRAIN_TIMEOUT_SECONDS = 25.0  # default: with the shutdown's own grace, inside a 30 s stop timeout (Kubernetes')
+DRAIN_CHECK_SECONDS = 0.1  # how often a draining server looks at what is left
+DRAIN_REASON = "The server is restarting; connect again."
 
 
 class Server:
@@ -81,9 +86,11 @@ class Server:
         self._upstream_client: HttpClient | None = None
         self.reuse_port = reuse_port
         broker = RedisBroker(redis_url) if redis_url else MemoryBroker()
-        self.node = Node(broker, configure=self._configure_hub, hand_over=_hand_over)
+        self.node = Node(broker, configure=self._configure_hub, sessions=_Sessions())
         self.rest = RestApi(self.node, self.keyring, lambda: self.endpoint)
         self.front_doors: set[FrontDoor] = set()
+        self.draining = False
+        self._hurry = asyncio.Event()  # cuts a drain short (see hurry)
         self._server: asyncio.AbstractServer | None = None
         self.keepalive_seconds = keepalive_seconds
         self.idle_timeout_seconds = idle_timeout_seconds
@@ -134,6 +141,59 @@ class Server:
         await asyncio.sleep(0)
         await self._server.wait_closed()
         self._server = None
+
+    async def drain(self, timeout: float = DRAIN_TIMEOUT_SECONDS) -> None:
+        """Leave without losing a message, then stop (SIGTERM). The port stops listening here, so
+        new connections go to the other processes on it, or other nodes. Every client is closed
+        with 1012, on which the SDKs reconnect at once; a reliable client's session stays here
+        until its client, recovering on another node, takes it there with everything it has not
+        acknowledged (fastpush.broker.redis.handover). HTTP requests already on their way are
+        answered, and each connection closed after its answer. Stops once nothing is left, or no
+        other node is there to take a session (the one-node broker: never), or after `timeout`
+        seconds; then as `stop`."""
+        if self._server is None or self.draining:
+            return
+        self.draining = True
+        self._server.close()
+        self.node.broker.begin_drain()
+        for door in list(self.front_doors):
+            door.drain()
+        started = time.monotonic()
+        log.info("draining: no longer listening; %d connections to hand over or close",
+                 self.node.connection_count, extra={"event": "draining"})
+        told: set[str] = set()
+        while True:
+            elsewhere = await self._others_serving()
+            for hub in self.node.hubs():
+                for conn in tuple(hub.connections):
+                    if isinstance(conn, ClientConnection) and conn.connection_id not in told:
+                        told.add(conn.connection_id)  # the ones there at first, and any admitted since
+                        keep = elsewhere and conn.keep_session
+                        conn.close(CloseCode.SERVICE_RESTART, DRAIN_REASON, notify=not keep, keep_session=keep)
+            left = self.node.connection_count
+            if not left or not elsewhere or self._hurry.is_set() or time.monotonic() - started >= timeout:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._hurry.wait(), DRAIN_CHECK_SECONDS)
+        fields = {"event": "drained", "left": left, "seconds": round(time.monotonic() - started, 3)}
+        if left and elsewhere:
+            log.warning("drain timed out after %(seconds).1f s: %(left)d connections were not handed over",
+                        fields, extra=fields)
+        else:
+            log.info("drained in %(seconds).1f s (%(left)d connections left with nowhere to go)", fields,
+                     extra=fields)
+        await self.stop()
+
+    def hurry(self) -> None:
+        """End a drain under way now (a second signal): what is left is closed as `stop` does."""
+        self._hurry.set()
+
+    async def _others_serving(self) -> bool:
+        """Whether another node can take this one's sessions (not if Redis cannot tell)."""
+        try:
+            return await resolve(self.node.broker.others_serving())
+        except BrokerUnavailable:
+            return False
 
     async def __aenter__(self) -> Server:
         return await self.start()
@@ -211,6 +271,9 @@ class Server:
 
     def decide_upgrade(self, request: Request) -> Outcome[Handoff | Response]:
         """A Handoff or an HTTP refusal; a coroutine giving one when a connect event must be asked."""
+        if self.draining:  # reached on a connection opened before the drain; new ones go elsewhere
+            self._log_refusal(request.peer, None, 503, DRAIN_REASON)
+            return error_response(503, "ServiceUnavailable", DRAIN_REASON)
         decision = decide_upgrade(request, self.keyring, self._anonymous_allowed)
         if isinstance(decision, Reject):
             self._log_refusal(request.peer, None, decision.status, decision.message)
@@ -252,18 +315,41 @@ class Server:
         return Handoff(conn, decision.subprotocol)
 
     async def _recover_elsewhere(self, hub: Hub, decision: Accept,
-                                 taken: Awaitable[bytes | None]) -> Handoff | Response:
-        """The session is on another node: take it over, subscribed before the client resumes."""
+                                 taken: Awaitable[SessionReservation | None]) -> Handoff | Response:
+        """The session is on another node: reserve it, subscribe to what it needs, then move it here
+        at one point of the cluster's order, so it misses nothing and gets nothing twice
+        (fastpush.broker.redis.handover)."""
+        conn: ClientConnection | None = None
+        arrived = False
+
+        def arrive() -> None:
+            nonlocal arrived
+            if conn is not None:
+                arrived = True
+                conn.arrived()
         try:
-            state = await taken
-            if state is None:
+            reservation = await taken
+            if reservation is None:
                 return self._refused_recovery(decision, "The session to recover was not found, or its token "
                                                         "did not match.")
-            conn = ClientConnection.adopt(self.node, hub, self.settings, state)
+            conn = ClientConnection.adopt(self.node, hub, self.settings, reservation.identity)
             conn.address = decision.address
             await resolve(self.node.broker.prepare_connection(hub.name, conn.user_id, conn.groups_to_join))
+            state = await resolve(self.node.broker.move_session(reservation, arrive))
         except BrokerUnavailable as exc:
+            if arrived and conn is not None:
+                conn.end_session()  # moved, but its state did not follow: it is lost
             return self._refused(decision, 503, "ServiceUnavailable", str(exc))
+        if not arrived:  # a newer recovery took the reservation over, or the session ended meanwhile
+            return self._refused(decision, 503, "ServiceUnavailable", "The session is moving; try again.")
+        if state is None:
+            conn.end_session()
+            return self._refused_recovery(decision, "The session ended on the node that held it.")
+        conn.take_state(reservation.identity, state)
+        if conn.replay_overflowed:
+            conn.end_session()
+            return self._refused_recovery(decision, "The reliable message buffer overflowed; the session cannot "
+                                                    "be resumed.")
         return Handoff(conn, decision.subprotocol)
 
     async def _ask_connect(self, hub: Hub, decision: Accept, ctx: EventContext, request: Request) -> Response | None:
@@ -423,10 +509,17 @@ def client_access_url(keyring: KeyRing, endpoint: str, hub: str, *, user_id: str
     return "ws" + endpoint[4:] + f"/client/hubs/{hub}?access_token={token}"
 
 
-def _hand_over(hub: Hub, connection_id: str, token: str | None, subprotocol: str | None) -> bytes | None:
-    """A reliable session this node holds, given up to the node its client recovered onto."""
-    conn = hub.connection(connection_id)
-    return conn.hand_over(token, subprotocol) if isinstance(conn, ClientConnection) else None
+class _Sessions:
+    """The reliable sessions this node holds, as the node describes and gives them up to the node
+    their clients recovered onto (fastpush.node.SessionKeeper)."""
+
+    def describe(self, hub: Hub, connection_id: str, token: str | None, subprotocol: str | None) -> bytes | None:
+        conn = hub.connection(connection_id)
+        return conn.describe(token, subprotocol) if isinstance(conn, ClientConnection) else None
+
+    def give_up(self, hub: Hub, connection_id: str) -> bytes | None:
+        conn = hub.connection(connection_id)
+        return conn.give_up() if isinstance(conn, ClientConnection) else None
 
 
 def _new_connection_id() -> str:

@@ -60,6 +60,8 @@ class Resumable(Protocol):
     replay: Any  # a deque of Replayed, or None before the first reliable delivery
     replay_bytes: int
     replay_overflowed: bool
+    replay_max_messages: int
+    replay_max_bytes: int
     resend_next: int
     keep_session: bool
     reconnection_token: str | None
@@ -125,11 +127,12 @@ _encode_state = msgspec.msgpack.Encoder().encode
 _decode_state = msgspec.msgpack.Decoder(SessionState).decode
 
 
-def export_state(session: Resumable, connection_state: str | None) -> bytes:
+def export_state(session: Resumable, connection_state: str | None, *, with_replay: bool = True) -> bytes:
     """The session as another node needs it: who, where, its counters and every unacknowledged
-    delivery (`connection_state`: what the upstream set with ce-connectionState)."""
+    delivery, unless `with_replay` is False (`connection_state`: what the upstream set with
+    ce-connectionState)."""
     buffered = [Buffered(f.payload, getattr(f.source, "group", None), getattr(f.source, "from_user_id", None))
-                for f in (session.replay or ())]
+                for f in ((session.replay or ()) if with_replay else ())]
     return _encode_state(SessionState(session.connection_id, session.user_id, session.subprotocol, session.variant,
                                       sorted(session.roles), sorted(session.groups), session.sequence_id,
                                       session.acked_sequence_id, buffered, connection_state))
@@ -140,9 +143,13 @@ def decode_state(data: bytes) -> SessionState:
 
 
 def restore(session: Resumable, state: SessionState, frames: Callable[[Payload, Any], Replayed]) -> None:
-    """Give a new connection (made from `state`'s identity) the handed-over counters and replay
-    buffer; `frames` makes one kept delivery (fastpush._fanout.Frames)."""
-    session.sequence_id = state.sequence_id
+    """Give a connection made from `state`'s identity the handed-over counters and replay buffer,
+    ahead of what it buffered since it moved here (numbered from 1: a sequenceId is its place in
+    the buffer, so the numbers simply go on after the holder's); `frames` makes one kept delivery
+    (fastpush._fanout.Frames). Past the session's replay limits together it cannot be resumed
+    (replay_overflowed), as if it had overflowed on one node."""
+    since = session.replay or ()
+    session.sequence_id = state.sequence_id + len(since)
     session.acked_sequence_id = state.acked_sequence_id
     replay: collections.deque[Replayed] = collections.deque()
     for entry in state.replay:
@@ -150,7 +157,10 @@ def restore(session: Resumable, state: SessionState, frames: Callable[[Payload, 
         kept = frames(entry.payload, source)
         replay.append(kept)
         session.replay_bytes += kept.cost
+    replay.extend(since)
     session.replay = replay
+    if len(replay) > session.replay_max_messages or session.replay_bytes > session.replay_max_bytes:
+        session.replay_overflowed = True
 
 
 # --- what a recovered session is sent again -----------------------------------------------------
