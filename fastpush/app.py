@@ -316,28 +316,35 @@ class Server:
 
     async def _recover_elsewhere(self, hub: Hub, decision: Accept,
                                  taken: Awaitable[SessionReservation | None]) -> Handoff | Response:
-        """The session is on another node: reserve it, subscribe to what it needs, then move it here
-        at one point of the cluster's order, so it misses nothing and gets nothing twice
-        (fastpush.broker.redis.handover)."""
-        conn: ClientConnection | None = None
+        """The session is on another node: reserve it, then move it here. Once reserved, the move
+        completes even if the client leaves meanwhile (a move cut short could lose the session):
+        the session then waits here for its client, as a dropped one does."""
+        try:
+            reservation = await taken
+        except BrokerUnavailable as exc:
+            return self._refused(decision, 503, "ServiceUnavailable", str(exc))
+        if reservation is None:
+            return self._refused_recovery(decision, "The session to recover was not found, or its token did not "
+                                                    "match.")
+        return await asyncio.shield(self._move_here(hub, decision, reservation))
+
+    async def _move_here(self, hub: Hub, decision: Accept, reservation: SessionReservation) -> Handoff | Response:
+        """Subscribe to what the session needs, then move it here at one point of the cluster's
+        order, so it misses nothing and gets nothing twice (fastpush.broker.redis.handover)."""
+        conn = ClientConnection.adopt(self.node, hub, self.settings, reservation.identity)
+        conn.address = decision.address
         arrived = False
 
         def arrive() -> None:
             nonlocal arrived
-            if conn is not None:
-                arrived = True
-                conn.arrived()
+            arrived = True
+            self.node.hub(hub.name)  # registers `hub` itself, which the session joins now
+            conn.arrived()
         try:
-            reservation = await taken
-            if reservation is None:
-                return self._refused_recovery(decision, "The session to recover was not found, or its token "
-                                                        "did not match.")
-            conn = ClientConnection.adopt(self.node, hub, self.settings, reservation.identity)
-            conn.address = decision.address
             await resolve(self.node.broker.prepare_connection(hub.name, conn.user_id, conn.groups_to_join))
             state = await resolve(self.node.broker.move_session(reservation, arrive))
         except BrokerUnavailable as exc:
-            if arrived and conn is not None:
+            if arrived:
                 conn.end_session()  # moved, but its state did not follow: it is lost
             return self._refused(decision, 503, "ServiceUnavailable", str(exc))
         if not arrived:  # a newer recovery took the reservation over, or the session ended meanwhile

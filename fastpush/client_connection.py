@@ -53,8 +53,10 @@ class ClientConnection(ClientSession, Connection):
         then gives it the holder's buffer, and its client's socket resumes it."""
         state = reliable.decode_state(identity)
         claims = ClientClaims(state.user_id, tuple(state.roles), tuple(state.groups))
-        return cls(node, hub, Accept(hub.name, state.subprotocol, state.variant, claims), state.connection_id,
+        conn = cls(node, hub, Accept(hub.name, state.subprotocol, state.variant, claims), state.connection_id,
                    settings)
+        conn.reconnection_token, conn.previous_token = state.reconnection_token, state.previous_token
+        return conn
 
     def take_state(self, identity: bytes, data: bytes) -> None:
         """The holder's state as it gave the session up (fastpush.broker.redis.handover): its counters
@@ -63,6 +65,7 @@ class ClientConnection(ClientSession, Connection):
         applies here too; a change made here since the move stays."""
         before, state = reliable.decode_state(identity), reliable.decode_state(data)
         reliable.restore(self, state, Frames)
+        self.reconnection_token, self.previous_token = state.reconnection_token, state.previous_token
         if state.connection_state is not None:
             self._context().state = state.connection_state
         granted, revoked = set(state.roles) - set(before.roles), set(before.roles) - set(state.roles)

@@ -121,6 +121,10 @@ class SessionState(msgspec.Struct, array_like=True):
     acked_sequence_id: int
     replay: list[Buffered]
     connection_state: str | None
+    # The client's token and the one before (see `refusal`): it may come back to the session's new
+    # node, or try again elsewhere, with either.
+    reconnection_token: str | None = None
+    previous_token: str | None = None
 
 
 _encode_state = msgspec.msgpack.Encoder().encode
@@ -135,7 +139,8 @@ def export_state(session: Resumable, connection_state: str | None, *, with_repla
                 for f in ((session.replay or ()) if with_replay else ())]
     return _encode_state(SessionState(session.connection_id, session.user_id, session.subprotocol, session.variant,
                                       sorted(session.roles), sorted(session.groups), session.sequence_id,
-                                      session.acked_sequence_id, buffered, connection_state))
+                                      session.acked_sequence_id, buffered, connection_state,
+                                      session.reconnection_token, session.previous_token))
 
 
 def decode_state(data: bytes) -> SessionState:

@@ -3,7 +3,10 @@ during and after the move reaches the client exactly once, in order."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
+import socket
 import threading
 
 import pytest
@@ -57,7 +60,25 @@ class ReliableReader:
                                           f"&awps_reconnection_token={self.token}")
 
 
-@pytest.mark.parametrize("cut", ["abort", "ack-then-abort"])
+def _abandoned_recovery(url: str) -> None:
+    """A recovery's upgrade request, sent, and the socket closed without waiting for the answer:
+    what a client does that gives up on an attempt (the server is then moving its session)."""
+    host, port, target = _split(url)
+    with socket.create_connection((host, port), timeout=5) as sock:
+        key = base64.b64encode(os.urandom(16)).decode()
+        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                     f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                     f"Sec-WebSocket-Protocol: {JSON_RELIABLE_V1}\r\n\r\n".encode())
+
+
+def _split(url: str) -> tuple[str, int, str]:
+    rest = url.split("://", 1)[1]
+    hostport, _, path = rest.partition("/")
+    host, _, port = hostport.rpartition(":")
+    return host, int(port), "/" + path
+
+
+@pytest.mark.parametrize("cut", ["abort", "ack-then-abort", "abandon-then-recover"])
 async def test_a_session_moved_back_and_forth_under_load_gets_everything_once_in_order(cluster, hub_name, cut):
     first, publisher_node, second = cluster
     hub_api = publisher_node.server.hub(hub_name)
@@ -73,6 +94,8 @@ async def test_a_session_moved_back_and_forth_under_load_gets_everything_once_in
                 await ws.send(json.dumps({"type": "sequenceAck", "sequenceId": reader.seen}))
             ws.transport.abort()
             target = second if move % 2 == 0 else first
+            if cut == "abandon-then-recover":
+                await asyncio.to_thread(_abandoned_recovery, reader.recovery_url(target, hub_name))
             ws = await websockets.connect(reader.recovery_url(target, hub_name), subprotocols=[JSON_RELIABLE_V1])
             hello = json.loads(await ws.recv())
             assert hello.get("event") == "connected" and hello["connectionId"] == reader.connection_id, hello

@@ -110,13 +110,47 @@ def test_a_session_with_nothing_kept_hands_over_an_empty_buffer():
     assert (len(adopted.replay), adopted.replay_bytes, adopted.sequence_id, state.connection_state) == (0, 0, 0, None)
 
 
+def test_a_moved_session_puts_the_holders_buffer_ahead_of_what_it_buffered_since_the_move():
+    """A session that moved buffers what arrives from the move on, numbered from 1; the holder's
+    state, arriving just after, goes in front and the numbers go on after the holder's."""
+    holder = sent_to(Kept(), SENDS[:3])
+    holder.acknowledge(1)
+    identity = reliable.decode_state(reliable.export_state(holder, None, with_replay=False))
+    assert (identity.replay, identity.sequence_id) == ([], 3)  # what a move starts with: no buffer
+    state = reliable.decode_state(reliable.export_state(holder, None))
+    moved = sent_to(Kept(), SENDS[3:])
+    reliable.restore(moved, state, _fanout.Frames)
+    assert (moved.sequence_id, moved.acked_sequence_id) == (5, 1)
+    assert [(f.payload, f.source) for f in moved.replay] == SENDS[1:]
+    assert moved.replay_bytes == sum(len(p.data) + 64 for p, _ in SENDS[1:])
+    assert not moved.replay_overflowed
+    moved.acknowledge(4)
+    assert [(f.payload, f.source) for f in moved.replay] == SENDS[4:]
+
+
+@pytest.mark.parametrize("limit", ["messages", "bytes"])
+def test_a_move_whose_two_halves_pass_the_replay_limits_cannot_be_resumed(limit):
+    state = reliable.decode_state(reliable.export_state(sent_to(Kept(), SENDS[:3]), None))
+    moved = sent_to(Kept(), SENDS[3:])
+    if limit == "messages":
+        moved.replay_max_messages = 4
+    else:
+        moved.replay_max_bytes = sum(len(p.data) + 64 for p, _ in SENDS) - 1
+    reliable.restore(moved, state, _fanout.Frames)
+    assert moved.replay_overflowed
+
+
 def test_the_hand_over_format_is_a_msgpack_array_in_field_order():
     """Nodes of a cluster exchange this: its layout must not change by accident."""
     session = sent_to(Kept(), SENDS[1:2])
     session.roles = {"r"}
     raw = msgspec.msgpack.decode(reliable.export_state(session, None))
     buffered = [{"data_type": "json", "data": b'{"n":2}'}, "g", "bob"]
-    assert raw == ["c1", "ann", JSON_RELIABLE_V1, 2, ["r"], [], 1, 0, [buffered], None]
+    assert raw == ["c1", "ann", JSON_RELIABLE_V1, 2, ["r"], [], 1, 0, [buffered], None, None, None]
+    token = reliable.rotate_token(session)
+    assert msgspec.msgpack.decode(reliable.export_state(session, "s"))[9:] == ["s", token, None]
+    older = raw[:10]  # what a node without the two tokens sends: still read, with no token
+    assert reliable.decode_state(msgspec.msgpack.encode(older)).reconnection_token is None
 
 
 def test_a_corrupt_hand_over_is_refused():

@@ -1,11 +1,13 @@
 """What the cluster knows, kept in Redis: which node holds each connection, its user and roles,
 each group's members, the groups a user's future connections join, and which nodes are alive.
 
-Keys (hub names lowercased): `c:{hub}:{cid}` (node, user, roles), `cg:{hub}:{cid}` (its groups),
-`g:{hub}:{group}` (cid -> node|user), `u:{hub}:{user}` (cid -> node), `ug:{hub}:{user}` (groups
-for future connections), `conns:{node}` (what to forget when it dies), `nodes`, `alive:{node}`
-(expires unless refreshed). An entry counts only while its node is alive; a janitor removes a
-dead node's entries. Questions (fastpush.ops.Query) are answered from here.
+Keys (hub names lowercased): `c:{hub}:{cid}` (node, user, roles; `moving` while a reliable
+session is reserved for another node), `cg:{hub}:{cid}` (its groups), `g:{hub}:{group}`
+(cid -> node|user), `u:{hub}:{user}` (cid -> node), `ug:{hub}:{user}` (groups for future
+connections), `conns:{node}` (what to forget when it dies), `nodes`, `alive:{node}` (expires
+unless refreshed), `draining:{node}` (the same, while the node drains). An entry counts only
+while its node is alive; a janitor removes a dead node's entries. Questions (fastpush.ops.Query)
+are answered from here.
 """
 from __future__ import annotations
 
