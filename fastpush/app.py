@@ -13,7 +13,7 @@ from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 
 from .auth.tokens import KeyRing, generate_access_key
 from .broker.base import SessionReservation
-from .broker.errors import BrokerUnavailable
+from .broker.errors import BrokerUnavailable, SessionMoving
 from .broker.memory import MemoryBroker
 from .broker.redis import RedisBroker
 from .client_connection import ClientConnection
@@ -86,7 +86,9 @@ class Server:
         self._upstream_client: HttpClient | None = None
         self.reuse_port = reuse_port
         broker = RedisBroker(redis_url) if redis_url else MemoryBroker()
-        self.node = Node(broker, configure=self._configure_hub, sessions=_Sessions())
+        # Sessions moving onto this node, (hub in lower case, connection id) -> the move (_move_here).
+        self._moving_in: dict[tuple[str, str], asyncio.Future[Handoff | Response]] = {}
+        self.node = Node(broker, configure=self._configure_hub, sessions=_Sessions(self._moving_in))
         self.rest = RestApi(self.node, self.keyring, lambda: self.endpoint)
         self.front_doors: set[FrontDoor] = set()
         self.draining = False
@@ -326,7 +328,16 @@ class Server:
         if reservation is None:
             return self._refused_recovery(decision, "The session to recover was not found, or its token did not "
                                                     "match.")
-        return await asyncio.shield(self._move_here(hub, decision, reservation))
+        key = (hub.name.lower(), reservation.connection_id)
+        move = self._moving_in[key] = asyncio.ensure_future(self._move_here(hub, decision, reservation))
+        move.add_done_callback(lambda _: self._moving_in.pop(key) if self._moving_in.get(key) is move else None)
+        return await asyncio.shield(move)
+
+    async def _after_move(self, move: asyncio.Future[Handoff | Response], decision: Accept) -> Handoff | Response:
+        """A recovery of a session that is moving onto this node (an earlier attempt of the same
+        client, given up): resume it here once it has arrived, or take it from where it is then."""
+        await asyncio.wait((move,))
+        return await resolve(self._recover(decision))
 
     async def _move_here(self, hub: Hub, decision: Accept, reservation: SessionReservation) -> Handoff | Response:
         """Subscribe to what the session needs, then move it here at one point of the cluster's
@@ -423,6 +434,9 @@ class Server:
         it from another node, or refuse; a hub is registered only for a session found elsewhere."""
         session = decision.recovery_of
         assert session is not None
+        move = self._moving_in.get((decision.hub.lower(), session))
+        if move is not None:  # before the hub is asked: the session joins it before it is complete
+            return self._after_move(move, decision)
         hub = self.node.find(decision.hub)
         conn = hub.connection(session) if hub is not None else None
         if isinstance(conn, ClientConnection):
@@ -518,9 +532,15 @@ def client_access_url(keyring: KeyRing, endpoint: str, hub: str, *, user_id: str
 
 class _Sessions:
     """The reliable sessions this node holds, as the node describes and gives them up to the node
-    their clients recovered onto (fastpush.node.SessionKeeper)."""
+    their clients recovered onto (fastpush.node.SessionKeeper). One still moving here (`moving_in`)
+    cannot move on before it is complete."""
+
+    def __init__(self, moving_in: dict[tuple[str, str], asyncio.Future[Handoff | Response]]):
+        self._moving_in = moving_in
 
     def describe(self, hub: Hub, connection_id: str, token: str | None, subprotocol: str | None) -> bytes | None:
+        if (hub.name.lower(), connection_id) in self._moving_in:
+            raise SessionMoving(connection_id)
         conn = hub.connection(connection_id)
         return conn.describe(token, subprotocol) if isinstance(conn, ClientConnection) else None
 

@@ -76,7 +76,8 @@ class BrokerHandler(Protocol):
     def describe_session(self, hub: str, connection_id: str, token: str | None,
                          subprotocol: str | None) -> bytes | None:
         """A reliable session held here that another node asks for (its client recovered there):
-        its identity, if `token` and `subprotocol` may resume it; it stays here until it moves."""
+        its identity, if `token` and `subprotocol` may resume it; it stays here until it moves.
+        Raises SessionMoving while the session is still moving onto this node."""
 
     def give_up_session(self, hub: str, connection_id: str) -> bytes | None:
         """The session moves away at this instant: its state, every buffered message included,

@@ -30,7 +30,7 @@ import logging
 from collections.abc import Callable
 
 from ..base import BrokerHandler, SessionReservation
-from ..errors import BrokerUnavailable
+from ..errors import BrokerUnavailable, SessionMoving
 from ..resp import RedisGone
 from .bus import SESSION_MOVED, TAKE_SESSION, Envelope, OperationBus, encode_envelope
 from .link import Link, unavailable
@@ -39,6 +39,7 @@ from .registry import ClusterRegistry
 __all__ = ["SessionHandover"]
 
 log = logging.getLogger("fastpush.broker")
+MOVING = b"moving"  # a refused reservation's data when the session is moving onto the node asked
 
 
 class SessionHandover:
@@ -76,6 +77,8 @@ class SessionHandover:
         results = await bus.await_replies(request_id, replies, receivers)
         identity = next((data for ok, data in results if ok and data is not None), None)
         if identity is None:
+            if (False, MOVING) in results:
+                raise SessionMoving("The session is moving between nodes; try again.")
             return None
         return SessionReservation(hub, connection_id, _reservation(link.node_id, request_id), identity)
 
@@ -111,7 +114,15 @@ class SessionHandover:
         if self.handler is None or reply_to is None or data is None:
             return
         hub, cid = envelope.hub, data.decode(errors="replace")
-        identity = self.handler.describe_session(hub, cid, envelope.token or None, envelope.subprotocol)
+        try:
+            if reply_to == link.node_id:  # it moved here after the asker looked: it is nearly here
+                raise SessionMoving(cid)
+            identity = self.handler.describe_session(hub, cid, envelope.token or None, envelope.subprotocol)
+        except SessionMoving:
+            identity = None
+            moving = True
+        else:
+            moving = False
         token = _reservation(reply_to, envelope.request_id)
 
         async def reply() -> None:
@@ -120,7 +131,7 @@ class SessionHandover:
                     "reserve", 1, link.key("c", hub.lower(), cid), link.node_id, token) == 1
                 if ok:
                     self._reserved[(hub.lower(), cid)] = token
-                await self._bus.reply(reply_to, envelope.request_id, ok, identity if ok else None)
+                await self._bus.reply(reply_to, envelope.request_id, ok, identity if ok else MOVING if moving else None)
             except (RedisGone, OSError) as exc:
                 log.warning("node %s: could not reserve a session for another node: %s", link.node_id, exc)
         asyncio.get_running_loop().create_task(reply())
