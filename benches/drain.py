@@ -5,16 +5,19 @@ the parent says its replacement serves and the old one has exited).
 
     python -m benches.drain --clients 2000 --workers 2
 
-Prints, per restarted worker: how long its drain took (its own log), how many sessions it handed
-over, and the time from its SIGTERM until its last client had recovered elsewhere (p50, p99, max
-over those clients); then the messages sent and, over all clients, how many were lost or
-received twice (both must be 0). Everything runs on this machine: the load shares its cores.
+Prints, per restarted worker: how long its drain took (its own log line), how many clients it
+closed, how many of them recovered elsewhere, and the time from its SIGTERM until each of them had
+read its `connected` message on its new worker (p50, p99, max); then the messages sent and, over
+all clients, how many were lost, received twice or out of order (all must be 0). The clients and
+the publisher run in this one Python process, on the same cores as the server: with many clients
+they, not the server, set the pace (compare the drain time with the recovery times).
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import http.client
 import json
 import os
 import re
@@ -23,9 +26,8 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import jwt
@@ -49,6 +51,7 @@ class Client:
         self.seen = 0
         self.data: list[int] = []
         self.connection_id = self.token = ""
+        self.dropped_at: list[float] = []  # when the server closed or dropped its socket
         self.recovered_at: list[float] = []
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -63,6 +66,7 @@ class Client:
                             self._take(json.loads(frame))
                     finally:
                         acker.cancel()
+                        self.dropped_at.append(time.monotonic())
                     if ws.close_code == 1008:
                         raise RuntimeError(f"session refused: {ws.close_reason}")
             except (OSError, websockets.InvalidStatus, websockets.ConnectionClosed, TimeoutError):
@@ -89,42 +93,52 @@ def _token(aud: str, **claims) -> str:
     return jwt.encode({"aud": aud, "exp": int(time.time()) + 3600, **claims}, KEY.encode(), algorithm="HS256")
 
 
-async def _publish(endpoint: str, stop: asyncio.Event, sent: list[int], gap: float) -> None:
+def _publish(endpoint: str, stop: threading.Event, sent: list[int], gap: float) -> None:
+    """In a thread: numbered sends on one keep-alive connection, opened again when the server
+    closes it (a draining worker answers what it has read, then closes): a send is repeated only
+    when its connection failed before it was answered."""
     target = f"/api/hubs/{HUB}/groups/g/:send?api-version=2024-12-01"
-
-    def send(n: int) -> None:
-        for _ in range(100):
-            request = urllib.request.Request(endpoint + target, data=str(n).encode(), method="POST", headers={
-                "Authorization": f"Bearer {_token(endpoint + target)}", "Content-Type": "text/plain"})
-            try:
-                with urllib.request.urlopen(request, timeout=10) as response:
-                    assert response.status == 202
-                    return
-            except urllib.error.URLError as exc:  # refused before it was sent: safe to send again
-                if not isinstance(exc.reason, ConnectionRefusedError | ConnectionResetError):
-                    raise
-                time.sleep(0.01)
-        raise RuntimeError("the publisher could not reach any worker")
+    host, port = endpoint.split("://")[1].rsplit(":", 1)
+    auth = {"Authorization": f"Bearer {_token(endpoint + target)}", "Content-Type": "text/plain"}
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
     n = 0
     while not stop.is_set():
-        await asyncio.to_thread(send, n)
+        for _ in range(100):
+            try:
+                conn.request("POST", target, body=str(n).encode(), headers=auth)
+                response = conn.getresponse()
+                response.read()
+                assert response.status == 202, response.status
+                if response.will_close:
+                    conn.close()
+                break
+            except (ConnectionError, http.client.RemoteDisconnected):
+                conn.close()
+                time.sleep(0.01)
+        else:
+            raise RuntimeError("the publisher could not reach any worker")
         sent.append(n)
         n += 1
-        await asyncio.sleep(gap)
+        time.sleep(gap)
+    conn.close()
 
 
 class Serve:
     def __init__(self, args: list[str]):
         self.proc = subprocess.Popen([sys.executable, "-m", "fastpush", "serve", *args], cwd=ROOT, text=True,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-                                     env={**os.environ, "FASTPUSH_ACCESS_KEY": KEY})
+                                     env={**os.environ, "FASTPUSH_ACCESS_KEY": KEY, "PYTHONPATH": str(ROOT)})
         self.lines: list[str] = []
         self.changed = asyncio.Event()
 
-    async def read(self) -> None:
-        while line := await asyncio.to_thread(self.proc.stdout.readline):
-            self.lines.append(line)
-            self.changed.set()
+    async def read(self, log: Path | None) -> None:
+        """Keep reading (a full pipe would block the server's log), into `log` too if given."""
+        with open(log, "w") if log is not None else contextlib.nullcontext() as copy:
+            while line := await asyncio.to_thread(self.proc.stdout.readline):
+                self.lines.append(line)
+                self.changed.set()
+                if copy is not None:
+                    copy.write(line)
 
     async def wait_for(self, pattern: str, timeout: float = 60) -> re.Match:
         regex = re.compile(pattern)
@@ -151,15 +165,16 @@ def _gone(pid: int) -> bool:
     return False
 
 
-async def main(clients: int, workers: int, rate: float) -> None:
+async def main(clients: int, workers: int, rate: float, log: Path | None) -> int:
+    """The run; its exit code: 1 if a client lost, repeated or reordered a message."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         redis_port = probe.getsockname()[1]
-    redis = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(redis_port), "--save", "",
-                              "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    redis = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(redis_port),
+                              "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
     serve = Serve(["--port", "0", "--workers", str(workers), "--redis-url", f"redis://127.0.0.1:{redis_port}",
                    "--log-format", "json", "--max-connections-per-ip", str(clients + 100)])
-    reader = asyncio.create_task(serve.read())
+    reader = asyncio.create_task(serve.read(log))
     stop = asyncio.Event()
     try:
         endpoint = (await serve.wait_for(r"Endpoint=([^;]+);")).group(1)
@@ -174,10 +189,11 @@ async def main(clients: int, workers: int, rate: float) -> None:
             while sum(bool(c.connection_id) for c in population[:i + 200]) < min(i + 200, clients):
                 await asyncio.sleep(0.05)
         sent: list[int] = []
-        publisher = asyncio.create_task(_publish(endpoint, stop, sent, 1 / rate))
+        publishing = threading.Event()
+        publisher = asyncio.create_task(asyncio.to_thread(_publish, endpoint, publishing, sent, 1 / rate))
         await asyncio.sleep(2)
         print(f"{clients} reliable clients on {workers} workers, {rate:g} REST sends/s to their group")
-        print(f"{'worker':>8} {'drain s':>8} {'handed over':>12} {'recovered: p50 s':>17} {'p99 s':>7} {'max s':>7}")
+        print(f"{'worker':>8} {'drain s':>8} {'clients':>8} {'recovered':>10} {'p50 s':>7} {'p99 s':>7} {'max s':>7}")
         for pid in pids:
             before = {id(c): len(c.recovered_at) for c in population}
             signalled = time.monotonic()
@@ -187,13 +203,19 @@ async def main(clients: int, workers: int, rate: float) -> None:
             while not _gone(pid):
                 await asyncio.sleep(0.05)
             drained = serve.events("drained")[-1]
-            moved = [c.recovered_at[before[id(c)]] - signalled for c in population
+            # Its clients: those the server closed since the signal; wait until each is back.
+            affected = [c for c in population if c.dropped_at and c.dropped_at[-1] >= signalled]
+            deadline = time.monotonic() + RECOVERY_SECONDS
+            while (any(len(c.recovered_at) <= before[id(c)] for c in affected)
+                   and time.monotonic() < deadline):
+                await asyncio.sleep(0.05)
+            moved = [c.recovered_at[before[id(c)]] - signalled for c in affected
                      if len(c.recovered_at) > before[id(c)]]
             figures = [percentile(sorted(moved), q) for q in (50, 99, 100)] if moved else [0.0] * 3
-            print(f"{pid:>8} {drained['seconds']:>8.2f} {len(moved):>12} {figures[0]:>17.3f} {figures[1]:>7.3f} "
-                  f"{figures[2]:>7.3f}")
+            print(f"{pid:>8} {drained['seconds']:>8.2f} {len(affected):>8} {len(moved):>10} {figures[0]:>7.3f} "
+                  f"{figures[1]:>7.3f} {figures[2]:>7.3f}")
         await asyncio.sleep(2)
-        stop.set()
+        publishing.set()
         await publisher
         deadline = time.monotonic() + RECOVERY_SECONDS
         while any(len(c.data) < len(sent) for c in population) and time.monotonic() < deadline:
@@ -201,16 +223,18 @@ async def main(clients: int, workers: int, rate: float) -> None:
         expected = set(sent)
         lost = sum(len(expected - set(c.data)) for c in population)
         repeated = sum(len(c.data) - len(set(c.data)) for c in population)
+        disordered = sum(c.data != sorted(c.data) for c in population)
         print(f"{len(sent)} messages sent; over all clients: {lost} lost, {repeated} received twice, "
-              f"{sum(c.data != sorted(c.data) for c in population)} clients out of order")
+              f"{disordered} clients out of order")
         for task in tasks:
             task.cancel()
+        return 1 if lost or repeated or disordered else 0
     finally:
         stop.set()
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(serve.proc.pid, signal.SIGTERM)
-        serve.proc.wait(30)
-        reader.cancel()
+            os.killpg(serve.proc.pid, signal.SIGINT)  # at once: the measuring is over
+        await asyncio.to_thread(serve.proc.wait, 60)
+        await reader
         redis.terminate()
         redis.wait(10)
 
@@ -220,8 +244,9 @@ def cli() -> None:
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rate", type=float, default=100.0, help="REST sends per second (default 100)")
+    parser.add_argument("--server-log", type=Path, help="write the server's output (JSON log lines) there")
     options = parser.parse_args()
-    asyncio.run(main(options.clients, options.workers, options.rate))
+    sys.exit(asyncio.run(main(options.clients, options.workers, options.rate, options.server_log)))
 
 
 if __name__ == "__main__":
