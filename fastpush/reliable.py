@@ -13,11 +13,13 @@ from __future__ import annotations
 import collections
 import hmac
 import secrets
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import msgspec
 
+from .expiry import NEVER, local_deadline, wall_time
 from .protocol.json_protocol import GroupSource, ServerSource
 from .protocol.payload import Payload
 from .protocol.variants import RELIABLE_VARIANTS
@@ -43,6 +45,8 @@ class Replayed(Protocol):
     def source(self) -> Any: ...
     @property
     def cost(self) -> int: ...
+    @property
+    def deadline(self) -> float: ...
 
 
 class Resumable(Protocol):
@@ -64,11 +68,13 @@ class Resumable(Protocol):
     replay_max_bytes: int
     resend_next: int
     keep_session: bool
+    unsent_from: int
     reconnection_token: str | None
     previous_token: str | None
 
     def flush(self) -> None: ...
     def resend_unacknowledged(self, max_queued: int) -> bool: ...
+    def mark_unsent(self) -> None: ...
 
 
 # --- reconnection tokens ----------------------------------------------------------------------
@@ -105,6 +111,7 @@ class Buffered(msgspec.Struct, array_like=True):
     payload: Payload
     group: str | None  # None: a server message
     from_user_id: str | None
+    expires_at: float = NEVER  # on the wall clock, as between nodes (fastpush.expiry)
 
 
 class SessionState(msgspec.Struct, array_like=True):
@@ -121,6 +128,7 @@ class SessionState(msgspec.Struct, array_like=True):
     acked_sequence_id: int
     replay: list[Buffered]
     connection_state: str | None
+    unsent_from: int = 0  # see fastpush._fanout.Connection.unsent_from; 0 from an older node: none known
     # The client's token and the one before (see `refusal`): it may come back to the session's new
     # node, or try again elsewhere, with either.
     reconnection_token: str | None = None
@@ -133,13 +141,17 @@ _decode_state = msgspec.msgpack.Decoder(SessionState).decode
 
 def export_state(session: Resumable, connection_state: str | None, *, with_replay: bool = True) -> bytes:
     """The session as another node needs it: who, where, its counters and every unacknowledged
-    delivery, unless `with_replay` is False (`connection_state`: what the upstream set with
-    ce-connectionState)."""
-    buffered = [Buffered(f.payload, getattr(f.source, "group", None), getattr(f.source, "from_user_id", None))
-                for f in ((session.replay or ()) if with_replay else ())]
+    delivery, expired ones included (their numbers are positions in the buffer), each with its
+    expiry, unless `with_replay` is False (`connection_state`: what the upstream set with
+    ce-connectionState). Only a whole export notes what its socket never got (mark_unsent):
+    the identity is asked for while the session may still be serving its client."""
+    if with_replay:
+        session.mark_unsent()
+    buffered = [Buffered(f.payload, getattr(f.source, "group", None), getattr(f.source, "from_user_id", None),
+                         wall_time(f.deadline)) for f in ((session.replay or ()) if with_replay else ())]
     return _encode_state(SessionState(session.connection_id, session.user_id, session.subprotocol, session.variant,
                                       sorted(session.roles), sorted(session.groups), session.sequence_id,
-                                      session.acked_sequence_id, buffered, connection_state,
+                                      session.acked_sequence_id, buffered, connection_state, session.unsent_from,
                                       session.reconnection_token, session.previous_token))
 
 
@@ -147,19 +159,23 @@ def decode_state(data: bytes) -> SessionState:
     return _decode_state(data)
 
 
-def restore(session: Resumable, state: SessionState, frames: Callable[[Payload, Any], Replayed]) -> None:
+def restore(session: Resumable, state: SessionState, frames: Callable[[Payload, Any, float], Replayed]) -> None:
     """Give a connection made from `state`'s identity the handed-over counters and replay buffer,
     ahead of what it buffered since it moved here (numbered from 1: a sequenceId is its place in
-    the buffer, so the numbers simply go on after the holder's); `frames` makes one kept delivery
-    (fastpush._fanout.Frames). Past the session's replay limits together it cannot be resumed
-    (replay_overflowed), as if it had overflowed on one node."""
+    the buffer, so the numbers simply go on after the holder's; none of those reached a socket);
+    `frames` makes one kept delivery (fastpush._fanout.Frames). A delivery that expired on its way
+    keeps its place, with a deadline already passed: the resend decides what it costs. Past the
+    session's replay limits together it cannot be resumed (replay_overflowed), as if it had
+    overflowed on one node."""
     since = session.replay or ()
     session.sequence_id = state.sequence_id + len(since)
     session.acked_sequence_id = state.acked_sequence_id
+    session.unsent_from = state.unsent_from
     replay: collections.deque[Replayed] = collections.deque()
     for entry in state.replay:
         source = GroupSource(entry.group, entry.from_user_id) if entry.group is not None else _SERVER_SOURCE
-        kept = frames(entry.payload, source)
+        deadline = local_deadline(entry.expires_at)
+        kept = frames(entry.payload, source, time.monotonic() if deadline is None else deadline)
         replay.append(kept)
         session.replay_bytes += kept.cost
     replay.extend(since)
@@ -171,9 +187,13 @@ def restore(session: Resumable, state: SessionState, frames: Callable[[Payload, 
 # --- what a recovered session is sent again -----------------------------------------------------
 def resend(session: Resumable, max_queued: int) -> None:
     """After the `connected` message of a recovery: every unacknowledged delivery again, in order,
-    with its sequenceId. What waits in this turn's coalesced bytes (`connected`) goes first; the
-    resend stops once the socket holds `max_queued` bytes, and `continue_resend` goes on."""
+    with its sequenceId, from the first (a resend the last socket broke off starts over: the new
+    one has none of it), expired ones left out. What waits in this turn's coalesced bytes
+    (`connected`) goes first; the resend stops once the socket holds `max_queued` bytes, and
+    `continue_resend` goes on."""
     session.flush()
+    session.mark_unsent()
+    session.resend_next = 0
     session.resend_unacknowledged(max_queued)
 
 

@@ -4,7 +4,8 @@ and closes out.
 `ClientSession` is what the service does with a client connection: it joins fragments and
 enforces RFC 6455's rules on data frames and the message size limit, parses subprotocol requests
 and answers them (ack ids and Duplicate, sendToGroup / joinGroup / leaveGroup checks, ping, user
-events in order with back-pressure; invoke, streaming and group state refused as the spec says),
+events in order with back-pressure; invocations beside them, bounded and cancellable; streaming
+and group state refused as the spec says),
 handles raw clients, keeps a reliable client's session for its recovery window (fastpush.reliable
 has the bookkeeping), and applies the slow-client and buffer-full policies, with their log lines.
 
@@ -39,15 +40,19 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, assert_never
 from . import ops, reliable
 from .broker.errors import BrokerUnavailable
 from .events.dispatcher import HubEvents
-from .events.model import EventContext, EventFailed
+from .events.model import EventContext, EventFailed, InvocationFailed
+from .expiry import expires_at
 from .handshake import Accept
+from .invocations import Invocations
 from .outcome import Outcome, finish
 from .permissions import Permission, grants
 from .protocol.close_codes import CloseCode
 from .protocol.codecs import Codec, codec_for
 from .protocol.json_protocol import (
+    CancelInvocation,
     GroupState,
     Ignored,
+    InvalidInvocation,
     InvalidRequest,
     Invoke,
     JoinGroup,
@@ -60,13 +65,15 @@ from .protocol.json_protocol import (
     StreamMessage,
     StreamStart,
     encode_invoke_error,
+    encode_invoke_response,
     encode_stream_closed,
 )
 from .protocol.names import event_error, group_error, is_valid_event, is_valid_group
 from .protocol.payload import DataType, Payload
 
 __all__ = ["ClientSession", "ConnectionSettings", "SESSION_SLOTS", "SessionHub", "SessionNode", "ClientFrame",
-           "OPCODE_CONTINUATION", "OPCODE_TEXT", "OPCODE_BINARY", "MAX_EVENTS_IN_FLIGHT", "ACK_REPEAT_SECONDS"]
+           "OPCODE_CONTINUATION", "OPCODE_TEXT", "OPCODE_BINARY", "MAX_EVENTS_IN_FLIGHT", "ACK_REPEAT_SECONDS",
+           "SOCKET_HIGH_WATER_BYTES"]
 
 log = logging.getLogger("fastpush.ws")
 R = TypeVar("R")
@@ -75,6 +82,9 @@ R = TypeVar("R")
 OPCODE_CONTINUATION, OPCODE_TEXT, OPCODE_BINARY = 0x0, 0x1, 0x2
 ACK_REPEAT_SECONDS = 0.005
 MAX_EVENTS_IN_FLIGHT = 64  # user events of one connection waiting for the upstream, before reading pauses
+# Bytes a client's socket buffer may hold before frames wait in the connection's own queue, where a
+# slow client's backlog can be dropped ahead of its close frame and expired messages left out.
+SOCKET_HIGH_WATER_BYTES = 64 * 1024
 
 
 @dataclass(slots=True)
@@ -88,6 +98,13 @@ class ConnectionSettings:
     replay_max_bytes: int = 16 * 1024 * 1024
     max_message_bytes: int = 1024 * 1024  # one client message, however many fragments it comes in
     max_groups_per_connection: int = 1000  # groups a client may join itself
+
+    @property
+    def socket_high_water_bytes(self) -> int:
+        """What a client's socket buffer may hold before frames wait in fastpush's own queue, and
+        what a recovery's resend writes before it waits for the socket to drain: bytes handed to
+        the socket cannot be taken back (a message that expires meanwhile is sent all the same)."""
+        return min(SOCKET_HIGH_WATER_BYTES, self.max_outbound_bytes)
 
 
 class ClientFrame(Protocol):
@@ -129,7 +146,8 @@ class SessionNode(Protocol):
 SESSION_SLOTS = ("_node", "_hub", "_settings", "_codec", "_token_groups", "_raw_group", "_raw_no_echo",
                  "_fragments", "_fragment_type", "_fragment_bytes", "reconnection_token", "previous_token",
                  "_expiry", "_ack_ids", "_event_ctx", "_event_tail", "_events_in_flight", "_adopted",
-                 "_repeat_acks", "address", "close_code", "messages_in", "bytes_in", "_connected_at")
+                 "_repeat_acks", "address", "close_code", "messages_in", "bytes_in", "_connected_at",
+                 "_invocations")
 
 
 class ClientSession:
@@ -155,6 +173,7 @@ class ClientSession:
         replay_max_messages: int
         replay_max_bytes: int
         resend_next: int
+        unsent_from: int
         keep_session: bool
         close_reason: str | None
 
@@ -165,6 +184,7 @@ class ClientSession:
         def discard_pending(self) -> None: ...
         def acknowledge(self, sequence_id: int) -> None: ...
         def resend_unacknowledged(self, max_queued: int) -> bool: ...
+        def mark_unsent(self) -> None: ...
 
         # The socket side (fastpush.client_connection.ClientConnection).
         @property
@@ -206,6 +226,7 @@ class ClientSession:
         messages_in: int
         bytes_in: int
         _connected_at: float
+        _invocations: Invocations | None
 
     def _init_session(self, node: SessionNode, hub: SessionHub, accept: Accept, settings: ConnectionSettings,
                       event_ctx: EventContext | None) -> None:
@@ -239,6 +260,7 @@ class ClientSession:
         self.messages_in = 0  # whole data messages from the client, and their bytes, for the disconnect line
         self.bytes_in = 0
         self._connected_at = 0.0
+        self._invocations = None  # made on the first invocation
 
     @property
     def groups_to_join(self) -> tuple[str, ...]:
@@ -270,7 +292,7 @@ class ClientSession:
             self.send_frame(codec.opcode, codec.encode_connected(self.connection_id, self.user_id,
                                                                  self.reconnection_token))
         if recovering:
-            reliable.resend(self, self._settings.max_outbound_bytes)
+            reliable.resend(self, self._settings.socket_high_water_bytes)
 
     def arrived(self) -> None:
         """This session moved here from another node, at this instant (fastpush.broker.redis.handover):
@@ -283,10 +305,14 @@ class ClientSession:
         self.lost()
 
     def lost(self) -> None:
-        """The socket is gone. A reliable session waits for its client for the recovery window."""
+        """The socket is gone. A reliable session waits for its client for the recovery window; its
+        invocations end now (the SDKs give them up when their socket drops)."""
+        if self._invocations is not None:
+            self._invocations.cancel_all()
         if self.close_reason is None:
             self.close_reason = "The connection was lost." if self.keep_session else "The connection closed."
         if self.keep_session:
+            self.mark_unsent()  # what is numbered from now on waits for the next socket
             window = self._settings.recovery_window_seconds
             self._expiry = asyncio.get_running_loop().call_later(window, self.end_session)
         else:
@@ -462,6 +488,9 @@ class ClientSession:
         except InvalidRequest as exc:
             self._ack(exc.ack_id, exc.name, exc.message)
             return
+        except InvalidInvocation as exc:
+            self._answer_invocation(encode_invoke_error(exc.invocation_id, "BadRequest", exc.message))
+            return
         if isinstance(request, SequenceAck):
             self.acknowledge(request.sequence_id)
             return
@@ -485,8 +514,10 @@ class ClientSession:
                 else:  # no handler wants it: accepted and dropped, as the service does
                     self._ack(ack_id)
             case Invoke():
-                self.send_frame(OPCODE_TEXT, encode_invoke_error(
-                    request.invocation_id, "BadRequest", "No event handler is configured for invocations."))
+                self._invoke(request)
+            case CancelInvocation():
+                if self._invocations is not None:
+                    self._invocations.cancel(request.invocation_id)  # nothing is sent: the client gave up
             case StreamStart():
                 self._refuse_stream(request)
             case StreamMessage():
@@ -523,7 +554,8 @@ class ClientSession:
             self._ack(request.ack_id, "Forbidden", f"The client does not have permission to send to group '{group}'.")
         else:
             excluded = (self.connection_id,) if request.no_echo else ()
-            op = ops.SendToGroup(self.hub, group, request.payload, excluded, None, self.user_id)
+            op = ops.SendToGroup(self.hub, group, request.payload, excluded, None, self.user_id,
+                                 expires_at(request.ttl_seconds))
             self._settle(self._node.submit(op), request.ack_id)
 
     def _refuse_stream(self, request: StreamStart) -> None:
@@ -601,6 +633,48 @@ class ClientSession:
     def _connection_state(self) -> str | None:
         """What the upstream set with ce-connectionState."""
         return self._event_ctx.state if self._event_ctx is not None else None
+
+    # --- invocations ------------------------------------------------------------------------------
+    def _invoke(self, request: Invoke) -> None:
+        """An invocation goes to the handler of the user event of its name and runs beside the
+        connection's events and other invocations (each answer names its id). Past
+        MAX_INVOCATIONS_IN_FLIGHT, or with an id already in flight, it is refused."""
+        invocation_id, name = request.invocation_id, request.event
+        events = self._hub.events
+        if not is_valid_event(name):
+            self._answer_invocation(encode_invoke_error(invocation_id, "BadRequest", event_error(name)))
+        elif events is None or not events.handles_user_event(name):
+            self._answer_invocation(encode_invoke_error(invocation_id, "NotFound",
+                                                        f"No event handler is configured for event '{name}'."))
+        else:
+            invocations = self._invocations
+            if invocations is None:
+                invocations = self._invocations = Invocations()
+            refusal = invocations.refusal(invocation_id)
+            if refusal is not None:
+                self._answer_invocation(encode_invoke_error(invocation_id, "BadRequest", refusal))
+            else:
+                events.track(invocations.start(invocation_id, self._run_invocation(events, request)))
+
+    async def _run_invocation(self, events: HubEvents, request: Invoke) -> None:
+        invocation_id, name = request.invocation_id, request.event
+        try:
+            reply = await events.invoke(self._context(), name, request.payload, invocation_id)
+        except InvocationFailed as exc:
+            self._answer_invocation(encode_invoke_error(invocation_id, exc.name, exc.message))
+            return
+        except EventFailed:  # logged where it failed (the upstream, the dispatcher)
+            self._answer_invocation(encode_invoke_error(invocation_id, "InternalServerError",
+                                                        f"The event handler for '{name}' failed."))
+            return
+        if reply is not None and reply.state is not None:
+            self._context().state = reply.state
+        self._answer_invocation(encode_invoke_response(invocation_id, reply.payload if reply is not None else None))
+
+    def _answer_invocation(self, frame: bytes) -> None:
+        """Invocations exist only in the JSON family: their answers are text frames."""
+        if self.is_open:
+            self.send_frame(OPCODE_TEXT, frame)
 
     def _context(self) -> EventContext:
         if self._event_ctx is None:

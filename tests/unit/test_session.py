@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,7 +107,7 @@ class Conn(ClientSession):
         self.connection_id, self.user_id, self.hub = "c1", "ann", "h"
         self.subprotocol, self.variant = subprotocol, variant
         self.groups = self.roles = frozenset()
-        self.sequence_id = self.acked_sequence_id = self.replay_bytes = self.resend_next = 0
+        self.sequence_id = self.acked_sequence_id = self.replay_bytes = self.resend_next = self.unsent_from = 0
         self.replay, self.replay_overflowed = None, False
         self.replay_max_messages = self.replay_max_bytes = 0
         self.keep_session, self.close_reason = False, None
@@ -140,6 +141,9 @@ class Conn(ClientSession):
     def resend_unacknowledged(self, max_queued):
         self.log.append(("resend", max_queued))
         return True
+
+    def mark_unsent(self):
+        self.log.append(("mark_unsent",))
 
     # the socket side
     @property
@@ -260,6 +264,17 @@ def test_a_send_to_group_is_submitted_then_acked():
     conn.send(text("g", 1))
     assert conn.node.submitted == [ops.SendToGroup("h", "g", Payload(DataType.TEXT, b"hi"), (), None, "ann")]
     assert conn.acks() == [(1, True, None)]
+
+
+def test_a_send_with_ttl_seconds_carries_when_it_expires():
+    """On the wall clock: the nodes that apply it compare it with theirs (fastpush.expiry)."""
+    conn = Conn(roles=[SEND_ANY]).open()
+    before = time.time()
+    conn.send(text("g", 1, ttlSeconds=5))
+    conn.send(text("g", 2, ttlSeconds=0))
+    timed, plain = conn.node.submitted
+    assert before + 5 <= timed.expires_at <= time.time() + 5 and plain.expires_at == 0.0
+    assert conn.acks() == [(1, True, None), (2, True, None)]
 
 
 def test_no_echo_excludes_the_sender_and_no_ack_id_means_no_ack():
@@ -401,7 +416,7 @@ async def test_a_join_is_acked_once_the_cluster_has_it():
     assert conn.acks() == [(1, True, None)]
 
 
-# --- ping, sequence acks, invoke ----------------------------------------------------------------------
+# --- ping, sequence acks --------------------------------------------------------------------------------
 def test_ping_is_answered_with_pong_and_a_sequence_ack_acknowledges():
     conn = Conn(JSON_RELIABLE_V1).open()
     conn.send({"type": "ping"})
@@ -409,17 +424,10 @@ def test_ping_is_answered_with_pong_and_a_sequence_ack_acknowledges():
     assert conn.log == [("frame", OPCODE_TEXT, b'{"type":"pong"}'), ("acknowledge", 12)]
 
 
-def test_an_invocation_is_refused_with_an_invoke_error():
-    conn = Conn().open()
-    conn.send({"type": "invoke", "invocationId": "inv-1", "target": "x", "dataType": "text", "data": "?"})
-    [reply] = conn.messages()
-    assert reply["type"] == "invokeResponse" and reply["invocationId"] == "inv-1"
-    assert reply["success"] is False and reply["error"]["name"] == "BadRequest"
-
-
 def test_newer_requests_that_need_no_answer_are_ignored():
+    """tests/unit/test_invocations.py has invoke and cancelInvocation."""
     conn = Conn().open()
-    conn.send({"type": "cancelInvocation", "invocationId": "inv-1"})
+    conn.send({"type": "invokeResponse", "invocationId": "inv-1", "success": True})
     assert conn.log == []
 
 
@@ -657,7 +665,8 @@ async def test_a_reliable_session_waits_for_its_client_then_ends():
     assert conn.reconnection_token != first and conn.previous_token == first
     hello = json.loads(conn.log[1][2])
     assert hello["reconnectionToken"] == conn.reconnection_token
-    assert [entry[0] for entry in conn.log] == ["discard", "frame", "flush", "resend"]  # connected goes first
+    # connected goes first
+    assert [entry[0] for entry in conn.log] == ["discard", "frame", "flush", "mark_unsent", "resend"]
     assert conn.close_reason is None
 
     conn.socket = "gone"
@@ -681,10 +690,11 @@ def test_a_session_is_described_to_another_node_only_with_its_token_and_stays_un
     assert conn.describe(conn.reconnection_token, JSON_V1) is None
     identity = reliable.decode_state(conn.describe(conn.reconnection_token, JSON_RELIABLE_V1))
     assert (identity.connection_id, identity.roles, identity.groups, identity.replay) == ("c1", [SEND_ANY], ["g"], [])
-    assert conn.hub_.connections == [conn] and conn.keep_session and conn.log == []  # still here
+    assert conn.hub_.connections == [conn] and conn.keep_session and conn.log == []  # still here, untouched
     state = reliable.decode_state(conn.give_up())
     assert state.sequence_id == 3
-    assert conn.hub_.connections == [] and not conn.keep_session and conn.log == [("drop",)]
+    assert conn.hub_.connections == [] and not conn.keep_session
+    assert conn.log == [("mark_unsent",), ("drop",)]  # what never reached the socket, noted in the state
     assert conn.describe(conn.reconnection_token, JSON_RELIABLE_V1) is None  # ended here
 
 
@@ -699,4 +709,5 @@ async def test_a_session_that_moved_here_waits_for_its_client_then_resumes_witho
     await settle()
     assert conn.hub_.connections == [conn] and handler.system == [] and conn._expiry is None
     assert conn.close_reason is None
-    assert [entry[0] for entry in conn.log] == ["discard", "frame", "flush", "resend"]
+    # waiting, then resumed: the connected message, then the resend of everything
+    assert [entry[0] for entry in conn.log] == ["mark_unsent", "discard", "frame", "flush", "mark_unsent", "resend"]
