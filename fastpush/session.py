@@ -147,7 +147,7 @@ SESSION_SLOTS = ("_node", "_hub", "_settings", "_codec", "_token_groups", "_raw_
                  "_fragments", "_fragment_type", "_fragment_bytes", "reconnection_token", "previous_token",
                  "_expiry", "_ack_ids", "_event_ctx", "_event_tail", "_events_in_flight", "_adopted",
                  "_repeat_acks", "address", "close_code", "messages_in", "bytes_in", "_connected_at",
-                 "_invocations")
+                 "_invocations", "_moving")
 
 
 class ClientSession:
@@ -220,6 +220,7 @@ class ClientSession:
         _event_tail: asyncio.Task[None] | None
         _events_in_flight: int
         _adopted: bool
+        _moving: bool
         _repeat_acks: bool
         address: str
         close_code: int | None
@@ -252,7 +253,8 @@ class ClientSession:
         self._event_ctx = event_ctx  # made on first use when the connect event did not make it
         self._event_tail = None  # the last user event in flight, to keep their order
         self._events_in_flight = 0
-        self._adopted = False  # between nodes: handed over by another node (resumed by `opened`), or to one
+        self._adopted = False  # a session that moved here from another node, resumed by `opened`
+        self._moving = False  # its groups are moving between nodes with it, right now (presence_context)
         self._repeat_acks = accept.repeat_acks
         self.keep_session = reliable.is_reliable(accept.variant)
         self.address = accept.address
@@ -270,19 +272,18 @@ class ClientSession:
     # --- the session's life -----------------------------------------------------------------------
     def opened(self, resumed: bool) -> None:
         """The client's socket is here: the first time, or again (`resumed`: back after a drop on this
-        node), or for a session adopted from another node. A recovering client gets `connected`
-        with a new token, then every unacknowledged message."""
+        node), or for a session that moved here from another node (see `arrived`). A recovering
+        client gets `connected` with a new token, then every unacknowledged message."""
         recovering = resumed or self._adopted
         if recovering:
             self.close_reason = self.close_code = None  # the session goes on
-        if resumed:
             self._cancel_expiry()
+            self._adopted = False
         else:
-            if self._hub.events is not None and not self._adopted:
+            if self._hub.events is not None:
                 self._hub.events.connected(self._context())  # before the joins' presence events
             self._hub.add_connection(self, self._token_groups)
             self._token_groups = ()
-            self._adopted = False
             self._connected_at = time.monotonic()
         self._log_connected(recovering)
         codec = self._codec
@@ -295,12 +296,19 @@ class ClientSession:
         if recovering:
             reliable.resend(self, self._settings.socket_high_water_bytes)
 
-    def adopted(self, connection_state: str | None) -> None:
-        """This session was handed over by another node (fastpush.reliable.restore has its buffer);
-        `opened` resumes it when its client's socket arrives."""
-        if connection_state is not None:
-            self._context().state = connection_state
+    def arrived(self) -> None:
+        """This session moved here from another node, at this instant (fastpush.broker.redis.handover):
+        it joins its hub, buffers what is sent to it from now on, and waits for its client's socket
+        as a dropped session does; `opened` resumes it, without a `connected` event."""
+        self._moving = True  # it joins its groups here again, but joins none of them anew
+        try:
+            self._hub.add_connection(self, self._token_groups)
+        finally:
+            self._moving = False
+        self._token_groups = ()
+        self._connected_at = time.monotonic()
         self._adopted = True
+        self.lost()
 
     def lost(self) -> None:
         """The socket is gone. A reliable session waits for its client for the recovery window; its
@@ -331,24 +339,30 @@ class ClientSession:
             self._expiry = None
 
     def presence_context(self) -> EventContext | None:
-        """The context of this connection's group presence events; None while the session is
-        between nodes (handed over, or adopted and not yet opened): its groups move with it, so
-        it neither joins nor leaves them."""
-        return None if self._adopted else self._context()
+        """The context of this connection's group presence events; None while the session moves
+        between nodes: its groups move with it, so it neither joins nor leaves them."""
+        return None if self._moving else self._context()
 
     def recovery_refusal(self, token: str | None, subprotocol: str | None) -> str | None:
         """Why this session cannot be resumed with `token`, or None if it can (fastpush.reliable.refusal)."""
         return reliable.refusal(self, token, subprotocol)
 
-    def hand_over(self, token: str | None, subprotocol: str | None) -> bytes | None:
-        """Give this reliable session to another node (its client recovered there): its state,
-        then end it here without a `disconnected` event, as it lives on."""
+    def describe(self, token: str | None, subprotocol: str | None) -> bytes | None:
+        """What another node needs to take this reliable session over (its client recovered there),
+        without its buffered messages; None if `token` and `subprotocol` may not resume it. The
+        session stays here until `give_up`."""
         if self.recovery_refusal(token, subprotocol) is not None:
             return None
-        state = reliable.export_state(self, self._event_ctx.state if self._event_ctx is not None else None)
+        return reliable.export_state(self, self._connection_state(), with_replay=False)
+
+    def give_up(self) -> bytes:
+        """The session moves to another node at this instant: its whole state, and it ends here
+        without a `disconnected` event, as it lives on (a socket still here is dropped: its client
+        recovers again, onto the session's new node)."""
+        state = reliable.export_state(self, self._connection_state())
         self._cancel_expiry()
         self.keep_session = False
-        self._adopted = True  # between nodes from now on: it leaves no group (see presence_context)
+        self._moving = True  # it leaves its groups here, but leaves none of them
         self._hub.remove_connection(self)
         self.drop_socket()
         return state
@@ -627,6 +641,10 @@ class ClientSession:
             else:
                 self.deliver(reply.payload)
         self._ack(ack_id)
+
+    def _connection_state(self) -> str | None:
+        """What the upstream set with ce-connectionState."""
+        return self._event_ctx.state if self._event_ctx is not None else None
 
     # --- invocations ------------------------------------------------------------------------------
     def _invoke(self, request: Invoke) -> None:
