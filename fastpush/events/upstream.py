@@ -8,9 +8,10 @@ from collections.abc import Callable
 from urllib.parse import quote
 
 from ..logs import RateLimitedLog, one_line
+from ..metrics.counters import COUNTERS
 from ..protocol.payload import Payload
 from . import cloudevents
-from .http_client import HttpClient, HttpError, Response
+from .http_client import HttpClient, HttpError, HttpTimeout, Response
 from .model import ConnectRequest, ConnectResult, EventContext, EventFailed, EventRejected, EventReply
 
 __all__ = ["HttpUpstream"]
@@ -74,14 +75,20 @@ class HttpUpstream:
             self._failed(ctx, name, f"the event handler answered {response.status}")
 
     async def _post(self, ctx: EventContext, event: str, headers: dict[str, str], body: bytes) -> Response:
+        """The event's HTTP exchange, counted and timed by its outcome (metrics)."""
         url = self._url(ctx.hub, event)
+        started = time.perf_counter()
         try:
             await self._ensure_validated(self._url(ctx.hub, "validate"))
-            return await self._client.request("POST", url, headers, body, self._timeout)
+            response = await self._client.request("POST", url, headers, body, self._timeout)
         except HttpError as exc:
-            failure = EventFailed(str(exc))
+            outcome, failure = "timeout" if isinstance(exc, HttpTimeout) else "unreachable", EventFailed(str(exc))
         except EventFailed as exc:
-            failure = exc
+            outcome, failure = "not_validated", exc
+        else:
+            COUNTERS.upstream_event(event, _status_outcome(response.status), time.perf_counter() - started)
+            return response
+        COUNTERS.upstream_event(event, outcome, time.perf_counter() - started)
         self._failed(ctx, event, str(failure))
         raise failure
 
@@ -116,3 +123,10 @@ class HttpUpstream:
         log.error("event handler %s refused abuse-protection validation (status %d, WebHook-Allowed-Origin %r); "
                   "its events are not sent", url, response.status, response.headers.get("webhook-allowed-origin"))
         return False
+
+
+def _status_outcome(status: int) -> str:
+    """An answer's outcome label: ok (2xx), status_4xx, status_5xx or status_other."""
+    if 200 <= status < 300:
+        return "ok"
+    return f"status_{status // 100}xx" if 400 <= status < 600 else "status_other"

@@ -13,6 +13,7 @@ import contextlib
 import logging
 from typing import Any, TypeVar, cast
 
+from ...metrics.counters import COUNTERS
 from ...ops import Op, Operation, Query, Question
 from ..base import BrokerHandler, BrokerHealth, Member
 from ..resp import RedisGone
@@ -98,6 +99,7 @@ class RedisBroker:
                     link.last_error = f"reconnecting to Redis failed: {exc}"
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)
+            COUNTERS.broker_reconnected()
 
     async def _keep_alive(self) -> None:
         while True:
