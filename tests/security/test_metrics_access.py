@@ -47,7 +47,7 @@ def _refusals(url: str) -> list[tuple[str | None, str]]:
         (f"Bearer {ACCESS_KEY.lower()}", "not an access key"),
         (f"Bearer {SECONDARY}", "not an access key"),  # a key of no key ring here
         (f"Bearer {_rest_token(url)}", "not a JWT"),  # signed with the very key: still not the key
-        (f"Bearer {_rest_token(url, "another-key-long-enough-for-hs256-0123456789")}", "not a JWT"),
+        (f"Bearer {_rest_token(url, 'another-key-long-enough-for-hs256-0123456789')}", "not a JWT"),
         ("Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.", "not a JWT"),
     ]
 

@@ -1,0 +1,84 @@
+"""The plain counters behind /metrics: histogram buckets as Prometheus reads `le`, labels taken
+from fixed lists, and every refusal fastpush.reliable can give named by its own reason."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from fastpush import reliable
+from fastpush.metrics.collector import ServerCollector, _buckets
+from fastpush.metrics.counters import Counters, Histogram, close_code_label, recovery_refusal_reason
+from fastpush.protocol.json_protocol import JoinGroup, Ping
+
+
+def test_a_value_on_a_bound_falls_in_that_bucket():
+    histogram = Histogram((0.1, 1.0))
+    for seconds in (0.05, 0.1, 0.5, 1.0, 3.0):
+        histogram.observe(seconds)
+    assert histogram.counts == [2, 2, 1]
+    assert histogram.total == pytest.approx(4.65)
+    assert _buckets(histogram.bounds, histogram.counts) == [("0.1", 2.0), ("1.0", 4.0), ("+Inf", 5.0)]
+
+
+@pytest.mark.parametrize("code, label", [(None, "1006"), (1000, "1000"), (1013, "1013"), (1015, "1015"),
+                                         (999, "other"), (1016, "other"), (3000, "other"), (4999, "other")])
+def test_close_codes_become_a_few_labels(code, label):
+    assert close_code_label(code) == label
+
+
+def _session(**fields):
+    base = dict(keep_session=True, replay_overflowed=False, subprotocol="json.reliable.webpubsub.azure.v1",
+                reconnection_token="current", previous_token="previous")
+    return SimpleNamespace(**{**base, **fields})
+
+
+@pytest.mark.parametrize("session, token, subprotocol, reason", [
+    (_session(keep_session=False), "current", "json.reliable.webpubsub.azure.v1", "ended"),
+    (_session(replay_overflowed=True), "current", "json.reliable.webpubsub.azure.v1", "buffer_overflowed"),
+    (_session(), "current", "protobuf.reliable.webpubsub.azure.v1", "wrong_subprotocol"),
+    (_session(), "forged", "json.reliable.webpubsub.azure.v1", "bad_token"),
+    (_session(), None, "json.reliable.webpubsub.azure.v1", "bad_token"),
+])
+def test_every_refusal_of_a_local_session_has_its_reason(session, token, subprotocol, reason):
+    text = reliable.refusal(session, token, subprotocol)
+    assert text is not None and recovery_refusal_reason(text) == reason
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("The session to recover was not found.", "not_found"),
+    ("The session to recover was not found, or its token did not match.", "not_found"),
+    ("The cluster broker (Redis) is unavailable: lost the connection to Redis", "broker_unavailable"),
+])
+def test_the_servers_own_refusals_have_their_reason(text, reason):
+    assert recovery_refusal_reason(text) == reason
+
+
+def test_the_collector_output_parses_and_names_message_types():
+    counters = Counters()
+    counters.client_message(JoinGroup("g", None))
+    counters.client_message(Ping())
+    counters.client_message(None)
+    counters.raw_message()
+    counters.connected("json.webpubsub.azure.v1", recovered=False)
+    counters.connected("json.reliable.webpubsub.azure.v1", recovered=True)
+    counters.upstream_event("my-own-event", "timeout", 20.0)
+    counters.rest_request("send_to_all", 202, 0.002)
+    health = {"broker": "memory", "healthy": True}
+    text = generate_latest(ServerCollector(lambda: [], lambda: health, (), counters)).decode()
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+    assert samples[("fastpush_client_messages_total", (("type", "joinGroup"),))] == 1
+    assert samples[("fastpush_client_messages_total", (("type", "ping"),))] == 1
+    assert samples[("fastpush_client_messages_total", (("type", "invalid"),))] == 1
+    assert samples[("fastpush_client_messages_total", (("type", "raw"),))] == 1
+    assert samples[("fastpush_client_messages_total", (("type", "sequenceAck"),))] == 0
+    assert samples[("fastpush_connects_total", (("subprotocol", "json.webpubsub.azure.v1"),))] == 1
+    assert samples[("fastpush_connects_total", (("subprotocol", "raw"),))] == 0
+    assert samples[("fastpush_recoveries_total", (("outcome", "succeeded"), ("reason", "none")))] == 1
+    assert samples[("fastpush_upstream_events_total", (("event", "user"), ("outcome", "timeout")))] == 1
+    assert samples[("fastpush_upstream_event_duration_seconds_bucket", (("event", "user"), ("le", "10.0")))] == 0
+    assert samples[("fastpush_upstream_event_duration_seconds_bucket", (("event", "user"), ("le", "20.0")))] == 1
+    assert samples[("fastpush_rest_request_duration_seconds_count", (("operation", "send_to_all"),))] == 1
