@@ -30,8 +30,8 @@ def test_close_codes_become_a_few_labels(code, label):
 
 
 def _session(**fields):
-    base = dict(keep_session=True, replay_overflowed=False, subprotocol="json.reliable.webpubsub.azure.v1",
-                reconnection_token="current", previous_token="previous")
+    base = {"keep_session": True, "replay_overflowed": False, "subprotocol": "json.reliable.webpubsub.azure.v1",
+            "reconnection_token": "current", "previous_token": "previous"}
     return SimpleNamespace(**{**base, **fields})
 
 
@@ -67,7 +67,7 @@ def test_the_collector_output_parses_and_names_message_types():
     counters.upstream_event("my-own-event", "timeout", 20.0)
     counters.rest_request("send_to_all", 202, 0.002)
     health = {"broker": "memory", "healthy": True}
-    text = generate_latest(ServerCollector(lambda: [], lambda: health, (), counters)).decode()
+    text = generate_latest(ServerCollector(list, lambda: health, (), counters)).decode()
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
                for family in text_string_to_metric_families(text) for s in family.samples}
     assert samples[("fastpush_client_messages_total", (("type", "joinGroup"),))] == 1
