@@ -17,7 +17,9 @@ import jwt
 import pytest
 import websockets
 
+from fastpush.cli import build_parser
 from fastpush.metrics.endpoint import MAX_METRICS_CONNECTIONS
+from fastpush.workers import _metrics_address
 from tests.cli_process import ServeProcess, run_fastpush
 from tests.conftest import ACCESS_KEY
 from tests.helpers import JSON_V1, client_url, connect
@@ -227,3 +229,16 @@ def test_a_metrics_port_in_use_is_refused_at_start():
                                        f"another --metrics-address")
     finally:
         taken.close()
+
+
+@pytest.mark.parametrize("given, per_worker", [
+    ("127.0.0.1:9100", ["127.0.0.1:9100", "127.0.0.1:9101", "127.0.0.1:9102"]),
+    ("9100", ["127.0.0.1:9100", "127.0.0.1:9101", "127.0.0.1:9102"]),
+    ("[::1]:9100", ["[::1]:9100", "[::1]:9101", "[::1]:9102"]),
+    ("0.0.0.0:0", ["0.0.0.0:0"] * 3),
+])
+def test_each_worker_gets_a_metrics_port_of_its_own(given, per_worker, monkeypatch):
+    monkeypatch.delenv("FASTPUSH_METRICS_ADDRESS", raising=False)
+    args = build_parser().parse_args(["serve", "--metrics-address", given])
+    assert [_metrics_address(args, i) for i in range(3)] == [["--metrics-address", a] for a in per_worker]
+    assert _metrics_address(build_parser().parse_args(["serve"]), 0) == []
