@@ -53,9 +53,13 @@ class ServerCollector:
         self._broker_health = broker_health
         self._configured = tuple(configured)
         self._counters = counters
+        self._build = _build_labels()  # looking the version up takes milliseconds: once
 
     def collect(self) -> Iterator[Metric]:
-        yield _build_info()
+        info = GaugeMetricFamily("fastpush_build_info", "The fastpush version and the fan-out in use (1 always).",
+                                 labels=["version", "fanout"])
+        info.add_metric(self._build, 1)
+        yield info
         yield from self._hub_gauges()
         yield from self._sessions()
         yield from self._rest()
@@ -146,15 +150,12 @@ class ServerCollector:
                          {(): self._counters.broker_publish_seconds})
 
 
-def _build_info() -> Metric:
-    info = GaugeMetricFamily("fastpush_build_info", "The fastpush version and the fan-out in use (1 always).",
-                             labels=["version", "fanout"])
+def _build_labels() -> list[str]:
     try:
         installed = version("fastpush")
     except PackageNotFoundError:
         installed = "unknown"
-    info.add_metric([installed, "compiled" if fanout.IMPLEMENTATION == "fastpush._fanout" else "python"], 1)
-    return info
+    return [installed, "compiled" if fanout.IMPLEMENTATION == "fastpush._fanout" else "python"]
 
 
 def _fanout() -> Iterator[Metric]:
