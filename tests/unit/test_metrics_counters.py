@@ -2,6 +2,8 @@
 from fixed lists, and every refusal fastpush.reliable can give named by its own reason."""
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -9,7 +11,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from fastpush import reliable
-from fastpush.metrics.collector import ServerCollector, _buckets
+from fastpush.metrics.collector import ServerCollector, _buckets, make_registry
 from fastpush.metrics.counters import Counters, Histogram, close_code_label, recovery_refusal_reason
 from fastpush.protocol.json_protocol import JoinGroup, Ping
 
@@ -82,3 +84,15 @@ def test_the_collector_output_parses_and_names_message_types():
     assert samples[("fastpush_upstream_event_duration_seconds_bucket", (("event", "user"), ("le", "10.0")))] == 0
     assert samples[("fastpush_upstream_event_duration_seconds_bucket", (("event", "user"), ("le", "20.0")))] == 1
     assert samples[("fastpush_rest_request_duration_seconds_count", (("operation", "send_to_all"),))] == 1
+
+
+def test_the_readme_lists_every_metric_a_scrape_gives():
+    """Every family a server's registry yields has its row in the README's metrics table, and
+    every row names one it yields."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme.split("\n## Metrics\n", 1)[1].split("\n## ", 1)[0]
+    listed = {name for row in table.splitlines() if row.startswith("| `")
+              for name in re.findall(r"`([a-z_]+)`", row.split(" | ", 1)[0])}
+    registry = make_registry(list, lambda: {"broker": "memory", "healthy": True})
+    families = {family.name + ("_total" if family.type == "counter" else "") for family in registry.collect()}
+    assert listed == families
