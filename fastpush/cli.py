@@ -60,8 +60,9 @@ environment:
                           (refused with --access-key-file)
   FASTPUSH_SECONDARY_KEY  the secondary access key, when --secondary-key is not given
   FASTPUSH_REDIS_URL      the Redis URL, when --redis-url is not given (wins over the config file)
-  FASTPUSH_METRICS_ADDRESS  the metrics listener, when --metrics-address is not given (wins over
-                          the config file)
+  FASTPUSH_METRICS_ADDRESS
+                          the metrics listener's [HOST:]PORT, when --metrics-address is not
+                          given (wins over the config file)
   FASTPUSH_NO_EXTENSIONS  which fan-out runs: unset = the compiled one if it is built, else the
                           pure-Python one with a warning; 0 = the compiled one or an error;
                           1 = the pure-Python one
