@@ -1,11 +1,24 @@
 """A TCP proxy for fault tests: it forwards 127.0.0.1 traffic to a server and can cut every
 connection (as a network drop: the peers see a reset, no close frame) or stall it (bytes stop
 flowing but nothing closes). It counts the connections it accepts (each after the first is a
-reconnect) and can wait for one to be up, so a test's cut always hits a live connection."""
+reconnect) and the bytes each carried, and can wait for one to be up, so a test's cut always hits
+a live connection."""
 from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
+
+
+@dataclass
+class Link:
+    """One proxied connection's traffic, for a failing test's report."""
+    number: int  # 1 for the first accepted
+    to_server: int = 0
+    to_client: int = 0
+
+    def __str__(self) -> str:
+        return f"#{self.number}: {self.to_server} B up, {self.to_client} B down"
 
 
 class FaultProxy:
@@ -18,6 +31,7 @@ class FaultProxy:
         self._pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
         self._flowing = asyncio.Event()
         self._flowing.set()
+        self.links: list[Link] = []
 
     async def start(self) -> FaultProxy:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -65,13 +79,21 @@ class FaultProxy:
             return
         pair = (client_writer, up_writer)
         self._pairs.add(pair)
-        await asyncio.gather(self._pipe(client_reader, up_writer), self._pipe(up_reader, client_writer))
+        link = Link(self.accepted)
+        self.links.append(link)
+        await asyncio.gather(self._pipe(client_reader, up_writer, link, upstream=True),
+                             self._pipe(up_reader, client_writer, link, upstream=False))
         self._pairs.discard(pair)
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, link: Link,
+                    upstream: bool) -> None:
         try:
             while data := await reader.read(65536):
                 await self._flowing.wait()
+                if upstream:
+                    link.to_server += len(data)
+                else:
+                    link.to_client += len(data)
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError):
