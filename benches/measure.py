@@ -327,7 +327,8 @@ def _notes(row: dict, cores: CorePlan) -> list[str]:
     if scraped:
         failed = f"; {len(scraped['failures'])} failed: {scraped['failures'][0]}" if scraped["failures"] else ""
         notes.append(f"/metrics scraped every {scraped['interval_seconds']:g} s during the run: {scraped['scrapes']} "
-                     f"answers, {scraped['mean_ms']} ms and {scraped['mean_bytes']} bytes each on average{failed}")
+                     f"answers of {scraped['mean_bytes']} bytes, {scraped['mean_ms']} ms each on average as the "
+                     f"scraper waited, {scraped['server_mean_ms']} ms of the server's loop{failed}")
     return notes
 
 

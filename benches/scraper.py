@@ -4,12 +4,15 @@ what being scraped costs. Runs in the orchestrator's process (the load side's CP
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from urllib.parse import urlsplit
 
 __all__ = ["MetricsScraper"]
 
 TIMEOUT = 10.0
+# What the server itself says it spent answering /metrics (its REST histogram, operation="metrics").
+_SERVED = re.compile(rb'^fastpush_rest_request_duration_seconds_(sum|count)\{operation="metrics"\} (\S+)$', re.M)
 
 
 class MetricsScraper:
@@ -23,6 +26,7 @@ class MetricsScraper:
         self.failures: list[str] = []
         self.seconds = 0.0  # spent waiting for answers, in all
         self.bytes = 0
+        self.last_body = b""
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -32,8 +36,10 @@ class MetricsScraper:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        served = {kind.decode(): float(value) for kind, value in _SERVED.findall(self.last_body)}
         return {"interval_seconds": self.interval, "scrapes": self.scrapes, "failures": self.failures[:5],
                 "mean_ms": round(self.seconds / self.scrapes * 1000, 2) if self.scrapes else None,
+                "server_mean_ms": round(served["sum"] / served["count"] * 1000, 2) if served.get("count") else None,
                 "mean_bytes": round(self.bytes / self.scrapes) if self.scrapes else None}
 
     async def _run(self) -> None:
@@ -67,4 +73,5 @@ class MetricsScraper:
             raise ValueError(f"answered {lines[0].decode()}: {body[:200]!r}")
         self.scrapes += 1
         self.bytes += len(body)
+        self.last_body = body
         self.seconds += time.monotonic() - started
