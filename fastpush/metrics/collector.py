@@ -1,6 +1,7 @@
 """The metrics of one server, read when /metrics is scraped: the fan-out's C counters, the plain
-counters of fastpush.metrics.counters, what the node's hubs hold now, the broker's health, and
-prometheus_client's own process, platform and garbage-collector collectors.
+counters of fastpush.metrics.counters, what the node's hubs hold now, the broker's health, the
+process (fastpush.metrics.process), and prometheus_client's platform and garbage-collector
+collectors.
 
 Nothing here runs between scrapes. What the hubs hold is counted then, in one pass in C per hub
 (fastpush.fanout.census): about a millisecond per 100,000 connections.
@@ -15,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from importlib.metadata import PackageNotFoundError, version
 
-from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from .. import fanout
@@ -23,6 +24,7 @@ from ..broker.base import BrokerHealth
 from ..hub import Hub
 from ..protocol.json_protocol import JSON_RELIABLE_V1, JSON_V1, PROTOBUF_RELIABLE_V1, PROTOBUF_V1
 from .counters import COUNTERS, MESSAGE_TYPES, Counters, Histogram
+from .process import ProcessCollector
 
 __all__ = ["MAX_HUB_LABELS", "OTHER_HUBS", "ServerCollector", "make_registry"]
 
@@ -38,7 +40,7 @@ def make_registry(hubs: Callable[[], list[Hub]], broker_health: Callable[[], Bro
     collector, and the process's CPU, memory and open files, Python's version and its GC."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ServerCollector(hubs, broker_health, configured))
-    ProcessCollector(registry=registry)
+    registry.register(ProcessCollector())
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
     return registry

@@ -2,7 +2,10 @@
 from fixed lists, and every refusal fastpush.reliable can give named by its own reason."""
 from __future__ import annotations
 
+import os
 import re
+import resource
+import socket
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from fastpush import reliable
 from fastpush.metrics.collector import ServerCollector, _buckets, make_registry
 from fastpush.metrics.counters import Counters, Histogram, close_code_label, recovery_refusal_reason
+from fastpush.metrics.process import ProcessCollector
 from fastpush.protocol.json_protocol import JoinGroup, Ping
 
 
@@ -96,3 +100,17 @@ def test_the_readme_lists_every_metric_a_scrape_gives():
     registry = make_registry(list, lambda: {"broker": "memory", "healthy": True})
     families = {family.name + ("_total" if family.type == "counter" else "") for family in registry.collect()}
     assert listed == families
+
+
+def test_the_process_collector_counts_open_files_without_listing_them():
+    """The count /proc/self/fd's size gives is the number of descriptors the process holds."""
+    extra = [socket.socket() for _ in range(300)]
+    try:
+        samples = {s.name: s.value for family in ProcessCollector().collect() for s in family.samples}
+        listed = len(os.listdir("/proc/self/fd")) - 1  # less the listing's own descriptor
+    finally:
+        for sock in extra:
+            sock.close()
+    assert samples["process_open_fds"] == listed
+    assert samples["process_resident_memory_bytes"] > 0 and samples["process_cpu_seconds_total"] > 0
+    assert samples["process_max_fds"] == resource.getrlimit(resource.RLIMIT_NOFILE)[0]
