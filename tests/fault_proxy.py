@@ -2,7 +2,7 @@
 connection (as a network drop: the peers see a reset, no close frame) or stall it (bytes stop
 flowing but nothing closes). It counts the connections it accepts (each after the first is a
 reconnect) and the bytes each carried, and can wait for one to be up, so a test's cut always hits
-a live connection."""
+a live connection. While `refusing`, it drops each new connection at once (a server that is down)."""
 from __future__ import annotations
 
 import asyncio
@@ -27,6 +27,7 @@ class FaultProxy:
         self.port = 0
         self.cuts = 0
         self.accepted = 0
+        self.refusing = False
         self._server: asyncio.AbstractServer | None = None
         self._pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
         self._flowing = asyncio.Event()
@@ -72,6 +73,9 @@ class FaultProxy:
 
     async def _accept(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         self.accepted += 1
+        if self.refusing:
+            client_writer.transport.abort()
+            return
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         except OSError:

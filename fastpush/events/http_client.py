@@ -25,7 +25,7 @@ class HttpError(Exception):
 
 
 class HttpTimeout(HttpError):
-    """The upstream did not answer in time."""
+    """No whole answer within the request's deadline."""
 
 
 class Response:
