@@ -2,7 +2,8 @@
 connection (as a network drop: the peers see a reset, no close frame) or stall it (bytes stop
 flowing but nothing closes). It counts the connections it accepts (each after the first is a
 reconnect) and the bytes each carried, and can wait for one to be up, so a test's cut always hits
-a live connection. While `refusing`, it drops each new connection at once (a server that is down)."""
+a live connection. While `refusing`, it drops each new connection at once (a server that is down);
+`go_down` cuts every connection and starts refusing, `come_up` ends it."""
 from __future__ import annotations
 
 import asyncio
@@ -56,11 +57,26 @@ class FaultProxy:
 
     async def stall(self, seconds: float) -> None:
         """Hold every byte in both directions for `seconds`, closing nothing."""
-        self._flowing.clear()
+        self.hold()
         try:
             await asyncio.sleep(seconds)
         finally:
-            self._flowing.set()
+            self.release()
+
+    def hold(self) -> None:
+        """Hold every byte in both directions from now until `release`, closing nothing."""
+        self._flowing.clear()
+
+    def release(self) -> None:
+        self._flowing.set()
+
+    def go_down(self) -> None:
+        """Cut every connection, and reset each new one until `come_up` (a client's reconnects fail)."""
+        self.refusing = True
+        self.cut()
+
+    def come_up(self) -> None:
+        self.refusing = False
 
     async def wait_connected(self, deadline: float, accepted: int = 0) -> bool:
         """Until a proxied connection is up and at least `accepted` were accepted in all, or the
