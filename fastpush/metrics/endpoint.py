@@ -75,6 +75,7 @@ class MetricsGate:
 
     max_body_bytes = 4096  # a scrape has no body
     max_message_bytes = 0  # never used: nothing is upgraded here
+    draining = False  # serves until the server stops, so a drain can be watched to its end
 
     def __init__(self, endpoint: MetricsEndpoint, front_doors: set[FrontDoor], request_timeout: float,
                  keepalive_timeout: float) -> None:
