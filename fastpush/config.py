@@ -8,6 +8,7 @@ with the reason; a key Azure does not have is refused.
     upstreamTimeoutSeconds = 20          # fastpush's own: per event handler call
     redisUrl = "redis://127.0.0.1:6379"  # fastpush's own: share hubs with other nodes (--redis-url wins)
     drainTimeoutSeconds = 25             # fastpush's own: longest drain on SIGTERM (--drain-timeout wins)
+    metricsAddress = "127.0.0.1:9100"    # fastpush's own: /metrics without a key there (--metrics-address wins)
 
     [hubs.chat]
     anonymousConnectPolicy = "deny"      # or "allow": no token needed; connect may set the userId
@@ -107,6 +108,7 @@ class Config(_Setting):
     upstream_timeout_seconds: float = 20.0
     redis_url: str | None = None
     drain_timeout_seconds: float | None = None
+    metrics_address: str | None = None
 
 
 def load_config(path: str | Path) -> Config:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from urllib.parse import quote
 
 from ..logs import RateLimitedLog, one_line
+from ..metrics.counters import COUNTERS
 from ..protocol.payload import Payload
 from . import cloudevents
 from .http_client import HttpClient, HttpError, HttpTimeout, Response
@@ -104,14 +105,22 @@ class HttpUpstream:
             self._failed(ctx, name, f"the event handler answered {response.status}")
 
     async def _post(self, ctx: EventContext, event: str, headers: dict[str, str], body: bytes) -> Response:
+        """The event's HTTP exchange, counted and timed by its outcome (metrics)."""
         url = self._url(ctx.hub, event)
+        started = time.perf_counter()
         try:
             await self._ensure_validated(self._url(ctx.hub, "validate"))
-            return await self._client.request("POST", url, headers, body, self._timeout)
+            response = await self._client.request("POST", url, headers, body, self._timeout)
         except HttpError as exc:
-            failure = EventTimedOut(str(exc)) if isinstance(exc, HttpTimeout) else EventFailed(str(exc))
+            timed_out = isinstance(exc, HttpTimeout)
+            outcome = "timeout" if timed_out else "unreachable"
+            failure = EventTimedOut(str(exc)) if timed_out else EventFailed(str(exc))
         except EventFailed as exc:
-            failure = exc
+            outcome, failure = "not_validated", exc
+        else:
+            COUNTERS.upstream_event(event, _status_outcome(response.status), time.perf_counter() - started)
+            return response
+        COUNTERS.upstream_event(event, outcome, time.perf_counter() - started)
         self._failed(ctx, event, str(failure))
         raise failure
 
@@ -146,3 +155,10 @@ class HttpUpstream:
         log.error("event handler %s refused abuse-protection validation (status %d, WebHook-Allowed-Origin %r); "
                   "its events are not sent", url, response.status, response.headers.get("webhook-allowed-origin"))
         return False
+
+
+def _status_outcome(status: int) -> str:
+    """An answer's outcome label: ok (2xx), status_4xx, status_5xx or status_other."""
+    if 200 <= status < 300:
+        return "ok"
+    return f"status_{status // 100}xx" if 400 <= status < 600 else "status_other"
