@@ -16,6 +16,7 @@ from .broker.memory import MemoryBroker
 from .broker.redis import RedisBroker
 from .client_connection import ClientConnection
 from .config import Config
+from .dashboard.routes import Dashboard, is_dashboard_path
 from .embedding import HubApi
 from .events.dispatcher import HubEvents
 from .events.http_client import HttpClient
@@ -28,7 +29,7 @@ from .http.rest import MAX_BODY_BYTES, RestApi
 from .hub import Hub
 from .logs import RateLimitedLog, one_line
 from .node import Node
-from .outcome import Outcome, resolve
+from .outcome import Outcome, resolve, then
 from .permissions import RoleError, check_roles
 from .protocol.close_codes import CloseCode
 from .protocol.names import group_error, is_valid_group, is_valid_user, user_error
@@ -58,7 +59,8 @@ class Server:
                  reuse_port: bool = False, max_groups_per_connection: int = 1000,
                  max_connections: int | None = None, max_connections_per_ip: int = 1000,
                  request_head_timeout_seconds: float = 60.0, request_body_timeout_seconds: float = 60.0,
-                 http_keepalive_timeout_seconds: float = 75.0, max_upstream_connections: int = 64):
+                 http_keepalive_timeout_seconds: float = 75.0, max_upstream_connections: int = 64,
+                 dashboard: bool = True):
         self.host = host
         self.port = port
         self.keyring = KeyRing(access_key or generate_access_key(), secondary_key)
@@ -83,6 +85,9 @@ class Server:
         broker = RedisBroker(redis_url) if redis_url else MemoryBroker()
         self.node = Node(broker, configure=self._configure_hub, hand_over=_hand_over)
         self.rest = RestApi(self.node, self.keyring, lambda: self.endpoint)
+        self.trace = self.settings.trace
+        self.dashboard = Dashboard(self.node, self.keyring, self.trace, lambda: self.endpoint, lambda: (),
+                                   enabled=dashboard)
         self.front_doors: set[FrontDoor] = set()
         self._server: asyncio.AbstractServer | None = None
         self.keepalive_seconds = keepalive_seconds
@@ -104,6 +109,7 @@ class Server:
         self.port = self._server.sockets[0].getsockname()[1]
         self._tasks = [loop.create_task(self._sweep_idle_http()), loop.create_task(self._heartbeat()),
                        loop.create_task(self._sweep_hubs())]
+        self.dashboard.start()
         log.info("fastpush listening on %s", self.endpoint)
         return self
 
@@ -114,6 +120,7 @@ class Server:
         self._server.close()
         for task in self._tasks:
             task.cancel()
+        self.dashboard.stop()
         conns = [c for hub in self.node.hubs() for c in hub.connections]
         for conn in conns:
             conn.close(CloseCode.GOING_AWAY, "The server is shutting down.")
@@ -207,10 +214,27 @@ class Server:
 
     # --- the front door's gate ----------------------------------------------------------------
     def handle_rest(self, request: Request) -> Outcome[Response]:
+        if is_dashboard_path(request.raw_path):
+            return self.dashboard.handle(request)
+        if self.trace.active:
+            started = time.perf_counter()
+            return then(self.rest.handle(request), lambda response: self._traced(request, response, started))
         return self.rest.handle(request)
+
+    def _traced(self, request: Request, response: Response, started: float) -> Response:
+        """A REST call in the Live Trace: method, path, status, body size, time to answer."""
+        segments = request.raw_path.split("/")
+        hub = segments[3] if len(segments) > 3 and segments[1:3] == ["api", "hubs"] else None
+        if self.trace.active:
+            self.trace.tell("rest", {"event": request.method, "hub": hub, "target": request.raw_path,
+                                     "size": len(request.body), "status": response.status,
+                                     "durationMs": round((time.perf_counter() - started) * 1000, 3)}, request.body)
+        return response
 
     def decide_upgrade(self, request: Request) -> Outcome[Handoff | Response]:
         """A Handoff or an HTTP refusal; a coroutine giving one when a connect event must be asked."""
+        if is_dashboard_path(request.raw_path):
+            return self.dashboard.decide_upgrade(request)
         decision = decide_upgrade(request, self.keyring, self._anonymous_allowed)
         if isinstance(decision, Reject):
             self._log_refusal(request.peer, None, decision.status, decision.message)
@@ -357,6 +381,9 @@ class Server:
     def _log_refusal(self, address: str, hub: str | None, status: int, reason: str) -> None:
         """One line per refused handshake (rate-limited): `status` is the HTTP status, or for a
         refused recovery the close code."""
+        if self.trace.active:
+            self.trace.tell("connection", {"event": "refused", "hub": hub, "address": address, "status": int(status),
+                                           "reason": reason})
         self._refusals.log(logging.WARNING, "refused a client handshake from %(address)s (hub %(hub)s): "
                                             "%(status)d %(reason)s",
                            {"event": "refused", "address": address, "hub": hub, "status": int(status),

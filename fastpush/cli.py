@@ -33,6 +33,7 @@ from .app import MAX_MESSAGE_BYTES, Server, client_access_url
 from .auth.tokens import KeyRing
 from .broker.resp import RedisAddress
 from .config import Config, ConfigError, load_config
+from .dashboard.access import LOGIN_TOKEN_SECONDS
 from .devcert import DevCertificate, ensure_dev_certificate, server_ssl_context
 from .http.rest import MAX_BODY_BYTES
 from .keyfile import read_or_create_access_key
@@ -218,6 +219,7 @@ def _add_tools(commands: argparse._SubParsersAction[_Parser]) -> None:
                       help="text/plain (default), application/json or application/octet-stream")
     send.add_argument("message")
     tool("status", "print a server's health (GET /api/health)")
+    tool("dashboard", "print a new one-time login URL for a running server's dashboard")
 
 
 def _add_limits(serve: argparse.ArgumentParser) -> None:
@@ -269,6 +271,7 @@ class ServerOptions(TypedDict):
     request_body_timeout_seconds: float
     http_keepalive_timeout_seconds: float
     max_upstream_connections: int
+    dashboard: bool
 
 
 def server_options(args: argparse.Namespace, *, config: Config | None = None,
@@ -286,12 +289,13 @@ def server_options(args: argparse.Namespace, *, config: Config | None = None,
                 request_head_timeout_seconds=args.request_timeout,
                 request_body_timeout_seconds=args.request_timeout,
                 http_keepalive_timeout_seconds=args.http_keepalive_timeout,
-                max_upstream_connections=args.max_upstream_connections)
+                max_upstream_connections=args.max_upstream_connections,
+                dashboard=not args.reuse_port)  # a worker's dashboard would see one process behind a shared port
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"serve": _run, "token": _token, "send": _send, "status": _status}
+    commands = {"serve": _run, "token": _token, "send": _send, "status": _status, "dashboard": _dashboard}
     try:
         return commands[args.command](args)
     except StartupError as exc:
@@ -418,6 +422,12 @@ async def _serve(server: Server, redis_url: str | None) -> None:
         loop.add_signal_handler(sig, stop.set)
     await _start(server, redis_url)
     print(server.connection_string, flush=True)
+    if server.dashboard.enabled:
+        url = server.dashboard.login_url()
+        logging.getLogger("fastpush.dashboard").info("dashboard: %s (this login URL works once, within %d minutes; "
+                                                     "`fastpush dashboard` makes another)", url,
+                                                     LOGIN_TOKEN_SECONDS // 60)
+        print(f"Dashboard: {url}", flush=True)
     await stop.wait()
     await server.stop()
 
@@ -530,6 +540,19 @@ def _status(args: argparse.Namespace) -> int:
     print(f"status: {health.get('status')}")
     print("broker: " + ", ".join(f"{name}={value}" for name, value in health["broker"].items()))
     return 0 if health.get("status") == "healthy" else 1
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    """Asks the server for a login URL, signed with the access key as REST calls are."""
+    status, body = _Target(args.connection_string).request("POST", "/dashboard/login-url")
+    try:
+        answer = msgspec.json.decode(body) if status == 200 else None
+    except msgspec.DecodeError:
+        answer = None
+    if not isinstance(answer, dict) or not isinstance(answer.get("url"), str):
+        raise StartupError(f"the server answered {status}, not a login URL: {_error_message(body)}")
+    print(answer["url"])
+    return 0
 
 
 def _error_message(body: bytes) -> str:
