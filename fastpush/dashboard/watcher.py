@@ -17,6 +17,7 @@ from typing import Final
 import msgspec
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 
+from ..fanout import frame
 from ..trace import Record, Trace
 
 __all__ = ["KINDS", "MAX_SETTINGS_BYTES", "TraceWatcher", "WATCHER_BUFFER_BYTES"]
@@ -71,14 +72,20 @@ class TraceWatcher(WSListener):
         lines = [r for r in records if r["kind"] in kinds and (hub is None or str(r.get("hub", "")).lower() == hub)]
         self.dropped += dropped
         transport = self.transport
-        if self._blocked or transport is None:
+        if transport is None or transport.is_close_frame_sent or transport.is_disconnected:
+            return
+        if self._blocked:
             self.dropped += len(lines)
             return
         if not lines and not self.dropped:
             return
         if not settings.payloads:
             lines = [{k: v for k, v in r.items() if k != "payload"} if "payload" in r else r for r in lines]
-        transport.send(WSMsgType.TEXT, _encode({"type": "trace", "lines": lines, "dropped": self.dropped}))
+        # Framed here and written as one bytes object: picows 2.3.1's send() of more than 8 KiB hands
+        # the transport a view of a header buffer it reuses, which a backed-up socket would send
+        # overwritten by a later frame's header.
+        data = _encode({"type": "trace", "lines": lines, "dropped": self.dropped})
+        transport.underlying_transport.write(frame(int(WSMsgType.TEXT), data))
         self.dropped = 0
 
     # --- picows callbacks ---------------------------------------------------------------------
@@ -118,7 +125,10 @@ class TraceWatcher(WSListener):
         self._blocked = True
 
     def resume_writing(self) -> None:
+        """Its socket drained: say at once how many lines it lost (the page shows the marker)."""
         self._blocked = False
+        if self.dropped and self.transport is not None:
+            self.receive([], 0)
 
     # --- its own --------------------------------------------------------------------------------
     def close(self, code: WSCloseCode, reason: str) -> None:
