@@ -174,7 +174,7 @@ def test_an_action_from_another_origin_is_refused_and_does_nothing(make_server):
         answer = user.request("POST", f"/dashboard/api/hubs/{hub}/send", {"data": "hi"},
                               headers={"Origin": origin} if origin else {"Origin": "http://evil.example"})
         assert answer.status == 403
-    no_origin = user.request("POST", f"/dashboard/api/token", {"hub": hub}, headers={"Origin": ""})
+    no_origin = user.request("POST", "/dashboard/api/token", {"hub": hub}, headers={"Origin": ""})
     assert no_origin.status == 403
 
     async def nothing_arrives():
@@ -224,7 +224,8 @@ def test_a_login_url_is_given_only_for_the_access_key(make_server):
     audience = server.endpoint + path
     anyone = Dashboard(server.endpoint)
     assert anyone.request("POST", path).status == 401
-    forged = jwt.encode({"aud": audience, "exp": int(time.time()) + 60}, b"not the access key of this server, at all", algorithm="HS256")
+    wrong_key = b"not the access key of this server, at all"
+    forged = jwt.encode({"aud": audience, "exp": int(time.time()) + 60}, wrong_key, algorithm="HS256")
     assert anyone.request("POST", path, headers={"Authorization": f"Bearer {forged}"}).status == 401
     assert anyone.request("POST", path, headers={"Authorization": f"Bearer {ACCESS_KEY}"}).status == 401
     signed = jwt.encode({"aud": audience, "exp": int(time.time()) + 60}, ACCESS_KEY.encode(), algorithm="HS256")
