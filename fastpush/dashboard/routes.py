@@ -43,6 +43,9 @@ _COMMON_HEADERS: Final = (("Cache-Control", "no-store"), ("X-Content-Type-Option
                           ("Referrer-Policy", "no-referrer"), ("X-Frame-Options", "DENY"))
 _PAGE_POLICY: Final = ("default-src 'self'; connect-src 'self'; img-src 'self' data:; style-src 'self'; "
                        "script-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+_LOGGED_OUT_PAGE: Final = (b'<!doctype html><meta charset="utf-8"><title>fastpush</title><p>Log in to the dashboard '
+                           b'with the URL fastpush printed when it started, or run <code>fastpush dashboard</code> for '
+                           b'a new one.')
 _LOGIN_PAGE: Final = (b'<!doctype html><meta charset="utf-8"><meta http-equiv="refresh" content="0; url=/dashboard/">'
                       b'<title>fastpush</title><a href="/dashboard/">Open the dashboard</a>')
 
@@ -117,6 +120,8 @@ class Dashboard:
             return _with_headers(self._new_login_url(request))
         refusal = self._check_session(request)
         if refusal is not None:
+            if path == DASHBOARD_PATH + "/" and refusal.status == 401:  # a browser: a page, not JSON
+                refusal = Response(401, _LOGGED_OUT_PAGE, "text/html; charset=utf-8")
             return _with_headers(refusal)
         if request.method == "POST" and not self._same_origin(request):
             return _with_headers(error_response(403, "Forbidden", "Dashboard actions must come from the "
