@@ -26,6 +26,7 @@ KINDS: Final = ("connection", "message", "rest", "upstream")
 WATCHER_BUFFER_BYTES: Final = 256 * 1024  # what a watcher's socket may hold before its lines are dropped
 MAX_SETTINGS_BYTES: Final = 4096  # one settings message from the page
 CLOSE_TIMEOUT_SECONDS: Final = 2.0
+OPCODE_TEXT: Final = 0x1  # RFC 6455
 
 _encode = msgspec.json.Encoder().encode
 
@@ -85,7 +86,7 @@ class TraceWatcher(WSListener):
         # the transport a view of a header buffer it reuses, which a backed-up socket would send
         # overwritten by a later frame's header.
         data = _encode({"type": "trace", "lines": lines, "dropped": self.dropped})
-        transport.underlying_transport.write(frame(int(WSMsgType.TEXT), data))
+        transport.underlying_transport.write(frame(OPCODE_TEXT, data))
         self.dropped = 0
 
     # --- picows callbacks ---------------------------------------------------------------------
