@@ -4,7 +4,8 @@ and closes out.
 `ClientSession` is what the service does with a client connection: it joins fragments and
 enforces RFC 6455's rules on data frames and the message size limit, parses subprotocol requests
 and answers them (ack ids and Duplicate, sendToGroup / joinGroup / leaveGroup checks, ping, user
-events in order with back-pressure; invoke, streaming and group state refused as the spec says),
+events in order with back-pressure; invocations beside them, bounded and cancellable; streaming
+and group state refused as the spec says),
 handles raw clients, keeps a reliable client's session for its recovery window (fastpush.reliable
 has the bookkeeping), and applies the slow-client and buffer-full policies, with their log lines.
 
@@ -39,15 +40,18 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, assert_never
 from . import ops, reliable
 from .broker.errors import BrokerUnavailable
 from .events.dispatcher import HubEvents
-from .events.model import EventContext, EventFailed
+from .events.model import EventContext, EventFailed, InvocationFailed
 from .handshake import Accept
+from .invocations import Invocations
 from .outcome import Outcome, finish
 from .permissions import Permission, grants
 from .protocol.close_codes import CloseCode
 from .protocol.codecs import Codec, codec_for
 from .protocol.json_protocol import (
+    CancelInvocation,
     GroupState,
     Ignored,
+    InvalidInvocation,
     InvalidRequest,
     Invoke,
     JoinGroup,
@@ -60,6 +64,7 @@ from .protocol.json_protocol import (
     StreamMessage,
     StreamStart,
     encode_invoke_error,
+    encode_invoke_response,
     encode_stream_closed,
 )
 from .protocol.names import event_error, group_error, is_valid_event, is_valid_group
@@ -131,7 +136,8 @@ class SessionNode(Protocol):
 SESSION_SLOTS = ("_node", "_hub", "_settings", "_codec", "_token_groups", "_raw_group", "_raw_no_echo",
                  "_fragments", "_fragment_type", "_fragment_bytes", "reconnection_token", "previous_token",
                  "_expiry", "_ack_ids", "_event_ctx", "_event_tail", "_events_in_flight", "_adopted",
-                 "_repeat_acks", "address", "close_code", "messages_in", "bytes_in", "_connected_at")
+                 "_repeat_acks", "address", "close_code", "messages_in", "bytes_in", "_connected_at",
+                 "_invocations")
 
 
 class ClientSession:
@@ -208,6 +214,7 @@ class ClientSession:
         messages_in: int
         bytes_in: int
         _connected_at: float
+        _invocations: Invocations | None
 
     def _init_session(self, node: SessionNode, hub: SessionHub, accept: Accept, settings: ConnectionSettings,
                       event_ctx: EventContext | None) -> None:
@@ -241,6 +248,7 @@ class ClientSession:
         self.messages_in = 0  # whole data messages from the client, and their bytes, for the disconnect line
         self.bytes_in = 0
         self._connected_at = 0.0
+        self._invocations = None  # made on the first invocation
 
     @property
     def groups_to_join(self) -> tuple[str, ...]:
@@ -288,7 +296,10 @@ class ClientSession:
         self._adopted = True
 
     def lost(self) -> None:
-        """The socket is gone. A reliable session waits for its client for the recovery window."""
+        """The socket is gone. A reliable session waits for its client for the recovery window; its
+        invocations end now (the SDKs give them up when their socket drops)."""
+        if self._invocations is not None:
+            self._invocations.cancel_all()
         if self.close_reason is None:
             self.close_reason = "The connection was lost." if self.keep_session else "The connection closed."
         if self.keep_session:
@@ -466,6 +477,11 @@ class ClientSession:
             if self._settings.trace.active:
                 self._trace_message("invalid", None, data, exc.message)
             return
+        except InvalidInvocation as exc:
+            self._answer_invocation(encode_invoke_error(exc.invocation_id, "BadRequest", exc.message))
+            if self._settings.trace.active:
+                self._trace_message("invalid", None, data, exc.message)
+            return
         if self._settings.trace.active:
             self._trace_message(_MESSAGE_TYPES.get(type(request), "other"), getattr(request, "group", None) or
                                 getattr(request, "event", None), data)
@@ -492,8 +508,10 @@ class ClientSession:
                 else:  # no handler wants it: accepted and dropped, as the service does
                     self._ack(ack_id)
             case Invoke():
-                self.send_frame(OPCODE_TEXT, encode_invoke_error(
-                    request.invocation_id, "BadRequest", "No event handler is configured for invocations."))
+                self._invoke(request)
+            case CancelInvocation():
+                if self._invocations is not None:
+                    self._invocations.cancel(request.invocation_id)  # nothing is sent: the client gave up
             case StreamStart():
                 self._refuse_stream(request)
             case StreamMessage():
@@ -605,6 +623,48 @@ class ClientSession:
                 self.deliver(reply.payload)
         self._ack(ack_id)
 
+    # --- invocations ------------------------------------------------------------------------------
+    def _invoke(self, request: Invoke) -> None:
+        """An invocation goes to the handler of the user event of its name and runs beside the
+        connection's events and other invocations (each answer names its id). Past
+        MAX_INVOCATIONS_IN_FLIGHT, or with an id already in flight, it is refused."""
+        invocation_id, name = request.invocation_id, request.event
+        events = self._hub.events
+        if not is_valid_event(name):
+            self._answer_invocation(encode_invoke_error(invocation_id, "BadRequest", event_error(name)))
+        elif events is None or not events.handles_user_event(name):
+            self._answer_invocation(encode_invoke_error(invocation_id, "NotFound",
+                                                        f"No event handler is configured for event '{name}'."))
+        else:
+            invocations = self._invocations
+            if invocations is None:
+                invocations = self._invocations = Invocations()
+            refusal = invocations.refusal(invocation_id)
+            if refusal is not None:
+                self._answer_invocation(encode_invoke_error(invocation_id, "BadRequest", refusal))
+            else:
+                events.track(invocations.start(invocation_id, self._run_invocation(events, request)))
+
+    async def _run_invocation(self, events: HubEvents, request: Invoke) -> None:
+        invocation_id, name = request.invocation_id, request.event
+        try:
+            reply = await events.invoke(self._context(), name, request.payload, invocation_id)
+        except InvocationFailed as exc:
+            self._answer_invocation(encode_invoke_error(invocation_id, exc.name, exc.message))
+            return
+        except EventFailed:  # logged where it failed (the upstream, the dispatcher)
+            self._answer_invocation(encode_invoke_error(invocation_id, "InternalServerError",
+                                                        f"The event handler for '{name}' failed."))
+            return
+        if reply is not None and reply.state is not None:
+            self._context().state = reply.state
+        self._answer_invocation(encode_invoke_response(invocation_id, reply.payload if reply is not None else None))
+
+    def _answer_invocation(self, frame: bytes) -> None:
+        """Invocations exist only in the JSON family: their answers are text frames."""
+        if self.is_open:
+            self.send_frame(OPCODE_TEXT, frame)
+
     def _context(self) -> EventContext:
         if self._event_ctx is None:
             self._event_ctx = EventContext(self._hub.name, self.connection_id, self.user_id, self.subprotocol)
@@ -673,8 +733,8 @@ class ClientSession:
 # A client request's name in the Live Trace (its `type` on the wire).
 _MESSAGE_TYPES: dict[type, str] = {
     SendToGroup: "sendToGroup", JoinGroup: "joinGroup", LeaveGroup: "leaveGroup", SendEvent: "event", Ping: "ping",
-    SequenceAck: "sequenceAck", Invoke: "invoke", StreamStart: "streamStart", StreamMessage: "stream",
-    GroupState: "groupState"}
+    SequenceAck: "sequenceAck", Invoke: "invoke", CancelInvocation: "cancelInvocation", StreamStart: "streamStart",
+    StreamMessage: "stream", GroupState: "groupState"}
 
 
 def _is_utf8(data: bytes) -> bool:

@@ -8,6 +8,7 @@ from typing import TypeVar
 import msgspec
 
 from ..protocol.payload import DataType, Payload
+from .cloudevents import invocation_error
 from .model import (
     ConnectCallback,
     ConnectedCallback,
@@ -15,6 +16,8 @@ from .model import (
     ConnectResult,
     DisconnectedCallback,
     EventContext,
+    EventFailed,
+    EventRejected,
     EventReply,
     UserEventCallback,
 )
@@ -78,6 +81,24 @@ class CallbackHandler:
             await _settle(self._on_disconnected(ctx, reason))
 
     async def user_event(self, ctx: EventContext, name: str, payload: Payload) -> EventReply | None:
+        """on_event answers as an upstream does: what to send back, or EventRejected(status) for an
+        error status (an InternalServerError ack)."""
         if self._on_event is None:
             return None
-        return _reply(await _settle(self._on_event(ctx, name, payload)))
+        try:
+            return _reply(await _settle(self._on_event(ctx, name, payload)))
+        except EventRejected as exc:
+            raise EventFailed(f"the event handler refused the event ({exc.status}): {exc.message}") from None
+
+    async def invoke(self, ctx: EventContext, name: str, payload: Payload | None,
+                     invocation_id: str) -> EventReply | None:
+        """An invocation is the user event of its name, given to on_event: its answer is the
+        invokeResponse's data, and EventRejected(status, message) the error an upstream's status
+        would give (400 BadRequest with the message, 5xx InternalServerError, ...). No data is
+        an empty binary payload. Cancelling the invocation cancels an async on_event."""
+        if self._on_event is None:
+            return None
+        try:
+            return _reply(await _settle(self._on_event(ctx, name, payload or Payload(DataType.BINARY, b""))))
+        except EventRejected as exc:
+            raise invocation_error(exc.status, exc.message, name) from None

@@ -1,6 +1,6 @@
 """CloudEvents HTTP binary mode as Azure Web PubSub sends it (the common headers, connect,
-connected, disconnected and user events; docs/protocol.md, "Event handlers"), without I/O:
-headers and bodies for each event, and the meaning of each response."""
+connected, disconnected, user events and invocations; docs/protocol.md, "Event handlers"), without
+I/O: headers and bodies for each event, and the meaning of each response."""
 from __future__ import annotations
 
 import datetime
@@ -11,9 +11,10 @@ import msgspec
 
 from ..protocol.names import group_error, is_valid_group, is_valid_user, user_error
 from ..protocol.payload import DataType, Payload, PayloadError, decode_json
-from .model import ConnectRequest, ConnectResult, EventContext, EventFailed, EventRejected, EventReply
+from .model import ConnectRequest, ConnectResult, EventContext, EventFailed, EventRejected, EventReply, InvocationFailed
 
-__all__ = ["signature", "system_event", "user_event", "connect_result", "user_event_reply", "validation_headers"]
+__all__ = ["signature", "system_event", "user_event", "connect_result", "user_event_reply", "validation_headers",
+           "invocation", "invocation_reply", "invocation_error", "MAX_ERROR_MESSAGE_CHARS"]
 
 _json = msgspec.json.Encoder().encode
 _SYSTEM_CONTENT_TYPE = "application/json; charset=utf-8"
@@ -25,6 +26,9 @@ _USER_CONTENT_TYPES = {
 }
 _REPLY_TYPES = {"text/plain": DataType.TEXT, "application/json": DataType.JSON,
                 "application/octet-stream": DataType.BINARY}
+# A handler's refusal of an invocation, by status, as the client's error name (other 4xx: BadRequest).
+_REFUSALS = {401: "Forbidden", 403: "Forbidden", 404: "NotFound"}
+MAX_ERROR_MESSAGE_CHARS = 1024  # of a handler's refusal text passed on to the client
 
 
 def signature(keys: list[str], connection_id: str) -> str:
@@ -79,6 +83,34 @@ def user_event(ctx: EventContext, name: str, payload: Payload, keys: list[str],
                origin: str) -> tuple[dict[str, str], bytes]:
     content_type = _USER_CONTENT_TYPES[payload.data_type]
     return _headers(ctx, f"azure.webpubsub.user.{name}", name, content_type, keys, origin), payload.data
+
+
+def invocation(ctx: EventContext, name: str, payload: Payload | None, invocation_id: str, keys: list[str],
+               origin: str) -> tuple[dict[str, str], bytes]:
+    """An invocation reaches the handler as the user event of its name (so a handler written for
+    events, such as @azure/web-pubsub-express's handleUserEvent, answers it unchanged), with
+    `ce-invocationId` added; no data is an empty binary body."""
+    headers, body = user_event(ctx, name, payload or Payload(DataType.BINARY, b""), keys, origin)
+    headers["ce-invocationId"] = invocation_id
+    return headers, body
+
+
+def invocation_error(status: int, detail: str, name: str) -> InvocationFailed:
+    """A handler's refusal as the client sees it. A 4xx passes the handler's text on (what
+    express's `res.fail(400, detail)` means for the caller); a 5xx or any other status is an
+    InternalServerError with a fixed message: the handler's internals are not the client's business."""
+    if 400 <= status < 500:
+        message = detail.strip()[:MAX_ERROR_MESSAGE_CHARS]
+        return InvocationFailed(_REFUSALS.get(status, "BadRequest"),
+                                message or f"The event handler for '{name}' refused the invocation ({status}).")
+    return InvocationFailed("InternalServerError", f"The event handler for '{name}' failed ({status}).")
+
+
+def invocation_reply(status: int, headers: dict[str, str], body: bytes, name: str) -> EventReply:
+    """2xx: the answer, read as a user event's (user_event_reply); else the refusal (invocation_error)."""
+    if not 200 <= status < 300:
+        raise invocation_error(status, body[:4 * MAX_ERROR_MESSAGE_CHARS].decode(errors="replace"), name)
+    return user_event_reply(status, headers, body)
 
 
 class _ConnectBody(msgspec.Struct):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 
 from ..protocol.payload import Payload
 from .model import ConnectRequest, ConnectResult, EventContext, EventFailed, EventHandler, EventReply, HandlerRule
@@ -51,10 +51,19 @@ class HubEvents:
 
     async def user_event(self, ctx: EventContext, name: str, payload: Payload) -> EventReply | None:
         handler = self._user(name)
+        return None if handler is None else await self._guarded(handler.user_event(ctx, name, payload), ctx, name)
+
+    async def invoke(self, ctx: EventContext, name: str, payload: Payload | None,
+                     invocation_id: str) -> EventReply | None:
+        """An invocation goes to the handler of the user event of its name."""
+        handler = self._user(name)
         if handler is None:
             return None
+        return await self._guarded(handler.invoke(ctx, name, payload, invocation_id), ctx, name)
+
+    async def _guarded(self, answer: Awaitable[EventReply | None], ctx: EventContext, name: str) -> EventReply | None:
         try:
-            return await handler.user_event(ctx, name, payload)
+            return await answer
         except EventFailed:
             raise
         except Exception as exc:  # an in-process callback's bug must not take the connection's loop down

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
-__all__ = ["HttpClient", "HttpError", "Response"]
+__all__ = ["HttpClient", "HttpError", "HttpTimeout", "Response"]
 
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 MAX_RESPONSE_HEAD_BYTES = 64 * 1024
@@ -22,6 +22,10 @@ _UNSAFE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 class HttpError(Exception):
     """The upstream could not be reached or answered something that is not HTTP."""
+
+
+class HttpTimeout(HttpError):
+    """No whole answer within the request's deadline."""
 
 
 class Response:
@@ -87,7 +91,7 @@ class HttpClient:
         try:
             return await asyncio.wait_for(self._request(method, url, headers, body), timeout)
         except TimeoutError:
-            raise HttpError(f"{method} {url} timed out after {timeout:g} s") from None
+            raise HttpTimeout(f"{method} {url} timed out after {timeout:g} s") from None
         except (OSError, httptools.HttpParserError) as exc:
             raise HttpError(f"{method} {url} failed: {exc}") from None
 

@@ -10,6 +10,7 @@ from ..protocol.payload import Payload
 
 __all__ = [
     "EventContext", "ConnectRequest", "ConnectResult", "EventReply", "EventRejected", "EventFailed",
+    "EventTimedOut", "InvocationFailed",
     "EventHandler", "HandlerRule", "SYSTEM_EVENTS",
     "Callback", "ConnectCallback", "ConnectedCallback", "DisconnectedCallback", "UserEventCallback",
 ]
@@ -74,11 +75,27 @@ class EventFailed(Exception):
     """A handler could not process an event (error status, timeout, unreachable, invalid reply)."""
 
 
+class EventTimedOut(EventFailed):
+    """The handler did not answer within the upstream timeout."""
+
+
+class InvocationFailed(EventFailed):
+    """An invocation's handler failed: the client gets an error invokeResponse with this `name`
+    (BadRequest, Forbidden, NotFound, Timeout, InternalServerError) and `message`."""
+
+    def __init__(self, name: str, message: str):
+        super().__init__(message)
+        self.name = name
+        self.message = message
+
+
 class EventHandler(Protocol):
     async def connect(self, ctx: EventContext, request: ConnectRequest) -> ConnectResult | None: ...
     async def connected(self, ctx: EventContext) -> None: ...
     async def disconnected(self, ctx: EventContext, reason: str) -> None: ...
     async def user_event(self, ctx: EventContext, name: str, payload: Payload) -> EventReply | None: ...
+    async def invoke(self, ctx: EventContext, name: str, payload: Payload | None,
+                     invocation_id: str) -> EventReply | None: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,8 +10,17 @@ from urllib.parse import quote
 from ..logs import RateLimitedLog, one_line
 from ..protocol.payload import Payload
 from . import cloudevents
-from .http_client import HttpClient, HttpError, Response
-from .model import ConnectRequest, ConnectResult, EventContext, EventFailed, EventRejected, EventReply
+from .http_client import HttpClient, HttpError, HttpTimeout, Response
+from .model import (
+    ConnectRequest,
+    ConnectResult,
+    EventContext,
+    EventFailed,
+    EventRejected,
+    EventReply,
+    EventTimedOut,
+    InvocationFailed,
+)
 
 __all__ = ["HttpUpstream"]
 
@@ -63,6 +72,24 @@ class HttpUpstream:
             self._failed(ctx, name, str(exc))
             raise
 
+    async def invoke(self, ctx: EventContext, name: str, payload: Payload | None, invocation_id: str) -> EventReply:
+        """The user event of `name` with `ce-invocationId`; its answer, or the error the client gets
+        (InvocationFailed). Cancelling the call abandons the request: its socket is closed."""
+        headers, body = cloudevents.invocation(ctx, name, payload, invocation_id, self._keys(), self._origin)
+        try:
+            response = await self._post(ctx, name, headers, body)
+        except EventTimedOut:
+            raise InvocationFailed("Timeout", f"The event handler for '{name}' did not answer in time.") from None
+        try:
+            return cloudevents.invocation_reply(response.status, response.headers, response.body, name)
+        except InvocationFailed as exc:  # a 4xx is the application's answer to its caller, not a failure
+            if exc.name == "InternalServerError":
+                self._failed(ctx, name, f"the event handler answered {response.status}")
+            raise
+        except EventFailed as exc:  # an answer fastpush cannot pass on
+            self._failed(ctx, name, str(exc))
+            raise
+
     async def _notify(self, ctx: EventContext, name: str, reason: str | None = None) -> None:
         """Non-blocking events: the answer is only logged."""
         headers, body = cloudevents.system_event(ctx, name, self._keys(), self._origin, reason=reason)
@@ -79,7 +106,7 @@ class HttpUpstream:
             await self._ensure_validated(self._url(ctx.hub, "validate"))
             return await self._client.request("POST", url, headers, body, self._timeout)
         except HttpError as exc:
-            failure = EventFailed(str(exc))
+            failure = EventTimedOut(str(exc)) if isinstance(exc, HttpTimeout) else EventFailed(str(exc))
         except EventFailed as exc:
             failure = exc
         self._failed(ctx, event, str(failure))

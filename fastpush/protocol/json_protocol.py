@@ -10,14 +10,16 @@ import base64
 import msgspec
 
 from .close_codes import CloseCode
+from .names import invocation_id_error, is_valid_invocation_id
 from .payload import DataType, Payload, PayloadError, decode_json, payload_from_client
 
 __all__ = [
     "JSON_V1", "JSON_RELIABLE_V1", "PROTOBUF_V1", "PROTOBUF_RELIABLE_V1", "SUBPROTOCOLS",
-    "JoinGroup", "LeaveGroup", "SendToGroup", "SendEvent", "SequenceAck", "Ping", "Invoke", "Ignored",
-    "StreamStart", "StreamMessage", "GroupState",
-    "Request", "ProtocolViolation", "InvalidRequest", "parse_request",
-    "encode_ack", "encode_connected", "encode_disconnected", "encode_pong", "encode_invoke_error",
+    "JoinGroup", "LeaveGroup", "SendToGroup", "SendEvent", "SequenceAck", "Ping", "Invoke", "CancelInvocation",
+    "Ignored", "StreamStart", "StreamMessage", "GroupState",
+    "Request", "ProtocolViolation", "InvalidRequest", "InvalidInvocation", "parse_request",
+    "encode_ack", "encode_connected", "encode_disconnected", "encode_pong", "encode_invoke_response",
+    "encode_invoke_error",
     "encode_stream_closed",
     "message_tail", "ServerSource", "GroupSource",
 ]
@@ -66,11 +68,20 @@ class Ping(msgspec.Struct, frozen=True):
 
 
 class Invoke(msgspec.Struct, frozen=True):
+    """A request to the event handler whose answer comes back as an invokeResponse (target `event`,
+    the only one); `payload` is None when the client sent no data."""
+
+    invocation_id: str
+    event: str
+    payload: Payload | None
+
+
+class CancelInvocation(msgspec.Struct, frozen=True):
     invocation_id: str
 
 
 class Ignored(msgspec.Struct, frozen=True):
-    """A newer request kind that needs no answer (e.g. cancelInvocation)."""
+    """A newer request kind that needs no answer (invokeResponse: the service invokes no client)."""
 
     kind: str
 
@@ -98,8 +109,8 @@ class GroupState(msgspec.Struct, frozen=True):
     ack_id: int | None
 
 
-Request = (JoinGroup | LeaveGroup | SendToGroup | SendEvent | SequenceAck | Ping | Invoke | Ignored | StreamStart
-           | StreamMessage | GroupState)
+Request = (JoinGroup | LeaveGroup | SendToGroup | SendEvent | SequenceAck | Ping | Invoke | CancelInvocation
+           | Ignored | StreamStart | StreamMessage | GroupState)
 
 
 class ProtocolViolation(Exception):
@@ -121,8 +132,19 @@ class InvalidRequest(Exception):
         self.message = message
 
 
+class InvalidInvocation(Exception):
+    """A well-formed invoke with a bad request (target, event, data): answer with an error
+    invokeResponse, as an ackId gets an error ack."""
+
+    def __init__(self, invocation_id: str, message: str):
+        super().__init__(message)
+        self.invocation_id = invocation_id
+        self.message = message
+
+
 def parse_request(frame: bytes | memoryview) -> Request:
-    """Turn one text frame into a request, or raise ProtocolViolation / InvalidRequest."""
+    """Turn one text frame into a request, or raise ProtocolViolation / InvalidRequest /
+    InvalidInvocation."""
     try:
         msg = decode_json(bytes(frame))
     except PayloadError as exc:
@@ -167,10 +189,9 @@ def _parse_known(kind: str, msg: dict[str, object], ack_id: int | None) -> Reque
     if kind == "ping":
         return Ping()
     if kind == "invoke":
-        invocation_id = msg.get("invocationId")
-        if not isinstance(invocation_id, str):
-            raise _FieldError("'invocationId' must be a string")
-        return Invoke(invocation_id)
+        return _invoke(msg)
+    if kind == "cancelinvocation":
+        return CancelInvocation(_invocation_id(msg))
     if kind == "streamdata":
         return StreamMessage(kind, _stream_data(msg))
     if kind == "streamend":
@@ -180,9 +201,31 @@ def _parse_known(kind: str, msg: dict[str, object], ack_id: int | None) -> Reque
         if kind == "setgroupstate":
             _string_map(msg, "state")
         return GroupState(kind, group, ack_id)
-    if kind in ("cancelinvocation", "invokeresponse"):
+    if kind == "invokeresponse":
         return Ignored(kind)
     raise _FieldError(f"Unknown message type '{msg['type']}'")
+
+
+def _invocation_id(msg: dict[str, object]) -> str:
+    """Without a usable id nothing can be answered: the message is malformed."""
+    value = _string(msg, "invocationId")
+    if not is_valid_invocation_id(value):
+        raise _FieldError(invocation_id_error(value))
+    return value
+
+
+def _invoke(msg: dict[str, object]) -> Invoke:
+    invocation_id = _invocation_id(msg)
+    try:
+        target = msg.get("target")
+        if target is not None and (not isinstance(target, str) or target.lower() != "event"):
+            raise _FieldError("'target' must be 'event', the only invocation target")
+        event = _string(msg, "event")
+        # The SDKs send dataType and data together, or neither when the content is null.
+        payload = None if msg.get("data") is None and msg.get("dataType") is None else _payload(msg)
+    except (PayloadError, _FieldError) as exc:
+        raise InvalidInvocation(invocation_id, str(exc)) from None
+    return Invoke(invocation_id, event, payload)
 
 
 # The client protocol spec's stream rules (Azure/azure-webpubsub protocols/client/client-spec.md §3.6),
@@ -319,6 +362,14 @@ def encode_disconnected(reason: str) -> bytes:
 
 def encode_pong() -> bytes:
     return b'{"type":"pong"}'
+
+
+def encode_invoke_response(invocation_id: str, payload: Payload | None) -> bytes:
+    """A successful answer, with the handler's data if it gave some."""
+    head = b'{"type":"invokeResponse","invocationId":' + _encode(invocation_id) + b',"success":true'
+    if payload is None:
+        return head + b"}"
+    return head + b',"dataType":"' + payload.data_type.value.encode() + b'","data":' + _data(payload) + b"}"
 
 
 def encode_invoke_error(invocation_id: str, name: str, message: str) -> bytes:

@@ -1,9 +1,8 @@
 """@azure/web-pubsub-client 1.1.0 and later, unmodified, calling the newer families fastpush does not
 support (tests/unit/test_families.py has the messages and their answers): each call fails with an
-error the SDK raises, and the connection stays up for the next call.
+error the SDK raises, and the connection stays up for the next call. (`invokeEvent` is supported:
+tests/compat/test_js_client_invoke.py.)
 
-- `invokeEvent` rejects with the SDK's InvocationError whose errorDetail is the service's
-  BadRequest (the SDK does not retry it and sends no cancelInvocation after an answer);
 - `openGroupStream` rejects with the error of the `streamClosed` answer to its stream start (named
   BadRequest, or Forbidden without the role to send to the group), rather than waiting forever for a
   stream ack;
@@ -56,14 +55,6 @@ async def still_connected(client) -> None:
     assert client.events.empty(), client.events.get_nowait()
     assert await client.send_to_group("room", "after", "text") == ACKED
     assert client.events.empty(), client.events.get_nowait()
-
-
-async def test_invoke_event_rejects_with_an_invocation_error(started):
-    client = await started(user_id="ann", roles=ROLES)
-    with pytest.raises(SdkCallError) as failed:
-        await client._call("invokeEvent", "ask", "question?", "text")
-    assert failed.value.name == "InvocationError" and failed.value.detail == "BadRequest"
-    await still_connected(client)
 
 
 async def test_open_group_stream_rejects_with_the_stream_closed_error(started):

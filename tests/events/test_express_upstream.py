@@ -4,6 +4,7 @@ reply reaches the client, a rejected connect fails the handshake with the handle
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -41,18 +42,27 @@ class ExpressApp:
         return await asyncio.wait_for(scan(), timeout)
 
 
-@pytest.fixture
-async def express_app():
+@contextlib.asynccontextmanager
+async def running_express_app():
+    """The express app in its own node process, for as long as the block runs."""
     node = shutil.which("node")
     if node is None or not (JS / "node_modules" / "@azure" / "web-pubsub-express").is_dir():
         pytest.fail(f"node and @azure/web-pubsub-express are needed: run npm ci in {JS}")
     process = await asyncio.create_subprocess_exec(node, str(JS / "express_upstream.mjs"), HUB, cwd=JS,
                                                    stdout=asyncio.subprocess.PIPE, env=dict(os.environ))
-    app = ExpressApp(process)
-    app.listening = await app.read_until(lambda line: "listening" in line)
-    yield app
-    process.kill()
-    await process.wait()
+    try:
+        app = ExpressApp(process)
+        app.listening = await app.read_until(lambda line: "listening" in line)
+        yield app
+    finally:
+        process.kill()
+        await process.wait()
+
+
+@pytest.fixture
+async def express_app():
+    async with running_express_app() as app:
+        yield app
 
 
 @pytest.fixture

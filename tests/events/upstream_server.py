@@ -9,6 +9,8 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+HOLD_SECONDS = 10.0  # the longest a held request waits for fastpush to abandon it
+
 
 @dataclass
 class Recorded:
@@ -25,6 +27,7 @@ class Answer:
     content_type: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    hold: bool = False  # never answer: wait for fastpush to close the socket (recorded in `abandoned`)
 
 
 class Upstream:
@@ -36,6 +39,7 @@ class Upstream:
         self.answers: dict[str, Answer] = {}
         self.refuse_validation = False
         self.bad_signatures: list[str] = []
+        self.abandoned: list[Recorded] = []  # held requests whose socket fastpush closed
         upstream = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -63,6 +67,9 @@ class Upstream:
                 rec = self._record()
                 upstream.check_signature(rec)
                 answer = upstream.answers.get(rec.headers.get("ce-eventname", ""), Answer(204))
+                if answer.hold:
+                    self._hold(rec)
+                    return
                 if answer.delay:
                     time.sleep(answer.delay)
                 self.send_response(answer.status)
@@ -73,6 +80,16 @@ class Upstream:
                 self.send_header("Content-Length", str(len(answer.body)))
                 self.end_headers()
                 self.wfile.write(answer.body)
+
+            def _hold(self, rec: Recorded) -> None:
+                self.close_connection = True
+                self.connection.settimeout(HOLD_SECONDS)
+                try:
+                    closed = self.connection.recv(1) == b""
+                except OSError:
+                    closed = False
+                if closed:
+                    upstream.abandoned.append(rec)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True

@@ -16,8 +16,10 @@ from fastpush.events.cloudevents import connect_result, user_event_reply
 from fastpush.events.model import ConnectResult, EventFailed, EventRejected, EventReply
 from fastpush.protocol.close_codes import CloseCode
 from fastpush.protocol.json_protocol import (
+    CancelInvocation,
     GroupSource,
     Ignored,
+    InvalidInvocation,
     InvalidRequest,
     Invoke,
     JoinGroup,
@@ -28,9 +30,12 @@ from fastpush.protocol.json_protocol import (
     SendToGroup,
     SequenceAck,
     ServerSource,
+    encode_invoke_error,
+    encode_invoke_response,
     message_tail,
     parse_request,
 )
+from fastpush.protocol.names import is_valid_invocation_id
 from fastpush.protocol.odata_filter import FilterError, compile_filter
 from fastpush.protocol.payload import MAX_JSON_DEPTH, DataType, Payload, PayloadError, payload_from_rest
 from fastpush.protocol.protobuf_protocol import data_message_inner, encode_varint, parse_upstream, wrap_data_message
@@ -38,7 +43,7 @@ from tests.webpubsub_proto import Downstream
 
 UINT64_MAX = 2**64 - 1
 FUZZ = settings(max_examples=500, deadline=None)
-REQUEST_TYPES = (JoinGroup, LeaveGroup, SendToGroup, SendEvent, SequenceAck, Ping, Invoke, Ignored)
+REQUEST_TYPES = (JoinGroup, LeaveGroup, SendToGroup, SendEvent, SequenceAck, Ping, Invoke, CancelInvocation, Ignored)
 
 # --- shared strategies: JSON fragments that are almost right ------------------------------------
 
@@ -61,7 +66,7 @@ deep_texts = st.builds(nested_text, st.sampled_from([MAX_JSON_DEPTH - 1, MAX_JSO
                        | st.integers(1, 3000), st.sampled_from(["array", "object"]))
 fragments = (json_values.map(lambda v: json.dumps(v)) | number_texts | deep_texts
              | st.sampled_from(['"\\ud800"', '"\\u0000"', "[", "}", "", '"unterminated', "tru", "nul"]))
-KEYS = ["type", "group", "ackId", "data", "dataType", "event", "sequenceId", "noEcho", "invocationId"]
+KEYS = ["type", "group", "ackId", "data", "dataType", "event", "sequenceId", "noEcho", "invocationId", "target"]
 TYPE_NAMES = ["joinGroup", "leaveGroup", "sendToGroup", "event", "sequenceAck", "ping", "invoke",
               "cancelInvocation", "invokeResponse", "streamData", "streamEnd", "system", "ack", "", "warp"]
 type_names = st.sampled_from(TYPE_NAMES).flatmap(
@@ -113,6 +118,10 @@ def check_client_request(parse, frame: bytes) -> None:
     except InvalidRequest as exc:
         assert 0 <= exc.ack_id <= UINT64_MAX and exc.name == "BadRequest" and exc.message
         return
+    except InvalidInvocation as exc:  # answered with an error invokeResponse naming the id
+        assert is_valid_invocation_id(exc.invocation_id) and exc.message
+        json.loads(encode_invoke_error(exc.invocation_id, "BadRequest", exc.message))
+        return
     assert isinstance(request, REQUEST_TYPES)
     ack_id = getattr(request, "ack_id", None)
     assert ack_id is None or 0 <= ack_id <= UINT64_MAX
@@ -120,6 +129,10 @@ def check_client_request(parse, frame: bytes) -> None:
         assert 0 <= request.sequence_id <= UINT64_MAX
     if isinstance(request, (SendToGroup, SendEvent)):
         check_framing(request.payload)
+    if isinstance(request, (Invoke, CancelInvocation)):
+        assert is_valid_invocation_id(request.invocation_id)
+    if isinstance(request, Invoke):
+        json.loads(encode_invoke_response(request.invocation_id, request.payload))
 
 
 def check_framing(payload: Payload) -> None:

@@ -1,8 +1,8 @@
-"""The newer message families of the client protocol (invoke, streaming, group state) that
-@azure/web-pubsub-client 1.1.0 sends, without sockets: fastpush supports none of them, so every
-well-formed message of these families gets the answer the spec gives for a refusal, never a
-close and never silence where the client waits for an answer; a malformed one still closes 1007
-(or gets a BadRequest ack when it carries an ackId), as any malformed message does.
+"""The newer message families of the client protocol that @azure/web-pubsub-client 1.1.0 sends and
+fastpush does not support (streaming, group state; invocations are supported: test_invocations.py),
+without sockets: every well-formed message of these families gets the answer the spec gives for a
+refusal, never a close and never silence where the client waits for an answer; a malformed one
+still closes 1007 (or gets a BadRequest ack when it carries an ackId), as any malformed message does.
 
 The protobuf family has none of these messages (neither the published webpubsub.v1.proto nor the
 newer one with sequence_ack and ping defines them), so there is nothing to answer there."""
@@ -22,7 +22,7 @@ def stream_closed(stream_id: str, name: str) -> tuple[str, str, str]:
 
 
 def answers(conn: Conn) -> list[tuple]:
-    """What the session sent, in short: streamClosed, ack and invokeResponse frames; and closes."""
+    """What the session sent, in short: streamClosed and ack frames; and closes."""
     out: list[tuple] = []
     for message in conn.messages():
         if message["type"] == "streamClosed":
@@ -30,26 +30,9 @@ def answers(conn: Conn) -> list[tuple]:
             out.append(stream_closed(message["streamId"], message["error"]["name"]))
         elif message["type"] == "ack":
             out.append(("ack", message["ackId"], message["success"], message.get("error", {}).get("name")))
-        elif message["type"] == "invokeResponse":
-            out.append(("invokeResponse", message["invocationId"], message["success"], message["error"]["name"]))
         else:
             out.append((message["type"],))
     return out + [("close", code) for code, _ in conn.closes()]
-
-
-# --- invoke ------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("subprotocol", [JSON_V1, JSON_RELIABLE_V1])
-def test_invoke_as_the_1_1_0_sdk_sends_it_gets_an_invoke_response_error(subprotocol):
-    conn = Conn(subprotocol).open()
-    conn.send({"type": "invoke", "invocationId": "i1", "target": "event", "event": "ask", "dataType": "text",
-               "data": "?"})
-    assert answers(conn) == [("invokeResponse", "i1", False, "BadRequest")]
-
-
-def test_invoke_without_an_invocation_id_is_malformed():
-    conn = Conn().open()
-    conn.send({"type": "invoke", "target": "event", "event": "ask"})
-    assert answers(conn) == [("close", CloseCode.INVALID_PAYLOAD)]
 
 
 # --- streaming ---------------------------------------------------------------------------------------------

@@ -401,7 +401,7 @@ async def test_a_join_is_acked_once_the_cluster_has_it():
     assert conn.acks() == [(1, True, None)]
 
 
-# --- ping, sequence acks, invoke ----------------------------------------------------------------------
+# --- ping, sequence acks --------------------------------------------------------------------------------
 def test_ping_is_answered_with_pong_and_a_sequence_ack_acknowledges():
     conn = Conn(JSON_RELIABLE_V1).open()
     conn.send({"type": "ping"})
@@ -409,17 +409,10 @@ def test_ping_is_answered_with_pong_and_a_sequence_ack_acknowledges():
     assert conn.log == [("frame", OPCODE_TEXT, b'{"type":"pong"}'), ("acknowledge", 12)]
 
 
-def test_an_invocation_is_refused_with_an_invoke_error():
-    conn = Conn().open()
-    conn.send({"type": "invoke", "invocationId": "inv-1", "target": "x", "dataType": "text", "data": "?"})
-    [reply] = conn.messages()
-    assert reply["type"] == "invokeResponse" and reply["invocationId"] == "inv-1"
-    assert reply["success"] is False and reply["error"]["name"] == "BadRequest"
-
-
 def test_newer_requests_that_need_no_answer_are_ignored():
+    """tests/unit/test_invocations.py has invoke and cancelInvocation."""
     conn = Conn().open()
-    conn.send({"type": "cancelInvocation", "invocationId": "inv-1"})
+    conn.send({"type": "invokeResponse", "invocationId": "inv-1", "success": True})
     assert conn.log == []
 
 

@@ -12,22 +12,30 @@
 //              "options": {<WebPubSubClientOptions>}}]}
 //   {"id": 2, "client": 1, "method": "joinGroup", "args": ["room"]}
 //   {"id": 3, "client": 1, "method": "dispose"}     stops the client and forgets it
+//   {"id": 4, "client": 1, "method": "abort", "args": ["k1"]}   aborts the AbortSignal named "k1"
 // "credential": true hands the SDK a {getClientAccessUrl} credential instead of the URL string.
 // stdout: one JSON line per call result and per client event:
 //   {"id": 2, "ok": true, "result": {"ackId": 1, "isDuplicated": false}}
 //   {"id": 2, "ok": false, "error": {"name", "message", "ackId", "errorDetail"}}
 //   {"client": 1, "event": "group-message", "args": {"message": {"kind": "groupData", ...}}}
 // Binary data travels both ways as {"$bytes": "<base64>"} (an ArrayBuffer on the JS side).
+// An argument {"$abortSignal": "k1"} is a new AbortController's signal, named k1 for "abort".
 // The process exits when stdin ends.
 import readline from "node:readline";
 
 const { WebPubSubClient, WebPubSubJsonProtocol, WebPubSubJsonReliableProtocol } = await import(process.argv[2]);
 const clients = new Map();
+const aborts = new Map();
 
 function revive(_key, value) {
   if (value && typeof value === "object" && "$bytes" in value) {
     const bytes = Buffer.from(value.$bytes, "base64");
     return bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length);
+  }
+  if (value && typeof value === "object" && "$abortSignal" in value) {
+    const controller = new AbortController();
+    aborts.set(value.$abortSignal, controller);
+    return controller.signal;
   }
   return value;
 }
@@ -65,6 +73,9 @@ async function call(id, number, method, args) {
       create(number, ...args);
     } else if (method === "dispose") {
       dispose(number);
+    } else if (method === "abort") {
+      aborts.get(args[0])?.abort();
+      aborts.delete(args[0]);
     } else {
       result = await clients.get(number)[method](...args);
     }

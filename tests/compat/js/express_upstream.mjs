@@ -1,6 +1,8 @@
 // An application server built with the official @azure/web-pubsub-express middleware, unchanged
 // API use: node express_upstream.mjs <hub>. Prints one JSON line per event it sees, and first
-// {"listening": port}.
+// {"listening": port}. Events named invoke-* answer invocations (tests/compat/test_js_client_invoke.py):
+// invoke-echo echoes as JSON, invoke-refuse fails with 400, invoke-hang never answers (a plain
+// express middleware in front says when its request is abandoned, with its ce-invocationId).
 import express from "express";
 import { WebPubSubEventHandler } from "@azure/web-pubsub-express";
 
@@ -21,6 +23,11 @@ const handler = new WebPubSubEventHandler(hub, {
   onConnected: (req) => log({ event: "connected", connectionId: req.context.connectionId, userId: req.context.userId }),
   onDisconnected: (req) => log({ event: "disconnected", connectionId: req.context.connectionId, reason: req.reason }),
   handleUserEvent: (req, res) => {
+    const name = req.context.eventName;
+    if (name.startsWith("invoke-")) {
+      answerInvocation(name, req, res);
+      return;
+    }
     log({ event: "user", name: req.context.eventName, data: String(req.data), dataType: req.dataType,
           state: req.context.states });
     res.setState("visits", (req.context.states.visits ?? 0) + 1);
@@ -28,6 +35,25 @@ const handler = new WebPubSubEventHandler(hub, {
   },
 });
 
+function answerInvocation(name, req, res) {
+  const data = req.dataType === "binary" ? Buffer.from(req.data).toString("base64") : req.data;
+  log({ event: "invoke", name, data, dataType: req.dataType });
+  if (name === "invoke-echo") {
+    res.success(JSON.stringify({ echo: data, dataType: req.dataType, user: req.context.userId }), "json");
+  } else if (name === "invoke-refuse") {
+    res.fail(400, `no such order: ${data}`);
+  } else if (name !== "invoke-hang") {
+    res.fail(500, "unknown invocation");
+  }
+}
+
 const app = express();
+app.use((req, res, next) => {
+  if (req.headers["ce-eventname"] === "invoke-hang") {
+    res.on("close", () => log({ event: "abandoned", invocationId: req.headers["ce-invocationid"],
+                                answered: res.writableFinished }));
+  }
+  next();
+});
 app.use(handler.getMiddleware());
 const server = app.listen(0, "127.0.0.1", () => log({ listening: server.address().port, path: handler.path }));
