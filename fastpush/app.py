@@ -327,7 +327,7 @@ class Server:
         events = hub.events = hub.events or HubEvents()
         for handler in settings.event_handlers:
             upstream = HttpUpstream(handler.url_template, self._upstream(), self._access_keys, self._origin(),
-                                    self.config.upstream_timeout_seconds, self._upstream_failures)
+                                    self.config.upstream_timeout_seconds, self._upstream_failures, self.trace)
             events.add(HandlerRule(handler.user_event_pattern, tuple(handler.system_events)), upstream)
 
     def _upstream(self) -> HttpClient:

@@ -10,8 +10,13 @@ import uuid
 import pytest
 from azure.messaging.webpubsubservice import WebPubSubServiceClient
 
+from fastpush import Server
+from fastpush.config import Config, EventHandlerSettings, HubSettings
 from fastpush.dashboard.views import MAX_PAGE
+from tests.conftest import ACCESS_KEY, _run_in_thread, _stop
 from tests.dashboard_client import Dashboard, lines_until
+from tests.events.upstream_server import Answer as UpstreamAnswer
+from tests.events.upstream_server import Upstream
 from tests.helpers import JSON_V1, connect, eventually
 
 pytestmark = pytest.mark.timeout(120)
@@ -196,5 +201,41 @@ async def test_a_refused_handshake_shows_in_the_trace(server, user, hub_name):
                                                             "?access_token=not.a.token")
         refused = await call(lines_until, ws, lambda line: line["event"] == "refused")
         assert refused[-1]["status"] == 401 and refused[-1]["address"] == "127.0.0.1"
+    finally:
+        await call(ws.close)
+
+
+@pytest.fixture
+def upstream_server():
+    """A server whose hub `chat` sends its events to a real HTTP upstream (which fails `connected`)."""
+    upstream = Upstream([ACCESS_KEY])
+    upstream.answers["connected"] = UpstreamAnswer(500)
+    handler = EventHandlerSettings(upstream.url_template(), user_event_pattern="*",
+                                   system_events=["connected", "disconnected"])
+    config = Config(hubs={"chat": HubSettings(event_handlers=[handler])}, upstream_timeout_seconds=5)
+    running, thread, _ = _run_in_thread(lambda: Server("127.0.0.1", 0, access_key=ACCESS_KEY, config=config))
+    yield running, upstream
+    _stop(running, thread)
+    upstream.close()
+
+
+async def test_the_live_trace_shows_upstream_calls_and_their_outcome(upstream_server):
+    server, upstream = upstream_server
+    user = Dashboard(server.endpoint)
+    assert (await call(user.login, server.call(server.server.dashboard.login_url))).status == 200
+    ws = await call(user.trace, kinds=["upstream"], payloads=True)
+    try:
+        assert await eventually(lambda: server.server.trace.payloads)
+        client = await connect(server, "chat", JSON_V1, user_id="ann")
+        failed = await call(lines_until, ws, lambda line: line["event"] == "connected")
+        assert failed[-1]["kind"] == "upstream" and failed[-1]["status"] == 500
+        assert failed[-1]["target"] == upstream.url_template().replace("{hub}", "chat").replace("{event}",
+                                                                                                  "connected")
+        await client.send({"type": "event", "event": "ping", "dataType": "text", "data": "hello upstream"})
+        answered = await call(lines_until, ws, lambda line: line["event"] == "ping")
+        assert answered[-1]["status"] == 204 and answered[-1]["payload"]["text"] == "hello upstream"
+        assert answered[-1]["size"] == len("hello upstream") and answered[-1]["durationMs"] >= 0
+        await client.close()
+        await call(lines_until, ws, lambda line: line["event"] == "disconnected")
     finally:
         await call(ws.close)
