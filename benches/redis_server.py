@@ -44,14 +44,14 @@ class RedisServer:
         return self.proc.pid
 
     @classmethod
-    async def start(cls, children: Children, cpus: frozenset[int]) -> RedisServer:
-        """Start it and wait (bounded) until it answers PING. It logs into the file Children keeps for
-        its stderr, so a failure shows redis-server's own words."""
+    async def start(cls, children: Children, cpus: frozenset[int], *extra: str, name: str = NAME) -> RedisServer:
+        """Start it (`extra`: more redis-server options) and wait (bounded) until it answers PING. It
+        logs into the file Children keeps for its stderr, so a failure shows redis-server's own words."""
         port = _free_port()
         argv = [NAME, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
-                "--dir", str(children.log_dir), "--logfile", str(children.log_dir / f"{NAME}.log"),
-                "--loglevel", "warning"]
-        proc = await children.spawn(NAME, argv, cpus, children.log_dir)
+                "--dir", str(children.log_dir), "--logfile", str(children.log_dir / f"{name}.log"),
+                "--loglevel", "warning", *extra]
+        proc = await children.spawn(name, argv, cpus, children.log_dir)
         server = cls(proc, port)
         try:
             async with asyncio.timeout(READY_TIMEOUT):
@@ -62,7 +62,7 @@ class RedisServer:
         except (TimeoutError, RuntimeError) as exc:
             await children.stop(proc)
             why = str(exc) or f"did not answer PING within {READY_TIMEOUT} s"
-            raise RuntimeError(f"redis-server on port {port}: {why}\n{children.log_tail(NAME)}") from None
+            raise RuntimeError(f"redis-server on port {port}: {why}\n{children.log_tail(name)}") from None
         return server
 
     async def _pong(self) -> bool:

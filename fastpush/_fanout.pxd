@@ -11,6 +11,12 @@
 #   client acknowledges it, so recovery can rebuild the same frames with the same sequenceIds.
 #   The buffer is bounded by count and bytes; past either the connection is told once through
 #   on_replay_overflow() and buffers nothing more.
+# - A send with a time to live carries its deadline (time.monotonic(); 0.0 for none). Nothing on
+#   the fan-out path reads it: only the places a message can wait do, the paused socket's queue
+#   (`held`, checked when it drains) and the replay buffer (checked when it is resent), so a send
+#   without one costs nothing. A reliable client's sequenceIds stay contiguous: a message expired
+#   before it was ever written gives its number to the next one; one that may have reached the
+#   client keeps its number and is skipped (see unsent_from).
 # - Frames are written with WSTransport._fast_write (a direct send() when the transport has
 #   nothing queued, else the transport's own buffering), after checking the transport is open.
 from picows.picows cimport WSListener, WSTransport
@@ -64,16 +70,29 @@ cdef class Connection(WSListener):
     # the little the socket already holds (not behind megabytes it could not read).
     cdef public bint paused
     cdef public Py_ssize_t max_outbound
+    # Frames waiting in `pending` (paused) that draining may drop or renumber, packed as C
+    # records (start, end, deadline, sequenceId or 0; _Held in _fanout.pyx): those with a deadline
+    # and, on a reliable connection, every numbered one after the first of those; None when none.
+    cdef bytearray held
+    # The first sequenceId waiting in `pending` while paused (0: none): never written.
+    cdef unsigned long long held_from
+    # Reliable variant: the first sequenceId that never reached a socket, once one was lost (0:
+    # none known). Below it an expired message may have reached the client: it keeps its number
+    # and is skipped; from it on an expired message is dropped and the later ones move up a number.
+    cdef public unsigned long long unsent_from
 
-    cdef bint _write(self, const char* data, Py_ssize_t size) except -1
+    cdef bint _write(self, const char* data, Py_ssize_t size, double deadline) except -1
     cdef void _flush(self) noexcept
     cdef void _write_pending(self) noexcept
+    cdef void _drop_expired_held(self) except *
+    cdef void _purge_expired(self) except *
 
 cdef class Frames:
     # The send itself, and each wire variant's bytes, built the first time a member needs them.
     cdef readonly object payload
     cdef readonly object source
     cdef readonly Py_ssize_t cost  # what one buffered copy counts against a replay byte limit
+    cdef readonly double deadline  # time.monotonic() past which no connection may be sent it; 0.0: never
     cdef int raw_opcode
     cdef bytes _raw_frame
     cdef bytes _json_tail
@@ -88,8 +107,9 @@ cdef class Frames:
     cdef unsigned char* _scratch_for(self, Py_ssize_t size) except NULL
     cdef bint _write_reliable(self, Connection conn) except -1
     cdef bint _write_sequenced(self, Connection conn, unsigned long long sequence_id, bint direct=*) except -1
-    cdef bint _write_json_sequenced(self, Connection conn, WSTransport t, unsigned long long sequence_id, bint direct) except -1
-    cdef bint _write_pb_sequenced(self, Connection conn, WSTransport t, unsigned long long sequence_id, bint direct) except -1
+    cdef Py_ssize_t _build_sequenced(self, int variant, unsigned long long sequence_id) except -1
+    cdef Py_ssize_t _build_json_sequenced(self, unsigned long long sequence_id) except -1
+    cdef Py_ssize_t _build_pb_sequenced(self, unsigned long long sequence_id) except -1
 
 cdef class Tables:
     cdef readonly dict connections

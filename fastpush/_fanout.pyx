@@ -59,15 +59,17 @@ cdef _Coalescer _coalescer_here():
     return coalescer
 
 
-cdef inline int _deliver(Connection conn, WSTransport t, const char* data, Py_ssize_t size) except -1:
+cdef inline int _deliver(Connection conn, WSTransport t, const char* data, Py_ssize_t size, double deadline,
+                         unsigned long long sequence_id) except -1:
     """Send a frame: at once if it is the connection's first in this loop turn (no latency added
     to an isolated broadcast), else appended to its pending bytes, written when the turn ends:
-    one send() for many messages in a burst."""
+    one send() for many messages in a burst. Its send's `deadline` (0.0: none) and its
+    `sequence_id` (0: unnumbered) matter only if the socket is backed up: see _hold."""
     cdef _Coalescer coalescer = conn.coalescer
     cdef bytearray pending
     cdef Py_ssize_t used
     if conn.paused:
-        return _hold(conn, data, size)
+        return _hold(conn, data, size, deadline, sequence_id)
     if coalescer is None:
         coalescer = conn.coalescer = _coalescer_here()
     if conn.written_turn != coalescer.turn:
@@ -87,19 +89,53 @@ cdef inline int _deliver(Connection conn, WSTransport t, const char* data, Py_ss
     return 0
 
 
-cdef int _hold(Connection conn, const char* data, Py_ssize_t size) except -1:
-    """The socket is backed up: keep the frame until resume_writing, up to max_outbound bytes."""
+cdef struct _Held:
+    # A frame in a paused connection's `pending` that draining may drop or renumber.
+    Py_ssize_t start
+    Py_ssize_t end
+    double deadline
+    unsigned long long sequence_id
+
+
+cdef int _hold(Connection conn, const char* data, Py_ssize_t size, double deadline,
+               unsigned long long sequence_id) except -1:
+    """The socket is backed up: keep the frame until resume_writing, up to max_outbound bytes.
+    A frame that may expire is noted in `held`, with (on a reliable connection) every numbered
+    one after it, so that draining can drop it and number the later ones again; each note counts
+    its 32 bytes against max_outbound too."""
     cdef bytearray pending = conn.pending
-    cdef Py_ssize_t used
+    cdef bytearray held = conn.held
+    cdef Py_ssize_t used, noted = 0
+    cdef bint note = deadline != 0.0 or (sequence_id != 0 and held is not None)
+    cdef _Held* record
     if pending is None:
         pending = conn.pending = bytearray()
     used = PyByteArray_GET_SIZE(pending)
-    if used + size > conn.max_outbound:
+    if held is not None:
+        noted = PyByteArray_GET_SIZE(held)
+    if sequence_id and not conn.held_from:
+        conn.held_from = sequence_id
+    if used + size + noted + (<Py_ssize_t>sizeof(_Held) if note else 0) > conn.max_outbound:
         del pending[:]
+        conn.held = None
+        if conn.variant == JSON_RELIABLE or conn.variant == PROTOBUF_RELIABLE:
+            # nothing from here on reaches this socket: the client recovers it, whatever expired skipped
+            if not conn.unsent_from:
+                conn.unsent_from = conn.held_from or sequence_id or conn.sequence_id + 1
+            conn.held_from = 0
         conn.on_outbound_overflow()
         return 0
     PyByteArray_Resize(pending, used + size)
     memcpy(PyByteArray_AS_STRING(pending) + used, data, size)
+    if note:
+        if held is None:
+            held = conn.held = bytearray()
+        PyByteArray_Resize(held, noted + <Py_ssize_t>sizeof(_Held))
+        record = <_Held*>(PyByteArray_AS_STRING(held) + noted)
+        record.start = used
+        record.end = used + size
+        record.deadline = deadline
+        record.sequence_id = sequence_id
     return 0
 
 
@@ -168,6 +204,9 @@ cdef class Connection(WSListener):
         self.close_reason = None
         self.paused = False
         self.max_outbound = 4 * 1024 * 1024
+        self.held = None
+        self.held_from = 0
+        self.unsent_from = 0
 
     @property
     def protocol(self):
@@ -198,24 +237,52 @@ cdef class Connection(WSListener):
 
         Stops once the transport holds more than `max_queued` bytes and returns False; call it
         again when the transport drains (resume_writing). Returns True when all is resent.
+        An expired message is not written: from `unsent_from` on it leaves the buffer, and the
+        later ones move up a number; before it (it may have reached the client) it is skipped.
         """
         cdef Frames frames
         cdef WSTransport t = self.transport
+        cdef Py_ssize_t index
+        cdef double now = 0.0
         if self.resend_next == 0:
             self.resend_next = self.acked_sequence_id + 1
+            if not self.unsent_from:  # nothing known: every number may have reached the client
+                self.unsent_from = self.sequence_id + 1
         while self.resend_next <= self.sequence_id:
             if t is None or t.is_disconnected or t.is_close_frame_sent:
                 return False
             if self.resend_next <= self.acked_sequence_id:
                 self.resend_next = self.acked_sequence_id + 1
                 continue
-            frames = self.replay[self.resend_next - self.acked_sequence_id - 1]
+            index = self.resend_next - self.acked_sequence_id - 1
+            frames = self.replay[index]
+            if frames.deadline != 0.0:
+                if now == 0.0:
+                    now = time.monotonic()
+                if frames.deadline <= now:
+                    if self.resend_next >= self.unsent_from:
+                        del self.replay[index]
+                        self.replay_bytes -= frames.cost
+                        self.sequence_id -= 1
+                    else:
+                        self.resend_next += 1
+                    continue
             frames._write_sequenced(self, self.resend_next, True)  # straight to the transport: flow control sees it
             self.resend_next += 1
             if t.underlying_transport.get_write_buffer_size() > max_queued:
                 return False
         self.resend_next = 0
+        self.unsent_from = 0
         return True
+
+    def mark_unsent(self):
+        """The socket is gone, or replaced by the client's new one: note from which sequenceId on
+        nothing reached it (what a resend had not reached yet, what waited for a backed-up socket,
+        or whatever comes next), for the resend to the next one."""
+        if self.resend_next:
+            self.unsent_from = self.resend_next
+        elif not self.unsent_from:
+            self.unsent_from = self.held_from or self.sequence_id + 1
 
     def on_replay_overflow(self):
         """Called once when the replay buffer passes its bounds; subclasses close the connection."""
@@ -238,11 +305,11 @@ cdef class Connection(WSListener):
         self.paused = False
         self._write_pending()
 
-    cdef bint _write(self, const char* data, Py_ssize_t size) except -1:
+    cdef bint _write(self, const char* data, Py_ssize_t size, double deadline) except -1:
         cdef WSTransport t = self.transport
         if t is None or t.is_disconnected or t.is_close_frame_sent:
             return False
-        _deliver(self, t, data, size)
+        _deliver(self, t, data, size, deadline, 0)
         return True
 
     cdef void _flush(self) noexcept:
@@ -257,19 +324,97 @@ cdef class Connection(WSListener):
             return
         if t is not None and not t.is_disconnected and not t.is_close_frame_sent:
             try:
+                if self.held is not None:
+                    self._drop_expired_held()
+                    pending = self.pending
                 t._fast_write(PyByteArray_AS_STRING(pending), PyByteArray_GET_SIZE(pending))
             except Exception:  # the transport failed: its connection_lost ends the connection
                 pass
+            self.held_from = 0
+        elif self.held_from and not self.unsent_from:  # never written: a recovery resends them
+            self.unsent_from = self.held_from
+        self.held = None
         if PyByteArray_GET_SIZE(pending) > _PENDING_KEEP:
             self.pending = None
         else:
             del pending[:]
 
+    cdef void _drop_expired_held(self) except *:
+        """Before `pending` is written: cut out the held frames whose deadline has passed. On a
+        reliable connection each leaves the replay buffer too and the numbered frames after it
+        are framed again one number lower, so the client sees no gap: none of them was written."""
+        cdef bytearray held = self.held
+        cdef bytearray pending = self.pending
+        cdef bytearray out
+        cdef _Held* records = <_Held*>PyByteArray_AS_STRING(held)
+        cdef Py_ssize_t count = PyByteArray_GET_SIZE(held) // <Py_ssize_t>sizeof(_Held)
+        cdef Py_ssize_t i, n, index, pos = 0
+        cdef unsigned long long seq, acked = self.acked_sequence_id, removed = 0
+        cdef double now = time.monotonic()
+        cdef Frames frames
+        cdef bint renumber = not self.replay_overflowed and self.replay is not None
+        for i in range(count):
+            if records[i].deadline != 0.0 and records[i].deadline <= now:
+                break
+        else:
+            self.held = None
+            return  # nothing expired
+        out = bytearray()
+        for i in range(count):
+            out += pending[pos:records[i].start]  # frames in between: nothing to drop or renumber
+            pos = records[i].end
+            seq = records[i].sequence_id
+            # where it is in the replay buffer (a number acknowledged already, by a client that
+            # acknowledged what it never got, has left it: that one cannot give its number away)
+            index = <Py_ssize_t>(seq - acked - removed) - 1 if renumber and seq > acked else -1
+            if records[i].deadline != 0.0 and records[i].deadline <= now:
+                if index >= 0:
+                    frames = self.replay[index]
+                    del self.replay[index]
+                    self.replay_bytes -= frames.cost
+                    self.sequence_id -= 1
+                    removed += 1
+                continue
+            if index >= 0 and removed:
+                frames = self.replay[index]
+                n = frames._build_sequenced(self.variant, seq - removed)
+                out += frames._scratch[:n]
+            else:
+                out += pending[records[i].start:records[i].end]
+        out += pending[pos:]
+        self.pending = out
+        self.held = None
+
+    cdef void _purge_expired(self) except *:
+        """The replay buffer is full: drop the expired messages that no socket was ever given
+        (from unsent_from, or where a resend stands), so a client that is away keeps room for
+        what it can still be sent. The later ones move up a number."""
+        cdef unsigned long long first
+        cdef Py_ssize_t skip, i
+        cdef Frames frames
+        cdef double now = time.monotonic()
+        if not self.unsent_from or self.replay is None:
+            return
+        first = max(self.resend_next, self.unsent_from, self.acked_sequence_id + 1)
+        skip = <Py_ssize_t>(first - self.acked_sequence_id) - 1
+        if skip >= len(self.replay):
+            return
+        kept = deque()
+        i = 0
+        for frames in self.replay:
+            if i >= skip and frames.deadline != 0.0 and frames.deadline <= now:
+                self.replay_bytes -= frames.cost
+                self.sequence_id -= 1
+            else:
+                kept.append(frames)
+            i += 1
+        self.replay = kept
+
     def send_frame(self, int opcode, bytes payload):
         """A single message for this connection (ack, pong, system message), in order with its
         broadcasts; False if the connection is not open."""
         cdef bytes data = frame(opcode, payload)
-        return self._write(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+        return self._write(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), 0.0)
 
     def flush(self):
         """Write what waits now, held frames included (before a close frame, say)."""
@@ -279,6 +424,10 @@ cdef class Connection(WSListener):
         """A new socket (recovery) must not get bytes meant for the old one: they are resent."""
         if self.pending is not None:
             del self.pending[:]
+        self.held = None
+        if self.held_from and not self.unsent_from:
+            self.unsent_from = self.held_from
+        self.held_from = 0
 
 
 cdef inline Py_ssize_t _varint(unsigned char* out, unsigned long long value) noexcept:
@@ -302,11 +451,12 @@ cdef inline Py_ssize_t _varint_size(unsigned long long value) noexcept:
 cdef class Frames:
     """One send, framed once per wire variant its targets use; see _fanout.pxd."""
 
-    def __init__(self, object payload, object source):
+    def __init__(self, object payload, object source, double deadline=0.0):
         self.payload = payload
         self.source = source
         self.raw_opcode = OPCODE_BINARY if payload.is_binary else OPCODE_TEXT
         self.cost = PyBytes_GET_SIZE(payload.data) + 64
+        self.deadline = deadline
 
     cdef bytes raw_frame(self):
         if self._raw_frame is None:
@@ -345,22 +495,38 @@ cdef class Frames:
         conn.replay.append(self)
         conn.replay_bytes += self.cost
         if len(conn.replay) > conn.replay_max_messages or conn.replay_bytes > conn.replay_max_bytes:
-            conn.replay_overflowed = True
-            conn.on_replay_overflow()
-            return False
+            conn._purge_expired()
+            if not conn.replay or conn.replay[len(conn.replay) - 1] is not self:
+                return False  # expired itself
+            if len(conn.replay) > conn.replay_max_messages or conn.replay_bytes > conn.replay_max_bytes:
+                conn.replay_overflowed = True
+                conn.on_replay_overflow()
+                return False
         if conn.resend_next:
             return False
         return self._write_sequenced(conn, conn.sequence_id)
 
     cdef bint _write_sequenced(self, Connection conn, unsigned long long sequence_id, bint direct=False) except -1:
         cdef WSTransport t = conn.transport
+        cdef Py_ssize_t size
+        cdef char* out
         if t is None or t.is_disconnected or t.is_close_frame_sent:
             return False
-        if conn.variant == JSON_RELIABLE:
-            return self._write_json_sequenced(conn, t, sequence_id, direct)
-        return self._write_pb_sequenced(conn, t, sequence_id, direct)
+        size = self._build_sequenced(conn.variant, sequence_id)
+        out = PyByteArray_AS_STRING(self._scratch)
+        if direct:
+            t._fast_write(out, size)
+        else:
+            _deliver(conn, t, out, size, self.deadline, sequence_id)
+        return True
 
-    cdef bint _write_json_sequenced(self, Connection conn, WSTransport t, unsigned long long sequence_id, bint direct) except -1:
+    cdef Py_ssize_t _build_sequenced(self, int variant, unsigned long long sequence_id) except -1:
+        """This message's whole frame for one reliable member, in the scratch buffer; its size."""
+        if variant == JSON_RELIABLE:
+            return self._build_json_sequenced(sequence_id)
+        return self._build_pb_sequenced(sequence_id)
+
+    cdef Py_ssize_t _build_json_sequenced(self, unsigned long long sequence_id) except -1:
         """`{"sequenceId":N,` spliced in front of the shared envelope tail."""
         cdef char digits[24]
         cdef int nd
@@ -376,15 +542,11 @@ cdef class Frames:
         memcpy(out + h, <const char*>SEQUENCE_PREFIX, 14)
         memcpy(out + h + 14, digits, nd)
         memcpy(out + h + 14 + nd, PyBytes_AS_STRING(self._json_tail), tail)
-        if direct:
-            t._fast_write(<char*>out, h + size)
-        else:
-            _deliver(conn, t, <char*>out, h + size)
-        return True
+        return h + size
 
-    cdef bint _write_pb_sequenced(self, Connection conn, WSTransport t, unsigned long long sequence_id, bint direct) except -1:
+    cdef Py_ssize_t _build_pb_sequenced(self, unsigned long long sequence_id) except -1:
         """DownstreamMessage{data_message = shared fields + sequence_id (field 4)}."""
-        cdef Py_ssize_t inner, body, size, h, pos
+        cdef Py_ssize_t inner, body, size, pos
         cdef unsigned char* out
         if self._pb_inner is None:
             self._pb_inner = data_message_inner(self.source, self.payload)
@@ -392,8 +554,7 @@ cdef class Frames:
         body = inner + 1 + _varint_size(sequence_id)
         size = 1 + _varint_size(body) + body
         out = self._scratch_for(10 + size)
-        h = _header(out, OPCODE_BINARY, size)
-        pos = h
+        pos = _header(out, OPCODE_BINARY, size)
         out[pos] = 0x12
         pos += 1
         pos += _varint(out + pos, body)
@@ -402,11 +563,7 @@ cdef class Frames:
         out[pos] = 0x20  # DataMessage.sequence_id, varint
         pos += 1
         pos += _varint(out + pos, sequence_id)
-        if direct:
-            t._fast_write(<char*>out, pos)
-        else:
-            _deliver(conn, t, <char*>out, pos)
-        return True
+        return pos
 
 
 cpdef Py_ssize_t fanout(object targets, Frames frames, object excluded=None, object predicate=None) except -1:
@@ -443,7 +600,7 @@ cpdef Py_ssize_t fanout(object targets, Frames frames, object excluded=None, obj
                 else:
                     delivered += frames._write_reliable(conn)
                     continue
-                delivered += conn._write(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+                delivered += conn._write(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), frames.deadline)
         except Exception as exc:
             _recipient_failed(members[i - 1], exc)
     return delivered

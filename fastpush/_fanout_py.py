@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import operator
+import struct
 import time
 import weakref
 from collections import deque
@@ -87,11 +88,13 @@ def _coalescer_here() -> _Coalescer:
     return coalescer
 
 
-def _deliver(conn: Connection, transport: WSTransport, data: bytes) -> None:
+def _deliver(conn: Connection, transport: WSTransport, data: bytes, deadline: float = 0.0,
+             sequence_id: int = 0) -> None:
     """First frame of a turn: written now; later ones: written together when the turn ends;
-    all of them held while the socket is backed up."""
+    all of them held while the socket is backed up (where its send's `deadline` and its
+    `sequence_id`, for a reliable member, matter: see _hold)."""
     if conn.paused:
-        _hold(conn, data)
+        _hold(conn, data, deadline, sequence_id)
         return
     if conn._coalescer is None:
         conn._coalescer = _coalescer_here()
@@ -109,15 +112,38 @@ def _deliver(conn: Connection, transport: WSTransport, data: bytes) -> None:
     conn._pending += data
 
 
-def _hold(conn: Connection, data: bytes) -> None:
-    """The socket is backed up: keep the frame until resume, up to max_outbound bytes."""
+# A frame in a paused connection's _pending that draining may drop or renumber: start, end,
+# deadline, sequenceId (0: unnumbered), packed as the compiled module's C struct _Held.
+_HELD = struct.Struct("nndQ")
+
+
+def _hold(conn: Connection, data: bytes, deadline: float, sequence_id: int) -> None:
+    """The socket is backed up: keep the frame until resume, up to max_outbound bytes. A frame
+    that may expire is noted in `_held`, with (on a reliable connection) every numbered one after
+    it, so that draining can drop it and number the later ones again; each note counts its 32
+    bytes against max_outbound too."""
     if conn._pending is None:
         conn._pending = bytearray()
-    if len(conn._pending) + len(data) > conn.max_outbound:
+    used = len(conn._pending)
+    noted = len(conn._held) if conn._held is not None else 0
+    note = bool(deadline) or (bool(sequence_id) and conn._held is not None)
+    if sequence_id and not conn._held_from:
+        conn._held_from = sequence_id
+    if used + len(data) + noted + (_HELD.size if note else 0) > conn.max_outbound:
         conn._pending.clear()
+        conn._held = None
+        if conn.variant in RELIABLE_VARIANTS:
+            # nothing from here on reaches this socket: the client recovers it, whatever expired skipped
+            if not conn.unsent_from:
+                conn.unsent_from = conn._held_from or sequence_id or conn.sequence_id + 1
+            conn._held_from = 0
         conn.on_outbound_overflow()
         return
     conn._pending += data
+    if note:
+        if conn._held is None:
+            conn._held = bytearray()
+        conn._held += _HELD.pack(used, used + len(data), deadline, sequence_id)
 
 
 def _open(transport: WSTransport | None) -> bool:
@@ -129,6 +155,8 @@ class Connection(WSListener):
 
     __slots__ = (
         "_coalescer",
+        "_held",
+        "_held_from",
         "_pending",
         "_written_turn",
         "acked_sequence_id",
@@ -150,6 +178,7 @@ class Connection(WSListener):
         "sequence_id",
         "subprotocol",
         "transport",
+        "unsent_from",
         "user_id",
         "variant",
     )
@@ -177,6 +206,15 @@ class Connection(WSListener):
         self.close_reason: str | None = None
         self.paused = False
         self.max_outbound = 4 * 1024 * 1024
+        # The first sequenceId that never reached a socket, once one was lost (0: none known):
+        # below it an expired message may have reached the client, so it keeps its number and is
+        # skipped; from it on an expired message is dropped and the later ones move up a number.
+        self.unsent_from = 0
+        # Frames waiting in _pending (paused) that draining may drop or renumber, as _HELD records:
+        # those with a deadline and, on a reliable connection, every numbered one after the first
+        # of those (None when none); and the first sequenceId waiting there.
+        self._held: bytearray | None = None
+        self._held_from = 0
         self._pending: bytearray | None = None
         self._written_turn = 0
         self._coalescer: _Coalescer | None = None
@@ -205,11 +243,16 @@ class Connection(WSListener):
         """After recovery: write the buffered messages again, in order, each with its sequenceId.
 
         Stops once the transport holds more than `max_queued` bytes and returns False; call it
-        again when the transport drains. Returns True when all is resent.
+        again when the transport drains. Returns True when all is resent. An expired message is
+        not written: from `unsent_from` on it leaves the buffer, and the later ones move up a
+        number; before it (it may have reached the client) it is skipped.
         """
         transport = self.transport
+        now = 0.0
         if self.resend_next == 0:
             self.resend_next = self.acked_sequence_id + 1
+            if not self.unsent_from:  # nothing known: every number may have reached the client
+                self.unsent_from = self.sequence_id + 1
         while self.resend_next <= self.sequence_id:
             if transport is None or not _open(transport):
                 return False
@@ -217,13 +260,34 @@ class Connection(WSListener):
                 self.resend_next = self.acked_sequence_id + 1
                 continue
             assert self.replay is not None  # a sequenceId was given: its message was buffered
-            frames = self.replay[self.resend_next - self.acked_sequence_id - 1]
+            index = self.resend_next - self.acked_sequence_id - 1
+            frames = self.replay[index]
+            if frames.deadline:
+                now = now or time.monotonic()
+                if frames.deadline <= now:
+                    if self.resend_next >= self.unsent_from:
+                        del self.replay[index]
+                        self.replay_bytes -= frames.cost
+                        self.sequence_id -= 1
+                    else:
+                        self.resend_next += 1
+                    continue
             frames._write_sequenced(self, self.resend_next, direct=True)  # flow control sees it
             self.resend_next += 1
             if transport.underlying_transport.get_write_buffer_size() > max_queued:
                 return False
         self.resend_next = 0
+        self.unsent_from = 0
         return True
+
+    def mark_unsent(self) -> None:
+        """The socket is gone, or replaced by the client's new one: note from which sequenceId on
+        nothing reached it (what a resend had not reached yet, what waited for a backed-up socket,
+        or whatever comes next), for the resend to the next one."""
+        if self.resend_next:
+            self.unsent_from = self.resend_next
+        elif not self.unsent_from:
+            self.unsent_from = self._held_from or self.sequence_id + 1
 
     def on_replay_overflow(self) -> None:
         """Called once when the replay buffer passes its bounds; subclasses close the connection."""
@@ -246,11 +310,11 @@ class Connection(WSListener):
         self.paused = False
         self._write_pending()
 
-    def _write(self, data: bytes) -> bool:
+    def _write(self, data: bytes, deadline: float = 0.0) -> bool:
         transport = self.transport
         if transport is None or not _open(transport):
             return False
-        _deliver(self, transport, data)
+        _deliver(self, transport, data, deadline)
         return True
 
     def _flush_turn(self) -> None:
@@ -266,11 +330,71 @@ class Connection(WSListener):
             # As the compiled module: a failed write at the turn's end is the socket's own news
             # (it is closing); the connections after it in this turn still get their bytes.
             with contextlib.suppress(Exception):
+                if self._held is not None:
+                    pending = self._pending = self._drop_expired_held(pending)
                 self.transport.underlying_transport.write(bytes(pending))
+            self._held_from = 0
+        elif self._held_from and not self.unsent_from:  # never written: a recovery resends them
+            self.unsent_from = self._held_from
+        self._held = None
         if len(pending) > _PENDING_KEEP:
             self._pending = None
         else:
             pending.clear()
+
+    def _drop_expired_held(self, pending: bytearray) -> bytearray:
+        """Before `pending` is written: cut out the held frames whose deadline has passed. On a
+        reliable connection each leaves the replay buffer too and the numbered frames after it
+        are framed again one number lower, so the client sees no gap: none of them was written."""
+        held, self._held = list(_HELD.iter_unpack(self._held or b"")), None
+        now = time.monotonic()
+        if not any(deadline and deadline <= now for _, _, deadline, _ in held):
+            return pending
+        replay, acked = self.replay, self.acked_sequence_id
+        renumber = not self.replay_overflowed and replay is not None
+        out = bytearray()
+        pos = removed = 0
+        for start, end, deadline, seq in held:
+            out += pending[pos:start]  # frames in between: nothing to drop or renumber
+            pos = end
+            # where it is in the replay buffer (a number acknowledged already, by a client that
+            # acknowledged what it never got, has left it: that one cannot give its number away)
+            index = seq - acked - removed - 1 if renumber and seq > acked else -1
+            if deadline and deadline <= now:
+                if index >= 0:
+                    assert replay is not None
+                    frames = replay[index]
+                    del replay[index]
+                    self.replay_bytes -= frames.cost
+                    self.sequence_id -= 1
+                    removed += 1
+                continue
+            if index >= 0 and removed:
+                assert replay is not None
+                out += replay[index]._sequenced(self.variant, seq - removed)
+            else:
+                out += pending[start:end]
+        out += pending[pos:]
+        return out
+
+    def _purge_expired(self) -> None:
+        """The replay buffer is full: drop the expired messages that no socket was ever given
+        (from unsent_from, or where a resend stands), so a client that is away keeps room for
+        what it can still be sent. The later ones move up a number."""
+        if not self.unsent_from or self.replay is None:
+            return
+        skip = max(self.resend_next, self.unsent_from, self.acked_sequence_id + 1) - self.acked_sequence_id - 1
+        if skip >= len(self.replay):
+            return
+        now = time.monotonic()
+        kept: deque[Frames] = deque()
+        for i, frames in enumerate(self.replay):
+            if i >= skip and frames.deadline and frames.deadline <= now:
+                self.replay_bytes -= frames.cost
+                self.sequence_id -= 1
+            else:
+                kept.append(frames)
+        self.replay = kept
 
     def send_frame(self, opcode: int, payload: bytes) -> bool:
         """A single message for this connection (ack, pong, system message), in order with its
@@ -285,17 +409,22 @@ class Connection(WSListener):
         """A new socket (recovery) must not get bytes meant for the old one: they are resent."""
         if self._pending is not None:
             self._pending.clear()
+        self._held = None
+        if self._held_from and not self.unsent_from:
+            self.unsent_from = self._held_from
+        self._held_from = 0
 
 
 class Frames:
     """One send; each wire variant's bytes are built the first time a member needs them."""
 
-    __slots__ = ("_json", "_json_tail", "_pb", "_pb_inner", "_raw", "cost", "payload", "source")
+    __slots__ = ("_json", "_json_tail", "_pb", "_pb_inner", "_raw", "cost", "deadline", "payload", "source")
 
-    def __init__(self, payload: Payload, source: ServerSource | GroupSource) -> None:
+    def __init__(self, payload: Payload, source: ServerSource | GroupSource, deadline: float = 0.0) -> None:
         self.payload = payload
         self.source = source
         self.cost = len(payload.data) + 64  # what one buffered copy counts against a replay byte limit
+        self.deadline = deadline  # time.monotonic() past which no connection may be sent it; 0.0: never
         self._raw: bytes | None = None
         self._json_tail: bytes | None = None
         self._json: bytes | None = None
@@ -341,9 +470,13 @@ class Frames:
         conn.replay.append(self)
         conn.replay_bytes += self.cost
         if len(conn.replay) > conn.replay_max_messages or conn.replay_bytes > conn.replay_max_bytes:
-            conn.replay_overflowed = True
-            conn.on_replay_overflow()
-            return False
+            conn._purge_expired()
+            if not conn.replay or conn.replay[-1] is not self:
+                return False  # expired itself
+            if len(conn.replay) > conn.replay_max_messages or conn.replay_bytes > conn.replay_max_bytes:
+                conn.replay_overflowed = True
+                conn.on_replay_overflow()
+                return False
         if conn.resend_next:
             return False
         return self._write_sequenced(conn, conn.sequence_id)
@@ -352,16 +485,19 @@ class Frames:
         transport = conn.transport
         if transport is None or not _open(transport):
             return False
-        if conn.variant == Variant.JSON_RELIABLE:
-            data = frame(_TEXT, b'{"sequenceId":%d,' % sequence_id + self._json_message_tail())
-        else:  # DataMessage fields + sequence_id (field 4, varint)
-            body = self._pb_data_fields() + b"\x20" + encode_varint(sequence_id)
-            data = frame(_BINARY, b"\x12" + encode_varint(len(body)) + body)
+        data = self._sequenced(conn.variant, sequence_id)
         if direct:
             transport.underlying_transport.write(data)
         else:
-            _deliver(conn, transport, data)
+            _deliver(conn, transport, data, self.deadline, sequence_id)
         return True
+
+    def _sequenced(self, variant: int, sequence_id: int) -> bytes:
+        """This message's whole frame for one reliable member."""
+        if variant == Variant.JSON_RELIABLE:
+            return frame(_TEXT, b'{"sequenceId":%d,' % sequence_id + self._json_message_tail())
+        body = self._pb_data_fields() + b"\x20" + encode_varint(sequence_id)  # + sequence_id (field 4, varint)
+        return frame(_BINARY, b"\x12" + encode_varint(len(body)) + body)
 
 
 def fanout(targets: Iterable[Connection], frames: Frames, excluded: frozenset[str] | None = None,
@@ -381,11 +517,11 @@ def fanout(targets: Iterable[Connection], frames: Frames, excluded: frozenset[st
                 continue
             variant = conn.variant
             if variant == Variant.RAW:
-                delivered += conn._write(frames._raw_frame())
+                delivered += conn._write(frames._raw_frame(), frames.deadline)
             elif variant == Variant.JSON:
-                delivered += conn._write(frames._json_frame())
+                delivered += conn._write(frames._json_frame(), frames.deadline)
             elif variant == Variant.PROTOBUF:
-                delivered += conn._write(frames._pb_frame())
+                delivered += conn._write(frames._pb_frame(), frames.deadline)
             else:
                 delivered += frames._write_reliable(conn)
         except Exception as exc:

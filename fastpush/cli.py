@@ -31,6 +31,8 @@ import uvloop
 
 from .app import MAX_MESSAGE_BYTES, Server, client_access_url
 from .auth.tokens import KeyRing
+from .broker.redis.sentinel import SCHEME as SENTINEL_SCHEME
+from .broker.redis.sentinel import Sentinels, is_sentinel_url
 from .broker.resp import RedisAddress
 from .config import Config, ConfigError, load_config
 from .dashboard.access import LOGIN_TOKEN_SECONDS
@@ -67,7 +69,8 @@ environment:
 
 config file (--config FILE, TOML; Azure's setting names; unknown keys are refused):
   upstreamTimeoutSeconds = 20           # seconds per event handler call (default 20)
-  redisUrl = "redis://127.0.0.1:6379"   # as --redis-url (the option and the variable win)
+  redisUrl = "redis://127.0.0.1:6379"   # as --redis-url (the option and the variable win);
+                                        # or "redis+sentinel://h1:26379,h2:26379/mymaster"
 
   [hubs.chat]                           # one table per hub (here: chat)
   anonymousConnectPolicy = "deny"       # or "allow": clients may connect without a token
@@ -179,8 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", metavar="FILE", help="TOML hub settings: event handlers, anonymous connect "
                                                         "(its keys are below)")
     serve.add_argument("--redis-url", default=os.environ.get("FASTPUSH_REDIS_URL"),
-                       help="redis://host:port/db: share hubs with other nodes through this Redis "
-                            "(default: $FASTPUSH_REDIS_URL, else redisUrl in the config file, else none: one node)")
+                       help="redis://host:port/db: share hubs with other nodes through this Redis, or "
+                            "redis+sentinel://host:port,host:port/master-name: through the master Redis Sentinel "
+                            "names (default: $FASTPUSH_REDIS_URL, else redisUrl in the config file, else none: "
+                            "one node)")
     serve.add_argument("--workers", type=_worker_count, default=1, metavar="N",
                        help="server processes sharing the port (SO_REUSEPORT); 'auto' = one per core; "
                             "more than one needs --redis-url")
@@ -307,7 +312,7 @@ def _run(args: argparse.Namespace) -> int:
     config = _load_config(args.config) if args.config else None
     args.redis_url = args.redis_url or (config.redis_url if config else None)
     if args.redis_url:
-        _redis_address(args.redis_url)
+        _check_redis_url(args.redis_url)
     tls = _tls_files(args)
     if args.workers > 1 and not args.redis_url:
         raise StartupError("--workers above 1 needs a broker shared by the processes: pass --redis-url "
@@ -364,9 +369,16 @@ def _load_config(path: str) -> Config:
         raise StartupError(str(exc)) from None
 
 
-def _redis_address(url: str) -> RedisAddress:
+def _check_redis_url(url: str) -> None:
+    scheme = urlsplit(url).scheme.lower()
+    if scheme not in ("redis", "rediss", SENTINEL_SCHEME):
+        raise StartupError(f"--redis-url: {scheme or 'a URL without a scheme'}:// is none of redis://, rediss:// "
+                           f"and {SENTINEL_SCHEME}://")
     try:
-        return RedisAddress(url)
+        if scheme == SENTINEL_SCHEME:
+            Sentinels.from_url(url)
+        else:
+            RedisAddress.from_url(url)
     except ValueError as exc:
         raise StartupError(f"--redis-url: {exc}") from None
 
@@ -438,9 +450,13 @@ async def _start(server: Server, redis_url: str | None) -> None:
         await asyncio.wait_for(server.start(), STARTUP_SECONDS)
     except OSError as exc:  # TimeoutError included
         if redis_url and not server.node.broker.health()["healthy"]:
-            redis = _redis_address(redis_url)
             why = f"no answer in {STARTUP_SECONDS:g} s" if isinstance(exc, TimeoutError) else reason(exc)
-            raise StartupError(f"cannot reach Redis at {redis.host}:{redis.port} (--redis-url): {why}") from None
+            if is_sentinel_url(redis_url):
+                where = f"the Redis {Sentinels.from_url(redis_url).describe()}"
+            else:
+                redis = RedisAddress.from_url(redis_url)
+                where = f"Redis at {redis.host}:{redis.port}"
+            raise StartupError(f"cannot reach {where} (--redis-url): {why}") from None
         await server.node.broker.stop()
         raise StartupError(listen_error(server.host, server.port, exc)) from None
 

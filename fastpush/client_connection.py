@@ -26,9 +26,6 @@ from .session import SESSION_SLOTS, ClientSession, ConnectionSettings
 
 __all__ = ["ClientConnection"]
 
-# Bytes the socket's transport may hold before frames wait in the connection's own queue, where a
-# slow client's backlog can be dropped ahead of its close frame (the transport's cannot).
-SOCKET_HIGH_WATER_BYTES = 64 * 1024
 CLOSE_TIMEOUT_SECONDS = 2.0  # how long a close frame waits for the client's answer
 
 
@@ -59,8 +56,7 @@ class ClientConnection(ClientSession, Connection):
         self.last_seen = time.monotonic()
         previous, self.transport = self.transport, transport
         trim_transport(transport)
-        transport.underlying_transport.set_write_buffer_limits(high=min(SOCKET_HIGH_WATER_BYTES,
-                                                                        self._settings.max_outbound_bytes))
+        transport.underlying_transport.set_write_buffer_limits(high=self._settings.socket_high_water_bytes)
         self.max_outbound = self._settings.max_outbound_bytes
         self.paused = False
         if previous is not None and not previous.is_disconnected:  # the client noticed the drop before the server did
@@ -92,7 +88,7 @@ class ClientConnection(ClientSession, Connection):
 
     def resume_writing(self) -> None:
         self.resume()
-        reliable.continue_resend(self, self._settings.max_outbound_bytes)
+        reliable.continue_resend(self, self._settings.socket_high_water_bytes)
 
     # --- what the session asks of the socket ----------------------------------------------------
     @property

@@ -16,6 +16,7 @@ from . import ops
 from .events.callbacks import CallbackHandler
 from .events.dispatcher import HubEvents
 from .events.model import Callback, HandlerRule
+from .expiry import expires_at
 from .hub import Hub
 from .node import Node
 from .outcome import resolve
@@ -23,6 +24,7 @@ from .permissions import Permission
 from .protocol.names import group_error, is_valid_group
 from .protocol.odata_filter import compile_filter
 from .protocol.payload import DataType, Payload, payload_from_rest
+from .protocol.ttl import check_ttl
 
 __all__ = ["HubApi", "to_payload"]
 
@@ -60,6 +62,11 @@ def _filter(filter: str | None) -> str | None:
     return filter
 
 
+def _expires_at(ttl_seconds: int) -> float:
+    """As REST's messageTtlSeconds (0 to 300, 0: never); ValueError past it."""
+    return expires_at(check_ttl(ttl_seconds, "message_ttl_seconds"))
+
+
 def _ids(ids: Iterable[str] | None) -> tuple[str, ...]:
     return tuple(ids) if ids else ()
 
@@ -88,25 +95,33 @@ class HubApi:
         self._hub.events.add(rule, handler, first=True)
 
     # --- sends: done once the message is framed and written (or, with Redis, published) -----
+    # message_ttl_seconds (as the SDK's generated operations take it): never written to a
+    # connection after that many seconds; 0, the default, never expires.
     async def send_to_all(self, message: object, *, content_type: str | None = None,
-                          excluded: Iterable[str] | None = None, filter: str | None = None) -> None:
-        op = ops.SendToAll(self.name, to_payload(message, content_type), _ids(excluded), _filter(filter))
+                          excluded: Iterable[str] | None = None, filter: str | None = None,
+                          message_ttl_seconds: int = 0) -> None:
+        op = ops.SendToAll(self.name, to_payload(message, content_type), _ids(excluded), _filter(filter),
+                           _expires_at(message_ttl_seconds))
         await resolve(self._node.submit(op))
 
     async def send_to_group(self, group: str, message: object, *, content_type: str | None = None,
-                            excluded: Iterable[str] | None = None, filter: str | None = None) -> None:
+                            excluded: Iterable[str] | None = None, filter: str | None = None,
+                            message_ttl_seconds: int = 0) -> None:
         _check_group(group)
-        op = ops.SendToGroup(self.name, group, to_payload(message, content_type), _ids(excluded), _filter(filter))
+        op = ops.SendToGroup(self.name, group, to_payload(message, content_type), _ids(excluded), _filter(filter),
+                             expires_at=_expires_at(message_ttl_seconds))
         await resolve(self._node.submit(op))
 
     async def send_to_user(self, user_id: str, message: object, *, content_type: str | None = None,
-                           filter: str | None = None) -> None:
-        op = ops.SendToUser(self.name, user_id, to_payload(message, content_type), _filter(filter))
+                           filter: str | None = None, message_ttl_seconds: int = 0) -> None:
+        op = ops.SendToUser(self.name, user_id, to_payload(message, content_type), _filter(filter),
+                            _expires_at(message_ttl_seconds))
         await resolve(self._node.submit(op))
 
     async def send_to_connection(self, connection_id: str, message: object, *,
-                                 content_type: str | None = None) -> None:
-        op = ops.SendToConnection(self.name, connection_id, to_payload(message, content_type))
+                                 content_type: str | None = None, message_ttl_seconds: int = 0) -> None:
+        op = ops.SendToConnection(self.name, connection_id, to_payload(message, content_type),
+                                  _expires_at(message_ttl_seconds))
         await resolve(self._node.submit(op))
 
     # --- groups -------------------------------------------------------------------------------

@@ -14,11 +14,13 @@ from typing import assert_never
 from . import ops
 from .broker.base import Registry
 from .events.dispatcher import HubEvents
+from .expiry import local_deadline
 from .fanout import Connection, Frames, Tables, fanout
 from .permissions import grants, with_role, without_role
 from .protocol.close_codes import CloseCode
 from .protocol.json_protocol import GroupSource, ServerSource
 from .protocol.odata_filter import ConnectionFacts, compile_filter
+from .protocol.payload import Payload
 
 __all__ = ["Hub", "Census", "DEFAULT_CLOSE_REASON"]
 
@@ -113,21 +115,22 @@ class Hub:
         """Do `op` to this hub's connections here; the result its type names (fastpush.ops)."""
         match op:
             case ops.SendToAll():
-                fanout(self.tables.connections.values(), Frames(op.payload, SERVER_SOURCE),
-                       _as_set(op.excluded), _predicate(op.filter))
+                frames = _frames(op.payload, SERVER_SOURCE, op.expires_at)
+                if frames is not None:
+                    fanout(self.tables.connections.values(), frames, _as_set(op.excluded), _predicate(op.filter))
             case ops.SendToGroup():
                 members = self.tables.group_members(op.group)
-                if members:
-                    fanout(members, Frames(op.payload, GroupSource(op.group, op.from_user_id)),
-                           _as_set(op.excluded), _predicate(op.filter))
+                if members and (frames := _frames(op.payload, GroupSource(op.group, op.from_user_id),
+                                                  op.expires_at)) is not None:
+                    fanout(members, frames, _as_set(op.excluded), _predicate(op.filter))
             case ops.SendToUser():
                 members = self.tables.user_connections(op.user_id)
-                if members:
-                    fanout(members, Frames(op.payload, SERVER_SOURCE), None, _predicate(op.filter))
+                if members and (frames := _frames(op.payload, SERVER_SOURCE, op.expires_at)) is not None:
+                    fanout(members, frames, None, _predicate(op.filter))
             case ops.SendToConnection():
                 conn = self.connection(op.connection_id)
-                if conn is not None:
-                    fanout((conn,), Frames(op.payload, SERVER_SOURCE))
+                if conn is not None and (frames := _frames(op.payload, SERVER_SOURCE, op.expires_at)) is not None:
+                    fanout((conn,), frames)
             case ops.AddConnectionToGroup():
                 conn = self.connection(op.connection_id)
                 if conn is None:
@@ -214,6 +217,16 @@ class Hub:
     def _matching(self, filter: str | None) -> list[Connection]:
         predicate = _predicate(filter)
         return [c for c in self.tables.connections.values() if predicate is None or predicate(c)]
+
+
+def _frames(payload: Payload, source: ServerSource | GroupSource, expires_at: float) -> Frames | None:
+    """One send, framed for its members; None when it expired before it got here (published to
+    this node late, say). A message with a TTL carries its deadline on this node's monotonic
+    clock, which the queues it may wait in check (fastpush.expiry); one without costs nothing."""
+    if not expires_at:
+        return Frames(payload, source)
+    deadline = local_deadline(expires_at)
+    return None if deadline is None else Frames(payload, source, deadline)
 
 
 def _close_each(conns: Iterable[Connection], excluded: tuple[str, ...], reason: str | None) -> None:

@@ -91,10 +91,13 @@ class _ToConnection(Operation[R], Generic[R], frozen=True):
 
 
 # --- sends: not confirmed (a caller is answered once the cluster has the message) ----------------
+# `expires_at`: the wall-clock time (Unix seconds) after which no connection may be sent the message,
+# absolute so that a node receiving it late still knows (fastpush.expiry); 0.0: it never expires.
 class SendToAll(Operation[None], frozen=True):
     payload: Payload
     excluded: tuple[str, ...] = ()
     filter: str | None = None
+    expires_at: float = 0.0
     confirmed: ClassVar[bool] = False
 
 
@@ -103,17 +106,20 @@ class SendToGroup(_ToGroup[None], frozen=True):
     excluded: tuple[str, ...] = ()
     filter: str | None = None
     from_user_id: str | None = None  # a client's own send: its user, told to the receivers
+    expires_at: float = 0.0
     confirmed: ClassVar[bool] = False
 
 
 class SendToUser(_ToUser[None], frozen=True):
     payload: Payload
     filter: str | None = None
+    expires_at: float = 0.0
     confirmed: ClassVar[bool] = False
 
 
 class SendToConnection(_ToConnection[None], frozen=True):
     payload: Payload
+    expires_at: float = 0.0
     confirmed: ClassVar[bool] = False
 
 

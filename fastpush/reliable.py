@@ -13,11 +13,13 @@ from __future__ import annotations
 import collections
 import hmac
 import secrets
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import msgspec
 
+from .expiry import NEVER, local_deadline, wall_time
 from .protocol.json_protocol import GroupSource, ServerSource
 from .protocol.payload import Payload
 from .protocol.variants import RELIABLE_VARIANTS
@@ -43,6 +45,8 @@ class Replayed(Protocol):
     def source(self) -> Any: ...
     @property
     def cost(self) -> int: ...
+    @property
+    def deadline(self) -> float: ...
 
 
 class Resumable(Protocol):
@@ -62,11 +66,13 @@ class Resumable(Protocol):
     replay_overflowed: bool
     resend_next: int
     keep_session: bool
+    unsent_from: int
     reconnection_token: str | None
     previous_token: str | None
 
     def flush(self) -> None: ...
     def resend_unacknowledged(self, max_queued: int) -> bool: ...
+    def mark_unsent(self) -> None: ...
 
 
 # --- reconnection tokens ----------------------------------------------------------------------
@@ -103,6 +109,7 @@ class Buffered(msgspec.Struct, array_like=True):
     payload: Payload
     group: str | None  # None: a server message
     from_user_id: str | None
+    expires_at: float = NEVER  # on the wall clock, as between nodes (fastpush.expiry)
 
 
 class SessionState(msgspec.Struct, array_like=True):
@@ -119,6 +126,7 @@ class SessionState(msgspec.Struct, array_like=True):
     acked_sequence_id: int
     replay: list[Buffered]
     connection_state: str | None
+    unsent_from: int = 0  # see fastpush._fanout.Connection.unsent_from; 0 from an older node: none known
 
 
 _encode_state = msgspec.msgpack.Encoder().encode
@@ -127,27 +135,32 @@ _decode_state = msgspec.msgpack.Decoder(SessionState).decode
 
 def export_state(session: Resumable, connection_state: str | None) -> bytes:
     """The session as another node needs it: who, where, its counters and every unacknowledged
-    delivery (`connection_state`: what the upstream set with ce-connectionState)."""
-    buffered = [Buffered(f.payload, getattr(f.source, "group", None), getattr(f.source, "from_user_id", None))
-                for f in (session.replay or ())]
+    delivery, expired ones included (their numbers are positions in the buffer), each with its
+    expiry (`connection_state`: what the upstream set with ce-connectionState)."""
+    session.mark_unsent()
+    buffered = [Buffered(f.payload, getattr(f.source, "group", None), getattr(f.source, "from_user_id", None),
+                         wall_time(f.deadline)) for f in (session.replay or ())]
     return _encode_state(SessionState(session.connection_id, session.user_id, session.subprotocol, session.variant,
                                       sorted(session.roles), sorted(session.groups), session.sequence_id,
-                                      session.acked_sequence_id, buffered, connection_state))
+                                      session.acked_sequence_id, buffered, connection_state, session.unsent_from))
 
 
 def decode_state(data: bytes) -> SessionState:
     return _decode_state(data)
 
 
-def restore(session: Resumable, state: SessionState, frames: Callable[[Payload, Any], Replayed]) -> None:
+def restore(session: Resumable, state: SessionState, frames: Callable[[Payload, Any, float], Replayed]) -> None:
     """Give a new connection (made from `state`'s identity) the handed-over counters and replay
-    buffer; `frames` makes one kept delivery (fastpush._fanout.Frames)."""
+    buffer; `frames` makes one kept delivery (fastpush._fanout.Frames). A delivery that expired
+    on its way keeps its place, with a deadline already passed: the resend decides what it costs."""
     session.sequence_id = state.sequence_id
     session.acked_sequence_id = state.acked_sequence_id
+    session.unsent_from = state.unsent_from
     replay: collections.deque[Replayed] = collections.deque()
     for entry in state.replay:
         source = GroupSource(entry.group, entry.from_user_id) if entry.group is not None else _SERVER_SOURCE
-        kept = frames(entry.payload, source)
+        deadline = local_deadline(entry.expires_at)
+        kept = frames(entry.payload, source, time.monotonic() if deadline is None else deadline)
         replay.append(kept)
         session.replay_bytes += kept.cost
     session.replay = replay
@@ -156,9 +169,13 @@ def restore(session: Resumable, state: SessionState, frames: Callable[[Payload, 
 # --- what a recovered session is sent again -----------------------------------------------------
 def resend(session: Resumable, max_queued: int) -> None:
     """After the `connected` message of a recovery: every unacknowledged delivery again, in order,
-    with its sequenceId. What waits in this turn's coalesced bytes (`connected`) goes first; the
-    resend stops once the socket holds `max_queued` bytes, and `continue_resend` goes on."""
+    with its sequenceId, from the first (a resend the last socket broke off starts over: the new
+    one has none of it), expired ones left out. What waits in this turn's coalesced bytes
+    (`connected`) goes first; the resend stops once the socket holds `max_queued` bytes, and
+    `continue_resend` goes on."""
     session.flush()
+    session.mark_unsent()
+    session.resend_next = 0
     session.resend_unacknowledged(max_queued)
 
 

@@ -41,6 +41,7 @@ from . import ops, reliable
 from .broker.errors import BrokerUnavailable
 from .events.dispatcher import HubEvents
 from .events.model import EventContext, EventFailed, InvocationFailed
+from .expiry import expires_at
 from .handshake import Accept
 from .invocations import Invocations
 from .outcome import Outcome, finish
@@ -72,7 +73,8 @@ from .protocol.payload import DataType, Payload
 from .trace import Trace
 
 __all__ = ["ClientSession", "ConnectionSettings", "SESSION_SLOTS", "SessionHub", "SessionNode", "ClientFrame",
-           "OPCODE_CONTINUATION", "OPCODE_TEXT", "OPCODE_BINARY", "MAX_EVENTS_IN_FLIGHT", "ACK_REPEAT_SECONDS"]
+           "OPCODE_CONTINUATION", "OPCODE_TEXT", "OPCODE_BINARY", "MAX_EVENTS_IN_FLIGHT", "ACK_REPEAT_SECONDS",
+           "SOCKET_HIGH_WATER_BYTES"]
 
 log = logging.getLogger("fastpush.ws")
 R = TypeVar("R")
@@ -81,6 +83,9 @@ R = TypeVar("R")
 OPCODE_CONTINUATION, OPCODE_TEXT, OPCODE_BINARY = 0x0, 0x1, 0x2
 ACK_REPEAT_SECONDS = 0.005
 MAX_EVENTS_IN_FLIGHT = 64  # user events of one connection waiting for the upstream, before reading pauses
+# Bytes a client's socket buffer may hold before frames wait in the connection's own queue, where a
+# slow client's backlog can be dropped ahead of its close frame and expired messages left out.
+SOCKET_HIGH_WATER_BYTES = 64 * 1024
 
 
 @dataclass(slots=True)
@@ -95,6 +100,13 @@ class ConnectionSettings:
     max_message_bytes: int = 1024 * 1024  # one client message, however many fragments it comes in
     max_groups_per_connection: int = 1000  # groups a client may join itself
     trace: Trace = field(default_factory=Trace)  # the server's Live Trace (told only while watched)
+
+    @property
+    def socket_high_water_bytes(self) -> int:
+        """What a client's socket buffer may hold before frames wait in fastpush's own queue, and
+        what a recovery's resend writes before it waits for the socket to drain: bytes handed to
+        the socket cannot be taken back (a message that expires meanwhile is sent all the same)."""
+        return min(SOCKET_HIGH_WATER_BYTES, self.max_outbound_bytes)
 
 
 class ClientFrame(Protocol):
@@ -163,6 +175,7 @@ class ClientSession:
         replay_max_messages: int
         replay_max_bytes: int
         resend_next: int
+        unsent_from: int
         keep_session: bool
         close_reason: str | None
 
@@ -173,6 +186,7 @@ class ClientSession:
         def discard_pending(self) -> None: ...
         def acknowledge(self, sequence_id: int) -> None: ...
         def resend_unacknowledged(self, max_queued: int) -> bool: ...
+        def mark_unsent(self) -> None: ...
 
         # The socket side (fastpush.client_connection.ClientConnection).
         @property
@@ -286,7 +300,7 @@ class ClientSession:
             self.send_frame(codec.opcode, codec.encode_connected(self.connection_id, self.user_id,
                                                                  self.reconnection_token))
         if recovering:
-            reliable.resend(self, self._settings.max_outbound_bytes)
+            reliable.resend(self, self._settings.socket_high_water_bytes)
 
     def adopted(self, connection_state: str | None) -> None:
         """This session was handed over by another node (fastpush.reliable.restore has its buffer);
@@ -303,6 +317,7 @@ class ClientSession:
         if self.close_reason is None:
             self.close_reason = "The connection was lost." if self.keep_session else "The connection closed."
         if self.keep_session:
+            self.mark_unsent()  # what is numbered from now on waits for the next socket
             window = self._settings.recovery_window_seconds
             self._expiry = asyncio.get_running_loop().call_later(window, self.end_session)
         else:
@@ -548,7 +563,8 @@ class ClientSession:
             self._ack(request.ack_id, "Forbidden", f"The client does not have permission to send to group '{group}'.")
         else:
             excluded = (self.connection_id,) if request.no_echo else ()
-            op = ops.SendToGroup(self.hub, group, request.payload, excluded, None, self.user_id)
+            op = ops.SendToGroup(self.hub, group, request.payload, excluded, None, self.user_id,
+                                 expires_at(request.ttl_seconds))
             self._settle(self._node.submit(op), request.ack_id)
 
     def _refuse_stream(self, request: StreamStart) -> None:

@@ -2,7 +2,8 @@
 connection (as a network drop: the peers see a reset, no close frame) or stall it (bytes stop
 flowing but nothing closes). It counts the connections it accepts (each after the first is a
 reconnect) and the bytes each carried, and can wait for one to be up, so a test's cut always hits
-a live connection."""
+a live connection. While `refusing`, it drops each new connection at once (a server that is down);
+`go_down` cuts every connection and starts refusing, `come_up` ends it."""
 from __future__ import annotations
 
 import asyncio
@@ -27,6 +28,7 @@ class FaultProxy:
         self.port = 0
         self.cuts = 0
         self.accepted = 0
+        self.refusing = False
         self._server: asyncio.AbstractServer | None = None
         self._pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
         self._flowing = asyncio.Event()
@@ -55,11 +57,26 @@ class FaultProxy:
 
     async def stall(self, seconds: float) -> None:
         """Hold every byte in both directions for `seconds`, closing nothing."""
-        self._flowing.clear()
+        self.hold()
         try:
             await asyncio.sleep(seconds)
         finally:
-            self._flowing.set()
+            self.release()
+
+    def hold(self) -> None:
+        """Hold every byte in both directions from now until `release`, closing nothing."""
+        self._flowing.clear()
+
+    def release(self) -> None:
+        self._flowing.set()
+
+    def go_down(self) -> None:
+        """Cut every connection, and reset each new one until `come_up` (a client's reconnects fail)."""
+        self.refusing = True
+        self.cut()
+
+    def come_up(self) -> None:
+        self.refusing = False
 
     async def wait_connected(self, deadline: float, accepted: int = 0) -> bool:
         """Until a proxied connection is up and at least `accepted` were accepted in all, or the
@@ -72,6 +89,9 @@ class FaultProxy:
 
     async def _accept(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         self.accepted += 1
+        if self.refusing:
+            client_writer.transport.abort()
+            return
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         except OSError:

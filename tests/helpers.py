@@ -61,6 +61,7 @@ class Client:
         self.subprotocol = subprotocol
         self.connection_id: str | None = None
         self.user_id: str | None = None
+        self.reconnection_token: str | None = None  # reliable subprotocols
         self._ack_id = 0
         self._pending: list = []  # messages that arrived while request() waited for its ack
 
@@ -108,6 +109,7 @@ async def connect(server, hub: str, subprotocol: str | None = None, *, url: str 
         assert hello["type"] == "system" and hello["event"] == "connected", hello
         client.connection_id = hello["connectionId"]
         client.user_id = hello.get("userId")
+        client.reconnection_token = hello.get("reconnectionToken")
     return client
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 from collections.abc import Callable
 from typing import Literal, TypeAlias
 from urllib.parse import unquote, urlsplit
@@ -31,17 +32,31 @@ class RedisGone(ConnectionError):
     """The connection to Redis is closed or broke; pending commands fail with it."""
 
 
+@dataclasses.dataclass(frozen=True)
 class RedisAddress:
-    def __init__(self, url: str):
+    """Where one Redis server listens and how to log in to it."""
+
+    host: str
+    port: int
+    tls: bool = False
+    username: str | None = None
+    password: str | None = None
+    db: int = 0
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisAddress:
+        """`redis://[[user]:password@]host[:port][/db]`, or `rediss://` for TLS; ValueError otherwise."""
         parts = urlsplit(url)
         if parts.scheme not in ("redis", "rediss"):
             raise ValueError(f"not a redis:// URL: {url!r}")
-        self.host = parts.hostname or "127.0.0.1"
-        self.port = parts.port or 6379
-        self.tls = parts.scheme == "rediss"
-        self.password = unquote(parts.password) if parts.password else None
-        self.username = unquote(parts.username) if parts.username else None
-        self.db = int(parts.path.lstrip("/") or 0)
+        return cls(parts.hostname or "127.0.0.1", parts.port or 6379, parts.scheme == "rediss",
+                   unquote(parts.username) if parts.username else None,
+                   unquote(parts.password) if parts.password else None,
+                   int(parts.path.lstrip("/") or 0))
+
+    def at(self, host: str, port: int) -> RedisAddress:
+        """The same login on another server (a master Sentinel names)."""
+        return dataclasses.replace(self, host=host, port=port)
 
     def hello_commands(self) -> list[tuple[str | int, ...]]:
         commands: list[tuple[str | int, ...]] = []
@@ -75,7 +90,10 @@ class RespConnection:
         self.closed = asyncio.get_running_loop().create_future()
         self._reader_task = asyncio.get_running_loop().create_task(self._read(reader))
         for command in self._address.hello_commands():
-            await self.execute(*command)
+            try:
+                await self.execute(*command)
+            except hiredis.ReplyError as exc:  # a wrong password: an answer to report, as for the subscriber
+                raise RedisGone(f"Redis refused {command[0]}: {exc}") from None
 
     def execute(self, *args: Arg | None) -> asyncio.Future[RespReply]:
         """Send now (pipelined); the future gets the reply, or RedisGone / the Redis error."""

@@ -17,12 +17,14 @@ import msgspec
 from .. import ops
 from ..auth.tokens import KeyRing, TokenError, path_segments
 from ..broker.errors import BrokerUnavailable
+from ..expiry import NEVER, expires_at
 from ..node import Node
 from ..outcome import Outcome, then
 from ..permissions import Permission, RoleError, check_roles
 from ..protocol.names import group_error, hub_error, is_valid_group, is_valid_hub, is_valid_user, user_error
 from ..protocol.odata_filter import FilterError, compile_filter
 from ..protocol.payload import Payload, PayloadError, UnsupportedMediaType, decode_json, payload_from_rest
+from ..protocol.ttl import TtlError, parse_ttl
 from .messages import Request, Response, empty_response, error_response, json_response
 
 __all__ = ["RestApi", "MAX_BODY_BYTES"]
@@ -110,19 +112,22 @@ class RestApi:
 
     # --- sends ----------------------------------------------------------------------------
     def send_to_all(self, hub: str, request: Request) -> Answer:
-        op = ops.SendToAll(hub, _payload(request), _excluded(request), _filter(request))
+        op = ops.SendToAll(hub, _payload(request), _excluded(request), _filter(request), _expires_at(request))
         return self._submit(op, _ACCEPTED)
 
     def send_to_group(self, hub: str, request: Request, group: str) -> Answer:
         _group(group)
-        op = ops.SendToGroup(hub, group, _payload(request), _excluded(request), _filter(request))
+        op = ops.SendToGroup(hub, group, _payload(request), _excluded(request), _filter(request),
+                             expires_at=_expires_at(request))
         return self._submit(op, _ACCEPTED)
 
     def send_to_user(self, hub: str, request: Request, user: str) -> Answer:
-        return self._submit(ops.SendToUser(hub, user, _payload(request), _filter(request)), _ACCEPTED)
+        op = ops.SendToUser(hub, user, _payload(request), _filter(request), _expires_at(request))
+        return self._submit(op, _ACCEPTED)
 
     def send_to_connection(self, hub: str, request: Request, connection_id: str) -> Answer:
-        return self._submit(ops.SendToConnection(hub, connection_id, _payload(request)), _ACCEPTED)
+        op = ops.SendToConnection(hub, connection_id, _payload(request), _expires_at(request))
+        return self._submit(op, _ACCEPTED)
 
     # --- connections ----------------------------------------------------------------------
     def connection_exists(self, hub: str, request: Request, connection_id: str) -> Answer:
@@ -321,10 +326,19 @@ def _check_api_version(request: Request) -> None:
         raise BadRequest(f"Invalid api-version '{version}': expected a date such as 2024-12-01.")
 
 
+def _expires_at(request: Request) -> float:
+    """When the message expires (the wall clock: it may be applied on another node), from
+    `messageTtlSeconds`; 0.0 (never) without one or for 0."""
+    text = request.query_one("messageTtlSeconds")
+    if text is None:
+        return NEVER
+    try:
+        return expires_at(parse_ttl(text))
+    except TtlError as exc:
+        raise BadRequest(str(exc)) from None
+
+
 def _payload(request: Request) -> Payload:
-    ttl = request.query_one("messageTtlSeconds")
-    if ttl is not None and (not ttl.isdigit() or int(ttl) > 300):
-        raise BadRequest(f"messageTtlSeconds must be an integer from 0 to 300, not '{ttl}'.")
     try:
         return payload_from_rest(request.headers.get("content-type"), request.body)
     except UnsupportedMediaType as exc:

@@ -12,6 +12,7 @@ import msgspec
 from .close_codes import CloseCode
 from .names import invocation_id_error, is_valid_invocation_id
 from .payload import DataType, Payload, PayloadError, decode_json, payload_from_client
+from .ttl import TtlError, check_ttl
 
 __all__ = [
     "JSON_V1", "JSON_RELIABLE_V1", "PROTOBUF_V1", "PROTOBUF_RELIABLE_V1", "SUBPROTOCOLS",
@@ -51,6 +52,7 @@ class SendToGroup(msgspec.Struct, frozen=True):
     ack_id: int | None
     no_echo: bool
     payload: Payload
+    ttl_seconds: int = 0  # the message expires this many seconds after it is sent (0: never)
 
 
 class SendEvent(msgspec.Struct, frozen=True):
@@ -157,7 +159,7 @@ def parse_request(frame: bytes | memoryview) -> Request:
     ack_id = _ack_id(msg)
     try:
         return _parse_known(kind.lower(), msg, ack_id)
-    except (PayloadError, _FieldError) as exc:
+    except (PayloadError, _FieldError, TtlError) as exc:
         if ack_id is None:
             raise ProtocolViolation(CloseCode.INVALID_PAYLOAD, str(exc)) from None
         raise InvalidRequest(ack_id, "BadRequest", str(exc)) from None
@@ -178,7 +180,8 @@ def _parse_known(kind: str, msg: dict[str, object], ack_id: int | None) -> Reque
             raise _FieldError("'noEcho' must be a boolean")
         if msg.get("stream") is not None:
             return StreamStart(_string(msg, "group"), _stream_start(msg), ack_id)
-        return SendToGroup(_string(msg, "group"), ack_id, no_echo, _payload(msg))
+        ttl = msg.get("ttlSeconds")
+        return SendToGroup(_string(msg, "group"), ack_id, no_echo, _payload(msg), 0 if ttl is None else check_ttl(ttl))
     if kind == "event":
         return SendEvent(_string(msg, "event"), ack_id, _payload(msg))
     if kind == "sequenceack":

@@ -1,7 +1,8 @@
 """The `protobuf.webpubsub.azure.v1` family, encoded and decoded by hand (proto3 wire format).
 
 Field numbers are the public ones (azure-webpubsub's webpubsub.v1.proto) plus the newer
-sequence_ack (8), ping (9), pong (4) and json_data (4) that the official emulator's proto adds.
+sequence_ack (8), ping (9), pong (4) and json_data (4) that the official emulator's proto adds, and
+SendToGroupMessage.ttl_seconds (5) of the newer client protocol.
 JSON payloads go to protobuf clients as `text_data` holding the serialized JSON, as the public
 docs say, so clients built from the older proto still see them.
 """
@@ -21,6 +22,7 @@ from .json_protocol import (
     ServerSource,
 )
 from .payload import DataType, Payload, PayloadError, decode_json
+from .ttl import TtlError, check_ttl
 
 __all__ = [
     "parse_upstream", "encode_ack", "encode_connected", "encode_disconnected", "encode_pong",
@@ -127,7 +129,8 @@ def parse_upstream(frame: bytes | memoryview) -> ProtobufRequest:
         raise ProtocolViolation(CloseCode.INVALID_PAYLOAD, "Invalid protobuf message: ack_id must be a varint")
     try:
         if number == 1:
-            return SendToGroup(_text(inner, 1, "group"), ack_id, bool(inner.get(4, 0)), _payload(inner.get(3)))
+            return SendToGroup(_text(inner, 1, "group"), ack_id, bool(inner.get(4, 0)), _payload(inner.get(3)),
+                               check_ttl(inner.get(5, 0), "ttl_seconds"))
         if number == 5:
             return SendEvent(_text(inner, 1, "event"), ack_id, _payload(inner.get(2)))
         if number == 6:
@@ -139,7 +142,7 @@ def parse_upstream(frame: bytes | memoryview) -> ProtobufRequest:
         if number == 9:
             return Ping()
         raise _Malformed(f"unknown UpstreamMessage field {number}")
-    except (_Malformed, PayloadError) as exc:
+    except (_Malformed, PayloadError, TtlError) as exc:
         if ack_id is None:
             raise ProtocolViolation(CloseCode.INVALID_PAYLOAD, f"Invalid protobuf message: {exc}") from None
         raise InvalidRequest(ack_id, "BadRequest", str(exc)) from None

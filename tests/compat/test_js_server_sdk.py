@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import ssl
+import time
 from asyncio.subprocess import PIPE
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import pytest
 import websockets
 
 from tests import helpers
-from tests.helpers import JSON_V1, Client
+from tests.helpers import JSON_RELIABLE_V1, JSON_V1, Client
 
 JS_DIR = Path(__file__).parent / "js"
 NODE_PACKAGES = ("@azure/web-pubsub",)
@@ -400,3 +401,38 @@ async def test_client_access_token_claims_take_effect(sdk, connect, tls_server, 
     anonymous = await connect(url=(await sdk.call("getClientAccessToken"))["url"])
     await sdk.call("sendToAll", *text("to everyone"))
     assert await anonymous.recv() == "to everyone"
+
+
+# --- messageTtlSeconds -------------------------------------------------------------------------
+
+async def test_message_ttl_seconds_expires_what_waits_for_a_client_that_is_away(sdk, connect, tls_server, hub_name):
+    """The SDK's messageTtlSeconds option on a group send: a reliable client whose socket dropped
+    recovers what was sent meanwhile, but not what expired before it came back, and its
+    sequenceIds have no gap."""
+    client = await connect(JSON_RELIABLE_V1, groups=["ticker"])
+    await sdk.call("sendToAll", *text("one"), group="ticker")
+    assert (await client.recv())["sequenceId"] == 1
+    token = client.reconnection_token
+    client.ws.transport.abort()  # the network drops it: no close frame
+    hub = tls_server.server.node.hub(hub_name)
+    assert await helpers.eventually(lambda: tls_server.acall(lambda: hub.connection(client.connection_id).is_lost))
+
+    await sdk.call("sendToAll", *text("stale", messageTtlSeconds=1), group="ticker")
+    expired = time.time() + 1
+    await sdk.call("sendToAll", *text("two"), group="ticker")
+    await asyncio.sleep(max(0.0, expired - time.time()) + 0.05)
+    await sdk.call("sendToAll", *text("three", messageTtlSeconds=300), group="ticker")
+
+    again = await connect(JSON_RELIABLE_V1, url=helpers.client_url(tls_server, hub_name)
+                          + f"&awps_connection_id={client.connection_id}&awps_reconnection_token={token}")
+    assert again.connection_id == client.connection_id
+    resent = [await again.recv() for _ in range(3)]  # "one" too: it was never acknowledged
+    assert [(m["sequenceId"], m["data"]) for m in resent] == [(1, "one"), (2, "two"), (3, "three")]
+    await silent(again)
+
+
+@pytest.mark.parametrize("ttl", [301, -1])
+async def test_a_message_ttl_outside_0_to_300_is_refused_with_400(sdk, ttl):
+    with pytest.raises(SdkError) as refused:
+        await sdk.call("sendToAll", *text("x", messageTtlSeconds=ttl))
+    assert refused.value.error["statusCode"] == 400

@@ -2,7 +2,8 @@
 every connection the same bytes: a hypothesis state machine drives both with the same random
 joins, leaves, sends to all/groups/users/connections (every payload type and wire variant),
 acknowledgements, single frames, removals, paused sockets (and their overflow), dropped sockets
-and recovery, and compares what each connection received, its state, and what each call returned."""
+and recovery, sends with a time to live (one that has expired, one that will not), and compares
+what each connection received, its state, and what each call returned."""
 from __future__ import annotations
 
 import asyncio
@@ -22,6 +23,9 @@ from fastpush.protocol.variants import Variant
 
 IMPLEMENTATIONS = (_fanout, _fanout_py)
 GROUPS = ("g1", "g2", "g3")
+# A send's deadline: none, one already passed (whatever waits with it is dropped where it waits),
+# one that will not pass during the test. Nothing in between: both sides must see the same expiry.
+DEADLINES = {"none": 0.0, "expired": 1.0, "live": 1e12}
 USERS = (None, "u1", "u2")
 _log = logging.getLogger("tests.fanout")
 
@@ -120,25 +124,27 @@ class Twins(RuleBasedStateMachine):
 
     @rule(where=st.sampled_from(["all", "group", "user", "connection"]), group=st.sampled_from(GROUPS),
           user=st.sampled_from(USERS[1:]), payload=payloads, excluded=st.sets(st.integers(0, 7), max_size=3),
-          only_user=st.sampled_from([None, "u1"]), burst=st.integers(1, 3))
-    def send(self, where, group, user, payload, excluded, only_user, burst):
+          only_user=st.sampled_from([None, "u1"]), burst=st.integers(1, 3), ttl=st.sampled_from(sorted(DEADLINES)))
+    def send(self, where, group, user, payload, excluded, only_user, burst, ttl):
         excluded_ids = frozenset(f"c{i}" for i in excluded) or None
         predicate = None if only_user is None else (lambda c: c.user_id == only_user)
+        deadline = DEADLINES[ttl]
+        event(f"send: ttl {ttl}")
 
         def act(impl, tables, conns):
             delivered = []
             for _ in range(burst):  # several sends in one turn: coalesced the same way
                 if where == "all":
-                    delivered.append(impl.fanout(tables.connections.values(), impl.Frames(payload, ServerSource()),
-                                                 excluded_ids, predicate))
+                    frames = impl.Frames(payload, ServerSource(), deadline)
+                    delivered.append(impl.fanout(tables.connections.values(), frames, excluded_ids, predicate))
                 elif where == "group":
-                    frames = impl.Frames(payload, GroupSource(group, user))
+                    frames = impl.Frames(payload, GroupSource(group, user), deadline)
                     delivered.append(impl.fanout(tables.group_members(group), frames, excluded_ids, predicate))
                 elif where == "user":
-                    delivered.append(impl.fanout(tables.user_connections(user), impl.Frames(payload, ServerSource()),
-                                                 None, predicate))
+                    delivered.append(impl.fanout(tables.user_connections(user),
+                                                 impl.Frames(payload, ServerSource(), deadline), None, predicate))
                 else:
-                    delivered.append(impl.fanout((conns[0],), impl.Frames(payload, ServerSource())))
+                    delivered.append(impl.fanout((conns[0],), impl.Frames(payload, ServerSource(), deadline)))
             return delivered
         self._each(act)
 
@@ -165,9 +171,10 @@ class Twins(RuleBasedStateMachine):
 
     @rule(i=st.integers(0, 7))
     def drop(self, i):
-        """The socket is gone; a reliable session goes on buffering."""
+        """The socket is gone; a reliable session notes what never reached it and goes on buffering."""
         def act(impl, tables, conns):
             conns[i % self.count].transport = None
+            conns[i % self.count].mark_unsent()
         self._each(act)
 
     @rule(i=st.integers(0, 7), max_queued=st.sampled_from([0, 40, 10**9]))
@@ -182,6 +189,8 @@ class Twins(RuleBasedStateMachine):
 
         def act(impl, tables, conns):
             conns[k].discard_pending()
+            conns[k].mark_unsent()
+            conns[k].resend_next = 0
             return conns[k].resend_unacknowledged(max_queued), conns[k].resend_next
         done, resend_next = self._each(act)
         event(f"recover: resent all {done}, resuming at {'0' if not resend_next else 'n'}")
@@ -195,9 +204,11 @@ class Twins(RuleBasedStateMachine):
             assert [bytes(c.data) for c in ca] == [bytes(c.data) for c in cb], \
                 f"{a.connection_id} (variant {a.variant}) got different bytes"
             assert (a.sequence_id, a.acked_sequence_id, len(a.replay or ()), a.replay_bytes, a.replay_overflowed,
-                    a.resend_next, a.paused, a.is_open, a.overflows) == \
+                    a.resend_next, a.unsent_from, a.paused, a.is_open, a.overflows) == \
                    (b.sequence_id, b.acked_sequence_id, len(b.replay or ()), b.replay_bytes, b.replay_overflowed,
-                    b.resend_next, b.paused, b.is_open, b.overflows)
+                    b.resend_next, b.unsent_from, b.paused, b.is_open, b.overflows)
+            if a.replay is not None and not a.replay_overflowed:  # a number is a place in the buffer
+                assert a.sequence_id == a.acked_sequence_id + len(a.replay)
             assert set(a.groups) == set(b.groups)
         assert set(compiled_tables.groups) == set(twin_tables.groups)
         assert {g: {c.connection_id for c in m} for g, m in compiled_tables.groups.items()} == \

@@ -64,6 +64,25 @@ def test_bad_request_with_ack_id_becomes_error_ack():
     assert (exc.value.ack_id, exc.value.name) == (4, "BadRequest")
 
 
+def test_a_send_may_carry_a_time_to_live():
+    request = parse_request(b'{"type":"sendToGroup","group":"g","dataType":"text","data":"hi","ttlSeconds":300}')
+    assert request == SendToGroup("g", None, False, Payload(DataType.TEXT, b"hi"), 300)
+    assert parse_request(b'{"type":"sendToGroup","group":"g","data":1,"ttlSeconds":null}').ttl_seconds == 0
+
+
+@pytest.mark.parametrize("ttl", [b"-1", b"301", b"1.5", b'"5"', b"true", b"[]", b"1" * 400])
+def test_a_time_to_live_outside_0_to_300_is_refused(ttl):
+    """With an ackId a BadRequest ack; without one the message is malformed (1007), as any other."""
+    frame = b'{"type":"sendToGroup","group":"g","data":1,"ttlSeconds":%s%s}'
+    with pytest.raises(InvalidRequest) as answered:
+        parse_request(frame % (ttl, b',"ackId":9'))
+    assert (answered.value.ack_id, answered.value.name) == (9, "BadRequest")
+    assert "ttlSeconds must be an integer from 0 to 300" in answered.value.message
+    with pytest.raises(ProtocolViolation) as closed:
+        parse_request(frame % (ttl, b""))
+    assert closed.value.code == CloseCode.INVALID_PAYLOAD
+
+
 def test_service_messages():
     assert json.loads(encode_ack(1)) == {"type": "ack", "ackId": 1, "success": True}
     assert json.loads(encode_ack(2, "Forbidden", "no")) == {

@@ -142,6 +142,34 @@ def test_bad_request_with_ack_id():
     assert exc.value.ack_id == 5 and "data" in exc.value.message
 
 
+def test_a_send_may_carry_a_time_to_live():
+    m = Upstream()
+    m.send_to_group_message.group = "g"
+    m.send_to_group_message.data.text_data = "hi"
+    m.send_to_group_message.ttl_seconds = 300
+    assert parse_upstream(m.SerializeToString()) == SendToGroup("g", None, False, Payload(DataType.TEXT, b"hi"), 300)
+
+
+@pytest.mark.parametrize("ack", [None, 7])
+@pytest.mark.parametrize("ttl", [301, 2**32 - 1])
+def test_a_time_to_live_past_300_is_refused(ack, ttl):
+    m = Upstream()
+    m.send_to_group_message.group = "g"
+    m.send_to_group_message.data.text_data = "hi"
+    m.send_to_group_message.ttl_seconds = ttl
+    if ack is not None:
+        m.send_to_group_message.ack_id = ack
+    with pytest.raises(ProtocolViolation if ack is None else InvalidRequest) as exc:
+        parse_upstream(m.SerializeToString())
+    assert "ttl_seconds must be an integer from 0 to 300" in str(exc.value)
+
+
+def test_a_time_to_live_of_the_wrong_wire_type_is_refused():
+    inner = b"\x0a\x01g" + b"\x1a\x04\x0a\x02hi" + b"\x2a\x01x"  # field 5 length-delimited
+    with pytest.raises(ProtocolViolation):
+        parse_upstream(bytes([1 << 3 | 2, len(inner)]) + inner)
+
+
 @pytest.mark.parametrize("ack", [None, 7])
 def test_json_data_nested_too_deeply_is_refused(ack):
     m = Upstream()

@@ -115,8 +115,17 @@ def test_the_hand_over_format_is_a_msgpack_array_in_field_order():
     session = sent_to(Kept(), SENDS[1:2])
     session.roles = {"r"}
     raw = msgspec.msgpack.decode(reliable.export_state(session, None))
-    buffered = [{"data_type": "json", "data": b'{"n":2}'}, "g", "bob"]
-    assert raw == ["c1", "ann", JSON_RELIABLE_V1, 2, ["r"], [], 1, 0, [buffered], None]
+    buffered = [{"data_type": "json", "data": b'{"n":2}'}, "g", "bob", 0.0]  # ..., expires_at (never)
+    assert raw == ["c1", "ann", JSON_RELIABLE_V1, 2, ["r"], [], 1, 0, [buffered], None, 2]  # ..., unsent_from
+
+
+def test_a_hand_over_from_a_node_without_ttl_fields_still_decodes():
+    """Fields were appended, with defaults: a node that is one version behind in a rolling upgrade
+    is understood (its messages never expire; every number may have reached the client)."""
+    old = msgspec.msgpack.encode(["c1", "ann", JSON_RELIABLE_V1, 2, [], [], 1, 0,
+                                  [[{"data_type": "text", "data": b"x"}, None, None]], None])
+    state = reliable.decode_state(old)
+    assert (state.replay[0].expires_at, state.unsent_from) == (0.0, 0)
 
 
 def test_a_corrupt_hand_over_is_refused():
@@ -133,6 +142,9 @@ class Recorder:
     def flush(self):
         self.calls.append(("flush",))
 
+    def mark_unsent(self):
+        self.calls.append(("mark_unsent", self.resend_next))
+
     def resend_unacknowledged(self, max_queued):
         self.calls.append(("resend", max_queued))
         return True
@@ -141,7 +153,14 @@ class Recorder:
 def test_a_recovery_flushes_connected_then_resends():
     session = Recorder()
     reliable.resend(session, 4096)
-    assert session.calls == [("flush",), ("resend", 4096)]
+    assert session.calls == [("flush",), ("mark_unsent", 0), ("resend", 4096)]
+
+
+def test_a_resend_the_last_socket_broke_off_starts_over():
+    """The new socket got none of what the broken-off resend wrote to the old one."""
+    session = Recorder(resend_next=7)
+    reliable.resend(session, 4096)
+    assert session.calls == [("flush",), ("mark_unsent", 7), ("resend", 4096)] and session.resend_next == 0
 
 
 def test_a_drained_socket_goes_on_with_a_resend_only_when_one_is_under_way():

@@ -38,7 +38,7 @@ async def test_messages_reach_the_callback_and_a_barrier_completes():
 
     server, port = await _fake_redis(script)
     got: list[tuple[bytes, bytes]] = []
-    subscriber = SubscriberConnection(RedisAddress(f"redis://127.0.0.1:{port}"), lambda c, d: got.append((c, d)))
+    subscriber = SubscriberConnection(RedisAddress("127.0.0.1", port), lambda c, d: got.append((c, d)))
     await subscriber.connect()
     subscriber.subscribe(b"ch")
     await asyncio.wait_for(subscriber.barrier(), 5)
@@ -56,7 +56,7 @@ async def test_an_error_reply_in_subscribe_mode_ends_the_connection_cleanly():
         await reader.read()
 
     server, port = await _fake_redis(script)
-    subscriber = SubscriberConnection(RedisAddress(f"redis://127.0.0.1:{port}"), lambda c, d: None)
+    subscriber = SubscriberConnection(RedisAddress("127.0.0.1", port), lambda c, d: None)
     await subscriber.connect()
     subscriber.subscribe(b"ch")
     with pytest.raises(RedisGone):
@@ -80,7 +80,7 @@ async def test_a_server_that_hangs_up_during_the_handshake_fails_the_connect():
         writer.close()
 
     server, port = await _fake_redis(script)
-    subscriber = SubscriberConnection(RedisAddress(f"redis://:secret@127.0.0.1:{port}"), lambda c, d: None)
+    subscriber = SubscriberConnection(RedisAddress("127.0.0.1", port, password="secret"), lambda c, d: None)
     with pytest.raises(RedisGone):
         await asyncio.wait_for(subscriber.connect(), 5)
     await subscriber.close()

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,7 +107,7 @@ class Conn(ClientSession):
         self.connection_id, self.user_id, self.hub = "c1", "ann", "h"
         self.subprotocol, self.variant = subprotocol, variant
         self.groups = self.roles = frozenset()
-        self.sequence_id = self.acked_sequence_id = self.replay_bytes = self.resend_next = 0
+        self.sequence_id = self.acked_sequence_id = self.replay_bytes = self.resend_next = self.unsent_from = 0
         self.replay, self.replay_overflowed = None, False
         self.replay_max_messages = self.replay_max_bytes = 0
         self.keep_session, self.close_reason = False, None
@@ -140,6 +141,9 @@ class Conn(ClientSession):
     def resend_unacknowledged(self, max_queued):
         self.log.append(("resend", max_queued))
         return True
+
+    def mark_unsent(self):
+        self.log.append(("mark_unsent",))
 
     # the socket side
     @property
@@ -260,6 +264,17 @@ def test_a_send_to_group_is_submitted_then_acked():
     conn.send(text("g", 1))
     assert conn.node.submitted == [ops.SendToGroup("h", "g", Payload(DataType.TEXT, b"hi"), (), None, "ann")]
     assert conn.acks() == [(1, True, None)]
+
+
+def test_a_send_with_ttl_seconds_carries_when_it_expires():
+    """On the wall clock: the nodes that apply it compare it with theirs (fastpush.expiry)."""
+    conn = Conn(roles=[SEND_ANY]).open()
+    before = time.time()
+    conn.send(text("g", 1, ttlSeconds=5))
+    conn.send(text("g", 2, ttlSeconds=0))
+    timed, plain = conn.node.submitted
+    assert before + 5 <= timed.expires_at <= time.time() + 5 and plain.expires_at == 0.0
+    assert conn.acks() == [(1, True, None), (2, True, None)]
 
 
 def test_no_echo_excludes_the_sender_and_no_ack_id_means_no_ack():
@@ -650,7 +665,8 @@ async def test_a_reliable_session_waits_for_its_client_then_ends():
     assert conn.reconnection_token != first and conn.previous_token == first
     hello = json.loads(conn.log[1][2])
     assert hello["reconnectionToken"] == conn.reconnection_token
-    assert [entry[0] for entry in conn.log] == ["discard", "frame", "flush", "resend"]  # connected goes first
+    # connected goes first
+    assert [entry[0] for entry in conn.log] == ["discard", "frame", "flush", "mark_unsent", "resend"]
     assert conn.close_reason is None
 
     conn.socket = "gone"
@@ -674,7 +690,8 @@ def test_a_session_is_handed_over_only_with_its_token():
     assert conn.hand_over(conn.reconnection_token, JSON_V1) is None
     state = conn.hand_over(conn.reconnection_token, JSON_RELIABLE_V1)
     assert state is not None
-    assert conn.hub_.connections == [] and not conn.keep_session and conn.log == [("drop",)]
+    assert conn.hub_.connections == [] and not conn.keep_session
+    assert conn.log == [("mark_unsent",), ("drop",)]  # what never reached the socket, noted in the state
     assert conn.hand_over(conn.reconnection_token, JSON_RELIABLE_V1) is None  # ended here
 
 
@@ -687,4 +704,4 @@ async def test_an_adopted_session_resumes_without_a_connected_event():
     await settle()
     assert conn.hub_.connections == [conn] and handler.system == []
     assert conn._event_ctx.state == "state-from-the-upstream"
-    assert [entry[0] for entry in conn.log] == ["discard", "frame", "flush", "resend"]
+    assert [entry[0] for entry in conn.log] == ["discard", "frame", "flush", "mark_unsent", "resend"]

@@ -4,7 +4,9 @@ A node publishes each operation once; every node it concerns applies it to its o
 (`bus`). What callers ask about the cluster lives in Redis (`registry`). A reliable session can
 move to the node its client recovered onto (`handover`). While Redis is unreachable, local
 traffic goes on, cluster operations are refused with BrokerUnavailable (REST: 503), and the node
-reconnects with backoff, then subscribes and registers its connections again.
+reconnects with backoff, then subscribes and registers its connections again; it takes operations
+again once the nodes it knew are subscribed again too, so none it accepts misses their clients.
+With a redis+sentinel:// URL the master comes from Sentinel, and a switch ends the backoff (`sentinel`).
 """
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ import asyncio
 import contextlib
 import logging
 from typing import Any, TypeVar, cast
+
+import hiredis
 
 from ...ops import Op, Operation, Query, Question
 from ..base import BrokerHandler, BrokerHealth, Member
@@ -55,6 +59,8 @@ class RedisBroker:
         await self._connect()
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._keep_alive()), loop.create_task(self._watch())]
+        if self._link.sentinels is not None:
+            self._tasks.append(loop.create_task(self._link.sentinels.follow_switches(self._link.master_moved)))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -69,15 +75,20 @@ class RedisBroker:
         link = self._link
         return {"broker": self.name, "node": link.node_id, "healthy": link.healthy, "error": link.last_error}
 
-    async def _connect(self) -> None:
+    async def _connect(self, again: bool = False) -> None:
+        """Connect, subscribe, register; after an outage (`again`) also wait for the other nodes."""
         link = self._link
-        await link.connect(self._bus.on_message)
-        await link.barrier()
-        await self._registry.announce()
-        if self._handler is not None:
+        assert self._handler is not None
+        try:
+            await link.connect(self._bus.on_message)
+            await link.barrier()
             await self._registry.register(self._handler.local_hubs())
+            if again:
+                await self._registry.await_peers(self._ttl)
+        except hiredis.ReplyError as exc:  # e.g. READONLY: the master became a replica meanwhile
+            raise RedisGone(f"Redis refused: {exc}") from None
         link.healthy, link.last_error = True, None
-        log.info("node %s connected to Redis at %s:%d", link.node_id, link.address.host, link.address.port)
+        log.info("node %s connected to %s", link.node_id, link.describe())
 
     async def _watch(self) -> None:
         """When Redis goes away: mark unhealthy, reconnect with backoff, resubscribe, re-register."""
@@ -93,10 +104,11 @@ class RedisBroker:
             delay = 0.1
             while not link.healthy:
                 try:
-                    await self._connect()
+                    await self._connect(again=True)
                 except (OSError, RedisGone) as exc:
                     link.last_error = f"reconnecting to Redis failed: {exc}"
-                    await asyncio.sleep(delay)
+                    await link.close()  # whatever the failed attempt had opened
+                    await link.pause(delay)
                     delay = min(delay * 2, 5.0)
 
     async def _keep_alive(self) -> None:

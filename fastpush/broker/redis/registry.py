@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any, assert_never
 
@@ -24,12 +25,14 @@ from .link import Link, log_failure
 __all__ = ["ClusterRegistry"]
 
 log = logging.getLogger("fastpush.broker")
+PEER_POLL_SECONDS = 0.05  # while waiting for the other nodes to come back after an outage
 
 
 class ClusterRegistry:
     def __init__(self, link: Link, node_ttl: float) -> None:
         self._link = link
         self._ttl = node_ttl
+        self.peers: set[str] = set()  # the other live nodes, at the janitor's last look
 
     # --- liveness --------------------------------------------------------------------------
     async def announce(self) -> None:
@@ -39,11 +42,39 @@ class ClusterRegistry:
 
     async def forget_dead_nodes(self) -> None:
         link = self._link
+        alive = set()
         for raw in _list(await link.run("SMEMBERS", link.key("nodes"))):
             node = raw.decode()
-            if node != link.node_id and not await link.run("EXISTS", link.key("alive", node)):
+            if node == link.node_id:
+                continue
+            if await link.run("EXISTS", link.key("alive", node)):
+                alive.add(node)
+            else:
                 await link.script("forget", 0, link.prefix, node)
                 log.info("node %s: forgot dead node %s", link.node_id, node)
+        self.peers = alive
+
+    async def await_peers(self, limit: float) -> None:
+        """After an outage: wait, at most `limit`, until every other node this one knew alive (or
+        Redis does) is subscribed here again. Before that, a send this node took would reach only
+        the nodes back already: the others' clients would miss it, and nobody would know."""
+        link = self._link
+        known = _list(await link.run("SMEMBERS", link.key("nodes")))
+        live = await asyncio.gather(*(link.execute("EXISTS", link.key("alive", n.decode())) for n in known))
+        waiting = sorted((self.peers | {n.decode() for n, is_live in zip(known, live, strict=True) if is_live})
+                         - {link.node_id})
+        deadline = time.monotonic() + limit
+        while waiting:
+            counts = await asyncio.gather(*(link.execute("PUBSUB", "NUMSUB", link.channel("n", node))
+                                            for node in waiting))
+            waiting = [node for node, reply in zip(waiting, counts, strict=True) if not _has_subscriber(reply)]
+            if waiting and time.monotonic() >= deadline:
+                log.warning("node %s: %d node(s) did not come back to Redis within %g s, going on without "
+                            "them: %s", link.node_id, len(waiting), limit, ", ".join(waiting))
+                return
+            if waiting:
+                link.last_error = f"waiting for {len(waiting)} other node(s) to reconnect to Redis"
+                await asyncio.sleep(PEER_POLL_SECONDS)
 
     async def leave(self) -> None:
         """This node stops: its entries go now rather than when its alive key expires."""
@@ -52,8 +83,13 @@ class ClusterRegistry:
         await link.script("forget", 0, link.prefix, link.node_id)
 
     async def register(self, hubs: Iterable[LocalHub]) -> None:
-        """After (re)connecting: Redis may have restarted empty; write this node's state again."""
+        """After (re)connecting, as one transaction: what this node wrote before goes (after a
+        failover Redis still has it, with connections and groups left during the outage), then
+        its state now is written and it announces itself alive. (Redis may also be empty.)"""
         link = self._link
+        steps = [link.execute("MULTI"), link.script("forget", 0, link.prefix, link.node_id),
+                 link.execute("SADD", link.key("nodes"), link.node_id),
+                 link.execute("SET", link.key("alive", link.node_id), b"1", "PX", int(self._ttl * 1000))]
         for hub in hubs:
             name = hub.name.lower()
             if hub.members:
@@ -65,7 +101,15 @@ class ClusterRegistry:
                     link.subscribe(link.group_channel(name, group))
             for user, groups in hub.user_groups.items():
                 if groups:
-                    link.execute("SADD", link.key("ug", name, user), *groups)
+                    steps.append(link.execute("SADD", link.key("ug", name, user), *groups))
+        steps.append(link.execute("EXEC"))
+        replies = await asyncio.gather(*steps, return_exceptions=True)
+        refused = next((r for r in replies if isinstance(r, BaseException)), None)
+        if refused is not None:  # then EXEC is EXECABORT: nothing was written
+            raise refused
+        failed = [str(r) for r in _list(replies[-1]) if isinstance(r, Exception)]
+        if failed:
+            log.warning("node %s: Redis refused part of this node's registration: %s", link.node_id, failed[0])
         await link.barrier()
 
     # --- this node's connections -----------------------------------------------------------
@@ -170,6 +214,11 @@ class ClusterRegistry:
 
     async def _live(self, key: str) -> list[bytes]:
         return _list(await self._link.script("live", 1, key, self._link.prefix))
+
+
+def _has_subscriber(reply: object) -> bool:
+    """PUBSUB NUMSUB's answer for one channel: [channel, subscribers]."""
+    return isinstance(reply, list) and len(reply) == 2 and isinstance(reply[1], int) and reply[1] > 0
 
 
 def _list(reply: object) -> list[bytes]:
