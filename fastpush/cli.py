@@ -438,7 +438,8 @@ async def _serve(server: Server, redis_url: str | None) -> None:
         url = server.dashboard.login_url()
         logging.getLogger("fastpush.dashboard").info("dashboard: %s (this login URL works once, within %d minutes; "
                                                      "`fastpush dashboard` makes another)", url,
-                                                     LOGIN_TOKEN_SECONDS // 60)
+                                                     LOGIN_TOKEN_SECONDS // 60,
+                                                     extra={"event": "dashboard_url", "url": url})
         print(f"Dashboard: {url}", flush=True)
     await stop.wait()
     await server.stop()
