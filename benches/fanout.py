@@ -9,10 +9,11 @@ For each N it starts the server under test in its own process (pinned to one cor
 or more), connects N subscribers from load-generator processes on the other core(s), half raw and half
 json.webpubsub.azure.v1, and publishes through fastpush's REST API and through its embedding API (and,
 with --peers, the same load against websockets, Node ws and a plain picows loop, triggered the same
-way as the embedded fastpush). With --redis or --workers N it also measures fastpush scaled out on a
-redis-server of its own, through REST: one node with --redis-url, and N workers sharing the port on all
-CPUs; the embedded row is then left out unless --peers needs it as their baseline. See
-benches/measure.py for the procedure.
+way as the embedded fastpush, and against Centrifugo, whose subscribers speak its own protocol and
+which gets its messages as a client's publish commands). With --redis or --workers N it also
+measures fastpush scaled out on a redis-server of its own, through REST: one node with --redis-url,
+and N workers sharing the port on all CPUs; the embedded row is then left out unless --peers needs
+it as their baseline. See benches/measure.py for the procedure.
 """
 from __future__ import annotations
 
@@ -87,7 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="share of json.webpubsub.azure.v1 subscribers (default 0.5)")
     parser.add_argument("--per-loadgen", type=int, default=15_000,
                         help="subscribers per load-generator process (default 15000)")
-    parser.add_argument("--peers", action="store_true", help="also measure websockets, Node ws and a plain picows loop")
+    parser.add_argument("--peers", action="store_true",
+                        help="also measure websockets, Node ws, a plain picows loop and Centrifugo (built with "
+                             "`go install` when Go is here and it is missing)")
     parser.add_argument("--redis", action="store_true",
                         help="also measure fastpush on a Redis broker (one node; it starts its own redis-server)")
     parser.add_argument("--workers", type=_positive, default=1, metavar="N",
@@ -181,7 +184,8 @@ async def _main(args: argparse.Namespace) -> int:
     print(f"\npayload {settings.payload_bytes} B, {settings.json_fraction:.0%} json.webpubsub.azure.v1 subscribers; "
           f"latency: isolated broadcasts at most {settings.rate:g}/s; saturation: median of {settings.runs} runs "
           f"of {settings.burst_deliveries} deliveries; srv us/deliv and the second loadgen figure are CPU during "
-          f"saturation. fp/this = fastpush (embedded, same stdin trigger as the peers) / this row; for the Redis "
+          f"saturation. fp/this = fastpush (embedded, same stdin trigger as the peers but Centrifugo, which gets "
+          f"a client's publish commands) / this row; for the Redis "
           f"rows, fastpush (REST), one process without Redis / this row. "
           f"Took {time.monotonic() - started:.0f} s.")
     if args.json_out:

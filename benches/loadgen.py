@@ -17,6 +17,7 @@ from array import array
 
 import uvloop
 
+from .centrifugo_subscriber import CentrifugoSubscriber
 from .subscriber import JSON_SUBPROTOCOL, Subscriber, upgrade_request
 
 __all__ = ["Fleet", "main"]
@@ -47,15 +48,16 @@ class Fleet:
 
     # --- connecting -------------------------------------------------------------------------
     async def connect(self, host: str, port: int, requests: list[bytes], source_ip: str | None,
-                      concurrency: int) -> tuple[int, str | None]:
-        """Open one subscriber per request, `concurrency` handshakes at a time; (failures, first error)."""
+                      concurrency: int, kind: type[Subscriber] = Subscriber) -> tuple[int, str | None]:
+        """Open one subscriber of `kind` per request, `concurrency` handshakes at a time; (failures, first
+        error)."""
         loop = asyncio.get_running_loop()
         gate = asyncio.Semaphore(concurrency)
         local_addr = (source_ip, 0) if source_ip else None
 
         async def one(request: bytes) -> str | None:
             async with gate:
-                sub = Subscriber(self, request)
+                sub = kind(self, request)
                 waiter = self.connecting[sub] = loop.create_future()
                 try:
                     async with asyncio.timeout(CONNECT_TIMEOUT):
@@ -178,11 +180,14 @@ async def _commands(fleet: Fleet, deadline: float) -> None:
 
 async def _run(args: argparse.Namespace) -> None:
     deadline = time.monotonic() + args.deadline
+    centrifugo = args.dialect == "centrifugo"  # its clients offer no subprotocol
     requests = ([upgrade_request(args.host, args.port, args.path, None)] * args.raw
-                + [upgrade_request(args.host, args.port, args.path, JSON_SUBPROTOCOL)] * args.json)
+                + [upgrade_request(args.host, args.port, args.path, None if centrifugo else JSON_SUBPROTOCOL)]
+                * args.json)
     fleet = Fleet()
     try:
-        failed, error = await fleet.connect(args.host, args.port, requests, args.source_ip, args.concurrency)
+        failed, error = await fleet.connect(args.host, args.port, requests, args.source_ip, args.concurrency,
+                                            CentrifugoSubscriber if centrifugo else Subscriber)
         emit("connected", ready=len(fleet.ready), failed=failed, error=error)
         await _commands(fleet, deadline)
     finally:
@@ -196,6 +201,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--path", required=True, help="request target, e.g. /client/hubs/h?access_token=...")
     parser.add_argument("--raw", type=int, default=0, help="subscribers without subprotocol")
     parser.add_argument("--json", type=int, default=0, help=f"subscribers with {JSON_SUBPROTOCOL}")
+    parser.add_argument("--dialect", choices=("webpubsub", "centrifugo"), default="webpubsub",
+                        help="webpubsub: the upgrade is all (raw) or the JSON subprotocol's `connected` follows; "
+                             "centrifugo: a connect command subscribes to its broadcast channel")
     parser.add_argument("--source-ip", help="bind subscribers to this 127.0.0.x (more ephemeral ports)")
     parser.add_argument("--concurrency", type=int, default=100, help="handshakes in flight")
     parser.add_argument("--deadline", type=float, default=900.0, help="exit after this many seconds")

@@ -82,14 +82,17 @@ class LoadGen:
 
 
 async def start_loadgens(children: Children, plan: LoadPlan, port: int, path: str,
-                         cpus: frozenset[int] | None, connect_timeout: float) -> tuple[list[LoadGen], dict]:
-    """Start the processes, wait until every subscriber is connected or failed; (handles, totals)."""
+                         cpus: frozenset[int] | None, connect_timeout: float,
+                         dialect: str = "webpubsub") -> tuple[list[LoadGen], dict]:
+    """Start the processes, wait until every subscriber is connected or failed; (handles, totals).
+    `dialect`: how a subscriber talks to the server (benches/loadgen.py --dialect)."""
     split = plan.split()
     many_ips = plan.connections > PORTS_PER_SOURCE_IP
     gens = []
     for i, (raw, wrapped) in enumerate(split):
         argv = [sys.executable, "-m", "benches.loadgen", "--port", str(port), "--path", path,
-                "--raw", str(raw), "--json", str(wrapped), "--deadline", str(plan.deadline)]
+                "--raw", str(raw), "--json", str(wrapped), "--deadline", str(plan.deadline),
+                "--dialect", dialect]
         if many_ips:
             argv += ["--source-ip", f"127.0.0.{i + 1}"]
         name = f"loadgen-{i}"

@@ -25,6 +25,8 @@ from dataclasses import astuple, dataclass
 from pathlib import Path
 
 from . import payload
+from .centrifugo import PATH_SUFFIX as CENTRIFUGO_PATH
+from .centrifugo_subscriber import BROADCAST_CHANNEL
 from .loadgens import LoadGen, LoadPlan, start_loadgens
 from .procs import (
     Children,
@@ -35,7 +37,7 @@ from .procs import (
     rss_bytes,
 )
 from .progress import Progress
-from .publishers import PipePublisher, Publisher, RestPublisher
+from .publishers import CentrifugoPublisher, PipePublisher, Publisher, RestPublisher
 from .servers import RunningServer, Target, start_server
 from .stats import spread, summarize_ns
 from .tokens import client_path
@@ -141,9 +143,9 @@ async def measure(target: Target, connections: int, settings: Settings, cores: C
         rss_empty = _rss(server)
         progress.phase(at + 0.05, f"{name}: connecting")
         plan = LoadPlan(connections, settings.json_fraction, settings.per_loadgen, LOADGEN_DEADLINE)
-        gens, connected = await start_loadgens(children, plan, server.port,
-                                               client_path(server.endpoint, settings.hub, key), cores.load,
-                                               connect_timeout=30 + connections / 500)
+        path = client_path(server.endpoint, settings.hub, key) if target.dialect == "webpubsub" else CENTRIFUGO_PATH
+        gens, connected = await start_loadgens(children, plan, server.port, path, cores.load,
+                                               connect_timeout=30 + connections / 500, dialect=target.dialect)
         ready = connected["ready"]
         if not ready:
             raise RuntimeError(f"no subscriber could connect to {target.label}: {connected['error']}\n"
@@ -151,8 +153,7 @@ async def measure(target: Target, connections: int, settings: Settings, cores: C
         await asyncio.sleep(IDLE_SETTLE)
         rss_idle = _rss(server)
         spread_over = established_by_process(server.workers, server.port) if target.workers > 1 else None
-        publisher = (await RestPublisher.open(server.endpoint, settings.hub, key) if target.trigger == "rest"
-                     else PipePublisher(server.stdin))
+        publisher = await _publisher(target, server, settings.hub, key)
         meter = _Meter(server, gens, cores)
         progress.phase(at + 0.2, f"{name}: latency")
         latency = await _latency(gens, publisher, meter, settings, cores, progress, at + 0.2, scratch)
@@ -177,6 +178,14 @@ async def measure(target: Target, connections: int, settings: Settings, cores: C
            "latency": latency, "saturation": saturation, "publish_failures": publish_failures[:5]}
     row["notes"] = _notes(row, cores)
     return row
+
+
+async def _publisher(target: Target, server: RunningServer, hub: str, key: str) -> Publisher:
+    if target.trigger == "rest":
+        return await RestPublisher.open(server.endpoint, hub, key)
+    if target.trigger == "centrifugo":
+        return await CentrifugoPublisher.open(server.port, BROADCAST_CHANNEL)
+    return PipePublisher(server.stdin)
 
 
 def _rss(server: RunningServer) -> dict[str, int]:

@@ -1,8 +1,9 @@
-"""The two ways the orchestrator publishes: fastpush's REST API, or a line on the server's stdin.
+"""The ways the orchestrator publishes: fastpush's REST API, a line on the server's stdin, or (Centrifugo)
+`publish` commands of a client connection.
 
 `send` writes one message and returns without waiting for an answer; `burst` writes many in one go
-(pipelined, for REST), which is how saturation is reached; `settle` waits until REST has answered
-everything so far (bounded) and records every answer that was not 202.
+(pipelined, for REST), which is how saturation is reached; `settle` waits until REST (or Centrifugo) has
+answered everything so far (bounded) and records every answer that was not 202 (or carried an error).
 """
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import asyncio
 from typing import Protocol
 from urllib.parse import urlsplit
 
+from .centrifugo import PATH_SUFFIX, connect_command
 from .tokens import rest_send_url, sign
+from .ws_publisher import WsPublisher
 
-__all__ = ["PipePublisher", "Publisher", "RestPublisher"]
+__all__ = ["CentrifugoPublisher", "PipePublisher", "Publisher", "RestPublisher"]
 
 SETTLE_TIMEOUT = 30.0
 
@@ -46,6 +49,39 @@ class PipePublisher:
 
     async def close(self) -> None:
         return None
+
+
+class CentrifugoPublisher:
+    """A Centrifugo client publishing to one channel with `publish` commands on one WebSocket, one per
+    frame; `settle` waits (bounded) until every publish is answered."""
+
+    def __init__(self, client: WsPublisher, channel: str):
+        self.client = client
+        self.channel = channel
+        self.failures = client.failures
+
+    @classmethod
+    async def open(cls, port: int, channel: str) -> CentrifugoPublisher:
+        client = await WsPublisher.open("127.0.0.1", port, PATH_SUFFIX, None, "centrifugo", connect_command([]))
+        return cls(client, channel)
+
+    async def send(self, text: str) -> None:
+        await self.client.send(self.client.frames([(self.channel, text)]))
+
+    async def burst(self, texts: list[str]) -> None:
+        await self.client.send(self.client.frames([(self.channel, text) for text in texts]))
+
+    async def settle(self) -> None:
+        try:
+            async with asyncio.timeout(SETTLE_TIMEOUT):
+                while self.client.answered < self.client.published and not self.client.transport_closed:
+                    await asyncio.sleep(0.01)
+        except TimeoutError:
+            self.failures.append(f"{self.client.published - self.client.answered} publishes unanswered after "
+                                 f"{SETTLE_TIMEOUT} s")
+
+    async def close(self) -> None:
+        self.client.close()
 
 
 class RestPublisher:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import centrifugo
 from .embedded_server import BENCH_CONNECTIONS_PER_IP
 from .procs import Children, descendants
 from .redis_server import RedisServer, missing
@@ -34,8 +35,9 @@ _READY = re.compile(r"Endpoint=(http://127\.0\.0\.1:(\d+))")
 
 @dataclass(frozen=True)
 class Target:
-    """A server under test. `trigger` is "rest" (fastpush's REST API) or "pipe" (stdin lines); `redis`:
-    it gets a redis-server of its own; `workers` > 1: it is that many processes sharing the port."""
+    """A server under test. `trigger` is "rest" (fastpush's REST API), "pipe" (stdin lines) or
+    "centrifugo" (a Centrifugo client's publish commands); `redis`: it gets a redis-server of its own;
+    `workers` > 1: it is that many processes sharing the port."""
 
     key: str
     label: str
@@ -43,6 +45,7 @@ class Target:
     command: Callable[[str, str | None], list[str]]  # access key, Redis URL -> argv
     redis: bool = False
     workers: int = 1
+    dialect: str = "webpubsub"  # how subscribers talk to it: benches/loadgen.py --dialect
 
 
 def _fastpush_serve(workers: int) -> Callable[[str, str | None], list[str]]:
@@ -67,6 +70,9 @@ PEERS = (
            lambda key, _: ["node", str(PEERS_DIR / "ws_broadcast.js")]),
     Target("picows", "picows send loop", "pipe",
            lambda key, _: [sys.executable, "-m", "benches.peers.picows_broadcast"]),
+    Target("centrifugo", f"Centrifugo v{centrifugo.VERSION}", "centrifugo",
+           lambda key, _: [sys.executable, "-m", "benches.peers.centrifugo_peer",
+                           "--binary", centrifugo.binary() or "centrifugo"], dialect="centrifugo"),
 )
 
 
@@ -82,9 +88,12 @@ def redis_targets(workers: int) -> list[Target]:
 
 
 def prepare(target: Target) -> str | None:
-    """Make the target runnable (`npm ci` for Node ws once); the reason it cannot run, or None."""
+    """Make the target runnable (`npm ci` for Node ws once, Centrifugo built once when Go is here); the
+    reason it cannot run, or None."""
     if target.redis:
         return missing()
+    if target.key == "centrifugo":
+        return centrifugo.find_or_build(build=True)[1]
     if target.key == "websockets" and importlib.util.find_spec("websockets") is None:
         return "the websockets package is not installed (pip install websockets)"
     if target.key != "node-ws":

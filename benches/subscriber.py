@@ -15,8 +15,9 @@ import time
 from typing import Protocol
 
 from . import payload
+from .ws_frames import upgrade_request
 
-__all__ = ["JSON_SUBPROTOCOL", "Sink", "Subscriber", "upgrade_request"]
+__all__ = ["JSON_SUBPROTOCOL", "READY", "WELCOME", "Sink", "Subscriber", "upgrade_request"]
 
 JSON_SUBPROTOCOL = "json.webpubsub.azure.v1"
 _SELECTED_JSON = f"sec-websocket-protocol: {JSON_SUBPROTOCOL}".encode()
@@ -27,15 +28,7 @@ _OP_PING = 0x9
 _PONG = 0x8A  # FIN + pong; client frames are masked, here with a zero key
 _MARK = payload.MARKER[0]
 _HANDSHAKE, _WELCOME, _READY = range(3)
-
-
-def upgrade_request(host: str, port: int, path: str, subprotocol: str | None) -> bytes:
-    """The client's upgrade request; the key is fixed because the servers under test are known."""
-    lines = [f"GET {path} HTTP/1.1", f"Host: {host}:{port}", "Upgrade: websocket", "Connection: Upgrade",
-             "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version: 13"]
-    if subprotocol:
-        lines.append(f"Sec-WebSocket-Protocol: {subprotocol}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+WELCOME, READY = _WELCOME, _READY  # for subclasses
 
 
 class Sink(Protocol):
@@ -118,12 +111,21 @@ class Subscriber(asyncio.Protocol):
         if not head.startswith(b"HTTP/1.1 101"):
             self._fail(head.split(b"\r\n", 1)[0].decode(errors="replace"))
             return None
+        self._upgraded(head)
+        return data[end + 4:]
+
+    def _upgraded(self, head: bytes) -> None:
+        """After the 101: a JSON subscriber waits for its `connected` message, a raw one is ready."""
         if _SELECTED_JSON in head.lower():
             self.state = _WELCOME
         else:
             self.state = _READY
             self.sink.on_ready(self)
-        return data[end + 4:]
+
+    def _welcomed(self, data: bytes, start: int, end: int) -> None:
+        """The first text message after the upgrade (the JSON subprotocol's `connected`)."""
+        self.state = _READY
+        self.sink.on_ready(self)
 
     def _read_frames(self, data: bytes, now: int) -> None:
         pos, size = 0, len(data)
@@ -144,9 +146,8 @@ class Subscriber(asyncio.Protocol):
             if opcode == _OP_TEXT:
                 if self.state == _READY:
                     self._read_stamp(data, pos, start, end, now)
-                else:  # the JSON subprotocol's `connected` message
-                    self.state = _READY
-                    self.sink.on_ready(self)
+                else:
+                    self._welcomed(data, start, end)
             elif opcode == _OP_PING:
                 self._pong(data[start:end])
             elif opcode == _OP_CLOSE:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import ssl
@@ -11,7 +12,8 @@ from collections.abc import Awaitable
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 
 from .auth.tokens import KeyRing, generate_access_key
-from .broker.errors import BrokerUnavailable
+from .broker.base import SessionReservation
+from .broker.errors import BrokerUnavailable, SessionMoving
 from .broker.memory import MemoryBroker
 from .broker.redis import RedisBroker
 from .client_connection import ClientConnection
@@ -44,6 +46,9 @@ MAX_MESSAGE_BYTES = 1024 * 1024  # Azure's limit on one client message
 HTTP_SWEEP_SECONDS = 1.0  # how often HTTP deadlines are checked (more often when a timeout is shorter)
 HUB_SWEEP_SECONDS = 30.0  # how often hubs emptied without a connection leaving are dropped
 SHUTDOWN_GRACE_SECONDS = 2.0
+DRAIN_TIMEOUT_SECONDS = 25.0  # default: with the shutdown's own grace, inside a 30 s stop timeout (Kubernetes')
+DRAIN_CHECK_SECONDS = 0.1  # how often a draining server looks at what is left
+DRAIN_REASON = "The server is restarting; connect again."
 
 
 class Server:
@@ -83,12 +88,16 @@ class Server:
         self._upstream_client: HttpClient | None = None
         self.reuse_port = reuse_port
         broker = RedisBroker(redis_url) if redis_url else MemoryBroker()
-        self.node = Node(broker, configure=self._configure_hub, hand_over=_hand_over)
+        # Sessions moving onto this node, (hub in lower case, connection id) -> the move (_move_here).
+        self._moving_in: dict[tuple[str, str], asyncio.Future[Handoff | Response]] = {}
+        self.node = Node(broker, configure=self._configure_hub, sessions=_Sessions(self._moving_in))
         self.rest = RestApi(self.node, self.keyring, lambda: self.endpoint)
         self.trace = self.settings.trace
         self.dashboard = Dashboard(self.node, self.keyring, self.trace, lambda: self.endpoint, lambda: (),
                                    enabled=dashboard)
         self.front_doors: set[FrontDoor] = set()
+        self.draining = False
+        self._hurry = asyncio.Event()  # cuts a drain short (see hurry)
         self._server: asyncio.AbstractServer | None = None
         self.keepalive_seconds = keepalive_seconds
         self.idle_timeout_seconds = idle_timeout_seconds
@@ -141,6 +150,59 @@ class Server:
         await asyncio.sleep(0)
         await self._server.wait_closed()
         self._server = None
+
+    async def drain(self, timeout: float = DRAIN_TIMEOUT_SECONDS) -> None:
+        """Leave without losing a message, then stop (SIGTERM). The port stops listening here, so
+        new connections go to the other processes on it, or other nodes. Every client is closed
+        with 1012, on which the SDKs reconnect at once; a reliable client's session stays here
+        until its client, recovering on another node, takes it there with everything it has not
+        acknowledged (fastpush.broker.redis.handover). HTTP requests already on their way are
+        answered, and each connection closed after its answer. Stops once nothing is left, or no
+        other node is there to take a session (the one-node broker: never), or after `timeout`
+        seconds; then as `stop`."""
+        if self._server is None or self.draining:
+            return
+        self.draining = True
+        self._server.close()
+        self.node.broker.begin_drain()
+        for door in list(self.front_doors):
+            door.drain()
+        started = time.monotonic()
+        log.info("draining: no longer listening; %d connections to hand over or close",
+                 self.node.connection_count, extra={"event": "draining"})
+        told: set[str] = set()
+        while True:
+            elsewhere = await self._others_serving()
+            for hub in self.node.hubs():
+                for conn in tuple(hub.connections):
+                    if isinstance(conn, ClientConnection) and conn.connection_id not in told:
+                        told.add(conn.connection_id)  # the ones there at first, and any admitted since
+                        keep = elsewhere and conn.keep_session
+                        conn.close(CloseCode.SERVICE_RESTART, DRAIN_REASON, notify=not keep, keep_session=keep)
+            left = self.node.connection_count
+            if not left or not elsewhere or self._hurry.is_set() or time.monotonic() - started >= timeout:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._hurry.wait(), DRAIN_CHECK_SECONDS)
+        fields = {"event": "drained", "left": left, "seconds": round(time.monotonic() - started, 3)}
+        if left and elsewhere:
+            log.warning("drain timed out after %(seconds).1f s: %(left)d connections were not handed over",
+                        fields, extra=fields)
+        else:
+            log.info("drained in %(seconds).1f s (%(left)d connections left with nowhere to go)", fields,
+                     extra=fields)
+        await self.stop()
+
+    def hurry(self) -> None:
+        """End a drain under way now (a second signal): what is left is closed as `stop` does."""
+        self._hurry.set()
+
+    async def _others_serving(self) -> bool:
+        """Whether another node can take this one's sessions (not if Redis cannot tell)."""
+        try:
+            return await resolve(self.node.broker.others_serving())
+        except BrokerUnavailable:
+            return False
 
     async def __aenter__(self) -> Server:
         return await self.start()
@@ -235,6 +297,9 @@ class Server:
         """A Handoff or an HTTP refusal; a coroutine giving one when a connect event must be asked."""
         if is_dashboard_path(request.raw_path):
             return self.dashboard.decide_upgrade(request)
+        if self.draining:  # reached on a connection opened before the drain; new ones go elsewhere
+            self._log_refusal(request.peer, None, 503, DRAIN_REASON)
+            return error_response(503, "ServiceUnavailable", DRAIN_REASON)
         decision = decide_upgrade(request, self.keyring, self._anonymous_allowed)
         if isinstance(decision, Reject):
             self._log_refusal(request.peer, None, decision.status, decision.message)
@@ -276,18 +341,57 @@ class Server:
         return Handoff(conn, decision.subprotocol)
 
     async def _recover_elsewhere(self, hub: Hub, decision: Accept,
-                                 taken: Awaitable[bytes | None]) -> Handoff | Response:
-        """The session is on another node: take it over, subscribed before the client resumes."""
+                                 taken: Awaitable[SessionReservation | None]) -> Handoff | Response:
+        """The session is on another node: reserve it, then move it here. Once reserved, the move
+        completes even if the client leaves meanwhile (a move cut short could lose the session):
+        the session then waits here for its client, as a dropped one does."""
         try:
-            state = await taken
-            if state is None:
-                return self._refused_recovery(decision, "The session to recover was not found, or its token "
-                                                        "did not match.")
-            conn = ClientConnection.adopt(self.node, hub, self.settings, state)
-            conn.address = decision.address
-            await resolve(self.node.broker.prepare_connection(hub.name, conn.user_id, conn.groups_to_join))
+            reservation = await taken
         except BrokerUnavailable as exc:
             return self._refused(decision, 503, "ServiceUnavailable", str(exc))
+        if reservation is None:
+            return self._refused_recovery(decision, "The session to recover was not found, or its token did not "
+                                                    "match.")
+        key = (hub.name.lower(), reservation.connection_id)
+        move = self._moving_in[key] = asyncio.ensure_future(self._move_here(hub, decision, reservation))
+        move.add_done_callback(lambda _: self._moving_in.pop(key) if self._moving_in.get(key) is move else None)
+        return await asyncio.shield(move)
+
+    async def _after_move(self, move: asyncio.Future[Handoff | Response], decision: Accept) -> Handoff | Response:
+        """A recovery of a session that is moving onto this node (an earlier attempt of the same
+        client, given up): resume it here once it has arrived, or take it from where it is then."""
+        await asyncio.wait((move,))
+        return await resolve(self._recover(decision))
+
+    async def _move_here(self, hub: Hub, decision: Accept, reservation: SessionReservation) -> Handoff | Response:
+        """Subscribe to what the session needs, then move it here at one point of the cluster's
+        order, so it misses nothing and gets nothing twice (fastpush.broker.redis.handover)."""
+        conn = ClientConnection.adopt(self.node, hub, self.settings, reservation.identity)
+        conn.address = decision.address
+        arrived = False
+
+        def arrive() -> None:
+            nonlocal arrived
+            arrived = True
+            self.node.hub(hub.name)  # registers `hub` itself, which the session joins now
+            conn.arrived()
+        try:
+            await resolve(self.node.broker.prepare_connection(hub.name, conn.user_id, conn.groups_to_join))
+            state = await resolve(self.node.broker.move_session(reservation, arrive))
+        except BrokerUnavailable as exc:
+            if arrived:
+                conn.end_session()  # moved, but its state did not follow: it is lost
+            return self._refused(decision, 503, "ServiceUnavailable", str(exc))
+        if not arrived:  # a newer recovery took the reservation over, or the session ended meanwhile
+            return self._refused(decision, 503, "ServiceUnavailable", "The session is moving; try again.")
+        if state is None:
+            conn.end_session()
+            return self._refused_recovery(decision, "The session ended on the node that held it.")
+        conn.take_state(reservation.identity, state)
+        if conn.replay_overflowed:
+            conn.end_session()
+            return self._refused_recovery(decision, "The reliable message buffer overflowed; the session cannot "
+                                                    "be resumed.")
         return Handoff(conn, decision.subprotocol)
 
     async def _ask_connect(self, hub: Hub, decision: Accept, ctx: EventContext, request: Request) -> Response | None:
@@ -354,6 +458,9 @@ class Server:
         it from another node, or refuse; a hub is registered only for a session found elsewhere."""
         session = decision.recovery_of
         assert session is not None
+        move = self._moving_in.get((decision.hub.lower(), session))
+        if move is not None:  # before the hub is asked: the session joins it before it is complete
+            return self._after_move(move, decision)
         hub = self.node.find(decision.hub)
         conn = hub.connection(session) if hub is not None else None
         if isinstance(conn, ClientConnection):
@@ -450,10 +557,23 @@ def client_access_url(keyring: KeyRing, endpoint: str, hub: str, *, user_id: str
     return "ws" + endpoint[4:] + f"/client/hubs/{hub}?access_token={token}"
 
 
-def _hand_over(hub: Hub, connection_id: str, token: str | None, subprotocol: str | None) -> bytes | None:
-    """A reliable session this node holds, given up to the node its client recovered onto."""
-    conn = hub.connection(connection_id)
-    return conn.hand_over(token, subprotocol) if isinstance(conn, ClientConnection) else None
+class _Sessions:
+    """The reliable sessions this node holds, as the node describes and gives them up to the node
+    their clients recovered onto (fastpush.node.SessionKeeper). One still moving here (`moving_in`)
+    cannot move on before it is complete."""
+
+    def __init__(self, moving_in: dict[tuple[str, str], asyncio.Future[Handoff | Response]]):
+        self._moving_in = moving_in
+
+    def describe(self, hub: Hub, connection_id: str, token: str | None, subprotocol: str | None) -> bytes | None:
+        if (hub.name.lower(), connection_id) in self._moving_in:
+            raise SessionMoving(connection_id)
+        conn = hub.connection(connection_id)
+        return conn.describe(token, subprotocol) if isinstance(conn, ClientConnection) else None
+
+    def give_up(self, hub: Hub, connection_id: str) -> bytes | None:
+        conn = hub.connection(connection_id)
+        return conn.give_up() if isinstance(conn, ClientConnection) else None
 
 
 def _new_connection_id() -> str:

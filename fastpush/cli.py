@@ -29,7 +29,7 @@ import jwt
 import msgspec
 import uvloop
 
-from .app import MAX_MESSAGE_BYTES, Server, client_access_url
+from .app import DRAIN_TIMEOUT_SECONDS, MAX_MESSAGE_BYTES, Server, client_access_url
 from .auth.tokens import KeyRing
 from .broker.redis.sentinel import SCHEME as SENTINEL_SCHEME
 from .broker.redis.sentinel import Sentinels, is_sentinel_url
@@ -43,7 +43,7 @@ from .logs import LOG_FORMATS, configure_logging
 from .permissions import RoleError, check_roles
 from .protocol.names import group_error, hub_error, is_valid_group, is_valid_hub, is_valid_user, user_error
 from .startup import STARTUP_SECONDS, StartupError, close_all, listen_error, reason, reserve_port
-from .workers import run_workers
+from .workers import DRAINING_LINE, run_workers
 
 __all__ = ["main", "build_parser", "server_options", "ServerOptions", "StartupError", "reserve_port", "close_all"]
 
@@ -62,6 +62,7 @@ environment:
                           (refused with --access-key-file)
   FASTPUSH_SECONDARY_KEY  the secondary access key, when --secondary-key is not given
   FASTPUSH_REDIS_URL      the Redis URL, when --redis-url is not given (wins over the config file)
+  FASTPUSH_DRAIN_TIMEOUT  seconds, when --drain-timeout is not given (wins over the config file)
   FASTPUSH_NO_EXTENSIONS  which fan-out runs: unset = the compiled one if it is built, else the
                           pure-Python one with a warning; 0 = the compiled one or an error;
                           1 = the pure-Python one
@@ -71,6 +72,7 @@ config file (--config FILE, TOML; Azure's setting names; unknown keys are refuse
   upstreamTimeoutSeconds = 20           # seconds per event handler call (default 20)
   redisUrl = "redis://127.0.0.1:6379"   # as --redis-url (the option and the variable win);
                                         # or "redis+sentinel://h1:26379,h2:26379/mymaster"
+  drainTimeoutSeconds = 25              # as --drain-timeout (the option and the variable win)
 
   [hubs.chat]                           # one table per hub (here: chat)
   anonymousConnectPolicy = "deny"       # or "allow": clients may connect without a token
@@ -190,6 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="server processes sharing the port (SO_REUSEPORT); 'auto' = one per core; "
                             "more than one needs --redis-url")
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # set for worker processes
+    serve.add_argument("--drain-timeout", type=_positive_float, default=None, metavar="SECONDS",
+                       help=f"on SIGTERM, how long at most to wait while clients move to other processes or nodes "
+                            f"(default: $FASTPUSH_DRAIN_TIMEOUT, else drainTimeoutSeconds in the config file, else "
+                            f"{DRAIN_TIMEOUT_SECONDS:g}); SIGINT, or a second signal, stops at once")
     serve.add_argument("--public-host", help="how clients reach this server, for the printed connection string and "
                                              "REST token audiences: name, name:port or https://name[:port] "
                                              "(a TLS-terminating proxy in front)")
@@ -311,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     config = _load_config(args.config) if args.config else None
     args.redis_url = args.redis_url or (config.redis_url if config else None)
+    args.drain_timeout = _drain_timeout(args.drain_timeout, config)
     if args.redis_url:
         _check_redis_url(args.redis_url)
     tls = _tls_files(args)
@@ -331,8 +338,24 @@ def _run(args: argparse.Namespace) -> int:
     _use_every_file_descriptor()
     if not args.reuse_port:  # a worker's parent holds the port for it
         close_all(reserve_port(args.host, args.port))  # a wrong address fails now, before Redis is asked
-    uvloop.run(_serve(Server(**server_options(args, config=config, ssl_context=ssl_context)), args.redis_url))
+    server = Server(**server_options(args, config=config, ssl_context=ssl_context))
+    uvloop.run(_serve(server, args.redis_url, args.drain_timeout, announce_drain=args.reuse_port))
     return 0
+
+
+def _drain_timeout(given: float | None, config: Config | None) -> float:
+    """--drain-timeout, else $FASTPUSH_DRAIN_TIMEOUT, else the config file's, else the default."""
+    if given is not None:
+        return given
+    text = os.environ.get("FASTPUSH_DRAIN_TIMEOUT")
+    if text:
+        try:
+            return _positive_float(text)
+        except argparse.ArgumentTypeError as exc:
+            raise StartupError(f"$FASTPUSH_DRAIN_TIMEOUT: {exc}") from None
+    if config is not None and config.drain_timeout_seconds is not None:
+        return config.drain_timeout_seconds
+    return DRAIN_TIMEOUT_SECONDS
 
 
 def _read_access_key_file(args: argparse.Namespace) -> str | None:
@@ -427,11 +450,14 @@ def _check_tls(cert_file: str, key_file: str) -> None:
                            f"its private key ({reason(exc)})") from None
 
 
-async def _serve(server: Server, redis_url: str | None) -> None:
-    stop = asyncio.Event()
+async def _serve(server: Server, redis_url: str | None, drain_timeout: float, *, announce_drain: bool) -> None:
+    """Serve until a signal: SIGTERM drains (Server.drain), SIGINT stops at once, and so does a
+    second signal during a drain. A worker (`announce_drain`) tells its parent on stdout that it
+    drains, so the parent starts its replacement (fastpush.workers)."""
     loop = asyncio.get_running_loop()
+    signals: asyncio.Queue[int] = asyncio.Queue()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, signals.put_nowait, sig)
     await _start(server, redis_url)
     print(server.connection_string, flush=True)
     if server.dashboard.enabled:
@@ -441,8 +467,17 @@ async def _serve(server: Server, redis_url: str | None) -> None:
                                                      LOGIN_TOKEN_SECONDS // 60,
                                                      extra={"event": "dashboard_url", "url": url})
         print(f"Dashboard: {url}", flush=True)
-    await stop.wait()
-    await server.stop()
+    if await signals.get() != signal.SIGTERM:
+        await server.stop()
+        return
+    if announce_drain:
+        print(DRAINING_LINE, flush=True)
+    draining = loop.create_task(server.drain(drain_timeout))
+    second = loop.create_task(signals.get())
+    await asyncio.wait((draining, second), return_when=asyncio.FIRST_COMPLETED)
+    second.cancel()
+    server.hurry()
+    await draining
 
 
 async def _start(server: Server, redis_url: str | None) -> None:

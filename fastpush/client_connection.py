@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import TYPE_CHECKING
 
 from picows import WSCloseCode, WSFrame, WSMsgType, WSTransport
 
@@ -34,6 +35,8 @@ class ClientConnection(ClientSession, Connection):
     this is the socket."""
 
     __slots__ = SESSION_SLOTS
+    if TYPE_CHECKING:
+        _hub: Hub
 
     def __init__(self, node: Node, hub: Hub, accept: Accept, connection_id: str, settings: ConnectionSettings,
                  event_ctx: EventContext | None = None):
@@ -41,15 +44,35 @@ class ClientConnection(ClientSession, Connection):
         self._init_session(node, hub, accept, settings, event_ctx)
 
     @classmethod
-    def adopt(cls, node: Node, hub: Hub, settings: ConnectionSettings, data: bytes) -> ClientConnection:
-        """The session another node handed over, to be resumed when its client's socket arrives."""
-        state = reliable.decode_state(data)
+    def adopt(cls, node: Node, hub: Hub, settings: ConnectionSettings, identity: bytes) -> ClientConnection:
+        """A session moving here from another node, made from its identity (fastpush.reliable's state
+        without the buffered messages): it joins its hub when it moves (`arrived`), `take_state`
+        then gives it the holder's buffer, and its client's socket resumes it."""
+        state = reliable.decode_state(identity)
         claims = ClientClaims(state.user_id, tuple(state.roles), tuple(state.groups))
         conn = cls(node, hub, Accept(hub.name, state.subprotocol, state.variant, claims), state.connection_id,
                    settings)
-        reliable.restore(conn, state, Frames)
-        conn.adopted(state.connection_state)
+        conn.reconnection_token, conn.previous_token = state.reconnection_token, state.previous_token
         return conn
+
+    def take_state(self, identity: bytes, data: bytes) -> None:
+        """The holder's state as it gave the session up (fastpush.broker.redis.handover): its counters
+        and buffered messages go ahead of what arrived here since the move, and what changed on the
+        holder between `identity` and the move (roles, groups, the upstream's connection state)
+        applies here too; a change made here since the move stays."""
+        before, state = reliable.decode_state(identity), reliable.decode_state(data)
+        reliable.restore(self, state, Frames)
+        self.reconnection_token, self.previous_token = state.reconnection_token, state.previous_token
+        if state.connection_state is not None:
+            self._context().state = state.connection_state
+        granted, revoked = set(state.roles) - set(before.roles), set(before.roles) - set(state.roles)
+        if granted or revoked:
+            self.roles = (set(self.roles) | granted) - revoked
+            self._hub.registry.roles_changed(self._hub.name, self)
+        for group in set(state.groups) - set(before.groups):
+            self._hub.join(self, group)
+        for group in set(before.groups) - set(state.groups):
+            self._hub.leave(self, group)
 
     # --- picows callbacks ---------------------------------------------------------------------
     def on_ws_connected(self, transport: WSTransport) -> None:

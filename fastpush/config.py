@@ -2,6 +2,7 @@
 
     upstreamTimeoutSeconds = 20          # optional, per event handler call
     redisUrl = "redis://127.0.0.1:6379"  # optional: share hubs with other nodes (--redis-url wins)
+    drainTimeoutSeconds = 25             # optional: longest drain on SIGTERM (--drain-timeout wins)
 
     [hubs.chat]
     anonymousConnectPolicy = "deny"      # or "allow": no token needed; connect may set the userId
@@ -43,6 +44,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     hubs: dict[str, HubSettings] = {}
     upstream_timeout_seconds: float = 20.0
     redis_url: str | None = None
+    drain_timeout_seconds: float | None = None
 
 
 def load_config(path: str | Path) -> Config:
@@ -61,6 +63,8 @@ def load_config(path: str | Path) -> Config:
 def _check(config: Config, where: str) -> None:
     if config.upstream_timeout_seconds <= 0:
         raise ConfigError(f"{where}: upstreamTimeoutSeconds must be positive")
+    if config.drain_timeout_seconds is not None and not 0 < config.drain_timeout_seconds < float("inf"):
+        raise ConfigError(f"{where}: drainTimeoutSeconds must be a positive number")
     for name, hub in config.hubs.items():
         if not is_valid_hub(name):
             raise ConfigError(f"{where}: '{name}' is not a valid hub name")

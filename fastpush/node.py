@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Iterable
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from .broker.base import Broker, LocalHub
 from .broker.memory import MemoryBroker
@@ -25,21 +25,30 @@ from .hub import Census, Hub
 from .ops import Op, Operation, Query, Question
 from .outcome import Outcome
 
-__all__ = ["Node", "HandOver"]
+__all__ = ["Node", "SessionKeeper"]
 
 R = TypeVar("R")
-# Gives up a reliable session held by `hub` to another node: (hub, connection id, token, subprotocol) -> its state.
-HandOver = Callable[[Hub, str, str | None, str | None], bytes | None]
+
+
+class SessionKeeper(Protocol):
+    """What the node asks about the reliable sessions its hubs hold, when another node takes one
+    (fastpush.broker.redis.handover): the application's client connections answer."""
+
+    def describe(self, hub: Hub, connection_id: str, token: str | None, subprotocol: str | None) -> bytes | None:
+        """Its identity, if `token` and `subprotocol` may resume it (fastpush.broker.base.BrokerHandler)."""
+
+    def give_up(self, hub: Hub, connection_id: str) -> bytes | None:
+        """Its whole state; it ends here, moved."""
 
 
 class Node:
     def __init__(self, broker: Broker | None = None, *, configure: Callable[[Hub], None] | None = None,
-                 hand_over: HandOver | None = None) -> None:
+                 sessions: SessionKeeper | None = None) -> None:
         self._hubs: dict[str, Hub] = {}
         self._unregistered: weakref.WeakValueDictionary[str, Hub] = weakref.WeakValueDictionary()
         self.broker: Broker = broker if broker is not None else MemoryBroker()
         self._configure = configure  # applies hub settings (event handlers, policies) to a new hub
-        self._hand_over = hand_over
+        self._sessions = sessions
         self._census = Census()
 
     async def start(self) -> None:
@@ -72,11 +81,18 @@ class Node:
             return Hub(question.hub, self.broker).answer(question)  # what a hub with nothing answers
         return hub.answer(question)
 
-    def hand_over(self, hub: str, connection_id: str, token: str | None, subprotocol: str | None) -> bytes | None:
+    def describe_session(self, hub: str, connection_id: str, token: str | None,
+                         subprotocol: str | None) -> bytes | None:
         found = self.find(hub)
-        if found is None or self._hand_over is None:
+        if found is None or self._sessions is None:
             return None
-        return self._hand_over(found, connection_id, token, subprotocol)
+        return self._sessions.describe(found, connection_id, token, subprotocol)
+
+    def give_up_session(self, hub: str, connection_id: str) -> bytes | None:
+        found = self.find(hub)
+        if found is None or self._sessions is None:
+            return None
+        return self._sessions.give_up(found, connection_id)
 
     def local_hubs(self) -> Iterable[LocalHub]:
         for hub in self.hubs():

@@ -64,6 +64,8 @@ class Resumable(Protocol):
     replay: Any  # a deque of Replayed, or None before the first reliable delivery
     replay_bytes: int
     replay_overflowed: bool
+    replay_max_messages: int
+    replay_max_bytes: int
     resend_next: int
     keep_session: bool
     unsent_from: int
@@ -127,22 +129,30 @@ class SessionState(msgspec.Struct, array_like=True):
     replay: list[Buffered]
     connection_state: str | None
     unsent_from: int = 0  # see fastpush._fanout.Connection.unsent_from; 0 from an older node: none known
+    # The client's token and the one before (see `refusal`): it may come back to the session's new
+    # node, or try again elsewhere, with either.
+    reconnection_token: str | None = None
+    previous_token: str | None = None
 
 
 _encode_state = msgspec.msgpack.Encoder().encode
 _decode_state = msgspec.msgpack.Decoder(SessionState).decode
 
 
-def export_state(session: Resumable, connection_state: str | None) -> bytes:
+def export_state(session: Resumable, connection_state: str | None, *, with_replay: bool = True) -> bytes:
     """The session as another node needs it: who, where, its counters and every unacknowledged
     delivery, expired ones included (their numbers are positions in the buffer), each with its
-    expiry (`connection_state`: what the upstream set with ce-connectionState)."""
-    session.mark_unsent()
+    expiry, unless `with_replay` is False (`connection_state`: what the upstream set with
+    ce-connectionState). Only a whole export notes what its socket never got (mark_unsent):
+    the identity is asked for while the session may still be serving its client."""
+    if with_replay:
+        session.mark_unsent()
     buffered = [Buffered(f.payload, getattr(f.source, "group", None), getattr(f.source, "from_user_id", None),
-                         wall_time(f.deadline)) for f in (session.replay or ())]
+                         wall_time(f.deadline)) for f in ((session.replay or ()) if with_replay else ())]
     return _encode_state(SessionState(session.connection_id, session.user_id, session.subprotocol, session.variant,
                                       sorted(session.roles), sorted(session.groups), session.sequence_id,
-                                      session.acked_sequence_id, buffered, connection_state, session.unsent_from))
+                                      session.acked_sequence_id, buffered, connection_state, session.unsent_from,
+                                      session.reconnection_token, session.previous_token))
 
 
 def decode_state(data: bytes) -> SessionState:
@@ -150,10 +160,15 @@ def decode_state(data: bytes) -> SessionState:
 
 
 def restore(session: Resumable, state: SessionState, frames: Callable[[Payload, Any, float], Replayed]) -> None:
-    """Give a new connection (made from `state`'s identity) the handed-over counters and replay
-    buffer; `frames` makes one kept delivery (fastpush._fanout.Frames). A delivery that expired
-    on its way keeps its place, with a deadline already passed: the resend decides what it costs."""
-    session.sequence_id = state.sequence_id
+    """Give a connection made from `state`'s identity the handed-over counters and replay buffer,
+    ahead of what it buffered since it moved here (numbered from 1: a sequenceId is its place in
+    the buffer, so the numbers simply go on after the holder's; none of those reached a socket);
+    `frames` makes one kept delivery (fastpush._fanout.Frames). A delivery that expired on its way
+    keeps its place, with a deadline already passed: the resend decides what it costs. Past the
+    session's replay limits together it cannot be resumed (replay_overflowed), as if it had
+    overflowed on one node."""
+    since = session.replay or ()
+    session.sequence_id = state.sequence_id + len(since)
     session.acked_sequence_id = state.acked_sequence_id
     session.unsent_from = state.unsent_from
     replay: collections.deque[Replayed] = collections.deque()
@@ -163,7 +178,10 @@ def restore(session: Resumable, state: SessionState, frames: Callable[[Payload, 
         kept = frames(entry.payload, source, time.monotonic() if deadline is None else deadline)
         replay.append(kept)
         session.replay_bytes += kept.cost
+    replay.extend(since)
     session.replay = replay
+    if len(replay) > session.replay_max_messages or session.replay_bytes > session.replay_max_bytes:
+        session.replay_overflowed = True
 
 
 # --- what a recovered session is sent again -----------------------------------------------------

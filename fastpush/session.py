@@ -277,19 +277,18 @@ class ClientSession:
     # --- the session's life -----------------------------------------------------------------------
     def opened(self, resumed: bool) -> None:
         """The client's socket is here: the first time, or again (`resumed`: back after a drop on this
-        node), or for a session adopted from another node. A recovering client gets `connected`
-        with a new token, then every unacknowledged message."""
+        node), or for a session that moved here from another node (see `arrived`). A recovering
+        client gets `connected` with a new token, then every unacknowledged message."""
         recovering = resumed or self._adopted
         if recovering:
             self.close_reason = self.close_code = None  # the session goes on
-        if resumed:
             self._cancel_expiry()
+            self._adopted = False
         else:
             self._hub.add_connection(self, self._token_groups)
             self._token_groups = ()
-            if self._hub.events is not None and not self._adopted:
+            if self._hub.events is not None:
                 self._hub.events.connected(self._context())
-            self._adopted = False
             self._connected_at = time.monotonic()
         self._log_connected(recovering)
         codec = self._codec
@@ -302,12 +301,15 @@ class ClientSession:
         if recovering:
             reliable.resend(self, self._settings.socket_high_water_bytes)
 
-    def adopted(self, connection_state: str | None) -> None:
-        """This session was handed over by another node (fastpush.reliable.restore has its buffer);
-        `opened` resumes it when its client's socket arrives."""
-        if connection_state is not None:
-            self._context().state = connection_state
+    def arrived(self) -> None:
+        """This session moved here from another node, at this instant (fastpush.broker.redis.handover):
+        it joins its hub, buffers what is sent to it from now on, and waits for its client's socket
+        as a dropped session does; `opened` resumes it, without a `connected` event."""
+        self._hub.add_connection(self, self._token_groups)
+        self._token_groups = ()
+        self._connected_at = time.monotonic()
         self._adopted = True
+        self.lost()
 
     def lost(self) -> None:
         """The socket is gone. A reliable session waits for its client for the recovery window; its
@@ -341,12 +343,19 @@ class ClientSession:
         """Why this session cannot be resumed with `token`, or None if it can (fastpush.reliable.refusal)."""
         return reliable.refusal(self, token, subprotocol)
 
-    def hand_over(self, token: str | None, subprotocol: str | None) -> bytes | None:
-        """Give this reliable session to another node (its client recovered there): its state,
-        then end it here without a `disconnected` event, as it lives on."""
+    def describe(self, token: str | None, subprotocol: str | None) -> bytes | None:
+        """What another node needs to take this reliable session over (its client recovered there),
+        without its buffered messages; None if `token` and `subprotocol` may not resume it. The
+        session stays here until `give_up`."""
         if self.recovery_refusal(token, subprotocol) is not None:
             return None
-        state = reliable.export_state(self, self._event_ctx.state if self._event_ctx is not None else None)
+        return reliable.export_state(self, self._connection_state(), with_replay=False)
+
+    def give_up(self) -> bytes:
+        """The session moves to another node at this instant: its whole state, and it ends here
+        without a `disconnected` event, as it lives on (a socket still here is dropped: its client
+        recovers again, onto the session's new node)."""
+        state = reliable.export_state(self, self._connection_state())
         self._cancel_expiry()
         self.keep_session = False
         self._hub.remove_connection(self)
@@ -638,6 +647,10 @@ class ClientSession:
             else:
                 self.deliver(reply.payload)
         self._ack(ack_id)
+
+    def _connection_state(self) -> str | None:
+        """What the upstream set with ce-connectionState."""
+        return self._event_ctx.state if self._event_ctx is not None else None
 
     # --- invocations ------------------------------------------------------------------------------
     def _invoke(self, request: Invoke) -> None:

@@ -1,6 +1,7 @@
 """`fastpush serve --workers N`: N server processes on one port (SO_REUSEPORT), sharing a Redis
 broker, so one machine uses all its cores. The parent only reserves the port, starts, watches and
-stops them.
+stops them, and replaces a worker that drains on its own SIGTERM (a rolling restart: signal the
+workers one at a time; each hands its clients to the others and a fresh process takes its place).
 
 SO_REUSEPORT lets any process of the same user join a port, so a second cluster started on the same
 port would silently take half the clients (with other keys). The parent therefore first binds the
@@ -18,21 +19,23 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
 from typing import IO, TextIO
 
 from .auth.tokens import generate_access_key
 from .startup import STARTUP_SECONDS, StartupError, close_all, reserve_port
 
-__all__ = ["run_workers"]
+__all__ = ["run_workers", "DRAINING_LINE"]
 
 # Options every worker gets exactly as given (flag = "--" + dest with dashes); keys travel in the
 # environment instead, so they never show in a process listing.
 PASSED_AS_GIVEN = ("log_level", "log_format", "recovery_window", "replay_max_messages", "replay_max_bytes",
                    "max_outbound_bytes", "keepalive", "idle_timeout", "max_message_bytes", "max_body_bytes",
                    "max_groups_per_connection", "max_connections", "max_connections_per_ip", "request_timeout",
-                   "http_keepalive_timeout", "max_upstream_connections", "config", "public_host")
+                   "http_keepalive_timeout", "max_upstream_connections", "config", "public_host", "drain_timeout")
 FAILURE_PREFIX = "fastpush: "
+DRAINING_LINE = "Draining"  # what a worker prints on stdout when a SIGTERM of its own starts its drain
 STOP_SECONDS = 5.0  # how long workers that failed to start get to exit before they are killed
 WORKER_START_SECONDS = STARTUP_SECONDS + 10.0  # a worker's own limit, plus starting Python
 
@@ -44,6 +47,7 @@ class _Worker:
         self.proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.failure: str | None = None
         self.started = False
+        self.replaced = False  # a replacement was started for it (it drains, or it stopped cleanly)
         stdout, stderr = self.proc.stdout, self.proc.stderr
         assert stdout is not None and stderr is not None  # both are pipes
         self._stderr = threading.Thread(target=self._read_stderr, args=(stderr,), daemon=True)
@@ -55,6 +59,8 @@ class _Worker:
             if line.startswith("Endpoint="):
                 self.started = True
                 events.put((self, line.strip()))
+            elif line.strip() == DRAINING_LINE:
+                events.put((self, DRAINING_LINE))
             else:
                 _write(sys.stdout, line)
         events.put((self, None))
@@ -72,7 +78,8 @@ class _Worker:
         return self.failure or f"a worker exited with code {self.proc.wait()} before it started"
 
 
-# What the workers' stdout readers report: a worker's connection string, or None when its stdout ends.
+# What the workers' stdout readers report: a worker's connection string, DRAINING_LINE, or None when
+# its stdout ends.
 _Events = queue.Queue[tuple[_Worker, str | None]]
 
 
@@ -101,10 +108,11 @@ def _run(args: argparse.Namespace, count: int, tls: tuple[str, str] | None, port
     stopping = threading.Event()
 
     def stop(signum: int | None, frame: FrameType | None) -> None:
+        """Pass the signal on (SIGTERM: each worker drains; SIGINT: each stops at once)."""
         stopping.set()
-        for worker in workers:
+        for worker in list(workers):
             if worker.proc.poll() is None:
-                worker.proc.send_signal(signal.SIGTERM)
+                worker.proc.send_signal(signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
 
@@ -117,13 +125,50 @@ def _run(args: argparse.Namespace, count: int, tls: tuple[str, str] | None, port
         if interrupted:
             return 0
         raise
-    print(f"{count} workers on port {port}, sharing {args.redis_url}", file=sys.stderr, flush=True)
+    pids = ", ".join(str(worker.proc.pid) for worker in workers)
+    print(f"{count} workers on port {port} (pids {pids}), sharing {args.redis_url}", file=sys.stderr, flush=True)
     print(connection_string, flush=True)
-    codes = [worker.proc.wait() for worker in workers]
-    if not stopping.is_set():  # a worker died on its own: stop the others, report failure
-        stop(None, None)
-        return 1
-    return 0 if all(code == 0 for code in codes) else 1
+    return _supervise(workers, events, stopping, lambda: _Worker(command, env, events), stop)
+
+
+def _supervise(workers: list[_Worker], events: _Events, stopping: threading.Event, spawn: Callable[[], _Worker],
+               stop: Callable[[int | None, FrameType | None], None]) -> int:
+    """Until every worker has exited: replace a worker that drains on its own signal, or that stops
+    cleanly (exit 0) without the parent asking; a worker that fails (or a replacement that cannot
+    start) stops them all, exit 1. Exit 0 once all stopped cleanly when the parent was signalled."""
+    failed = False
+    while workers:
+        worker, line = events.get()
+        if line == DRAINING_LINE or (line is None and worker.started and worker.proc.wait() == 0):
+            if not stopping.is_set() and not worker.replaced:
+                worker.replaced = True
+                workers.append(spawn())
+                why = "is draining" if line == DRAINING_LINE else "stopped"
+                _say(f"worker {worker.proc.pid} {why}; started worker {workers[-1].proc.pid} in its place")
+        elif line is not None:
+            _say(f"worker {worker.proc.pid} is serving")
+        if line is not None:
+            continue
+        code = worker.proc.wait()
+        workers.remove(worker)
+        if stopping.is_set():
+            failed = failed or (code != 0 and worker.started)  # one still starting may die of the signal
+        elif worker.replaced:
+            if code != 0:
+                _say(f"worker {worker.proc.pid} exited with code {code} while draining")
+        elif not worker.started:
+            _say(f"a replacement worker could not start: {worker.reason()}; stopping")
+            stop(None, None)
+            failed = True
+        else:
+            _say(f"worker {worker.proc.pid} exited with code {code}; stopping")
+            stop(None, None)
+            failed = True
+    return 1 if failed else 0
+
+
+def _say(message: str) -> None:
+    _write(sys.stderr, f"fastpush: {message}\n")
 
 
 def _reap(workers: list[_Worker]) -> None:

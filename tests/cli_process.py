@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -43,6 +45,42 @@ class ServeProcess:
         finally:
             if self.proc.poll() is None:
                 self.proc.kill()
+
+
+class WatchedServe(ServeProcess):
+    """A ServeProcess whose later output (stdout and stderr) a thread keeps reading, so a busy log
+    never fills the pipe, and a test can wait for a line."""
+
+    def __init__(self, *args: str, env: dict | None = None):
+        super().__init__(*args, env=env)
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, name="serve-output", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            with self._changed:
+                self.output.append(line)
+                self._changed.notify_all()
+
+    def lines(self) -> list[str]:
+        with self._changed:
+            return list(self.output)
+
+    def wait_for(self, pattern: str, timeout: float = 30.0) -> re.Match:
+        """The first line matching the regular expression `pattern` (searched), waiting for it."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for line in self.output:
+                    found = regex.search(line)
+                    if found:
+                        return found
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no line matches {pattern!r} after {timeout} s:\n" + "".join(self.output))
+                self._changed.wait(left)
 
 
 class Finished:

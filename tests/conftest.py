@@ -25,6 +25,7 @@ ACCESS_KEY = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789ABCDEFGH"
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "both_loops: run each async test on asyncio's loop and on uvloop's")
+    config.addinivalue_line("markers", "slow: takes tens of seconds (still run by ./check and CI)")
 
 
 def pytest_asyncio_loop_factories(config, item):

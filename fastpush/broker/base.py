@@ -12,7 +12,7 @@ answers at once, RedisBroker with an awaitable.
 """
 from __future__ import annotations
 
-from collections.abc import Awaitable, Collection, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from typing import NotRequired, Protocol, TypedDict, TypeVar
 
 import msgspec
@@ -20,7 +20,7 @@ import msgspec
 from ..ops import Op, Operation, Query, Question
 from ..outcome import Outcome
 
-__all__ = ["Broker", "BrokerHandler", "BrokerHealth", "Registry", "Member", "LocalHub"]
+__all__ = ["Broker", "BrokerHandler", "BrokerHealth", "Registry", "Member", "LocalHub", "SessionReservation"]
 
 R = TypeVar("R")
 
@@ -46,6 +46,17 @@ class LocalHub(msgspec.Struct, frozen=True):
     user_groups: Mapping[str, Collection[str]]  # user -> groups its future connections join
 
 
+class SessionReservation(msgspec.Struct, frozen=True):
+    """A reliable session its holder agreed to give up to this node (the first step of a move):
+    what it is (`identity`: fastpush.reliable's state without the buffered messages), and the
+    token the move must show."""
+
+    hub: str
+    connection_id: str
+    token: str
+    identity: bytes
+
+
 class BrokerHealth(TypedDict):
     broker: str
     healthy: bool
@@ -62,8 +73,15 @@ class BrokerHandler(Protocol):
     def answer(self, question: Query) -> object:
         """Answer a question from this node's connections alone (the one-node cluster)."""
 
-    def hand_over(self, hub: str, connection_id: str, token: str | None, subprotocol: str | None) -> bytes | None:
-        """A reliable session held here, given up to the node its client recovered onto."""
+    def describe_session(self, hub: str, connection_id: str, token: str | None,
+                         subprotocol: str | None) -> bytes | None:
+        """A reliable session held here that another node asks for (its client recovered there):
+        its identity, if `token` and `subprotocol` may resume it; it stays here until it moves.
+        Raises SessionMoving while the session is still moving onto this node."""
+
+    def give_up_session(self, hub: str, connection_id: str) -> bytes | None:
+        """The session moves away at this instant: its state, every buffered message included,
+        and it ends here without a `disconnected` event (None: it is not here any more)."""
 
     def local_hubs(self) -> Iterable[LocalHub]:
         """Every hub with something on this node."""
@@ -101,5 +119,18 @@ class Broker(Registry, Protocol):
         subscription it needs already in force, so nothing sent after it connects can miss it."""
 
     def take_session(self, hub: str, connection_id: str, token: str | None,
-                     subprotocol: str | None) -> Outcome[bytes | None]:
-        """A reliable session another node holds (its state), or None."""
+                     subprotocol: str | None) -> Outcome[SessionReservation | None]:
+        """A reliable session another node holds, reserved for this node, or None (nowhere, or
+        the token did not match)."""
+
+    def move_session(self, reservation: SessionReservation, arrived: Callable[[], None]) -> Outcome[bytes | None]:
+        """Move a reserved session here, once this node's subscriptions for it are in force.
+        `arrived` is called at the instant it moves: what is sent to it from then on reaches this
+        node, and nothing before. The result is its state as the holder gave it up at that same
+        instant, or None: not moved (`arrived` not called), or moved and its state lost."""
+
+    def begin_drain(self) -> None:
+        """This node is leaving: the others no longer count it as a place for sessions to go."""
+
+    def others_serving(self) -> Outcome[bool]:
+        """Whether another node that is not leaving is alive, to take this node's sessions."""

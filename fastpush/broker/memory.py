@@ -1,10 +1,11 @@
 """The one-process broker: the cluster is this node, so everything happens before the call returns."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TypeVar, cast
 
 from ..ops import Op, Operation, Query, Question
-from .base import BrokerHandler, BrokerHealth, Member
+from .base import BrokerHandler, BrokerHealth, Member, SessionReservation
 
 __all__ = ["MemoryBroker"]
 
@@ -48,6 +49,17 @@ class MemoryBroker:
     def take_session(self, hub: str, connection_id: str, token: str | None, subprotocol: str | None) -> None:
         """A session is either on this node or nowhere."""
         return None
+
+    def move_session(self, reservation: SessionReservation, arrived: Callable[[], None]) -> None:
+        """Never asked: nothing is ever reserved here."""
+        return None
+
+    def begin_drain(self) -> None:
+        pass
+
+    def others_serving(self) -> bool:
+        """This node is the whole cluster: a leaving node's sessions have nowhere to go."""
+        return False
 
     # --- a one-node cluster has nobody to tell ---------------------------------------------------
     def connection_added(self, hub: str, member: Member) -> None:

@@ -168,6 +168,7 @@ class Gate(Protocol):
     http_keepalive_timeout_seconds: float
     connection_limits: ConnectionLimits
     front_doors: set[FrontDoor]  # the HTTP connections (not the handed-off WebSockets), for the deadline sweep
+    draining: bool  # leaving: each connection closes after the answers under way (see FrontDoor.drain)
 
     def handle_rest(self, request: Request) -> Response | Awaitable[Response]:
         """The answer, or an awaitable of it (e.g. when a remote broker is asked)."""
@@ -257,6 +258,13 @@ class FrontDoor(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             if not self._closed:
                 self._reply(error_response(400, "BadRequest", f"Malformed HTTP request: {exc}"), keep_alive=False)
+
+    def drain(self) -> None:
+        """The server is draining: close now if between requests, else once the answers under way
+        are written (the last one says `Connection: close`), so the client's next request opens a
+        connection to a process that stays."""
+        if not self._busy and self._waiting is None and self._deciding is None and self._parser is not None:
+            self.close_idle()
 
     def close_idle(self) -> None:
         """Close a keep-alive connection that is not in the middle of a request."""
@@ -354,7 +362,9 @@ class FrontDoor(asyncio.Protocol):
 
     def _await_next_request(self) -> None:
         """Between requests: no deadline while an answer is pending, then the keep-alive timeout."""
-        if not self._busy:
+        if self._gate.draining and not self._busy and not self._waiting:
+            self.close_idle()
+        elif not self._busy:
             self.deadline = NEVER if self._waiting else time.monotonic() + self._gate.http_keepalive_timeout_seconds
 
     def _queue_reply(self, response: Response | Awaitable[Response], keep_alive: bool, head: bool) -> None:
@@ -418,6 +428,7 @@ class FrontDoor(asyncio.Protocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             return
+        keep_alive = keep_alive and not (self._gate.draining and not self._waiting)
         transport.write(response.serialize(head=head, keep_alive=keep_alive))
         if not keep_alive:
             self._closed = True

@@ -14,4 +14,5 @@ class CloseCode(IntEnum):
     POLICY_VIOLATION = 1008  # recovery refused, slow client, buffer full
     MESSAGE_TOO_BIG = 1009  # client message over the size limit (all its fragments together)
     INTERNAL_ERROR = 1011  # no event handler for a raw client's message
+    SERVICE_RESTART = 1012  # the server is draining (SIGTERM): reconnect at once, to another process or node
     SLOW_CLIENT = 1013  # "try again later": too much queued; reliable clients recover (1008 would stop them)

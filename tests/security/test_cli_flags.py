@@ -65,7 +65,7 @@ def test_every_worker_gets_every_option():
     assert dests - NOT_PASSED_AS_GIVEN == set(PASSED_AS_GIVEN)
     given = ["--log-level", "debug", "--log-format", "json", "--recovery-window", "5", "--replay-max-messages", "6",
              "--replay-max-bytes", "7", "--max-outbound-bytes", "8", "--keepalive", "9", "--idle-timeout", "10",
-             "--config", "hubs.toml",
+             "--config", "hubs.toml", "--drain-timeout", "12",
              "--public-host", "push.example"] + [part for flag, value, _ in FLAGS for part in (flag, value)]
     parent = serve_args(*given)
     worker = serve_args(*_passed_on(parent, None))
@@ -98,3 +98,28 @@ def test_serve_raises_its_soft_open_file_limit_to_the_hard_one():
         assert line.split()[3:5] == [str(hard), str(hard)], line
     finally:
         process.stop(signal.SIGTERM)
+
+
+def test_the_drain_timeout_comes_from_the_flag_then_the_variable_then_the_config_file(tmp_path, monkeypatch):
+    from fastpush.app import DRAIN_TIMEOUT_SECONDS
+    from fastpush.cli import _drain_timeout
+    from fastpush.config import load_config
+
+    path = tmp_path / "fastpush.toml"
+    path.write_text("drainTimeoutSeconds = 40\n")
+    config = load_config(path)
+    monkeypatch.delenv("FASTPUSH_DRAIN_TIMEOUT", raising=False)
+    assert (_drain_timeout(None, None), _drain_timeout(None, config)) == (DRAIN_TIMEOUT_SECONDS, 40.0)
+    monkeypatch.setenv("FASTPUSH_DRAIN_TIMEOUT", "7.5")
+    assert (_drain_timeout(None, config), _drain_timeout(3.0, config)) == (7.5, 3.0)
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "nan", "inf", "soon"])
+def test_a_drain_timeout_that_is_not_a_positive_number_stops_the_start(value, tmp_path):
+    result = run_fastpush("serve", "--port", "0", env={"FASTPUSH_DRAIN_TIMEOUT": value}, timeout=30)
+    assert result.returncode == 2 and result.stderr.startswith("fastpush: $FASTPUSH_DRAIN_TIMEOUT:"), result.stderr
+    path = tmp_path / "fastpush.toml"
+    toml_value = '"soon"' if value == "soon" else value
+    path.write_text(f"drainTimeoutSeconds = {toml_value}\n")
+    result = run_fastpush("serve", "--port", "0", "--config", str(path), timeout=30)
+    assert result.returncode == 2 and "drainTimeoutSeconds" in result.stderr, result.stderr

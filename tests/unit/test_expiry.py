@@ -302,6 +302,7 @@ def test_the_deadline_travels_with_a_handed_over_session(impl):
         __slots__ = ("reconnection_token", "previous_token")
 
     old = Kept("c1", "ann", "h", "json.reliable.webpubsub.azure.v1", Variant.JSON_RELIABLE)
+    old.reconnection_token = old.previous_token = None  # a handed-over state carries the two (fastpush.reliable)
     old.mark_unsent()  # its socket is gone (ClientSession.lost): nothing numbered after reaches one
     for text, deadline in (("stale", EXPIRED), ("live", time.monotonic() + 60), ("plain", NEVER)):
         impl.fanout((old,), impl.Frames(Payload(DataType.TEXT, text.encode()), ServerSource(), deadline))

@@ -110,22 +110,56 @@ def test_a_session_with_nothing_kept_hands_over_an_empty_buffer():
     assert (len(adopted.replay), adopted.replay_bytes, adopted.sequence_id, state.connection_state) == (0, 0, 0, None)
 
 
+def test_a_moved_session_puts_the_holders_buffer_ahead_of_what_it_buffered_since_the_move():
+    """A session that moved buffers what arrives from the move on, numbered from 1; the holder's
+    state, arriving just after, goes in front and the numbers go on after the holder's."""
+    holder = sent_to(Kept(), SENDS[:3])
+    holder.acknowledge(1)
+    identity = reliable.decode_state(reliable.export_state(holder, None, with_replay=False))
+    assert (identity.replay, identity.sequence_id) == ([], 3)  # what a move starts with: no buffer
+    state = reliable.decode_state(reliable.export_state(holder, None))
+    moved = sent_to(Kept(), SENDS[3:])
+    reliable.restore(moved, state, _fanout.Frames)
+    assert (moved.sequence_id, moved.acked_sequence_id) == (5, 1)
+    assert [(f.payload, f.source) for f in moved.replay] == SENDS[1:]
+    assert moved.replay_bytes == sum(len(p.data) + 64 for p, _ in SENDS[1:])
+    assert not moved.replay_overflowed
+    moved.acknowledge(4)
+    assert [(f.payload, f.source) for f in moved.replay] == SENDS[4:]
+
+
+@pytest.mark.parametrize("limit", ["messages", "bytes"])
+def test_a_move_whose_two_halves_pass_the_replay_limits_cannot_be_resumed(limit):
+    state = reliable.decode_state(reliable.export_state(sent_to(Kept(), SENDS[:3]), None))
+    moved = sent_to(Kept(), SENDS[3:])
+    if limit == "messages":
+        moved.replay_max_messages = 4
+    else:
+        moved.replay_max_bytes = sum(len(p.data) + 64 for p, _ in SENDS) - 1
+    reliable.restore(moved, state, _fanout.Frames)
+    assert moved.replay_overflowed
+
+
 def test_the_hand_over_format_is_a_msgpack_array_in_field_order():
     """Nodes of a cluster exchange this: its layout must not change by accident."""
     session = sent_to(Kept(), SENDS[1:2])
     session.roles = {"r"}
     raw = msgspec.msgpack.decode(reliable.export_state(session, None))
     buffered = [{"data_type": "json", "data": b'{"n":2}'}, "g", "bob", 0.0]  # ..., expires_at (never)
-    assert raw == ["c1", "ann", JSON_RELIABLE_V1, 2, ["r"], [], 1, 0, [buffered], None, 2]  # ..., unsent_from
+    # ..., unsent_from, the reconnection token and the one before
+    assert raw == ["c1", "ann", JSON_RELIABLE_V1, 2, ["r"], [], 1, 0, [buffered], None, 2, None, None]
+    token = reliable.rotate_token(session)
+    assert msgspec.msgpack.decode(reliable.export_state(session, "s"))[9:] == ["s", 2, token, None]
 
 
 def test_a_hand_over_from_a_node_without_ttl_fields_still_decodes():
     """Fields were appended, with defaults: a node that is one version behind in a rolling upgrade
-    is understood (its messages never expire; every number may have reached the client)."""
+    is understood (its messages never expire; every number may have reached the client; no token,
+    so its client cannot come back to the new node before it has reconnected once)."""
     old = msgspec.msgpack.encode(["c1", "ann", JSON_RELIABLE_V1, 2, [], [], 1, 0,
                                   [[{"data_type": "text", "data": b"x"}, None, None]], None])
     state = reliable.decode_state(old)
-    assert (state.replay[0].expires_at, state.unsent_from) == (0.0, 0)
+    assert (state.replay[0].expires_at, state.unsent_from, state.reconnection_token) == (0.0, 0, None)
 
 
 def test_a_corrupt_hand_over_is_refused():

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from fastpush import ops
+from fastpush import ops, reliable
 from fastpush.auth.tokens import ClientClaims
 from fastpush.broker.errors import BrokerUnavailable
 from fastpush.events.dispatcher import HubEvents
@@ -683,25 +683,31 @@ def test_a_session_that_is_not_reliable_ends_with_its_socket():
     assert conn.hub_.connections == [] and conn.close_reason == "The connection closed."
 
 
-def test_a_session_is_handed_over_only_with_its_token():
-    conn = Conn(JSON_RELIABLE_V1, roles=[SEND_ANY]).open()
+def test_a_session_is_described_to_another_node_only_with_its_token_and_stays_until_given_up():
+    conn = Conn(JSON_RELIABLE_V1, roles=[SEND_ANY], groups=["g"]).open()
     conn.sequence_id = 3
-    assert conn.hand_over("wrong", JSON_RELIABLE_V1) is None and conn.keep_session
-    assert conn.hand_over(conn.reconnection_token, JSON_V1) is None
-    state = conn.hand_over(conn.reconnection_token, JSON_RELIABLE_V1)
-    assert state is not None
+    assert conn.describe("wrong", JSON_RELIABLE_V1) is None and conn.keep_session
+    assert conn.describe(conn.reconnection_token, JSON_V1) is None
+    identity = reliable.decode_state(conn.describe(conn.reconnection_token, JSON_RELIABLE_V1))
+    assert (identity.connection_id, identity.roles, identity.groups, identity.replay) == ("c1", [SEND_ANY], ["g"], [])
+    assert conn.hub_.connections == [conn] and conn.keep_session and conn.log == []  # still here, untouched
+    state = reliable.decode_state(conn.give_up())
+    assert state.sequence_id == 3
     assert conn.hub_.connections == [] and not conn.keep_session
     assert conn.log == [("mark_unsent",), ("drop",)]  # what never reached the socket, noted in the state
-    assert conn.hand_over(conn.reconnection_token, JSON_RELIABLE_V1) is None  # ended here
+    assert conn.describe(conn.reconnection_token, JSON_RELIABLE_V1) is None  # ended here
 
 
-async def test_an_adopted_session_resumes_without_a_connected_event():
+async def test_a_session_that_moved_here_waits_for_its_client_then_resumes_without_a_connected_event():
     handler = Handler()
-    conn = Conn(JSON_RELIABLE_V1, events=with_handler(handler))
-    conn.adopted("state-from-the-upstream")
+    conn = Conn(JSON_RELIABLE_V1, events=with_handler(handler), groups=["g"], recovery_window_seconds=60)
+    conn.keep_session = True
+    conn.arrived()
+    assert conn.hub_.connections == [conn] and conn.hub_.joined == ["g"] and conn._expiry is not None
     conn.socket = "open"
     conn.opened(False)
     await settle()
-    assert conn.hub_.connections == [conn] and handler.system == []
-    assert conn._event_ctx.state == "state-from-the-upstream"
-    assert [entry[0] for entry in conn.log] == ["discard", "frame", "flush", "mark_unsent", "resend"]
+    assert conn.hub_.connections == [conn] and handler.system == [] and conn._expiry is None
+    assert conn.close_reason is None
+    # waiting, then resumed: the connected message, then the resend of everything
+    assert [entry[0] for entry in conn.log] == ["mark_unsent", "discard", "frame", "flush", "mark_unsent", "resend"]

@@ -13,16 +13,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 import hiredis
 
 from ...ops import Op, Operation, Query, Question
-from ..base import BrokerHandler, BrokerHealth, Member
+from ..base import BrokerHandler, BrokerHealth, Member, SessionReservation
 from ..resp import RedisGone
 from .bus import OperationBus
 from .handover import SessionHandover
-from .link import Link
+from .link import Link, log_failure, unavailable
 from .registry import ClusterRegistry
 
 __all__ = ["RedisBroker"]
@@ -41,7 +42,7 @@ class RedisBroker:
         self._ttl = node_ttl
         self._registry = ClusterRegistry(self._link, node_ttl)
         self._bus = OperationBus(self._link, self._registry, confirm_timeout)
-        self._handover = SessionHandover(self._link, self._bus)
+        self._handover = SessionHandover(self._link, self._bus, self._registry)
         self._handler: BrokerHandler | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -147,8 +148,24 @@ class RedisBroker:
         return user_groups
 
     async def take_session(self, hub: str, connection_id: str, token: str | None,
-                           subprotocol: str | None) -> bytes | None:
+                           subprotocol: str | None) -> SessionReservation | None:
         return await self._handover.take(hub, connection_id, token, subprotocol)
+
+    async def move_session(self, reservation: SessionReservation, arrived: Callable[[], None]) -> bytes | None:
+        return await self._handover.move(reservation, arrived)
+
+    def begin_drain(self) -> None:
+        self._registry.draining = True
+        if self._link.healthy:  # else announced on reconnecting, by the keep-alive's next round
+            self._link.execute("SET", self._link.key("draining", self._link.node_id), b"1",
+                               "PX", int(self._ttl * 1000)).add_done_callback(log_failure)
+
+    async def others_serving(self) -> bool:
+        self._link.check()
+        try:
+            return await self._registry.others_serving()
+        except (RedisGone, OSError) as exc:
+            raise unavailable(exc) from None
 
     # --- this node's connections (the hubs' Registry) ---------------------------------------
     def connection_added(self, hub: str, member: Member) -> None:
@@ -156,6 +173,7 @@ class RedisBroker:
 
     def connection_removed(self, hub: str, member: Member) -> None:
         self._registry.connection_removed(hub, member)
+        self._handover.forget(hub, member.connection_id)
 
     def group_joined(self, hub: str, member: Member, group: str, first: bool) -> asyncio.Future[Any] | None:
         return self._registry.group_joined(hub, member, group, first)

@@ -2,7 +2,8 @@
 
 Channels: `h:{hub}` (hub-wide operations; nodes with connections in the hub subscribe),
 `g:{hub}:{group}` (nodes with local members subscribe), `n:{node}` (operations for a node's
-connections and users, session requests, and replies). Where an operation goes follows from its
+connections and users, session requests, and replies). A session's move is announced on its hub's
+channel (fastpush.broker.redis.handover says why). Where an operation goes follows from its
 `route`; whether its publisher waits for every receiving node to confirm it, from `confirmed`
 (fastpush.ops). A node confirms once its part is in force: its Redis writes done and its new
 subscriptions active, so a send made right after a REST add reaches the new member.
@@ -22,23 +23,24 @@ from ..resp import RedisGone, RespReply
 from .link import Link, unavailable
 from .registry import ClusterRegistry
 
-__all__ = ["OperationBus", "Envelope", "OP", "REPLY", "TAKE_SESSION"]
+__all__ = ["OperationBus", "Envelope", "OP", "REPLY", "TAKE_SESSION", "SESSION_MOVED"]
 
 log = logging.getLogger("fastpush.broker")
-OP, REPLY, TAKE_SESSION = 0, 1, 2
+OP, REPLY, TAKE_SESSION, SESSION_MOVED = 0, 1, 2, 3
 
 
 class Envelope(msgspec.Struct, array_like=True, omit_defaults=True):
-    """On the wire: an operation (with where to confirm it), a reply, or a request for a
-    reliable session (a client recovering onto another node)."""
+    """On the wire: an operation (with where to confirm it), a reply, a request for a reliable
+    session (a client recovering onto another node), or the announcement that one moved."""
 
     kind: int
     request_id: int = 0
     reply_to: str | None = None  # the node waiting for the reply
-    data: bytes | None = None  # OP: the operation; REPLY: a result (a session's state); TAKE_SESSION: its id
+    # OP: the operation; REPLY: a result (a session's state); TAKE_SESSION, SESSION_MOVED: its id
+    data: bytes | None = None
     ok: bool = True
     hub: str = ""
-    token: str = ""
+    token: str = ""  # TAKE_SESSION: the client's reconnection token; SESSION_MOVED: the reservation's
     subprotocol: str | None = None
 
 
@@ -77,7 +79,9 @@ class OperationBus:
         self._pending: dict[int, Replies] = {}
         self._next_request = 0
         self.handler: BrokerHandler | None = None
-        self.on_take_session: Callable[[Envelope], None] | None = None  # the session handover's part
+        # The session handover's part (fastpush.broker.redis.handover).
+        self.on_take_session: Callable[[Envelope], None] | None = None
+        self.on_session_moved: Callable[[Envelope], None] | None = None
 
     # --- publishing ------------------------------------------------------------------------
     async def publish(self, op: ops.Op) -> object:
@@ -156,6 +160,9 @@ class OperationBus:
         elif envelope.kind == TAKE_SESSION:
             if self.on_take_session is not None:
                 self.on_take_session(envelope)
+        elif envelope.kind == SESSION_MOVED:
+            if self.on_session_moved is not None:
+                self.on_session_moved(envelope)
         elif envelope.data is not None and self.handler is not None:
             self._apply(envelope, ops.decode(envelope.data), self.handler)
 

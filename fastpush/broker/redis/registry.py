@@ -1,11 +1,13 @@
 """What the cluster knows, kept in Redis: which node holds each connection, its user and roles,
 each group's members, the groups a user's future connections join, and which nodes are alive.
 
-Keys (hub names lowercased): `c:{hub}:{cid}` (node, user, roles), `cg:{hub}:{cid}` (its groups),
-`g:{hub}:{group}` (cid -> node|user), `u:{hub}:{user}` (cid -> node), `ug:{hub}:{user}` (groups
-for future connections), `conns:{node}` (what to forget when it dies), `nodes`, `alive:{node}`
-(expires unless refreshed). An entry counts only while its node is alive; a janitor removes a
-dead node's entries. Questions (fastpush.ops.Query) are answered from here.
+Keys (hub names lowercased): `c:{hub}:{cid}` (node, user, roles; `moving` while a reliable
+session is reserved for another node), `cg:{hub}:{cid}` (its groups), `g:{hub}:{group}`
+(cid -> node|user), `u:{hub}:{user}` (cid -> node), `ug:{hub}:{user}` (groups for future
+connections), `conns:{node}` (what to forget when it dies), `nodes`, `alive:{node}` (expires
+unless refreshed), `draining:{node}` (the same, while the node drains). An entry counts only
+while its node is alive; a janitor removes a dead node's entries. Questions (fastpush.ops.Query)
+are answered from here.
 """
 from __future__ import annotations
 
@@ -33,12 +35,23 @@ class ClusterRegistry:
         self._link = link
         self._ttl = node_ttl
         self.peers: set[str] = set()  # the other live nodes, at the janitor's last look
+        self.draining = False  # leaving: announced as `draining:{node}`, so nobody counts on it
+        # A connection (hub, id) moving to another node, which has already written it as its own
+        # (fastpush.broker.redis.handover): its removal here writes nothing.
+        self.moved_out: tuple[str, str] | None = None
 
     # --- liveness --------------------------------------------------------------------------
     async def announce(self) -> None:
-        link = self._link
+        link, ttl = self._link, int(self._ttl * 1000)
         link.execute("SADD", link.key("nodes"), link.node_id)
-        await link.execute("SET", link.key("alive", link.node_id), b"1", "PX", int(self._ttl * 1000))
+        if self.draining:
+            link.execute("SET", link.key("draining", link.node_id), b"1", "PX", ttl)
+        await link.execute("SET", link.key("alive", link.node_id), b"1", "PX", ttl)
+
+    async def others_serving(self) -> bool:
+        """Whether a live node other than this one is not draining (see `draining`)."""
+        link = self._link
+        return await link.script("serving", 0, link.prefix, link.node_id) == 1
 
     async def forget_dead_nodes(self) -> None:
         link = self._link
@@ -79,7 +92,7 @@ class ClusterRegistry:
     async def leave(self) -> None:
         """This node stops: its entries go now rather than when its alive key expires."""
         link = self._link
-        await link.run("DEL", link.key("alive", link.node_id))
+        await link.run("DEL", link.key("alive", link.node_id), link.key("draining", link.node_id))
         await link.script("forget", 0, link.prefix, link.node_id)
 
     async def register(self, hubs: Iterable[LocalHub]) -> None:
@@ -132,6 +145,8 @@ class ClusterRegistry:
 
     def connection_removed(self, hub: str, member: Member) -> None:
         link, name, cid = self._link, hub.lower(), member.connection_id
+        if self.moved_out == (name, cid):
+            return
         link.write("DEL", link.key("c", name, cid), link.key("cg", name, cid))
         link.write("SREM", link.key("conns", link.node_id), f"{name}\0{cid}")
         if member.user_id is not None:
@@ -153,6 +168,8 @@ class ClusterRegistry:
         link, name = self._link, hub.lower()
         if last:
             link.unsubscribe(link.group_channel(name, group))
+        if self.moved_out == (name, member.connection_id):
+            return
         link.write("SREM", link.key("cg", name, member.connection_id), group)
         link.write("HDEL", link.key("g", name, group), member.connection_id)
 

@@ -57,5 +57,47 @@ redis.call('SREM', prefix .. ':nodes', node)
 return 1
 """
 
+# A reliable session's holder (ARGV[1]) reserves it for the node asking (token ARGV[2]): 0 if it
+# does not hold it by Redis's account.
+_RESERVE_SESSION = """
+if redis.call('HGET', KEYS[1], 'node') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'moving', ARGV[2])
+return 1
+"""
+# Move a reserved session (KEYS[1], its `c:` key) to the node ARGV[5], in one step with the
+# announcement on the hub's channel (ARGV[7]) that its holder and its new node both see in the
+# same place among everything else: the holder keeps what came before it, the new node what
+# follows. 0 if the reservation (ARGV[6]) was replaced, the session ended or its holder died.
+# ARGV: prefix, hub (lower case), connection id, its `conns:` entry, to, token, announcement.
+_MOVE_SESSION = """
+local prefix, hub, cid, entry, to = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local fields = redis.call('HMGET', KEYS[1], 'node', 'moving', 'user')
+local from = fields[1]
+if not from or fields[2] ~= ARGV[6] or redis.call('EXISTS', prefix .. ':alive:' .. from) == 0 then return 0 end
+local user = fields[3] or ''
+redis.call('HSET', KEYS[1], 'node', to)
+redis.call('HDEL', KEYS[1], 'moving')
+redis.call('SREM', prefix .. ':conns:' .. from, entry)
+redis.call('SADD', prefix .. ':conns:' .. to, entry)
+if user ~= '' then redis.call('HSET', prefix .. ':u:' .. hub .. ':' .. user, cid, to) end
+for _, group in ipairs(redis.call('SMEMBERS', prefix .. ':cg:' .. hub .. ':' .. cid)) do
+  redis.call('HSET', prefix .. ':g:' .. hub .. ':' .. group, cid, to .. '|' .. user)
+end
+redis.call('PUBLISH', prefix .. ':h:' .. hub, ARGV[7])
+return 1
+"""
+# 1 if a live node other than ARGV[2] is not draining.
+_OTHERS_SERVING = """
+local prefix = ARGV[1]
+for _, node in ipairs(redis.call('SMEMBERS', prefix .. ':nodes')) do
+  if node ~= ARGV[2] and redis.call('EXISTS', prefix .. ':alive:' .. node) == 1
+      and redis.call('EXISTS', prefix .. ':draining:' .. node) == 0 then
+    return 1
+  end
+end
+return 0
+"""
+
 SCRIPTS = {"connection": _ROUTE_TO_CONNECTION, "user": _ROUTE_TO_USER, "live": _LIVE_FIELDS,
-           "conn": _CONNECTION, "forget": _FORGET_NODE}
+           "conn": _CONNECTION, "forget": _FORGET_NODE, "reserve": _RESERVE_SESSION, "move": _MOVE_SESSION,
+           "serving": _OTHERS_SERVING}
