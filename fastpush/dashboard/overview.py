@@ -59,8 +59,8 @@ class Overview:
         self._last: tuple[float, tuple[float, ...]] | None = None  # the previous raw reading, for rates
 
     def sample(self) -> None:
-        now = time.time()
         raw = self._read()
+        now = time.time()
         previous = self._last
         self._last = (now, raw)
         if previous is None:
