@@ -4,6 +4,7 @@
     python -m benches.fanout --peers --json-out bench.json --plot bench.png
     python -m benches.fanout --quick                           # a smoke run in well under 30 s
     python -m benches.fanout --connections 10000 --workers 2 --redis   # one process against 2 workers + Redis
+    python -m benches.fanout --connections 10000 --scrape-metrics      # with /metrics scraped every second
 
 For each N it starts the server under test in its own process (pinned to one core when there are two
 or more), connects N subscribers from load-generator processes on the other core(s), half raw and half
@@ -96,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=_positive, default=1, metavar="N",
                         help="also measure `fastpush serve --workers N` on one port, on all CPUs "
                              "(N > 1 implies --redis)")
+    parser.add_argument("--scrape-metrics", type=float, nargs="?", const=1.0, metavar="SECONDS",
+                        help="GET fastpush's /metrics (with the access key) every SECONDS (default 1) while each "
+                             "fastpush row is measured, as Prometheus would")
     parser.add_argument("--json-out", type=Path, help="write machine, versions, parameters and results here")
     parser.add_argument("--plot", type=Path, help="write the latency distribution as a PNG (needs matplotlib)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 200 connections, few messages, no peers")
@@ -108,7 +112,8 @@ def _settings(args: argparse.Namespace) -> tuple[list[int], Settings]:
     chosen: dict = {**base, **given}
     settings = Settings(payload_bytes=args.payload_bytes, rate=args.rate, messages=chosen["messages"],
                         duration=chosen["duration"], burst_deliveries=chosen["burst_deliveries"], runs=args.runs,
-                        json_fraction=args.json_fraction, per_loadgen=args.per_loadgen)
+                        json_fraction=args.json_fraction, per_loadgen=args.per_loadgen,
+                        scrape_interval=args.scrape_metrics)
     return chosen["connections"], settings
 
 

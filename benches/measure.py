@@ -38,6 +38,7 @@ from .procs import (
 )
 from .progress import Progress
 from .publishers import CentrifugoPublisher, PipePublisher, Publisher, RestPublisher
+from .scraper import MetricsScraper
 from .servers import RunningServer, Target, start_server
 from .stats import spread, summarize_ns
 from .tokens import client_path
@@ -68,6 +69,7 @@ class Settings:
     json_fraction: float
     per_loadgen: int
     hub: str = "bench"
+    scrape_interval: float | None = None  # GET /metrics this often while a fastpush server is measured
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,11 @@ async def measure(target: Target, connections: int, settings: Settings, cores: C
     server = await start_server(children, target, key, cores.server_cpus)
     gens: list[LoadGen] = []
     publisher: Publisher | None = None
+    scraper = None
+    if settings.scrape_interval and target.key.startswith("fastpush"):
+        scraper = MetricsScraper(server.endpoint, key, settings.scrape_interval)
+        scraper.start()
+    scraped = None
     try:
         await asyncio.sleep(IDLE_SETTLE)
         rss_empty = _rss(server)
@@ -161,7 +168,11 @@ async def measure(target: Target, connections: int, settings: Settings, cores: C
         saturation = await _saturation(gens, publisher, meter, settings, cores, ready, progress, at + 0.6)
         await publisher.settle()
         publish_failures = publisher.failures
+        if scraper is not None:
+            scraped = await scraper.stop()
     finally:
+        if scraper is not None and scraped is None:
+            await scraper.stop()
         if publisher is not None:
             await publisher.close()
         for gen in gens:
@@ -175,7 +186,8 @@ async def measure(target: Target, connections: int, settings: Settings, cores: C
            "redis_rss_empty_bytes": rss_empty["redis"], "redis_rss_idle_bytes": rss_idle["redis"],
            "rss_per_connection_bytes": round((sum(rss_idle.values()) - sum(rss_empty.values())) / ready),
            "redis_rss_per_connection_bytes": round((rss_idle["redis"] - rss_empty["redis"]) / ready),
-           "latency": latency, "saturation": saturation, "publish_failures": publish_failures[:5]}
+           "latency": latency, "saturation": saturation, "publish_failures": publish_failures[:5],
+           "metrics_scrapes": scraped}
     row["notes"] = _notes(row, cores)
     return row
 
@@ -320,6 +332,12 @@ def _notes(row: dict, cores: CorePlan) -> list[str]:
             notes.append(f"{phase}: other processes took {taken}: figures are disturbed")
     if row["publish_failures"]:
         notes.append(f"publish failures: {row['publish_failures'][0]}")
+    scraped = row["metrics_scrapes"]
+    if scraped:
+        failed = f"; {len(scraped['failures'])} failed: {scraped['failures'][0]}" if scraped["failures"] else ""
+        notes.append(f"/metrics scraped every {scraped['interval_seconds']:g} s during the run: {scraped['scrapes']} "
+                     f"answers of {scraped['mean_bytes']} bytes, {scraped['mean_ms']} ms each on average as the "
+                     f"scraper waited, {scraped['server_mean_ms']} ms of the server's loop{failed}")
     return notes
 
 

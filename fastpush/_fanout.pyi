@@ -69,6 +69,13 @@ def fanout(targets: Iterable[Connection], frames: Frames, excluded: frozenset[st
 
 def recipient_failures() -> int: ...
 
+# The fan-out's counters for the metrics collector: broadcasts, deliveries, sent_bytes, direct_writes,
+# coalesced_writes, coalesced_frames, dropped_bytes, recipient_failures (ints), fanout_buckets (a
+# tuple of counts, one per FANOUT_BUCKETS bound and one past the last) and fanout_seconds (a float).
+FANOUT_BUCKETS: tuple[float, ...]
+def fanout_counts() -> dict[str, Any]: ...
+def census(connections: Iterable[Connection]) -> tuple[tuple[int, ...], int, int, int]: ...
+
 class Tables:
     connections: dict[str, Connection]
     groups: dict[str, set[Connection]]

@@ -5,6 +5,7 @@ from cpython.bytearray cimport PyByteArray_AS_STRING
 from libc.string cimport memcpy
 from libc.stdio cimport snprintf
 from cpython.bytearray cimport PyByteArray_GET_SIZE, PyByteArray_Resize
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 import asyncio
 import logging
@@ -18,11 +19,89 @@ from .protocol.variants import RELIABLE_VARIANTS
 from picows.picows cimport MemoryBuffer, WSListener, WSTransport
 
 __all__ = ["Connection", "Frames", "Tables", "fanout", "recipient_failures", "frame", "trim_transport",
-           "RELIABLE_VARIANTS"]
+           "RELIABLE_VARIANTS", "FANOUT_BUCKETS", "fanout_counts", "census"]
 
 cdef object _EMPTY = frozenset()
 _log = logging.getLogger("fastpush.fanout")
 DEF _PENDING_KEEP = 65536  # a pending buffer larger than this is released after its flush
+
+# What the fan-out did, for the metrics collector (fastpush/metrics), which reads them when scraped:
+# plain C integers, so the hot path pays an addition, never a Python call. One set per process.
+cdef unsigned long long _broadcasts = 0        # fanout() calls
+cdef unsigned long long _deliveries = 0        # members a fanout() wrote to (or queued for)
+cdef unsigned long long _sent_bytes = 0        # bytes handed to client sockets by this module
+cdef unsigned long long _direct_writes = 0     # frames written at once (first of a loop turn, resends)
+cdef unsigned long long _coalesced_writes = 0  # writes of the bytes that waited (a turn's end, a drained socket)
+cdef unsigned long long _coalesced_frames = 0  # frames a loop turn held back for its end
+cdef unsigned long long _dropped_bytes = 0     # queued bytes dropped when a slow client overflowed
+cdef unsigned long long _recipient_failures = 0  # members whose failure fanout() contained
+# How long each fanout() took, as a histogram: counts per bucket (not cumulative), the last one
+# past the largest bound; bounds in seconds, compared in nanoseconds.
+FANOUT_BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                  0.05, 0.1, 0.25)
+DEF _NBOUNDS = 14
+cdef long long _bound_ns[_NBOUNDS]
+cdef unsigned long long _fanout_counts[_NBOUNDS + 1]
+cdef long long _fanout_ns = 0
+
+
+cdef void _init_buckets():
+    cdef int i
+    for i in range(_NBOUNDS):
+        _bound_ns[i] = <long long>round(FANOUT_BUCKETS[i] * 1e9)
+    for i in range(_NBOUNDS + 1):
+        _fanout_counts[i] = 0
+
+
+_init_buckets()
+
+
+cdef inline long long _now_ns() noexcept:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <long long>ts.tv_sec * 1000000000 + ts.tv_nsec
+
+
+cdef inline void _observe_fanout(long long ns) noexcept:
+    global _fanout_ns
+    cdef int i = 0
+    while i < _NBOUNDS and ns > _bound_ns[i]:
+        i += 1
+    _fanout_counts[i] += 1
+    _fanout_ns += ns
+
+
+def fanout_counts():
+    """The counters above, as a dict (the collector turns them into metrics)."""
+    return {"broadcasts": _broadcasts, "deliveries": _deliveries, "sent_bytes": _sent_bytes,
+            "direct_writes": _direct_writes, "coalesced_writes": _coalesced_writes,
+            "coalesced_frames": _coalesced_frames, "dropped_bytes": _dropped_bytes,
+            "recipient_failures": _recipient_failures,
+            "fanout_buckets": tuple(_fanout_counts[i] for i in range(_NBOUNDS + 1)),
+            "fanout_seconds": _fanout_ns / 1e9}
+
+
+def census(object connections):
+    """One hub's connections counted at scrape time, in one pass in C: how many per wire variant,
+    how many are reliable sessions waiting for their client (no socket), and the messages and
+    bytes their replay buffers keep. Returns (per_variant, waiting, replay_messages, replay_bytes)."""
+    cdef Connection conn
+    cdef Py_ssize_t per_variant[5]
+    cdef Py_ssize_t waiting = 0, replay_messages = 0, replay_bytes = 0
+    cdef WSTransport t
+    cdef int i
+    for i in range(5):
+        per_variant[i] = 0
+    for conn in connections:
+        if 0 <= conn.variant < 5:
+            per_variant[conn.variant] += 1
+        t = conn.transport
+        if t is None or t.is_disconnected:
+            waiting += 1
+        if conn.replay is not None:
+            replay_messages += len(conn.replay)
+            replay_bytes += conn.replay_bytes
+    return tuple(per_variant[i] for i in range(5)), waiting, replay_messages, replay_bytes
 
 
 cdef class _Coalescer:
@@ -65,6 +144,7 @@ cdef inline int _deliver(Connection conn, WSTransport t, const char* data, Py_ss
     to an isolated broadcast), else appended to its pending bytes, written when the turn ends:
     one send() for many messages in a burst. Its send's `deadline` (0.0: none) and its
     `sequence_id` (0: unnumbered) matter only if the socket is backed up: see _hold."""
+    global _coalesced_frames
     cdef _Coalescer coalescer = conn.coalescer
     cdef bytearray pending
     cdef Py_ssize_t used
@@ -76,7 +156,7 @@ cdef inline int _deliver(Connection conn, WSTransport t, const char* data, Py_ss
         conn.written_turn = coalescer.turn
         if coalescer.handle is None:
             coalescer.handle = coalescer.loop.call_soon(coalescer.end_turn)
-        t._fast_write(<char*>data, size)
+        _write_now(t, data, size)
         return 0
     pending = conn.pending
     if pending is None:
@@ -86,6 +166,16 @@ cdef inline int _deliver(Connection conn, WSTransport t, const char* data, Py_ss
         coalescer.dirty.append(conn)
     PyByteArray_Resize(pending, used + size)
     memcpy(PyByteArray_AS_STRING(pending) + used, data, size)
+    _coalesced_frames += 1
+    return 0
+
+
+cdef inline int _write_now(WSTransport t, const char* data, Py_ssize_t size) except -1:
+    """One frame straight to the socket, counted."""
+    global _sent_bytes, _direct_writes
+    t._fast_write(<char*>data, size)
+    _sent_bytes += size
+    _direct_writes += 1
     return 0
 
 
@@ -103,6 +193,7 @@ cdef int _hold(Connection conn, const char* data, Py_ssize_t size, double deadli
     A frame that may expire is noted in `held`, with (on a reliable connection) every numbered
     one after it, so that draining can drop it and number the later ones again; each note counts
     its 32 bytes against max_outbound too."""
+    global _dropped_bytes
     cdef bytearray pending = conn.pending
     cdef bytearray held = conn.held
     cdef Py_ssize_t used, noted = 0
@@ -116,6 +207,7 @@ cdef int _hold(Connection conn, const char* data, Py_ssize_t size, double deadli
     if sequence_id and not conn.held_from:
         conn.held_from = sequence_id
     if used + size + noted + (<Py_ssize_t>sizeof(_Held) if note else 0) > conn.max_outbound:
+        _dropped_bytes += used + size
         del pending[:]
         conn.held = None
         if conn.variant == JSON_RELIABLE or conn.variant == PROTOBUF_RELIABLE:
@@ -318,6 +410,7 @@ cdef class Connection(WSListener):
             self._write_pending()
 
     cdef void _write_pending(self) noexcept:
+        global _sent_bytes, _coalesced_writes
         cdef bytearray pending = self.pending
         cdef WSTransport t = self.transport
         if pending is None or PyByteArray_GET_SIZE(pending) == 0:
@@ -328,6 +421,8 @@ cdef class Connection(WSListener):
                     self._drop_expired_held()
                     pending = self.pending
                 t._fast_write(PyByteArray_AS_STRING(pending), PyByteArray_GET_SIZE(pending))
+                _sent_bytes += PyByteArray_GET_SIZE(pending)
+                _coalesced_writes += 1
             except Exception:  # the transport failed: its connection_lost ends the connection
                 pass
             self.held_from = 0
@@ -515,7 +610,7 @@ cdef class Frames:
         size = self._build_sequenced(conn.variant, sequence_id)
         out = PyByteArray_AS_STRING(self._scratch)
         if direct:
-            t._fast_write(out, size)
+            _write_now(t, out, size)
         else:
             _deliver(conn, t, out, size, self.deadline, sequence_id)
         return True
@@ -572,8 +667,11 @@ cpdef Py_ssize_t fanout(object targets, Frames frames, object excluded=None, obj
     Returns the number of connections written to (reliable connections that are away count
     only when their client recovers). An exception for one recipient (its filter, its transport,
     its overflow handler) is contained: counted, logged, and the loop goes on with the next one.
-    The `try` is entered once per broadcast, not once per recipient.
+    The `try` is entered once per broadcast, not once per recipient. Each call is counted and timed
+    for the metrics (fanout_counts).
     """
+    global _broadcasts, _deliveries
+    cdef long long started = _now_ns()
     cdef Connection conn
     cdef Py_ssize_t delivered = 0
     cdef bytes data
@@ -603,10 +701,12 @@ cpdef Py_ssize_t fanout(object targets, Frames frames, object excluded=None, obj
                 delivered += conn._write(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), frames.deadline)
         except Exception as exc:
             _recipient_failed(members[i - 1], exc)
+    _broadcasts += 1
+    _deliveries += delivered
+    _observe_fanout(_now_ns() - started)
     return delivered
 
 
-cdef unsigned long long _recipient_failures = 0
 cdef double _failure_logged_at = -1e9
 
 

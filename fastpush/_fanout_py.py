@@ -28,11 +28,14 @@ from .protocol.variants import RELIABLE_VARIANTS, Variant
 _log = logging.getLogger("fastpush.fanout")
 
 __all__ = [
+    "FANOUT_BUCKETS",
     "RELIABLE_VARIANTS",
     "Connection",
     "Frames",
     "Tables",
+    "census",
     "fanout",
+    "fanout_counts",
     "frame",
     "recipient_failures",
     "trim_transport",
@@ -41,6 +44,59 @@ __all__ = [
 _TEXT, _BINARY = 0x1, 0x2
 _EMPTY: frozenset[str] = frozenset()
 _PENDING_KEEP = 65536  # a pending buffer larger than this is released after its flush
+
+
+class _Counts:
+    """What the fan-out did, for the metrics collector (the compiled module keeps C integers)."""
+
+    broadcasts = 0  # fanout() calls
+    deliveries = 0  # members a fanout() wrote to (or queued for)
+    sent_bytes = 0  # bytes handed to client sockets by this module
+    direct_writes = 0  # frames written at once (first of a loop turn, resends)
+    coalesced_writes = 0  # writes of the bytes that waited (a turn's end, a drained socket)
+    coalesced_frames = 0  # frames a loop turn held back for its end
+    dropped_bytes = 0  # queued bytes dropped when a slow client overflowed
+    fanout_ns = 0
+
+
+# How long each fanout() took: counts per bucket (not cumulative), the last past the largest bound.
+FANOUT_BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                  0.05, 0.1, 0.25)
+_BOUNDS_NS = [round(bound * 1e9) for bound in FANOUT_BUCKETS]
+_fanout_counts = [0] * (len(FANOUT_BUCKETS) + 1)
+
+
+def fanout_counts() -> dict[str, object]:
+    """The counters, as a dict (the collector turns them into metrics)."""
+    return {"broadcasts": _Counts.broadcasts, "deliveries": _Counts.deliveries, "sent_bytes": _Counts.sent_bytes,
+            "direct_writes": _Counts.direct_writes, "coalesced_writes": _Counts.coalesced_writes,
+            "coalesced_frames": _Counts.coalesced_frames, "dropped_bytes": _Counts.dropped_bytes,
+            "recipient_failures": _failures, "fanout_buckets": tuple(_fanout_counts),
+            "fanout_seconds": _Counts.fanout_ns / 1e9}
+
+
+def census(connections: Iterable[Connection]) -> tuple[tuple[int, ...], int, int, int]:
+    """One hub's connections counted at scrape time: how many per wire variant, how many are
+    reliable sessions waiting for their client (no socket), and the messages and bytes their
+    replay buffers keep. Returns (per_variant, waiting, replay_messages, replay_bytes)."""
+    per_variant = [0] * 5
+    waiting = replay_messages = replay_bytes = 0
+    for conn in connections:
+        if 0 <= conn.variant < 5:
+            per_variant[conn.variant] += 1
+        if conn.transport is None or conn.transport.is_disconnected:
+            waiting += 1
+        if conn.replay is not None:
+            replay_messages += len(conn.replay)
+            replay_bytes += conn.replay_bytes
+    return tuple(per_variant), waiting, replay_messages, replay_bytes
+
+
+def _write_now(transport: WSTransport, data: bytes) -> None:
+    """One frame straight to the socket, counted."""
+    transport.underlying_transport.write(data)
+    _Counts.sent_bytes += len(data)
+    _Counts.direct_writes += 1
 
 
 def trim_transport(t: WSTransport) -> None:
@@ -103,13 +159,14 @@ def _deliver(conn: Connection, transport: WSTransport, data: bytes, deadline: fl
         conn._written_turn = coalescer.turn
         if coalescer.handle is None:
             coalescer.handle = coalescer.loop.call_soon(coalescer.end_turn)
-        transport.underlying_transport.write(data)
+        _write_now(transport, data)
         return
     if conn._pending is None:
         conn._pending = bytearray()
     if not conn._pending:
         coalescer.dirty.append(conn)
     conn._pending += data
+    _Counts.coalesced_frames += 1
 
 
 # A frame in a paused connection's _pending that draining may drop or renumber: start, end,
@@ -130,6 +187,7 @@ def _hold(conn: Connection, data: bytes, deadline: float, sequence_id: int) -> N
     if sequence_id and not conn._held_from:
         conn._held_from = sequence_id
     if used + len(data) + noted + (_HELD.size if note else 0) > conn.max_outbound:
+        _Counts.dropped_bytes += used + len(data)
         conn._pending.clear()
         conn._held = None
         if conn.variant in RELIABLE_VARIANTS:
@@ -333,6 +391,8 @@ class Connection(WSListener):
                 if self._held is not None:
                     pending = self._pending = self._drop_expired_held(pending)
                 self.transport.underlying_transport.write(bytes(pending))
+                _Counts.sent_bytes += len(pending)
+                _Counts.coalesced_writes += 1
             self._held_from = 0
         elif self._held_from and not self.unsent_from:  # never written: a recovery resends them
             self.unsent_from = self._held_from
@@ -487,7 +547,7 @@ class Frames:
             return False
         data = self._sequenced(conn.variant, sequence_id)
         if direct:
-            transport.underlying_transport.write(data)
+            _write_now(transport, data)
         else:
             _deliver(conn, transport, data, self.deadline, sequence_id)
         return True
@@ -507,7 +567,9 @@ def fanout(targets: Iterable[Connection], frames: Frames, excluded: frozenset[st
     Returns the number of connections written to (reliable connections that are away count
     only when their client recovers). An exception for one recipient (its filter, its transport,
     its overflow handler) is contained: counted, logged, and the loop goes on with the next one.
+    Each call is counted and timed for the metrics (fanout_counts).
     """
+    started = time.perf_counter_ns()
     delivered = 0
     for conn in tuple(targets):
         try:
@@ -526,7 +588,18 @@ def fanout(targets: Iterable[Connection], frames: Frames, excluded: frozenset[st
                 delivered += frames._write_reliable(conn)
         except Exception as exc:
             _recipient_failed(conn, exc)
+    _Counts.broadcasts += 1
+    _Counts.deliveries += delivered
+    _observe_fanout(time.perf_counter_ns() - started)
     return delivered
+
+
+def _observe_fanout(ns: int) -> None:
+    bucket = 0
+    while bucket < len(_BOUNDS_NS) and ns > _BOUNDS_NS[bucket]:
+        bucket += 1
+    _fanout_counts[bucket] += 1
+    _Counts.fanout_ns += ns
 
 
 _failures = 0

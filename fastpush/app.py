@@ -30,12 +30,16 @@ from .http.messages import Request, Response, error_response
 from .http.rest import MAX_BODY_BYTES, RestApi
 from .hub import Hub
 from .logs import RateLimitedLog, one_line
+from .metrics.collector import make_registry
+from .metrics.counters import COUNTERS
+from .metrics.endpoint import METRICS_PATH, MetricsEndpoint, MetricsGate
 from .node import Node
 from .outcome import Outcome, resolve, then
 from .permissions import RoleError, check_roles
 from .protocol.close_codes import CloseCode
 from .protocol.names import group_error, is_valid_group, is_valid_user, user_error
 from .session import ConnectionSettings
+from .startup import format_address
 
 __all__ = ["Server", "client_access_url"]
 
@@ -65,7 +69,7 @@ class Server:
                  max_connections: int | None = None, max_connections_per_ip: int = 1000,
                  request_head_timeout_seconds: float = 60.0, request_body_timeout_seconds: float = 60.0,
                  http_keepalive_timeout_seconds: float = 75.0, max_upstream_connections: int = 64,
-                 dashboard: bool = True):
+                 dashboard: bool = True, metrics_address: tuple[str, int] | None = None):
         self.host = host
         self.port = port
         self.keyring = KeyRing(access_key or generate_access_key(), secondary_key)
@@ -92,9 +96,13 @@ class Server:
         self._moving_in: dict[tuple[str, str], asyncio.Future[Handoff | Response]] = {}
         self.node = Node(broker, configure=self._configure_hub, sessions=_Sessions(self._moving_in))
         self.rest = RestApi(self.node, self.keyring, lambda: self.endpoint)
+        self.metrics = MetricsEndpoint(make_registry(self.node.hubs, self.node.broker.health, self.config.hubs),
+                                       self.keyring)
+        self.metrics_address = metrics_address  # (host, port): /metrics without a key there; None: no such listener
+        self._metrics_server: asyncio.AbstractServer | None = None
         self.trace = self.settings.trace
-        self.dashboard = Dashboard(self.node, self.keyring, self.trace, lambda: self.endpoint, lambda: (),
-                                   enabled=dashboard)
+        self.dashboard = Dashboard(self.node, self.keyring, self.trace, lambda: self.endpoint,
+                                   self.metrics.registry.collect, enabled=dashboard)
         self.front_doors: set[FrontDoor] = set()
         self.draining = False
         self._hurry = asyncio.Event()  # cuts a drain short (see hurry)
@@ -116,6 +124,12 @@ class Server:
                                                 ssl=self.ssl_context, reuse_address=True, backlog=4096,
                                                 reuse_port=self.reuse_port or None)
         self.port = self._server.sockets[0].getsockname()[1]
+        if self.metrics_address is not None:
+            try:
+                await self._listen_for_metrics(*self.metrics_address)
+            except BaseException:
+                self._server.close()
+                raise
         self._tasks = [loop.create_task(self._sweep_idle_http()), loop.create_task(self._heartbeat()),
                        loop.create_task(self._sweep_hubs())]
         self.dashboard.start()
@@ -127,6 +141,8 @@ class Server:
         if self._server is None:
             return
         self._server.close()
+        if self._metrics_server is not None:
+            self._metrics_server.close()
         for task in self._tasks:
             task.cancel()
         self.dashboard.stop()
@@ -150,6 +166,9 @@ class Server:
         await asyncio.sleep(0)
         await self._server.wait_closed()
         self._server = None
+        if self._metrics_server is not None:
+            await self._metrics_server.wait_closed()
+            self._metrics_server = None
 
     async def drain(self, timeout: float = DRAIN_TIMEOUT_SECONDS) -> None:
         """Leave without losing a message, then stop (SIGTERM). The port stops listening here, so
@@ -222,6 +241,16 @@ class Server:
             for door in [d for d in self.front_doors if d.deadline < now]:
                 door.expire()
 
+    async def _listen_for_metrics(self, host: str, port: int) -> None:
+        """The separate metrics listener: plain HTTP, /metrics only, no key asked."""
+        gate = MetricsGate(self.metrics, self.front_doors, self.request_head_timeout_seconds,
+                           self.http_keepalive_timeout_seconds)
+        self._metrics_server = await asyncio.get_running_loop().create_server(
+            lambda: FrontDoor(gate, False), host, port, reuse_address=True)
+        self.metrics_address = (host, self._metrics_server.sockets[0].getsockname()[1])
+        log.info("metrics on http://%s%s (no access key needed there)", format_address(*self.metrics_address),
+                 METRICS_PATH)
+
     def hub(self, name: str) -> HubApi:
         """The embedding API for one hub: the Python server SDK's methods, without HTTP."""
         return HubApi(self.node, self.node.hub(name))
@@ -276,6 +305,8 @@ class Server:
 
     # --- the front door's gate ----------------------------------------------------------------
     def handle_rest(self, request: Request) -> Outcome[Response]:
+        if request.raw_path == METRICS_PATH:
+            return self.metrics.answer(request, authenticated=False)
         if is_dashboard_path(request.raw_path):
             return self.dashboard.handle(request)
         if self.trace.active:
@@ -348,6 +379,7 @@ class Server:
         try:
             reservation = await taken
         except BrokerUnavailable as exc:
+            COUNTERS.recovery_refused(str(exc))
             return self._refused(decision, 503, "ServiceUnavailable", str(exc))
         if reservation is None:
             return self._refused_recovery(decision, "The session to recover was not found, or its token did not "
@@ -482,6 +514,7 @@ class Server:
 
     def _refused_recovery(self, decision: Accept, reason: str) -> Handoff:
         """Recovery is refused after the upgrade, with close code 1008 (see _RefusedRecovery)."""
+        COUNTERS.recovery_refused(reason)
         self._log_refusal(decision.address, decision.hub, CloseCode.POLICY_VIOLATION, reason)
         return Handoff(_RefusedRecovery(reason), decision.subprotocol)
 

@@ -42,13 +42,14 @@ from .keyfile import read_or_create_access_key
 from .logs import LOG_FORMATS, configure_logging
 from .permissions import RoleError, check_roles
 from .protocol.names import group_error, hub_error, is_valid_group, is_valid_hub, is_valid_user, user_error
-from .startup import STARTUP_SECONDS, StartupError, close_all, listen_error, reason, reserve_port
+from .startup import STARTUP_SECONDS, StartupError, close_all, listen_error, parse_address, reason, reserve_port
 from .workers import DRAINING_LINE, run_workers
 
 __all__ = ["main", "build_parser", "server_options", "ServerOptions", "StartupError", "reserve_port", "close_all"]
 
 DEFAULT_DEV_CERT_DIR = Path.home() / ".fastpush" / "devcert"
 ACCESS_KEY_VARIABLE = "FASTPUSH_ACCESS_KEY"
+METRICS_VARIABLE = "FASTPUSH_METRICS_ADDRESS"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 API_VERSION = "2024-01-01"
 REST_TOKEN_SECONDS = 300  # lifetime of the token `fastpush send` signs for its one request
@@ -63,6 +64,9 @@ environment:
   FASTPUSH_SECONDARY_KEY  the secondary access key, when --secondary-key is not given
   FASTPUSH_REDIS_URL      the Redis URL, when --redis-url is not given (wins over the config file)
   FASTPUSH_DRAIN_TIMEOUT  seconds, when --drain-timeout is not given (wins over the config file)
+  FASTPUSH_METRICS_ADDRESS
+                          the metrics listener's [HOST:]PORT, when --metrics-address is not
+                          given (wins over the config file)
   FASTPUSH_NO_EXTENSIONS  which fan-out runs: unset = the compiled one if it is built, else the
                           pure-Python one with a warning; 0 = the compiled one or an error;
                           1 = the pure-Python one
@@ -73,6 +77,7 @@ config file (--config FILE, TOML; Azure's setting names; unknown keys are refuse
   redisUrl = "redis://127.0.0.1:6379"   # as --redis-url (the option and the variable win);
                                         # or "redis+sentinel://h1:26379,h2:26379/mymaster"
   drainTimeoutSeconds = 25              # as --drain-timeout (the option and the variable win)
+  metricsAddress = "127.0.0.1:9100"     # as --metrics-address (the option and the variable win)
 
   [hubs.chat]                           # one table per hub (here: chat)
   anonymousConnectPolicy = "deny"       # or "allow": clients may connect without a token
@@ -188,6 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "redis+sentinel://host:port,host:port/master-name: through the master Redis Sentinel "
                             "names (default: $FASTPUSH_REDIS_URL, else redisUrl in the config file, else none: "
                             "one node)")
+    serve.add_argument("--metrics-address", default=os.environ.get(METRICS_VARIABLE), metavar="[HOST:]PORT",
+                       help="also serve /metrics on this address, without the access key it needs on the public "
+                            "port (plain HTTP; a port alone = 127.0.0.1:PORT; with --workers N, worker i listens "
+                            f"on PORT+i) (default: ${METRICS_VARIABLE}, else metricsAddress in the config file, "
+                            "else none)")
     serve.add_argument("--workers", type=_worker_count, default=1, metavar="N",
                        help="server processes sharing the port (SO_REUSEPORT); 'auto' = one per core; "
                             "more than one needs --redis-url")
@@ -283,6 +293,7 @@ class ServerOptions(TypedDict):
     http_keepalive_timeout_seconds: float
     max_upstream_connections: int
     dashboard: bool
+    metrics_address: tuple[str, int] | None
 
 
 def server_options(args: argparse.Namespace, *, config: Config | None = None,
@@ -301,7 +312,8 @@ def server_options(args: argparse.Namespace, *, config: Config | None = None,
                 request_body_timeout_seconds=args.request_timeout,
                 http_keepalive_timeout_seconds=args.http_keepalive_timeout,
                 max_upstream_connections=args.max_upstream_connections,
-                dashboard=not args.reuse_port)  # a worker's dashboard would see one process behind a shared port
+                dashboard=not args.reuse_port,  # a worker's dashboard would see one process behind a shared port
+                metrics_address=_metrics_address(args.metrics_address) if args.metrics_address else None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -320,6 +332,9 @@ def _run(args: argparse.Namespace) -> int:
     args.drain_timeout = _drain_timeout(args.drain_timeout, config)
     if args.redis_url:
         _check_redis_url(args.redis_url)
+    args.metrics_address = args.metrics_address or (config.metrics_address if config else None)
+    if args.metrics_address:
+        _metrics_address(args.metrics_address)
     tls = _tls_files(args)
     if args.workers > 1 and not args.redis_url:
         raise StartupError("--workers above 1 needs a broker shared by the processes: pass --redis-url "
@@ -338,6 +353,8 @@ def _run(args: argparse.Namespace) -> int:
     _use_every_file_descriptor()
     if not args.reuse_port:  # a worker's parent holds the port for it
         close_all(reserve_port(args.host, args.port))  # a wrong address fails now, before Redis is asked
+    if args.metrics_address:
+        _check_metrics_address(_metrics_address(args.metrics_address))
     server = Server(**server_options(args, config=config, ssl_context=ssl_context))
     uvloop.run(_serve(server, args.redis_url, args.drain_timeout, announce_drain=args.reuse_port))
     return 0
@@ -404,6 +421,21 @@ def _check_redis_url(url: str) -> None:
             RedisAddress.from_url(url)
     except ValueError as exc:
         raise StartupError(f"--redis-url: {exc}") from None
+
+
+def _metrics_address(text: str) -> tuple[str, int]:
+    try:
+        return parse_address(text)
+    except ValueError as exc:
+        raise StartupError(f"--metrics-address: {exc}") from None
+
+
+def _check_metrics_address(address: tuple[str, int]) -> None:
+    """The metrics listener's address must be free and this machine's, like the port's."""
+    try:
+        close_all(reserve_port(*address, option="--metrics-address"))
+    except StartupError as exc:
+        raise StartupError(f"--metrics-address: {exc}") from None
 
 
 def _tls_files(args: argparse.Namespace) -> tuple[str, str] | None:

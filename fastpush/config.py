@@ -3,6 +3,7 @@
     upstreamTimeoutSeconds = 20          # optional, per event handler call
     redisUrl = "redis://127.0.0.1:6379"  # optional: share hubs with other nodes (--redis-url wins)
     drainTimeoutSeconds = 25             # optional: longest drain on SIGTERM (--drain-timeout wins)
+    metricsAddress = "127.0.0.1:9100"    # optional: /metrics without a key there (--metrics-address wins)
 
     [hubs.chat]
     anonymousConnectPolicy = "deny"      # or "allow": no token needed; connect may set the userId
@@ -45,6 +46,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
     upstream_timeout_seconds: float = 20.0
     redis_url: str | None = None
     drain_timeout_seconds: float | None = None
+    metrics_address: str | None = None
 
 
 def load_config(path: str | Path) -> Config:

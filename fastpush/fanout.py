@@ -21,12 +21,15 @@ import os
 from typing import TYPE_CHECKING, Final
 
 __all__ = [
+    "FANOUT_BUCKETS",
     "IMPLEMENTATION",
     "RELIABLE_VARIANTS",
     "Connection",
     "Frames",
     "Tables",
+    "census",
     "fanout",
+    "fanout_counts",
     "frame",
     "recipient_failures",
     "trim_transport",
@@ -55,22 +58,28 @@ def _build_hint() -> str:
 
 if TYPE_CHECKING:
     from ._fanout import (
+        FANOUT_BUCKETS,
         RELIABLE_VARIANTS,
         Connection,
         Frames,
         Tables,
+        census,
         fanout,
+        fanout_counts,
         frame,
         recipient_failures,
         trim_transport,
     )
 elif (_CHOICE := _choice()) == "twin":
     from ._fanout_py import (
+        FANOUT_BUCKETS,
         RELIABLE_VARIANTS,
         Connection,
         Frames,
         Tables,
+        census,
         fanout,
+        fanout_counts,
         frame,
         recipient_failures,
         trim_transport,
@@ -78,11 +87,14 @@ elif (_CHOICE := _choice()) == "twin":
 else:
     try:
         from ._fanout import (
+            FANOUT_BUCKETS,
             RELIABLE_VARIANTS,
             Connection,
             Frames,
             Tables,
+            census,
             fanout,
+            fanout_counts,
             frame,
             recipient_failures,
             trim_transport,
@@ -97,11 +109,14 @@ else:
             "fastpush runs on its pure-Python fan-out (slower): %s (or set %s=1 to choose the "
             "pure-Python one without this warning)", _build_hint(), _SWITCH)
         from ._fanout_py import (
+            FANOUT_BUCKETS,
             RELIABLE_VARIANTS,
             Connection,
             Frames,
             Tables,
+            census,
             fanout,
+            fanout_counts,
             frame,
             recipient_failures,
             trim_transport,

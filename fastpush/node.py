@@ -15,13 +15,15 @@ freed, so there is never more than one live Hub object for a name.
 """
 from __future__ import annotations
 
+import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol, TypeVar
 
 from .broker.base import Broker, LocalHub
 from .broker.memory import MemoryBroker
 from .hub import Census, Hub
+from .metrics.counters import COUNTERS
 from .ops import Op, Operation, Query, Question
 from .outcome import Outcome
 
@@ -59,8 +61,12 @@ class Node:
 
     # --- acting on the cluster --------------------------------------------------------------
     def submit(self, op: Operation[R]) -> Outcome[R]:
-        """Apply `op` wherever it concerns connections (see fastpush.ops for what it returns)."""
-        return self.broker.publish(op)
+        """Apply `op` wherever it concerns connections (see fastpush.ops for what it returns).
+        A cluster broker's publish is timed, until it has taken (or confirmed) it (metrics)."""
+        outcome = self.broker.publish(op)
+        if isinstance(outcome, Awaitable):
+            return _timed(outcome)
+        return outcome
 
     def ask(self, question: Question[R]) -> Outcome[R]:
         return self.broker.ask(question)
@@ -150,3 +156,10 @@ class Node:
             self._configure(hub)
         hub.on_empty = self.settle
         return hub
+
+
+async def _timed(publishing: Awaitable[R]) -> R:
+    started = time.perf_counter()
+    result = await publishing
+    COUNTERS.broker_published(time.perf_counter() - started)
+    return result

@@ -44,6 +44,7 @@ from .events.model import EventContext, EventFailed, InvocationFailed
 from .expiry import expires_at
 from .handshake import Accept
 from .invocations import Invocations
+from .metrics.counters import COUNTERS
 from .outcome import Outcome, finish
 from .permissions import Permission, grants
 from .protocol.close_codes import CloseCode
@@ -470,6 +471,7 @@ class ClientSession:
 
     # --- raw clients ------------------------------------------------------------------------------
     def _on_raw(self, msg_type: int, data: bytes) -> None:
+        COUNTERS.raw_message()
         payload = Payload(DataType.BINARY if msg_type == OPCODE_BINARY else DataType.TEXT, data)
         group = self._raw_group
         if self._settings.trace.active:
@@ -492,20 +494,24 @@ class ClientSession:
         try:
             request = codec.parse(data)
         except ProtocolViolation as exc:
+            COUNTERS.client_message(None)
             self.close(exc.code, exc.reason)
             if self._settings.trace.active:
                 self._trace_message("invalid", None, data, exc.reason)
             return
         except InvalidRequest as exc:
+            COUNTERS.client_message(None)
             self._ack(exc.ack_id, exc.name, exc.message)
             if self._settings.trace.active:
                 self._trace_message("invalid", None, data, exc.message)
             return
         except InvalidInvocation as exc:
+            COUNTERS.client_message(None)
             self._answer_invocation(encode_invoke_error(exc.invocation_id, "BadRequest", exc.message))
             if self._settings.trace.active:
                 self._trace_message("invalid", None, data, exc.message)
             return
+        COUNTERS.client_message(request)
         if self._settings.trace.active:
             self._trace_message(_MESSAGE_TYPES.get(type(request), "other"), getattr(request, "group", None) or
                                 getattr(request, "event", None), data)
@@ -730,6 +736,7 @@ class ClientSession:
                 "subprotocol": self.subprotocol, "address": self.address}
 
     def _log_connected(self, recovering: bool) -> None:
+        COUNTERS.connected(self.subprotocol, recovering)
         fields = self._fields("reconnected" if recovering else "connected")
         if self._settings.trace.active:
             self._settings.trace.tell("connection", fields)
@@ -739,6 +746,7 @@ class ClientSession:
     def _log_disconnected(self) -> None:
         """One line per ended session. Only what came in is counted: counting what goes out would
         add work to every delivery of the fan-out loop."""
+        COUNTERS.disconnected(self.close_code)
         fields = self._fields("disconnected")
         fields.update(code=self.close_code if self.close_code is not None else int(CloseCode.ABNORMAL_CLOSURE),
                       reason=self.close_reason or "The connection closed.",

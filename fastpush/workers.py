@@ -24,7 +24,7 @@ from types import FrameType
 from typing import IO, TextIO
 
 from .auth.tokens import generate_access_key
-from .startup import STARTUP_SECONDS, StartupError, close_all, reserve_port
+from .startup import STARTUP_SECONDS, StartupError, close_all, format_address, parse_address, reserve_port
 
 __all__ = ["run_workers", "DRAINING_LINE"]
 
@@ -104,7 +104,7 @@ def _run(args: argparse.Namespace, count: int, tls: tuple[str, str] | None, port
     command = [sys.executable, "-P", "-m", "fastpush", "serve", "--workers", "1", "--reuse-port", "--host", args.host,
                "--port", str(port), "--redis-url", args.redis_url, *_passed_on(args, tls)]
     events: _Events = queue.Queue()
-    workers = [_Worker(command, env, events) for _ in range(count)]
+    workers = [_Worker(command + _metrics_address(args, i), env, events) for i in range(count)]
     stopping = threading.Event()
 
     def stop(signum: int | None, frame: FrameType | None) -> None:
@@ -196,6 +196,15 @@ def _wait_started(workers: list[_Worker], events: _Events) -> str:
             raise StartupError(worker.reason())
         started.append(line)
     return started[0]
+
+
+def _metrics_address(args: argparse.Namespace, index: int) -> list[str]:
+    """Worker `index`'s own metrics listener: the given port + index (0: each picks a free one), so
+    each worker is one scrape target; the option given as it is would put them all on one port."""
+    if not args.metrics_address:
+        return []
+    host, port = parse_address(args.metrics_address)
+    return ["--metrics-address", format_address(host, port + index if port else 0)]
 
 
 def _passed_on(args: argparse.Namespace, tls: tuple[str, str] | None) -> list[str]:

@@ -33,6 +33,7 @@ The HTTP method is not part of `aud` (nor of Azure's check): within its lifetime
 """
 from __future__ import annotations
 
+import hmac
 import secrets
 import time
 from collections.abc import Iterable
@@ -81,6 +82,15 @@ class KeyRing:
         self.primary = primary
         self.secondary = secondary or None
         self._keys = [k.encode() for k in (primary, secondary) if k]
+
+    def is_access_key(self, text: str) -> bool:
+        """Whether `text` is one of the keys itself (a /metrics bearer), compared with every key in
+        constant time, whichever matches."""
+        given = text.encode()
+        matched = False
+        for key in self._keys:
+            matched |= hmac.compare_digest(given, key)
+        return matched
 
     def _decode(self, token: str) -> dict[str, object]:
         if not token:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from urllib.parse import quote
 
 from ..logs import RateLimitedLog, one_line
+from ..metrics.counters import COUNTERS
 from ..protocol.payload import Payload
 from ..trace import Trace
 from . import cloudevents
@@ -103,19 +104,24 @@ class HttpUpstream:
             self._failed(ctx, name, f"the event handler answered {response.status}")
 
     async def _post(self, ctx: EventContext, event: str, headers: dict[str, str], body: bytes) -> Response:
+        """The event's HTTP exchange, counted and timed by its outcome (metrics)."""
         url = self._url(ctx.hub, event)
         started = time.perf_counter()
         try:
             await self._ensure_validated(self._url(ctx.hub, "validate"))
             response = await self._client.request("POST", url, headers, body, self._timeout)
         except HttpError as exc:
-            failure = EventTimedOut(str(exc)) if isinstance(exc, HttpTimeout) else EventFailed(str(exc))
+            timed_out = isinstance(exc, HttpTimeout)
+            outcome = "timeout" if timed_out else "unreachable"
+            failure = EventTimedOut(str(exc)) if timed_out else EventFailed(str(exc))
         except EventFailed as exc:
-            failure = exc
+            outcome, failure = "not_validated", exc
         else:
+            COUNTERS.upstream_event(event, _status_outcome(response.status), time.perf_counter() - started)
             if self._trace.active:
                 self._traced(ctx, event, url, body, started, status=response.status)
             return response
+        COUNTERS.upstream_event(event, outcome, time.perf_counter() - started)
         if self._trace.active:
             self._traced(ctx, event, url, body, started, error=str(failure))
         self._failed(ctx, event, str(failure))
@@ -164,3 +170,10 @@ class HttpUpstream:
         log.error("event handler %s refused abuse-protection validation (status %d, WebHook-Allowed-Origin %r); "
                   "its events are not sent", url, response.status, response.headers.get("webhook-allowed-origin"))
         return False
+
+
+def _status_outcome(status: int) -> str:
+    """An answer's outcome label: ok (2xx), status_4xx, status_5xx or status_other."""
+    if 200 <= status < 300:
+        return "ok"
+    return f"status_{status // 100}xx" if 400 <= status < 600 else "status_other"

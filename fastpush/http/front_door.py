@@ -31,6 +31,7 @@ from picows import (
 )
 
 from ..handshake import NOT_AN_UPGRADE, Reject, upgrade_refusal
+from ..metrics.counters import COUNTERS
 from .messages import Request, Response, error_response
 
 if TYPE_CHECKING:
@@ -463,6 +464,7 @@ class FrontDoor(asyncio.Protocol):
 
     def _apply(self, request: Request, decision: Handoff | Response, tail: bytes) -> None:
         if isinstance(decision, Response):
+            COUNTERS.handshake_refused(decision.status)
             self._reply(decision, keep_alive=False)
             return
         self._hand_off(request, decision, tail)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
@@ -18,6 +19,7 @@ from .. import ops
 from ..auth.tokens import KeyRing, TokenError, path_segments
 from ..broker.errors import BrokerUnavailable
 from ..expiry import NEVER, expires_at
+from ..metrics.counters import COUNTERS
 from ..node import Node
 from ..outcome import Outcome, then
 from ..permissions import Permission, RoleError, check_roles
@@ -63,20 +65,34 @@ class RestApi:
         self.public_endpoint = public_endpoint  # Server.endpoint: known only once the port is bound
 
     def handle(self, request: Request) -> Answer:
-        """Answer one request (or an awaitable of the answer, with a cluster broker); never raises."""
+        """Answer one request (or an awaitable of the answer, with a cluster broker); never raises.
+        Each is counted, by operation and status, and timed until its answer is ready (metrics)."""
+        started = time.perf_counter()
+        operation, answer = self._answer(request, started)
+        if isinstance(answer, Response):
+            COUNTERS.rest_request(operation, answer.status, time.perf_counter() - started)
+        return answer
+
+    def _answer(self, request: Request, started: float) -> tuple[str, Answer]:
+        """The operation's name (its handler's; "health"; "unknown" for no route) and the answer."""
         segments = path_segments(request.raw_path)
         if segments[:2] == ["api", "health"] and len(segments) == 2:
             if request.method in ("GET", "HEAD"):
                 # 200 while this node serves its clients; the broker's state is in the details.
                 broker = self.node.broker.health()
-                return json_response(200, {"status": "healthy" if broker["healthy"] else "degraded", "broker": broker})
-            return error_response(405, "MethodNotAllowed", "Use GET or HEAD on /api/health.")
+                status = "healthy" if broker["healthy"] else "degraded"
+                return "health", json_response(200, {"status": status, "broker": broker})
+            return "health", error_response(405, "MethodNotAllowed", "Use GET or HEAD on /api/health.")
         if len(segments) < 4 or segments[0] != "api" or segments[1] != "hubs":
-            return error_response(404, "NotFound", f"No REST operation at '{request.raw_path}'.")
+            return "unknown", error_response(404, "NotFound", f"No REST operation at '{request.raw_path}'.")
         route = _match(request.method, segments[3:])
         if route is None:
-            return error_response(404, "NotFound", f"No operation '{request.method} {request.raw_path}'.")
+            return "unknown", error_response(404, "NotFound", f"No operation '{request.method} {request.raw_path}'.")
         handler, args = route
+        return handler.__name__, self._call(handler, args, request, segments[2], started)
+
+    def _call(self, handler: Handler, args: list[str], request: Request, hub: str, started: float) -> Answer:
+        """Check the caller's token, the hub's name and the api-version, then run the handler."""
         auth = request.headers.get("authorization")
         if not auth or auth[:7].lower() != "bearer ":
             return error_response(401, "Unauthorized", "Missing 'Authorization: Bearer <token>' header.")
@@ -84,7 +100,6 @@ class RestApi:
             self.keyring.verify_rest(auth[7:].strip(), request.raw_target, self._origins(request))
         except TokenError as exc:
             return error_response(401, "Unauthorized", str(exc))
-        hub = segments[2]
         try:
             if not is_valid_hub(hub):
                 raise BadRequest(hub_error(hub))
@@ -93,7 +108,7 @@ class RestApi:
         except Exception as exc:
             return _error(request, exc)
         if isinstance(answer, Awaitable):
-            return _guarded(request, answer)
+            return _guarded(request, answer, handler.__name__, started)
         return answer
 
     def _origins(self, request: Request) -> list[str]:
@@ -268,11 +283,14 @@ def _error(request: Request, exc: Exception) -> Response:
     return error_response(500, "InternalServerError", "The server failed to process the request.")
 
 
-async def _guarded(request: Request, pending: Awaitable[Response]) -> Response:
+async def _guarded(request: Request, pending: Awaitable[Response], operation: str, started: float) -> Response:
+    """The answer once the cluster has given it (an error answer if it failed), counted then."""
     try:
-        return await pending
+        response = await pending
     except Exception as exc:
-        return _error(request, exc)
+        response = _error(request, exc)
+    COUNTERS.rest_request(operation, response.status, time.perf_counter() - started)
+    return response
 
 
 Handler = Callable[..., Answer]

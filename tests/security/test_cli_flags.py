@@ -28,9 +28,10 @@ DEFAULTS = {"max_message_bytes": 1024 * 1024, "max_body_bytes": 1024 * 1024, "ma
             "request_body_timeout_seconds": 60.0, "http_keepalive_timeout_seconds": 75.0,
             "max_upstream_connections": 64}
 
-# serve options a worker does not get as given: the parent decides them, or they travel another way
+# serve options a worker does not get as given: the parent decides them (metrics_address: each
+# worker its own port), or they travel another way
 NOT_PASSED_AS_GIVEN = {"help", "host", "port", "workers", "reuse_port", "redis_url", "access_key", "access_key_file",
-                       "secondary_key", "tls_cert", "tls_key", "dev_cert"}
+                       "secondary_key", "tls_cert", "tls_key", "dev_cert", "metrics_address"}
 
 
 def serve_args(*argv: str) -> argparse.Namespace:

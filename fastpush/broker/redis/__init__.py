@@ -18,6 +18,7 @@ from typing import Any, TypeVar, cast
 
 import hiredis
 
+from ...metrics.counters import COUNTERS
 from ...ops import Op, Operation, Query, Question
 from ..base import BrokerHandler, BrokerHealth, Member, SessionReservation
 from ..resp import RedisGone
@@ -111,6 +112,7 @@ class RedisBroker:
                     await link.close()  # whatever the failed attempt had opened
                     await link.pause(delay)
                     delay = min(delay * 2, 5.0)
+            COUNTERS.broker_reconnected()
 
     async def _keep_alive(self) -> None:
         while True:
