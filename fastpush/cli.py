@@ -70,7 +70,10 @@ environment:
   FASTPUSH_NO_EXTENSIONS  which fan-out runs: unset = the compiled one if it is built, else the
                           pure-Python one with a warning; 0 = the compiled one or an error;
                           1 = the pure-Python one
-  (FASTPUSH_CONNECTION_STRING is for `fastpush token`, `send` and `status`, not for serve)
+  (FASTPUSH_CONNECTION_STRING is for `fastpush token`, `send`, `status` and `dashboard`, not serve)
+
+dashboard: at /dashboard on the same port; log in with the one-time URL printed at start (it works
+  once, within 15 minutes), or one `fastpush dashboard` prints. Not served by --workers processes.
 
 config file (--config FILE, TOML; Azure's setting names; unknown keys are refused):
   upstreamTimeoutSeconds = 20           # seconds per event handler call (default 20)
