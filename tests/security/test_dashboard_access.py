@@ -279,3 +279,11 @@ def _eventually(condition, timeout: float = 5.0) -> bool:
             return False
         time.sleep(0.02)
     return True
+
+
+def test_a_logged_out_session_is_refused(make_server):
+    server = make_server()
+    user = logged_in(server)
+    answer = user.post("api/logout")
+    assert answer.status == 204 and "Max-Age=0" in answer.headers["set-cookie"]
+    assert user.get("api/hubs").status == 401
