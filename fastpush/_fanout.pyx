@@ -309,6 +309,11 @@ cdef class Connection(WSListener):
         t = self.transport
         return t is not None and not t.is_disconnected and not t.is_close_frame_sent
 
+    @property
+    def queued_bytes(self):
+        """Bytes waiting in this connection's own queue (not yet handed to the socket's transport)."""
+        return len(self.pending) if self.pending is not None else 0
+
     def acknowledge(self, unsigned long long sequence_id):
         """A cumulative sequenceAck: forget every buffered message up to `sequence_id`."""
         cdef Frames frames

@@ -285,6 +285,11 @@ class Connection(WSListener):
     def is_open(self) -> bool:
         return _open(self.transport)
 
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes waiting in this connection's own queue (not yet handed to the socket's transport)."""
+        return len(self._pending) if self._pending is not None else 0
+
     def acknowledge(self, sequence_id: int) -> None:
         """A cumulative sequenceAck: forget every buffered message up to `sequence_id`."""
         sequence_id = min(sequence_id, self.sequence_id)

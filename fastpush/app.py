@@ -18,6 +18,7 @@ from .broker.memory import MemoryBroker
 from .broker.redis import RedisBroker
 from .client_connection import ClientConnection
 from .config import Config, ignored_settings, presence_rule
+from .dashboard.routes import Dashboard, is_dashboard_path
 from .embedding import HubApi
 from .events.dispatcher import HubEvents
 from .events.http_client import HttpClient
@@ -34,7 +35,7 @@ from .metrics.collector import make_registry
 from .metrics.counters import COUNTERS
 from .metrics.endpoint import METRICS_PATH, MetricsEndpoint, MetricsGate
 from .node import Node
-from .outcome import Outcome, resolve
+from .outcome import Outcome, resolve, then
 from .permissions import RoleError, check_roles
 from .protocol.close_codes import CloseCode
 from .protocol.names import group_error, is_valid_group, is_valid_user, user_error
@@ -69,7 +70,8 @@ class Server:
                  max_connections: int | None = None, max_connections_per_ip: int = 1000,
                  request_head_timeout_seconds: float = 60.0, request_body_timeout_seconds: float = 60.0,
                  http_keepalive_timeout_seconds: float = 75.0, max_upstream_connections: int = 64,
-                 warn_ignored_settings: bool = True, metrics_address: tuple[str, int] | None = None):
+                 warn_ignored_settings: bool = True, dashboard: bool = True,
+                 metrics_address: tuple[str, int] | None = None):
         self.host = host
         self.port = port
         self.keyring = KeyRing(access_key or generate_access_key(), secondary_key)
@@ -101,6 +103,9 @@ class Server:
                                        self.keyring)
         self.metrics_address = metrics_address  # (host, port): /metrics without a key there; None: no such listener
         self._metrics_server: asyncio.AbstractServer | None = None
+        self.trace = self.settings.trace
+        self.dashboard = Dashboard(self.node, self.keyring, self.trace, lambda: self.endpoint,
+                                   self.metrics.registry.collect, enabled=dashboard)
         self.front_doors: set[FrontDoor] = set()
         self.draining = False
         self._hurry = asyncio.Event()  # cuts a drain short (see hurry)
@@ -133,6 +138,7 @@ class Server:
                 raise
         self._tasks = [loop.create_task(self._sweep_idle_http()), loop.create_task(heartbeat.run()),
                        loop.create_task(self._sweep_hubs())]
+        self.dashboard.start()
         ignored = ignored_settings(self.config)
         if ignored and self.warn_ignored_settings:
             log.warning("the config file's hub settings hold what fastpush ignores: %s", "; ".join(ignored))
@@ -148,6 +154,7 @@ class Server:
             self._metrics_server.close()
         for task in self._tasks:
             task.cancel()
+        self.dashboard.stop()
         conns = [c for hub in self.node.hubs() for c in hub.connections]
         for conn in conns:
             conn.close(CloseCode.GOING_AWAY, "The server is shutting down.")
@@ -291,10 +298,27 @@ class Server:
     def handle_rest(self, request: Request) -> Outcome[Response]:
         if request.raw_path == METRICS_PATH:
             return self.metrics.answer(request, authenticated=False)
+        if is_dashboard_path(request.raw_path):
+            return self.dashboard.handle(request)
+        if self.trace.active:
+            started = time.perf_counter()
+            return then(self.rest.handle(request), lambda response: self._traced(request, response, started))
         return self.rest.handle(request)
+
+    def _traced(self, request: Request, response: Response, started: float) -> Response:
+        """A REST call in the Live Trace: method, path, status, body size, time to answer."""
+        segments = request.raw_path.split("/")
+        hub = segments[3] if len(segments) > 3 and segments[1:3] == ["api", "hubs"] else None
+        if self.trace.active:
+            self.trace.tell("rest", {"event": request.method, "hub": hub, "target": request.raw_path,
+                                     "size": len(request.body), "status": response.status,
+                                     "durationMs": round((time.perf_counter() - started) * 1000, 3)}, request.body)
+        return response
 
     def decide_upgrade(self, request: Request) -> Outcome[Handoff | Response]:
         """A Handoff or an HTTP refusal; a coroutine giving one when a connect event must be asked."""
+        if is_dashboard_path(request.raw_path):
+            return self.dashboard.decide_upgrade(request)
         if self.draining:  # reached on a connection opened before the drain; new ones go elsewhere
             self._log_refusal(request.peer, None, 503, DRAIN_REASON)
             return error_response(503, "ServiceUnavailable", DRAIN_REASON)
@@ -432,7 +456,7 @@ class Server:
         events = hub.events = hub.events or HubEvents()
         for handler in settings.event_handlers:
             upstream = HttpUpstream(handler.url_template, self._upstream(), self._access_keys, self._origin(),
-                                    self.config.upstream_timeout_seconds, self._upstream_failures)
+                                    self.config.upstream_timeout_seconds, self._upstream_failures, self.trace)
             events.add(HandlerRule(handler.user_event_pattern, tuple(e.lower() for e in handler.system_events)),
                        upstream)
             if handler.group_presence_events is not None and handler.group_presence_events.event_names:
@@ -493,6 +517,9 @@ class Server:
     def _log_refusal(self, address: str, hub: str | None, status: int, reason: str) -> None:
         """One line per refused handshake (rate-limited): `status` is the HTTP status, or for a
         refused recovery the close code."""
+        if self.trace.active:
+            self.trace.tell("connection", {"event": "refused", "hub": hub, "address": address, "status": int(status),
+                                           "reason": reason})
         self._refusals.log(logging.WARNING, "refused a client handshake from %(address)s (hub %(hub)s): "
                                             "%(status)d %(reason)s",
                            {"event": "refused", "address": address, "hub": hub, "status": int(status),

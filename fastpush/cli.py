@@ -35,6 +35,7 @@ from .broker.redis.sentinel import SCHEME as SENTINEL_SCHEME
 from .broker.redis.sentinel import Sentinels, is_sentinel_url
 from .broker.resp import RedisAddress
 from .config import Config, ConfigError, ignored_settings, load_config
+from .dashboard.access import LOGIN_TOKEN_SECONDS
 from .devcert import DevCertificate, ensure_dev_certificate, server_ssl_context
 from .http.rest import MAX_BODY_BYTES
 from .keyfile import read_or_create_access_key
@@ -69,7 +70,10 @@ environment:
   FASTPUSH_NO_EXTENSIONS  which fan-out runs: unset = the compiled one if it is built, else the
                           pure-Python one with a warning; 0 = the compiled one or an error;
                           1 = the pure-Python one
-  (FASTPUSH_CONNECTION_STRING is for `fastpush token`, `send` and `status`, not for serve)
+  (FASTPUSH_CONNECTION_STRING is for `fastpush token`, `send`, `status` and `dashboard`, not serve)
+
+dashboard: at /dashboard on the same port; log in with the one-time URL printed at start (it works
+  once, within 15 minutes), or one `fastpush dashboard` prints. Not served by --workers processes.
 
 config file (--config FILE, TOML; Azure's hub setting names, every one of them; other keys are refused):
   upstreamTimeoutSeconds = 20           # seconds per event handler call (default 20)
@@ -249,6 +253,7 @@ def _add_tools(commands: argparse._SubParsersAction[_Parser]) -> None:
                       help="text/plain (default), application/json or application/octet-stream")
     send.add_argument("message")
     tool("status", "print a server's health (GET /api/health)")
+    tool("dashboard", "print a new one-time login URL for a running server's dashboard")
 
 
 def _add_limits(serve: argparse.ArgumentParser) -> None:
@@ -301,6 +306,7 @@ class ServerOptions(TypedDict):
     http_keepalive_timeout_seconds: float
     max_upstream_connections: int
     warn_ignored_settings: bool
+    dashboard: bool
     metrics_address: tuple[str, int] | None
 
 
@@ -321,12 +327,13 @@ def server_options(args: argparse.Namespace, *, config: Config | None = None,
                 http_keepalive_timeout_seconds=args.http_keepalive_timeout,
                 max_upstream_connections=args.max_upstream_connections,
                 warn_ignored_settings=not args.reuse_port,  # a worker: its parent says it once
+                dashboard=not args.reuse_port,  # a worker's dashboard would see one process behind a shared port
                 metrics_address=_metrics_address(args.metrics_address) if args.metrics_address else None)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"serve": _run, "token": _token, "send": _send, "status": _status}
+    commands = {"serve": _run, "token": _token, "send": _send, "status": _status, "dashboard": _dashboard}
     try:
         return commands[args.command](args)
     except StartupError as exc:
@@ -504,6 +511,13 @@ async def _serve(server: Server, redis_url: str | None, drain_timeout: float, *,
         loop.add_signal_handler(sig, signals.put_nowait, sig)
     await _start(server, redis_url)
     print(server.connection_string, flush=True)
+    if server.dashboard.enabled:
+        url = server.dashboard.login_url()
+        logging.getLogger("fastpush.dashboard").info("dashboard: %s (this login URL works once, within %d minutes; "
+                                                     "`fastpush dashboard` makes another)", url,
+                                                     LOGIN_TOKEN_SECONDS // 60,
+                                                     extra={"event": "dashboard_url", "url": url})
+        print(f"Dashboard: {url}", flush=True)
     if await signals.get() != signal.SIGTERM:
         await server.stop()
         return
@@ -629,6 +643,19 @@ def _status(args: argparse.Namespace) -> int:
     print(f"status: {health.get('status')}")
     print("broker: " + ", ".join(f"{name}={value}" for name, value in health["broker"].items()))
     return 0 if health.get("status") == "healthy" else 1
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    """Asks the server for a login URL, signed with the access key as REST calls are."""
+    status, body = _Target(args.connection_string).request("POST", "/dashboard/login-url")
+    try:
+        answer = msgspec.json.decode(body) if status == 200 else None
+    except msgspec.DecodeError:
+        answer = None
+    if not isinstance(answer, dict) or not isinstance(answer.get("url"), str):
+        raise StartupError(f"the server answered {status}, not a login URL: {_error_message(body)}")
+    print(answer["url"])
+    return 0
 
 
 def _error_message(body: bytes) -> str:

@@ -34,7 +34,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, assert_never
 
 from . import ops, reliable
@@ -71,6 +71,7 @@ from .protocol.json_protocol import (
 )
 from .protocol.names import event_error, group_error, is_valid_event, is_valid_group
 from .protocol.payload import DataType, Payload
+from .trace import Trace
 
 __all__ = ["ClientSession", "ConnectionSettings", "SESSION_SLOTS", "SessionHub", "SessionNode", "ClientFrame",
            "OPCODE_CONTINUATION", "OPCODE_TEXT", "OPCODE_BINARY", "MAX_EVENTS_IN_FLIGHT", "ACK_REPEAT_SECONDS",
@@ -99,6 +100,7 @@ class ConnectionSettings:
     replay_max_bytes: int = 16 * 1024 * 1024
     max_message_bytes: int = 1024 * 1024  # one client message, however many fragments it comes in
     max_groups_per_connection: int = 1000  # groups a client may join itself
+    trace: Trace = field(default_factory=Trace)  # the server's Live Trace (told only while watched)
 
     @property
     def socket_high_water_bytes(self) -> int:
@@ -269,6 +271,11 @@ class ClientSession:
     def groups_to_join(self) -> tuple[str, ...]:
         """The groups it joins when its socket arrives (token, connect handler, or a moved session)."""
         return tuple(self._token_groups)
+
+    @property
+    def connected_seconds(self) -> float:
+        """How long ago the session began (0 until its socket arrived): the dashboard's age column."""
+        return time.monotonic() - self._connected_at if self._connected_at else 0.0
 
     # --- the session's life -----------------------------------------------------------------------
     def opened(self, resumed: bool) -> None:
@@ -479,6 +486,8 @@ class ClientSession:
         COUNTERS.raw_message()
         payload = Payload(DataType.BINARY if msg_type == OPCODE_BINARY else DataType.TEXT, data)
         group = self._raw_group
+        if self._settings.trace.active:
+            self._trace_message("raw", group or "message", data)
         if group is None:
             events = self._hub.events
             if events is not None and events.handles_user_event("message"):
@@ -499,16 +508,25 @@ class ClientSession:
         except ProtocolViolation as exc:
             COUNTERS.client_message(None)
             self.close(exc.code, exc.reason)
+            if self._settings.trace.active:
+                self._trace_message("invalid", None, data, exc.reason)
             return
         except InvalidRequest as exc:
             COUNTERS.client_message(None)
             self._ack(exc.ack_id, exc.name, exc.message)
+            if self._settings.trace.active:
+                self._trace_message("invalid", None, data, exc.message)
             return
         except InvalidInvocation as exc:
             COUNTERS.client_message(None)
             self._answer_invocation(encode_invoke_error(exc.invocation_id, "BadRequest", exc.message))
+            if self._settings.trace.active:
+                self._trace_message("invalid", None, data, exc.message)
             return
         COUNTERS.client_message(request)
+        if self._settings.trace.active:
+            self._trace_message(_MESSAGE_TYPES.get(type(request), "other"), getattr(request, "group", None) or
+                                getattr(request, "event", None), data)
         if isinstance(request, SequenceAck):
             self.acknowledge(request.sequence_id)
             return
@@ -732,6 +750,8 @@ class ClientSession:
     def _log_connected(self, recovering: bool) -> None:
         COUNTERS.connected(self.subprotocol, recovering)
         fields = self._fields("reconnected" if recovering else "connected")
+        if self._settings.trace.active:
+            self._settings.trace.tell("connection", fields)
         log.info("connection %(connection_id)s %(event)s: hub %(hub)s, user %(user)s, subprotocol "
                  "%(subprotocol)s, from %(address)s", fields, extra=fields)
 
@@ -747,6 +767,23 @@ class ClientSession:
         log.info("connection %(connection_id)s disconnected: hub %(hub)s, user %(user)s, from %(address)s, "
                  "code %(code)s (%(reason)s) after %(duration_s).1f s, %(messages_in)d messages "
                  "(%(bytes_in)d bytes) in", fields, extra=fields)
+        if self._settings.trace.active:
+            self._settings.trace.tell("connection", fields)
+
+    def _trace_message(self, kind: str, target: str | None, data: bytes, error: str | None = None) -> None:
+        """A whole client message in the Live Trace: its type, its target (a group, an event), its size."""
+        fields = self._fields(kind)
+        fields.update(target=target, size=len(data), outcome="invalid" if error is not None else "received")
+        if error is not None:
+            fields["reason"] = error
+        self._settings.trace.tell("message", fields, data)
+
+
+# A client request's name in the Live Trace (its `type` on the wire).
+_MESSAGE_TYPES: dict[type, str] = {
+    SendToGroup: "sendToGroup", JoinGroup: "joinGroup", LeaveGroup: "leaveGroup", SendEvent: "event", Ping: "ping",
+    SequenceAck: "sequenceAck", Invoke: "invoke", CancelInvocation: "cancelInvocation", StreamStart: "streamStart",
+    StreamMessage: "stream", GroupState: "groupState"}
 
 
 def _is_utf8(data: bytes) -> bool:

@@ -10,6 +10,7 @@ from urllib.parse import quote
 from ..logs import RateLimitedLog, one_line
 from ..metrics.counters import COUNTERS
 from ..protocol.payload import Payload
+from ..trace import Trace
 from . import cloudevents
 from .http_client import HttpClient, HttpError, HttpTimeout, Response
 from .model import (
@@ -36,7 +37,7 @@ class HttpUpstream:
     is logged through `failures`, rate-limited: clients can cause them in bulk."""
 
     def __init__(self, url_template: str, client: HttpClient, keys: Callable[[], list[str]], origin: str,
-                 timeout: float, failures: RateLimitedLog | None = None):
+                 timeout: float, failures: RateLimitedLog | None = None, trace: Trace | None = None):
         self.url_template = url_template
         self._client = client
         self._keys = keys
@@ -45,6 +46,7 @@ class HttpUpstream:
         self._validated: dict[str, asyncio.Future[bool]] = {}
         self._refused_at: dict[str, float] = {}
         self._failures = failures or RateLimitedLog(log, "upstream failures")
+        self._trace = trace or Trace()  # the server's Live Trace (a private, never watched one if none)
 
     def _url(self, hub: str, event: str) -> str:
         """{hub} and {event} percent-encoded: a name can never add a path segment, a query or a fragment."""
@@ -119,10 +121,26 @@ class HttpUpstream:
             outcome, failure = "not_validated", exc
         else:
             COUNTERS.upstream_event(event, _status_outcome(response.status), time.perf_counter() - started)
+            if self._trace.active:
+                self._traced(ctx, event, url, body, started, status=response.status)
             return response
         COUNTERS.upstream_event(event, outcome, time.perf_counter() - started)
+        if self._trace.active:
+            self._traced(ctx, event, url, body, started, error=str(failure))
         self._failed(ctx, event, str(failure))
         raise failure
+
+    def _traced(self, ctx: EventContext, event: str, url: str, body: bytes, started: float, *,
+                status: int | None = None, error: str | None = None) -> None:
+        """An upstream call in the Live Trace: the event, where it went, its size, how it ended."""
+        fields: dict[str, object] = {"event": event, "hub": ctx.hub, "connection_id": ctx.connection_id,
+                                     "target": url, "size": len(body),
+                                     "durationMs": round((time.perf_counter() - started) * 1000, 3)}
+        if status is not None:
+            fields["status"] = status
+        else:
+            fields.update(outcome="failed", error=error)
+        self._trace.tell("upstream", fields, body)
 
     def _failed(self, ctx: EventContext, event: str, error: str) -> None:
         fields = {"event": "upstream_failed", "hub": ctx.hub, "connection_id": ctx.connection_id,

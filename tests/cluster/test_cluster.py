@@ -15,6 +15,7 @@ import websockets
 import fastpush
 from tests.cli_process import ServeProcess
 from tests.conftest import ACCESS_KEY, RedisProcess
+from tests.dashboard_client import Dashboard
 from tests.helpers import JSON_RELIABLE_V1, JSON_V1, ServerView, client_url, connect
 
 
@@ -152,7 +153,10 @@ def test_workers_share_one_port(redis_server):
             for client in clients:
                 assert (await client.recv())["data"] == "to every worker's clients"
         asyncio.run(scenario())
+        # No dashboard behind a shared port: a browser's requests would reach a different worker each time.
+        assert Dashboard(view.endpoint).request("GET", "/dashboard/login?token=x").status == 404
         assert serve.stop(signal.SIGTERM) == 0
+        assert "Dashboard:" not in "".join(serve.output) + serve.proc.stdout.read()
     finally:
         if serve.proc.poll() is None:
             serve.stop(signal.SIGKILL)

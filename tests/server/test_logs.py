@@ -142,12 +142,14 @@ def test_log_format_json_writes_one_object_per_line():
     finally:
         assert serve.stop(signal.SIGINT) == 0
     lines = [line for line in serve.output + serve.proc.stdout.read().splitlines()
-             if line.strip() and not line.startswith("Endpoint=")]
+             if line.strip() and not line.startswith(("Endpoint=", "Dashboard: "))]  # stdout's lines
     entries = [json.loads(line) for line in lines]
     assert all({"time", "level", "logger", "message"} <= entry.keys() for entry in entries)
     [connected] = [e for e in entries if e.get("event") == "connected"]
     assert (connected["connection_id"], connected["user"], connected["address"], connected["level"]) == \
         (connection_id, "jo", "127.0.0.1", "INFO")
+    [dashboard] = [e for e in entries if e.get("event") == "dashboard_url"]
+    assert dashboard["url"].startswith(fields["Endpoint"] + "/dashboard/login?token=")
     [disconnected] = [e for e in entries if e.get("event") == "disconnected"]
     assert (disconnected["connection_id"], disconnected["code"], disconnected["messages_in"]) == \
         (connection_id, 1000, 0)

@@ -24,7 +24,8 @@ def test_the_test_command_is_the_one_ci_runs():
 def test_the_stated_prerequisites_cover_what_ci_installs():
     ci = (ROOT / ".ci" / "run").read_text()
     prerequisites = README.split("The tests need", 1)[1].split("\n\n", 1)[0]
-    assert "redis-server" in ci and "redis-server" in prerequisites
+    for package in ("redis-server", "chromium"):
+        assert package in ci and package in prerequisites, package
 
 
 def test_every_file_named_is_in_the_repository():
