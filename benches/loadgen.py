@@ -9,8 +9,10 @@ may hold only so many open files). It exits on stdin EOF or at its deadline, whi
 Every handshake's time (from the connect call to the upgrade, or to the `connected` message) is kept
 for the `handshakes` command. After the `storm` command, a subscriber the server closes comes back at
 once, as the SDKs do, and on failure retries after about `retry_delay` seconds (jittered by half, so the
-retries of a crowd do not stay in step), until `seconds` have passed; `restored` reports when this
-process had all its subscribers back.
+retries of a crowd do not stay in step), until `seconds` have passed; at most `concurrency` handshakes
+are in flight at once (more would time out in this process's own queue: one core holds thousands of
+clients here, where each real client has its own); `restored` reports when this process had all its
+subscribers back.
 """
 from __future__ import annotations
 
@@ -50,6 +52,7 @@ class _Storm:
     expected: int
     deadline: float
     retry_delay: float
+    gate: asyncio.Semaphore
     lost: int = 0
     failures: int = 0
     gave_up: int = 0
@@ -107,16 +110,17 @@ class Fleet:
         return None
 
     # --- a reconnect storm --------------------------------------------------------------------
-    def arm_storm(self, seconds: float, retry_delay: float) -> None:
+    def arm_storm(self, seconds: float, retry_delay: float, concurrency: int) -> None:
         """From now on a subscriber that the server closes reconnects; `restored` once all are back."""
         self.handshakes = array("q")
-        self.storm = _Storm(len(self.ready), time.monotonic() + seconds, retry_delay)
+        self.storm = _Storm(len(self.ready), time.monotonic() + seconds, retry_delay, asyncio.Semaphore(concurrency))
         asyncio.get_running_loop().call_later(seconds, self._storm_over)
 
     async def _come_back(self, storm: _Storm, request: bytes) -> None:
         """Reconnect at once, then after a jittered delay per failure, until back or out of time."""
         for _ in range(STORM_ATTEMPTS):
-            error = await self._open(request)
+            async with storm.gate:
+                error = await self._open(request)
             if error is None:
                 if len(self.ready) >= storm.expected and storm.restored_ns is None:
                     storm.restored_ns = time.monotonic_ns()
@@ -252,7 +256,7 @@ async def _commands(fleet: Fleet, deadline: float) -> None:
             fleet.handshakes = array("q")
             continue
         elif name == "storm":
-            fleet.arm_storm(command["seconds"], command["retry_delay"])
+            fleet.arm_storm(command["seconds"], command["retry_delay"], command["concurrency"])
         else:
             raise ValueError(f"unknown command {name!r}")
         emit("ok", cmd=name)

@@ -55,7 +55,7 @@ RUN_GAP = 0.3
 BROADCAST_TIMEOUT = 15.0
 RUN_TIMEOUT = 60.0
 EVENT_TIMEOUT = 30.0
-LOADGEN_DEADLINE = 900.0
+LOADGEN_DEADLINE = 1800.0  # a load generator exits by itself after this (100,000 subscribers take minutes)
 BUSY = 0.85  # above this a core counts as saturated
 DISTURBED = 0.1  # other processes taking more of a core than this make a row's figures unreliable
 JUDGED_SECONDS = 1.0  # shorter windows are too coarse for core shares
@@ -157,14 +157,16 @@ async def measure(target: Target, connections: int, settings: Settings, cores: C
         rss_empty = _rss(server)
         progress.phase(at + 0.05, f"{name}: connecting")
         plan = LoadPlan(connections, settings.json_fraction, settings.per_loadgen, LOADGEN_DEADLINE)
+        cpu_before_ramp = _server_cpu(server)
         path = client_path(server.endpoint, settings.hub, key) if target.dialect == "webpubsub" else CENTRIFUGO_PATH
         gens, connected = await start_loadgens(children, plan, server.port, path, cores.load,
-                                               connect_timeout=30 + connections / 500, dialect=target.dialect)
+                                               connect_timeout=30 + connections / 100, dialect=target.dialect)
         ready = connected["ready"]
         if not ready:
             raise RuntimeError(f"no subscriber could connect to {target.label}: {connected['error']}\n"
                                + children.log_tail(target.key))
-        ramp = _ramp(connected, await collect(gens, scratch, "handshakes", EVENT_TIMEOUT))
+        ramp = _ramp(connected, _server_cpu(server) - cpu_before_ramp,
+                     await collect(gens, scratch, "handshakes", EVENT_TIMEOUT))
         await asyncio.sleep(IDLE_SETTLE)
         rss_idle = _rss(server)
         spread_over = established_by_process(server.workers, server.port) if target.workers > 1 else None
@@ -203,13 +205,19 @@ async def measure(target: Target, connections: int, settings: Settings, cores: C
     return row
 
 
-def _ramp(connected: dict, handshakes: Sequence[int]) -> dict:
-    """How fast the subscribers connected: all of them, and each handshake."""
+def _ramp(connected: dict, server_cpu: float, handshakes: Sequence[int]) -> dict:
+    """How fast the subscribers connected: all of them, each handshake, and the server's CPU time
+    (all its processes, and its redis-server) per handshake."""
     seconds = connected["seconds"]
     summary = summarize_ns(handshakes)
     summary.pop("curve", None)
     return {"seconds": seconds, "per_second": round(connected["ready"] / seconds) if seconds else None,
-            "failures": connected["failed"], "handshake": summary}
+            "failures": connected["failed"], "handshake": summary,
+            "server_cpu_us_per_handshake": _per(server_cpu, connected["ready"])}
+
+
+def _server_cpu(server: RunningServer) -> float:
+    return sum(map(cpu_seconds, server.pids)) + (cpu_seconds(server.redis.pid) if server.redis else 0.0)
 
 
 async def _publisher(target: Target, server: RunningServer, hub: str, key: str) -> Publisher:

@@ -51,8 +51,8 @@ DEFAULTS = {"connections": [10_000, 30_000, 100_000], "messages": 50, "duration"
             "burst_deliveries": 1_000_000, "runs": 3, "storm_seconds": 120.0}
 QUICK = {"connections": [300], "messages": 10, "duration": 5.0, "burst_deliveries": 20_000, "runs": 1,
          "storm_seconds": 30.0, "workers": 2}
-HEADERS = ("N", "workers", "ramp s", "conn/s", "conn fail", "hs p99 ms", "RSS/conn KiB", "p50 ms", "p99 ms",
-           "max ms", "deliveries/s", "storm back s", "storm hs fail", "storm hs p99 ms", "storm gave up")
+HEADERS = ("N", "workers", "ramp s", "conn/s", "conn fail", "hs p99 ms", "srv us/hs", "RSS/conn KiB", "p50 ms",
+           "p99 ms", "max ms", "deliveries/s", "storm back s", "storm hs fail", "storm hs p99 ms", "storm gave up")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how long the subscribers may take to come back after the restart (default 120)")
     parser.add_argument("--retry-delay", type=float, default=1.0,
                         help="seconds a subscriber waits after a failed reconnect, jittered by half (default 1)")
+    parser.add_argument("--storm-concurrency", type=_positive, default=500,
+                        help="reconnect handshakes in flight per load-generator process during the storm (default 500)")
     parser.add_argument("--no-storm", action="store_true", help="leave the reconnect storm out")
     parser.add_argument("--json-out", type=Path, help="write machine, versions, parameters and results here")
     parser.add_argument("--plot", type=Path, help="write each figure against N as a PNG (needs matplotlib)")
@@ -110,7 +112,8 @@ async def _run(args: argparse.Namespace, chosen: dict, settings: Settings) -> li
         os.sched_setaffinity(0, cores.load)  # the publisher runs on the load side too
     print(f"cores: {cores.unpinned_server().describe()}", flush=True)
     storm = None if args.no_storm else functools.partial(reconnect_storm, seconds=chosen["storm_seconds"],
-                                                         retry_delay=args.retry_delay)
+                                                         retry_delay=args.retry_delay,
+                                                         concurrency=args.storm_concurrency)
     progress = Progress(len(chosen["connections"]))
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="fastpush-scale-") as scratch:
@@ -138,6 +141,7 @@ def table(rows: list[dict]) -> str:
         rate = row["saturation"]["deliveries_per_second"]["median"]
         lines.append((f"{row['connections']}", f"{row['workers']}", _f(ramp["seconds"], 1), _f(ramp["per_second"], 0),
                       f"{ramp['failures']}", _f(ramp["handshake"].get("p99"), 1),
+                      _f(ramp["server_cpu_us_per_handshake"], 0),
                       _f(row["rss_per_connection_bytes"] / 1024, 1), _f(latency.get("p50"), 1),
                       _f(latency.get("p99"), 1), _f(latency.get("max"), 1), _f(rate, 0),
                       _f(storm.get("seconds"), 1), _f(storm.get("failed_handshakes"), 0),
@@ -192,7 +196,8 @@ async def _main(args: argparse.Namespace) -> int:
     print(f"\n{chosen['workers']} workers on one redis-server; payload {settings.payload_bytes} B, half "
           f"json.webpubsub.azure.v1 subscribers; latency: isolated broadcasts at most {settings.rate:g}/s; "
           f"saturation: median of {settings.runs} runs of {settings.burst_deliveries} deliveries; storm: every "
-          f"worker restarted at once, failed reconnects retried after {args.retry_delay:g} s (jittered). "
+          f"worker restarted at once, failed reconnects retried after {args.retry_delay:g} s (jittered), at most "
+          f"{args.storm_concurrency} handshakes in flight per load generator. "
           f"RSS/conn: all the server's processes and its redis-server. Load average "
           f"{load_before[0]:.1f} before, {load_after[0]:.1f} after. Took {time.monotonic() - started:.0f} s.")
     if args.json_out:

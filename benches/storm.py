@@ -28,9 +28,10 @@ SETTLE_SECONDS = 1.0  # for the last workers' processes to be counted once all s
 
 
 async def reconnect_storm(server: RunningServer, gens: list[LoadGen], scratch: Path, *, seconds: float,
-                          retry_delay: float) -> dict:
+                          retry_delay: float, concurrency: int) -> dict:
     """Restart every worker at once; wait (at most `seconds`) until every subscriber is back."""
-    await asyncio.gather(*(g.command("storm", seconds=seconds, retry_delay=retry_delay) for g in gens))
+    await asyncio.gather(*(g.command("storm", seconds=seconds, retry_delay=retry_delay, concurrency=concurrency)
+                           for g in gens))
     old = list(server.workers)
     began = time.monotonic_ns()
     for pid in old:
@@ -52,5 +53,5 @@ async def reconnect_storm(server: RunningServer, gens: list[LoadGen], scratch: P
             "seconds": round((max(restored) - began) / 1e9, 3) if None not in restored else None,
             "failed_handshakes": sum(r["failures"] for r in reports),
             "gave_up": sum(r["gave_up"] for r in reports), "errors": errors, "handshake": handshakes,
-            "retry_delay": retry_delay, "limit_seconds": seconds,
+            "retry_delay": retry_delay, "concurrency_per_loadgen": concurrency, "limit_seconds": seconds,
             "connections_per_worker": established_by_process(server.workers, server.port)}
