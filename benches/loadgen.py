@@ -8,7 +8,7 @@ may hold only so many open files). It exits on stdin EOF or at its deadline, whi
 
 Every handshake's time (from the connect call to the upgrade, or to the `connected` message) is kept
 for the `handshakes` command. After the `storm` command, a subscriber the server closes comes back at
-once, as the SDKs do, and on failure retries after about `retry_delay` seconds (jittered by half, so the
+once, and on failure retries after about `retry_delay` seconds (jittered by half, so the
 retries of a crowd do not stay in step), until `seconds` have passed; at most `concurrency` handshakes
 are in flight at once (more would time out in this process's own queue: one core holds thousands of
 clients here, where each real client has its own); `restored` reports when this process had all its
@@ -59,6 +59,7 @@ class _Storm:
     errors: collections.Counter[str] = field(default_factory=collections.Counter)
     restored_ns: int | None = None
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    timer: asyncio.TimerHandle | None = None
 
 
 class Fleet:
@@ -114,7 +115,7 @@ class Fleet:
         """From now on a subscriber that the server closes reconnects; `restored` once all are back."""
         self.handshakes = array("q")
         self.storm = _Storm(len(self.ready), time.monotonic() + seconds, retry_delay, asyncio.Semaphore(concurrency))
-        asyncio.get_running_loop().call_later(seconds, self._storm_over)
+        self.storm.timer = asyncio.get_running_loop().call_later(seconds, self._storm_over)
 
     async def _come_back(self, storm: _Storm, request: bytes) -> None:
         """Reconnect at once, then after a jittered delay per failure, until back or out of time."""
@@ -141,6 +142,8 @@ class Fleet:
         if storm is None:
             return
         self.storm = None
+        if storm.timer is not None:
+            storm.timer.cancel()
         for task in storm.tasks:
             task.cancel()
         emit("restored", ready=len(self.ready), expected=storm.expected, lost=storm.lost, failures=storm.failures,
