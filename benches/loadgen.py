@@ -112,7 +112,10 @@ class Fleet:
 
     # --- a reconnect storm --------------------------------------------------------------------
     def arm_storm(self, seconds: float, retry_delay: float, concurrency: int) -> None:
-        """From now on a subscriber that the server closes reconnects; `restored` once all are back."""
+        """From now on a subscriber that the server closes reconnects; `restored` once all are back.
+        Frames are read again, not just counted: the server's pings must be answered, or it drops the
+        subscribers that came back once they have been silent for its idle timeout."""
+        self.counting = False
         self.handshakes = array("q")
         self.storm = _Storm(len(self.ready), time.monotonic() + seconds, retry_delay, asyncio.Semaphore(concurrency))
         self.storm.timer = asyncio.get_running_loop().call_later(seconds, self._storm_over)
