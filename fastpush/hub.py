@@ -13,6 +13,7 @@ from typing import assert_never
 
 from . import ops
 from .broker.base import Registry
+from .conflation import ConflationRules
 from .events.dispatcher import HubEvents
 from .expiry import local_deadline
 from .fanout import Connection, Frames, Tables, fanout
@@ -51,6 +52,7 @@ class Hub:
         self.events: HubEvents | None = None  # upstream handlers and in-process callbacks, if any
         self.keepalive_seconds: float | None = None  # the hub's webSocketKeepAliveIntervalInSeconds; None: the server's
         self.census = census if census is not None else Census()  # the Node shares one among its hubs
+        self.conflation: ConflationRules | None = None  # the config file's conflateGroups, if any
 
     # --- membership --------------------------------------------------------------------------
     def add_connection(self, conn: Connection, groups: Iterable[str] = ()) -> None:
@@ -136,6 +138,8 @@ class Hub:
                 members = self.tables.group_members(op.group)
                 if members and (frames := _frames(op.payload, GroupSource(op.group, op.from_user_id),
                                                   op.expires_at)) is not None:
+                    if self.conflation is not None:
+                        frames.conflate = self.conflation.rule(op.group)
                     fanout(members, frames, _as_set(op.excluded), _predicate(op.filter))
             case ops.SendToUser():
                 members = self.tables.user_connections(op.user_id)
