@@ -40,10 +40,12 @@ from .protocol.names import is_valid_hub
 __all__ = ["Config", "HubSettings", "EventHandlerSettings", "UpstreamAuthSettings", "ManagedIdentitySettings",
            "GroupPresenceEventFilters", "EventListenerSettings", "EventNameFilter", "EventHubEndpoint",
            "ChatSettings", "ResourceReference", "ConfigError", "load_config", "ignored_settings", "presence_rule",
-           "KEEPALIVE_RANGE", "MAX_GROUP_FILTERS", "MAX_MESSAGES_PER_SECOND", "conflation_rules"]
+           "KEEPALIVE_RANGE", "MAX_GROUP_FILTERS", "MAX_MESSAGES_PER_SECOND", "FASTPUSH_HUB_FIELDS", "conflation_rules"]
 
 KEEPALIVE_RANGE = (1, 120)  # Azure's bounds of webSocketKeepAliveIntervalInSeconds
 MAX_GROUP_FILTERS = 100  # groupPresenceEvents.groupFilters of one handler: each is tried on every join and leave
+# The hub keys that are fastpush's own, not Azure's (documented in the README's configuration section).
+FASTPUSH_HUB_FIELDS = frozenset({"conflateGroups", "maxMessagesPerSecond"})
 MAX_MESSAGES_PER_SECOND = 10_000.0  # maxMessagesPerSecond's ceiling (conflateGroups has at most MAX_GROUP_FILTERS)
 
 
