@@ -84,7 +84,7 @@ class GroupStreams:
         """A start whose group and permission the session checked."""
         stream_id = request.stream_id
         if stream_id in self._open:
-            self._reply(encode_stream_closed(stream_id, "BadRequest", f"Stream '{stream_id}' is already open."))
+            self._reply(encode_stream_closed(stream_id, "BadRequest", "The stream is already open."))
             return
         if len(self._open) >= self._max_streams:
             self._reply(encode_stream_closed(stream_id, "BadRequest", f"The connection already has "
@@ -100,8 +100,8 @@ class GroupStreams:
         """streamData (fragment or keepalive) or streamEnd."""
         stream = self._open.get(message.stream_id)
         if stream is None:
-            self._reply(encode_stream_closed(message.stream_id, "StreamNotFound",
-                                             f"Stream '{message.stream_id}' is not open."))
+            # The id is named once, in streamId: the answer costs no more than what was sent.
+            self._reply(encode_stream_closed(message.stream_id, "StreamNotFound", "The stream is not open."))
             return
         stream.last_active = time.monotonic()
         if message.kind == "streamend":

@@ -146,7 +146,7 @@ async def test_a_stream_to_one_group_needs_that_groups_role(started):
 
 
 async def test_the_publisher_with_no_echo_hears_nothing_of_its_stream(started, server, hub_name):
-    publisher = await started(user_id="ann", roles=SEND + ["webpubsub.joinLeaveGroup"])
+    publisher = await started(user_id="ann", roles=[*SEND, "webpubsub.joinLeaveGroup"])
     await publisher.join_group("room")
     await publisher._call("onGroupStream")
     watcher = await connect(server, hub_name, JSON_V1, groups=["room"])
