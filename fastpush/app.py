@@ -79,6 +79,8 @@ class Server:
         self.ssl_context = ssl_context
         self.max_message_bytes = max_message_bytes
         self.max_groups_per_connection = max_groups_per_connection
+        self.max_streams_per_connection = max_streams_per_connection
+        self.max_stream_bytes = max_stream_bytes
         self.max_connections = max_connections  # None: derived from the open-file limit
         self.max_connections_per_ip = max_connections_per_ip
         self.request_head_timeout_seconds = request_head_timeout_seconds
