@@ -13,6 +13,7 @@ import websockets
 from tests.compat.conftest import CLIENT_DRIVERS
 from tests.compat.drivers import SdkCallError
 from tests.compat.drivers.js_client import _to_js
+from tests.fault_proxy import FaultProxy
 from tests.helpers import JSON_V1, client_url, connect
 from tests.webpubsub_proto import Downstream
 
@@ -160,3 +161,58 @@ async def test_the_publisher_with_no_echo_hears_nothing_of_its_stream(started, s
         kinds.append(publisher.events.get_nowait().kind)
     assert "stream-opened" not in kinds and "group-message" not in kinds
 
+
+
+# --- a publisher whose connection drops ---------------------------------------------------------------------
+@pytest.fixture
+async def proxy(server):
+    proxy = await FaultProxy(server.port).start()
+    yield proxy
+    await proxy.stop()
+
+
+async def test_a_reliable_publishers_stream_goes_on_after_its_recovery(started, js_driver, server, hub_name, proxy):
+    """The cut connection is recovered (reliable protocol); the SDK resends whatever fragment it saw no
+    ack for, fastpush takes those as duplicates, and the receiver gets each fragment once, in order."""
+    receiver = await started(user_id="bob", groups=["room"])
+    await receiver._call("onGroupStream")
+    url = client_url(server, hub_name, user_id="ann", roles=SEND).replace(f":{server.port}/", f":{proxy.port}/")
+    publisher = await js_driver.client(url, "reliable")
+    try:
+        await publisher.start()
+        stream_id = (await publisher._call("openGroupStream", "room"))["streamId"]
+        for text in ("a", "b"):
+            await publisher._call("streamWrite", stream_id, text, "text")
+        got = [await next_event(receiver, "stream-message") for _ in range(2)]
+        proxy.cut()
+        assert await proxy.wait_connected(asyncio.get_running_loop().time() + 30, accepted=2)
+        await publisher._call("streamWrite", stream_id, "c", "text")
+        await publisher._call("streamEnd", stream_id)
+        got.append(await next_event(receiver, "stream-message"))
+        assert [(m["data"], m["stream"]["streamSequenceId"]) for m in got] == [("a", 1), ("b", 2), ("c", 3)]
+        assert (await next_event(receiver, "stream-ended"))["error"] is None
+        kinds = [publisher.events.get_nowait().kind for _ in range(publisher.events.qsize())]
+        assert "stream-error" not in kinds and "disconnected" not in kinds
+    finally:
+        await publisher.dispose()
+
+
+async def test_a_plain_json_publishers_dropped_connection_cancels_its_stream(started, js_driver, server, hub_name,
+                                                                              proxy):
+    """Without recovery the stream cannot go on: the SDK fails it, and the group gets its end with
+    `Cancelled` once the session is gone."""
+    receiver = await started(user_id="bob", groups=["room"])
+    await receiver._call("onGroupStream")
+    url = client_url(server, hub_name, user_id="ann", roles=SEND).replace(f":{server.port}/", f":{proxy.port}/")
+    publisher = await js_driver.client(url, "json")
+    try:
+        await publisher.start()
+        stream_id = (await publisher._call("openGroupStream", "room"))["streamId"]
+        await publisher._call("streamWrite", stream_id, "a", "text")
+        assert (await next_event(receiver, "stream-message"))["data"] == "a"
+        proxy.cut()
+        ended = await next_event(receiver, "stream-ended")
+        assert ended["error"]["name"] == "Cancelled"
+        assert (await next_event(publisher, "stream-error"))["streamId"] == stream_id
+    finally:
+        await publisher.dispose()
