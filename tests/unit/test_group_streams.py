@@ -10,10 +10,12 @@ import pytest
 
 from fastpush import ops
 from fastpush.broker.errors import BrokerUnavailable
-from fastpush.protocol.json_protocol import JSON_RELIABLE_V1, JSON_V1, StreamError, StreamInfo
+from fastpush.protocol.json_protocol import JSON_RELIABLE_V1, JSON_V1, PROTOBUF_V1, StreamError, StreamInfo
 from fastpush.protocol.payload import DataType, Payload
+from fastpush.session import OPCODE_BINARY
 from tests.helpers import eventually
-from tests.unit.test_session import SEND_ANY, Conn
+from tests.unit.test_session import SEND_ANY, Conn, Frame
+from tests.webpubsub_proto import Downstream
 
 
 def start(stream_id="s1", group="g", **stream) -> dict:
@@ -201,3 +203,17 @@ async def test_a_reliable_publishers_streams_wait_for_its_recovery_and_take_its_
     await turn()
     assert answers(conn) == [("ack", "s1", 4)]
     assert sent(conn) == [("s1", 3, False, None, "x")]
+
+
+def test_a_protobuf_stream_start_is_refused_by_ack_or_dropped_never_a_close():
+    """Protobuf has no stream messages: a start (field 7) is refused like any request that cannot be
+    done, and the connection stays up; nothing reaches the group."""
+    conn = Conn(PROTOBUF_V1, roles=[SEND_ANY]).open()
+    inner = b"\x0a\x01g" + b"\x3a\x04\x0a\x02s1"
+    for extra in (b"", b"\x10\x05"):  # without, then with ack_id 5
+        body = inner + extra
+        conn.receive(OPCODE_BINARY, Frame(b"\x0a" + bytes([len(body)]) + body))
+    [(kind, opcode, data)] = conn.log
+    ack = Downstream.FromString(data).ack_message
+    assert (kind, opcode, ack.ack_id, ack.success, ack.error.name) == ("frame", OPCODE_BINARY, 5, False, "BadRequest")
+    assert conn.closes() == [] and conn.node.submitted == []
