@@ -169,7 +169,8 @@ class GroupStreams:
             stream.timer = None
 
     def _publish(self, stream: _Stream, payload: Payload, info: StreamInfo) -> None:
-        op = ops.SendToGroup(self._hub, stream.group, payload, stream.excluded, None, self._user_id, 0.0, info)
+        op = ops.SendToGroup(self._hub, stream.group, payload, excluded=stream.excluded, from_user_id=self._user_id,
+                             stream=info)
 
         def failed(exc: Exception) -> None:
             if not isinstance(exc, BrokerUnavailable):
