@@ -31,8 +31,9 @@ import uvloop
 
 from .app import DRAIN_TIMEOUT_SECONDS, MAX_MESSAGE_BYTES, Server, client_access_url
 from .auth.tokens import KeyRing
+from .broker.redis.link import describe_url
 from .broker.redis.sentinel import SCHEME as SENTINEL_SCHEME
-from .broker.redis.sentinel import Sentinels, is_sentinel_url
+from .broker.redis.sentinel import Sentinels
 from .broker.resp import RedisAddress
 from .config import Config, ConfigError, ignored_settings, load_config
 from .dashboard.access import LOGIN_TOKEN_SECONDS
@@ -538,12 +539,7 @@ async def _start(server: Server, redis_url: str | None) -> None:
     except OSError as exc:  # TimeoutError included
         if redis_url and not server.node.broker.health()["healthy"]:
             why = f"no answer in {STARTUP_SECONDS:g} s" if isinstance(exc, TimeoutError) else reason(exc)
-            if is_sentinel_url(redis_url):
-                where = f"the Redis {Sentinels.from_url(redis_url).describe()}"
-            else:
-                redis = RedisAddress.from_url(redis_url)
-                where = f"Redis at {redis.host}:{redis.port}"
-            raise StartupError(f"cannot reach {where} (--redis-url): {why}") from None
+            raise StartupError(f"cannot reach {describe_url(redis_url)} (--redis-url): {why}") from None
         await server.node.broker.stop()
         raise StartupError(listen_error(server.host, server.port, exc)) from None
 

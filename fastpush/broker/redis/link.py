@@ -28,6 +28,14 @@ OLD_MASTER_PAUSE_MS = 5000  # publishing paused on a master Sentinel replaced, f
 LEAVE_SECONDS = 0.5  # to pause it and read what it sent before: longer, it is gone or unreachable
 
 
+def describe_url(url: str) -> str:
+    """Where a --redis-url points, without its passwords (for logs and error messages)."""
+    if is_sentinel_url(url):
+        return f"the Redis {Sentinels.from_url(url).describe()}"
+    address = RedisAddress.from_url(url)
+    return f"Redis at {address.host}:{address.port}"
+
+
 class Link:
     def __init__(self, url: str, prefix: str) -> None:
         self.sentinels = Sentinels.from_url(url) if is_sentinel_url(url) else None
