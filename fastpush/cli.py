@@ -29,7 +29,7 @@ import jwt
 import msgspec
 import uvloop
 
-from .app import DRAIN_TIMEOUT_SECONDS, MAX_MESSAGE_BYTES, Server, client_access_url
+from .app import BROKER_LOSS_TIMEOUT_SECONDS, DRAIN_TIMEOUT_SECONDS, MAX_MESSAGE_BYTES, Server, client_access_url
 from .auth.tokens import KeyRing
 from .broker.redis.link import describe_url
 from .broker.redis.sentinel import SCHEME as SENTINEL_SCHEME
@@ -220,6 +220,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"on SIGTERM, how long at most to wait while clients move to other processes or nodes "
                             f"(default: $FASTPUSH_DRAIN_TIMEOUT, else drainTimeoutSeconds in the config file, else "
                             f"{DRAIN_TIMEOUT_SECONDS:g}); SIGINT, or a second signal, stops at once")
+    serve.add_argument("--broker-loss-timeout", type=_positive_float, default=BROKER_LOSS_TIMEOUT_SECONDS,
+                       metavar="SECONDS",
+                       help="with --redis-url: once Redis has been unreachable this long, close every client with "
+                            "1012 (they reconnect, to a node that still hears the others) and end their sessions, "
+                            "rather than let them miss what other nodes publish "
+                            f"(default {BROKER_LOSS_TIMEOUT_SECONDS:g})")
     serve.add_argument("--public-host", help="how clients reach this server, for the printed connection string and "
                                              "REST token audiences: name, name:port or https://name[:port] "
                                              "(a TLS-terminating proxy in front)")
@@ -309,6 +315,7 @@ class ServerOptions(TypedDict):
     warn_ignored_settings: bool
     dashboard: bool
     metrics_address: tuple[str, int] | None
+    broker_loss_timeout_seconds: float
 
 
 def server_options(args: argparse.Namespace, *, config: Config | None = None,
@@ -329,7 +336,8 @@ def server_options(args: argparse.Namespace, *, config: Config | None = None,
                 max_upstream_connections=args.max_upstream_connections,
                 warn_ignored_settings=not args.reuse_port,  # a worker: its parent says it once
                 dashboard=not args.reuse_port,  # a worker's dashboard would see one process behind a shared port
-                metrics_address=_metrics_address(args.metrics_address) if args.metrics_address else None)
+                metrics_address=_metrics_address(args.metrics_address) if args.metrics_address else None,
+                broker_loss_timeout_seconds=args.broker_loss_timeout)
 
 
 def main(argv: list[str] | None = None) -> int:

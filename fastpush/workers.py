@@ -34,7 +34,8 @@ __all__ = ["run_workers", "DRAINING_LINE"]
 PASSED_AS_GIVEN = ("log_level", "log_format", "recovery_window", "replay_max_messages", "replay_max_bytes",
                    "max_outbound_bytes", "keepalive", "idle_timeout", "max_message_bytes", "max_body_bytes",
                    "max_groups_per_connection", "max_connections", "max_connections_per_ip", "request_timeout",
-                   "http_keepalive_timeout", "max_upstream_connections", "config", "public_host", "drain_timeout")
+                   "http_keepalive_timeout", "max_upstream_connections", "config", "public_host", "drain_timeout",
+                   "broker_loss_timeout")
 FAILURE_PREFIX = "fastpush: "
 DRAINING_LINE = "Draining"  # what a worker prints on stdout when a SIGTERM of its own starts its drain
 STOP_SECONDS = 5.0  # how long workers that failed to start get to exit before they are killed

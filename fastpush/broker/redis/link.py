@@ -116,6 +116,13 @@ class Link:
             if conn is not None:
                 await conn.close()
 
+    async def abort(self) -> None:
+        """Close both connections with a reset, dropping what was not sent yet (a silent Redis)."""
+        for conn in (self.commands, self.subscriber):
+            if conn is not None:
+                conn.abort()
+        await self.close()
+
     # --- names -------------------------------------------------------------------------------
     def key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
