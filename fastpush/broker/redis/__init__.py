@@ -7,8 +7,8 @@ traffic goes on, cluster operations are refused with BrokerUnavailable (REST: 50
 reconnects with backoff, then subscribes and registers its connections again; it takes operations
 again once the nodes it knew are subscribed again too, so none it accepts misses their clients.
 A link cut between here and Redis sends no reset: both connections are pinged every PROBE_SECONDS,
-and one silent for PROBE_TIMEOUT counts as lost (what the server then does with its clients: the
-Server's broker-loss timeout).
+and one silent for PROBE_TIMEOUT counts as lost (connecting has its own limit, CONNECT_TIMEOUT in
+`link`); what the server then does with its clients is the Server's broker-loss timeout.
 With a redis+sentinel:// URL the master comes from Sentinel, and a switch ends the backoff (`sentinel`).
 """
 from __future__ import annotations
@@ -36,7 +36,6 @@ log = logging.getLogger("fastpush.broker")
 R = TypeVar("R")
 PROBE_SECONDS = 1.0  # how often both connections to Redis are pinged
 PROBE_TIMEOUT = 3.0  # a ping unanswered this long: Redis is unreachable, the connections are dropped
-CONNECT_TIMEOUT = 5.0  # to connect, log in and subscribe (a cut link leaves a connect waiting minutes)
 
 
 class RedisBroker:
@@ -89,9 +88,8 @@ class RedisBroker:
         link = self._link
         assert self._handler is not None
         try:
-            async with asyncio.timeout(CONNECT_TIMEOUT):  # TimeoutError is an OSError: a failed attempt
-                await link.connect(self._bus.on_message)
-                await link.barrier()
+            await link.connect(self._bus.on_message)
+            await link.barrier()
             await self._registry.register(self._handler.local_hubs())
             if again:
                 await self._registry.await_peers(self._ttl)
@@ -123,11 +121,12 @@ class RedisBroker:
             COUNTERS.broker_reconnected()
 
     async def _probe(self) -> None:
-        """Drop connections to a Redis that stopped answering (a partition): `_watch` takes over."""
+        """Drop connections to a Redis that stopped answering (a partition): `_watch` takes over.
+        Also while reconnecting, so that a link cut then cannot leave `_connect` waiting forever."""
         link = self._link
         while True:
             await asyncio.sleep(PROBE_SECONDS)
-            if not link.healthy:
+            if link.commands is None or not link.commands.connected:
                 continue
             try:
                 async with asyncio.timeout(PROBE_TIMEOUT):

@@ -25,6 +25,7 @@ __all__ = ["Link", "log_failure", "unavailable"]
 
 log = logging.getLogger("fastpush.broker")
 OLD_MASTER_PAUSE_MS = 5000  # publishing paused on a master Sentinel replaced, for nodes yet to hear of it
+CONNECT_TIMEOUT = 5.0  # to open both connections and log in (a cut link leaves a connect waiting minutes)
 LEAVE_SECONDS = 0.5  # to pause it and read what it sent before: longer, it is gone or unreachable
 
 
@@ -63,10 +64,15 @@ class Link:
         commands = RespConnection(address)
         subscriber = SubscriberConnection(address, on_message)
         try:
-            await commands.connect()
-            if self.sentinels is not None:
-                await _check_master(commands, address)
-            await subscriber.connect()
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                await commands.connect()
+                if self.sentinels is not None:
+                    await _check_master(commands, address)
+                await subscriber.connect()
+        except TimeoutError:
+            await commands.close()
+            await subscriber.close()
+            raise RedisGone(f"{address.host}:{address.port}: no answer in {CONNECT_TIMEOUT:g} s") from None
         except BaseException:
             await commands.close()
             await subscriber.close()
