@@ -70,6 +70,7 @@ class Server:
                  max_outbound_bytes: int = 4 * 1024 * 1024, keepalive_seconds: float = 20.0,
                  idle_timeout_seconds: float = 60.0, config: Config | None = None, redis_url: str | None = None,
                  reuse_port: bool = False, max_groups_per_connection: int = 1000,
+                 max_streams_per_connection: int = 64, max_stream_bytes: int = 64 * 1024 * 1024,
                  max_connections: int | None = None, max_connections_per_ip: int = 1000,
                  request_head_timeout_seconds: float = 60.0, request_body_timeout_seconds: float = 60.0,
                  http_keepalive_timeout_seconds: float = 75.0, max_upstream_connections: int = 64,
@@ -83,6 +84,8 @@ class Server:
         self.ssl_context = ssl_context
         self.max_message_bytes = max_message_bytes
         self.max_groups_per_connection = max_groups_per_connection
+        self.max_streams_per_connection = max_streams_per_connection
+        self.max_stream_bytes = max_stream_bytes
         self.max_connections = max_connections  # None: derived from the open-file limit
         self.max_connections_per_ip = max_connections_per_ip
         self.request_head_timeout_seconds = request_head_timeout_seconds
@@ -94,7 +97,9 @@ class Server:
         self.settings = ConnectionSettings(recovery_window_seconds, max_outbound_bytes,
                                            replay_max_messages=replay_max_messages, replay_max_bytes=replay_max_bytes,
                                            max_message_bytes=max_message_bytes,
-                                           max_groups_per_connection=max_groups_per_connection)
+                                           max_groups_per_connection=max_groups_per_connection,
+                                           max_streams_per_connection=max_streams_per_connection,
+                                           max_stream_bytes=max_stream_bytes)
         self.config = config or Config()
         self.warn_ignored_settings = warn_ignored_settings  # off in --workers' processes: their parent says it once
         self._upstream_client: HttpClient | None = None

@@ -271,6 +271,10 @@ def _add_limits(serve: argparse.ArgumentParser) -> None:
                        help="largest REST request body (default 1 MiB)")
     serve.add_argument("--max-groups-per-connection", type=_positive_int, default=1000,
                        help="groups a client may join by itself (joinGroup); more get a BadRequest ack (default 1000)")
+    serve.add_argument("--max-streams-per-connection", type=_positive_int, default=64,
+                       help="group streams a client may have open at once; more are refused (default 64)")
+    serve.add_argument("--max-stream-bytes", type=_positive_int, default=64 * 1024 * 1024,
+                       help="data one group stream may carry before it is closed (default 64 MiB)")
     serve.add_argument("--max-connections", type=_positive_int, default=None,
                        help="open connections (WebSocket and HTTP) this process accepts "
                             "(default: derived from the open-file limit, `ulimit -n`)")
@@ -306,6 +310,8 @@ class ServerOptions(TypedDict):
     max_message_bytes: int
     max_body_bytes: int
     max_groups_per_connection: int
+    max_streams_per_connection: int
+    max_stream_bytes: int
     max_connections: int | None
     max_connections_per_ip: int
     request_head_timeout_seconds: float
@@ -329,6 +335,7 @@ def server_options(args: argparse.Namespace, *, config: Config | None = None,
                 idle_timeout_seconds=args.idle_timeout, reuse_port=args.reuse_port,
                 max_message_bytes=args.max_message_bytes, max_body_bytes=args.max_body_bytes,
                 max_groups_per_connection=args.max_groups_per_connection, max_connections=args.max_connections,
+                max_streams_per_connection=args.max_streams_per_connection, max_stream_bytes=args.max_stream_bytes,
                 max_connections_per_ip=args.max_connections_per_ip,
                 request_head_timeout_seconds=args.request_timeout,
                 request_body_timeout_seconds=args.request_timeout,

@@ -33,7 +33,8 @@ __all__ = ["run_workers", "DRAINING_LINE"]
 # URL travel in the environment instead, so they never show in a process listing.
 PASSED_AS_GIVEN = ("log_level", "log_format", "recovery_window", "replay_max_messages", "replay_max_bytes",
                    "max_outbound_bytes", "keepalive", "idle_timeout", "max_message_bytes", "max_body_bytes",
-                   "max_groups_per_connection", "max_connections", "max_connections_per_ip", "request_timeout",
+                   "max_groups_per_connection", "max_streams_per_connection", "max_stream_bytes",
+                   "max_connections", "max_connections_per_ip", "request_timeout",
                    "http_keepalive_timeout", "max_upstream_connections", "config", "public_host", "drain_timeout",
                    "broker_loss_timeout")
 FAILURE_PREFIX = "fastpush: "
