@@ -68,7 +68,7 @@ def test_every_worker_gets_every_option():
     assert dests - NOT_PASSED_AS_GIVEN == set(PASSED_AS_GIVEN)
     given = ["--log-level", "debug", "--log-format", "json", "--recovery-window", "5", "--replay-max-messages", "6",
              "--replay-max-bytes", "7", "--max-outbound-bytes", "8", "--keepalive", "9", "--idle-timeout", "10",
-             "--config", "hubs.toml", "--drain-timeout", "12",
+             "--config", "hubs.toml", "--drain-timeout", "12", "--broker-loss-timeout", "13",
              "--public-host", "push.example"] + [part for flag, value, _ in FLAGS for part in (flag, value)]
     parent = serve_args(*given)
     worker = serve_args(*_passed_on(parent, None))
