@@ -38,7 +38,7 @@ def accept(token: str, keys: Sequence[bytes], now: float, leeway: float) -> dict
     try:
         header = json.loads(_decode(header_b64))
         signature = _decode(signature_b64)
-    except (ValueError, binascii.Error):
+    except (ValueError, binascii.Error, RecursionError):  # RecursionError: JSON nested too deep
         return None
     if header not in _HEADERS:
         return None
@@ -47,7 +47,7 @@ def accept(token: str, keys: Sequence[bytes], now: float, leeway: float) -> dict
         return None
     try:
         claims = json.loads(_decode(payload_b64))
-    except (ValueError, binascii.Error):
+    except (ValueError, binascii.Error, RecursionError):
         return None
     return claims if isinstance(claims, dict) and _valid(claims, now, leeway) else None
 
