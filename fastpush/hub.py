@@ -21,6 +21,7 @@ from .protocol.close_codes import CloseCode
 from .protocol.json_protocol import GroupSource, ServerSource
 from .protocol.odata_filter import ConnectionFacts, compile_filter
 from .protocol.payload import Payload
+from .protocol.variants import Variant
 
 __all__ = ["Hub", "Census", "DEFAULT_CLOSE_REASON"]
 
@@ -134,9 +135,12 @@ class Hub:
                     fanout(self.tables.connections.values(), frames, _as_set(op.excluded), _predicate(op.filter))
             case ops.SendToGroup():
                 members = self.tables.group_members(op.group)
-                if members and (frames := _frames(op.payload, GroupSource(op.group, op.from_user_id),
+                if members and (frames := _frames(op.payload, GroupSource(op.group, op.from_user_id, op.stream),
                                                   op.expires_at)) is not None:
-                    fanout(members, frames, _as_set(op.excluded), _predicate(op.filter))
+                    # A stream's end without data means something only to the JSON family, whose
+                    # messages say `endOfStream`: raw and protobuf members get fragments' data only.
+                    ends = op.stream is not None and op.stream.end_of_stream and not op.payload.data
+                    fanout(members, frames, _as_set(op.excluded), _json_only if ends else _predicate(op.filter))
             case ops.SendToUser():
                 members = self.tables.user_connections(op.user_id)
                 if members and (frames := _frames(op.payload, SERVER_SOURCE, op.expires_at)) is not None:
@@ -252,6 +256,10 @@ def _close_each(conns: Iterable[Connection], excluded: tuple[str, ...], reason: 
 def _predicate(filter: str | None) -> Predicate | None:
     """Filters travel as text (compiled once per node; compile_filter caches)."""
     return compile_filter(filter) if filter else None
+
+
+def _json_only(conn: Connection) -> bool:
+    return conn.variant == Variant.JSON or conn.variant == Variant.JSON_RELIABLE
 
 
 def _as_set(ids: tuple[str, ...]) -> frozenset[str] | None:
