@@ -17,7 +17,7 @@ from .broker.errors import BrokerUnavailable, SessionMoving
 from .broker.memory import MemoryBroker
 from .broker.redis import RedisBroker
 from .client_connection import ClientConnection
-from .config import Config, ignored_settings, presence_rule
+from .config import Config, conflation_rules, ignored_settings, presence_rule
 from .dashboard.routes import Dashboard, is_dashboard_path
 from .embedding import HubApi
 from .events.dispatcher import HubEvents
@@ -488,6 +488,7 @@ class Server:
             return
         if settings.web_socket_keep_alive_interval_in_seconds is not None:
             hub.keepalive_seconds = float(settings.web_socket_keep_alive_interval_in_seconds)
+        hub.conflation = conflation_rules(settings)
         if not settings.event_handlers:
             return
         events = hub.events = hub.events or HubEvents()

@@ -13,6 +13,7 @@ from typing import assert_never
 
 from . import ops
 from .broker.base import Registry
+from .conflation import ConflationRules
 from .events.dispatcher import HubEvents
 from .expiry import local_deadline
 from .fanout import Connection, Frames, Tables, fanout
@@ -52,6 +53,7 @@ class Hub:
         self.events: HubEvents | None = None  # upstream handlers and in-process callbacks, if any
         self.keepalive_seconds: float | None = None  # the hub's webSocketKeepAliveIntervalInSeconds; None: the server's
         self.census = census if census is not None else Census()  # the Node shares one among its hubs
+        self.conflation: ConflationRules | None = None  # the config file's conflateGroups, if any
 
     # --- membership --------------------------------------------------------------------------
     def add_connection(self, conn: Connection, groups: Iterable[str] = ()) -> None:
@@ -137,6 +139,8 @@ class Hub:
                 members = self.tables.group_members(op.group)
                 if members and (frames := _frames(op.payload, GroupSource(op.group, op.from_user_id, op.stream),
                                                   op.expires_at)) is not None:
+                    if self.conflation is not None and op.stream is None:  # a stream's fragments: never
+                        frames.conflate = self.conflation.rule(op.group)
                     # A stream's end without data means something only to the JSON family, whose
                     # messages say `endOfStream`: raw and protobuf members get fragments' data only.
                     ends = op.stream is not None and op.stream.end_of_stream and not op.payload.data
