@@ -2,6 +2,7 @@
 
     python -m benches.fanout                                   # N = 1,000 and 10,000; fastpush only
     python -m benches.fanout --peers --json-out bench.json --plot bench.png
+    python -m benches.fanout --connections 10000 --peers c-send,c-batch   # fastpush against the C floor only
     python -m benches.fanout --quick                           # a smoke run in well under 30 s
     python -m benches.fanout --connections 10000 --workers 2 --redis   # one process against 2 workers + Redis
     python -m benches.fanout --connections 10000 --scrape-metrics      # with /metrics scraped every second
@@ -10,11 +11,12 @@ For each N it starts the server under test in its own process (pinned to one cor
 or more), connects N subscribers from load-generator processes on the other core(s), half raw and half
 json.webpubsub.azure.v1, and publishes through fastpush's REST API and through its embedding API (and,
 with --peers, the same load against websockets, Node ws and a plain picows loop, triggered the same
-way as the embedded fastpush, and against Centrifugo, whose subscribers speak its own protocol and
-which gets its messages as a client's publish commands). With --redis or --workers N it also
-measures fastpush scaled out on a redis-server of its own, through REST: one node with --redis-url,
-and N workers sharing the port on all CPUs; the embedded row is then left out unless --peers needs
-it as their baseline. See benches/measure.py for the procedure.
+way as the embedded fastpush, against Centrifugo, whose subscribers speak its own protocol and
+which gets its messages as a client's publish commands, and against the floor: a C epoll server writing
+each message with one send() per subscriber, and its variant writing up to 64 with one writev()).
+With --redis or --workers N it also measures fastpush scaled out on a redis-server of its own, through
+REST: one node with --redis-url, and N workers sharing the port on all CPUs; the embedded row is then
+left out unless --peers needs it as their baseline. See benches/measure.py for the procedure.
 """
 from __future__ import annotations
 
@@ -43,6 +45,7 @@ from .report import ratios, scaling, table
 from .servers import (
     FASTPUSH_EMBED,
     FASTPUSH_REST,
+    PEER_KEYS,
     PEERS,
     Target,
     prepare,
@@ -70,6 +73,13 @@ def _positive(text: str) -> int:
     return value
 
 
+def _peer_keys(text: str) -> tuple[str, ...]:
+    keys = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not keys or set(keys) - set(PEER_KEYS):
+        raise argparse.ArgumentTypeError(f"the peers are {','.join(PEER_KEYS)}")
+    return keys
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benches.fanout", description=__doc__.split("\n")[0],
                                      epilog="Everything listens on 127.0.0.1; every child process is killed on exit.")
@@ -89,9 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="share of json.webpubsub.azure.v1 subscribers (default 0.5)")
     parser.add_argument("--per-loadgen", type=int, default=15_000,
                         help="subscribers per load-generator process (default 15000)")
-    parser.add_argument("--peers", action="store_true",
-                        help="also measure websockets, Node ws, a plain picows loop and Centrifugo (built with "
-                             "`go install` when Go is here and it is missing)")
+    parser.add_argument("--peers", type=_peer_keys, nargs="?", const=PEER_KEYS, default=(), metavar="KEYS",
+                        help="also measure websockets, Node ws, a plain picows loop, Centrifugo (built with "
+                             "`go install` when Go is here and it is missing) and the C floor (built with `cc`), "
+                             f"or only the comma-separated KEYS of them ({','.join(PEER_KEYS)}), which "
+                             "--quick then keeps")
     parser.add_argument("--redis", action="store_true",
                         help="also measure fastpush on a Redis broker (one node; it starts its own redis-server)")
     parser.add_argument("--workers", type=_positive, default=1, metavar="N",
@@ -102,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "fastpush row is measured, as Prometheus would")
     parser.add_argument("--json-out", type=Path, help="write machine, versions, parameters and results here")
     parser.add_argument("--plot", type=Path, help="write the latency distribution as a PNG (needs matplotlib)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 200 connections, few messages, no peers")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 200 connections, few messages, no peers unless --peers names them")
     return parser
 
 
@@ -120,12 +133,13 @@ def _settings(args: argparse.Namespace) -> tuple[list[int], Settings]:
 def _targets(args: argparse.Namespace) -> list[Target]:
     """The rows per N, in order. A Redis deployment is compared with one process through REST, so with
     Redis the embedded row is measured only when --peers needs it as their baseline."""
-    peers = args.peers and not args.quick
+    chosen = set(args.peers) if not args.quick or args.peers != PEER_KEYS else set()
+    peers = [t for t in PEERS if t.key in chosen]
     redis = args.redis or args.workers > 1
     targets = [FASTPUSH_REST] + ([FASTPUSH_EMBED] if peers or not redis else [])
     if redis:
         targets += redis_targets(args.workers)
-    return targets + (list(PEERS) if peers else [])
+    return targets + peers
 
 
 def _check(connections: list[int], settings: Settings) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import importlib.util
+import os
 import re
 import shutil
 import signal
@@ -23,13 +24,17 @@ from .embedded_server import BENCH_CONNECTIONS_PER_IP
 from .procs import Children, descendants
 from .redis_server import RedisServer, missing
 
-__all__ = ["FASTPUSH_EMBED", "FASTPUSH_REST", "PEERS", "ROOT", "RunningServer", "Target", "prepare", "redis_targets",
-           "start_server"]
+__all__ = ["FASTPUSH_EMBED", "FASTPUSH_REST", "PEERS", "PEER_KEYS", "ROOT", "RunningServer", "Target", "prepare",
+           "redis_targets", "start_server"]
 
 ROOT = Path(__file__).resolve().parents[1]
 PEERS_DIR = ROOT / "benches" / "peers"
 READY_TIMEOUT = 30.0
 NPM_TIMEOUT = 180
+CC_TIMEOUT = 120
+C_SOURCE = PEERS_DIR / "c_broadcast.c"
+C_BINARY = PEERS_DIR / "build" / "c_broadcast"
+C_BATCH = 64
 _READY = re.compile(r"Endpoint=(http://127\.0\.0\.1:(\d+))")
 
 
@@ -73,7 +78,10 @@ PEERS = (
     Target("centrifugo", f"Centrifugo v{centrifugo.VERSION}", "centrifugo",
            lambda key, _: [sys.executable, "-m", "benches.peers.centrifugo_peer",
                            "--binary", centrifugo.binary() or "centrifugo"], dialect="centrifugo"),
+    Target("c-send", "C epoll, send() each", "pipe", lambda key, _: [str(C_BINARY), "--batch", "1"]),
+    Target("c-batch", f"C epoll, writev {C_BATCH}", "pipe", lambda key, _: [str(C_BINARY), "--batch", str(C_BATCH)]),
 )
+PEER_KEYS = tuple(t.key for t in PEERS)
 
 
 def redis_targets(workers: int) -> list[Target]:
@@ -94,6 +102,8 @@ def prepare(target: Target) -> str | None:
         return missing()
     if target.key == "centrifugo":
         return centrifugo.find_or_build(build=True)[1]
+    if target.key in ("c-send", "c-batch"):
+        return build_c_peer()
     if target.key == "websockets" and importlib.util.find_spec("websockets") is None:
         return "the websockets package is not installed (pip install websockets)"
     if target.key != "node-ws":
@@ -105,6 +115,24 @@ def prepare(target: Target) -> str | None:
                               capture_output=True, text=True, timeout=NPM_TIMEOUT)
         if done.returncode != 0:
             return f"npm ci in {PEERS_DIR} failed: {done.stderr.strip()[-300:]}"
+    return None
+
+
+def build_c_peer() -> str | None:
+    """Compile benches/peers/c_broadcast.c with the machine's `cc` (again when the source is newer); the
+    reason it cannot run, or None."""
+    if C_BINARY.exists() and C_BINARY.stat().st_mtime >= C_SOURCE.stat().st_mtime:
+        return None
+    compiler = shutil.which("cc")
+    if compiler is None:
+        return "no C compiler (`cc`) on PATH: apt-get install gcc"
+    C_BINARY.parent.mkdir(exist_ok=True)
+    building = C_BINARY.with_name(f"{C_BINARY.name}.{os.getpid()}")  # renamed when complete: runs may race
+    done = subprocess.run([compiler, "-O2", "-o", str(building), str(C_SOURCE)], check=False, capture_output=True,
+                          text=True, timeout=CC_TIMEOUT)
+    if done.returncode != 0:
+        return f"cc {C_SOURCE.name} failed: {done.stderr.strip()[-300:]}"
+    os.replace(building, C_BINARY)
     return None
 
 

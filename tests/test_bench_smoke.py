@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 QUICK_TIMEOUT = 180
 
@@ -78,3 +80,31 @@ def test_drain_benchmark_runs_a_rolling_restart_and_counts_every_message() -> No
     for row in lines[2:4]:
         closed, recovered = row.split()[2:4]
         assert closed == recovered, row
+
+
+def test_quick_benchmark_drives_the_c_floor(tmp_path: Path) -> None:
+    """`--quick --peers c-send,c-batch` builds benches/peers/c_broadcast.c with `cc` and measures both
+    variants against the embedded fastpush, every delivery counted."""
+    assert shutil.which("cc"), "no C compiler on PATH: apt-get install gcc"
+    document = _quick(tmp_path / "bench.json", "--peers", "c-send,c-batch")
+
+    assert document["skipped"] == {}
+    rows = {row["target"]: row for row in document["results"]}
+    assert rows.keys() == {"fastpush-rest", "fastpush-embed", "c-send", "c-batch"}
+    for key in ("c-send", "c-batch"):
+        row = rows[key]
+        assert "error" not in row, row
+        assert row["connected"] == document["parameters"]["connections"][0]
+        assert row["latency"]["samples"] > 0
+        assert all(run["deliveries"] == run["expected"] > 0 for run in row["saturation"]["runs"])
+        assert row["ratio_vs"] == "fastpush-embed"
+
+
+def test_the_c_floor_is_skipped_with_a_note_without_a_compiler(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from benches import servers
+
+    monkeypatch.setattr(servers, "C_BINARY", tmp_path / "build" / "c_broadcast")
+    monkeypatch.setattr(servers.shutil, "which", lambda name: None)
+    assert servers.prepare(next(t for t in servers.PEERS if t.key == "c-batch")) == (
+        "no C compiler (`cc`) on PATH: apt-get install gcc")
+    assert not (tmp_path / "build").exists()
