@@ -17,7 +17,7 @@ from .broker.errors import BrokerUnavailable, SessionMoving
 from .broker.memory import MemoryBroker
 from .broker.redis import RedisBroker
 from .client_connection import ClientConnection
-from .config import Config, ignored_settings, presence_rule
+from .config import Config, ConfigError, ignored_settings, last_value_policy, presence_rule
 from .dashboard.routes import Dashboard, is_dashboard_path
 from .embedding import HubApi
 from .events.dispatcher import HubEvents
@@ -30,6 +30,7 @@ from .http.front_door import ConnectionLimits, FrontDoor, Handoff, default_max_c
 from .http.messages import Request, Response, error_response
 from .http.rest import MAX_BODY_BYTES, RestApi
 from .hub import Hub
+from .lastvalue import LastValues
 from .logs import RateLimitedLog, one_line
 from .metrics.collector import make_registry
 from .metrics.counters import COUNTERS
@@ -94,6 +95,9 @@ class Server:
         self.warn_ignored_settings = warn_ignored_settings  # off in --workers' processes: their parent says it once
         self._upstream_client: HttpClient | None = None
         self.reuse_port = reuse_port
+        if redis_url and any(h.last_value_groups for h in self.config.hubs.values()):
+            raise ConfigError("lastValueGroups is for a single node for now: the cluster-wide cache (in "
+                              "Redis) is not built yet, so it cannot be used with a Redis broker")
         broker = RedisBroker(redis_url) if redis_url else MemoryBroker()
         # Sessions moving onto this node, (hub in lower case, connection id) -> the move (_move_here).
         self._moving_in: dict[tuple[str, str], asyncio.Future[Handoff | Response]] = {}
@@ -451,6 +455,9 @@ class Server:
             return
         if settings.web_socket_keep_alive_interval_in_seconds is not None:
             hub.keepalive_seconds = float(settings.web_socket_keep_alive_interval_in_seconds)
+        policy = last_value_policy(settings)
+        if policy is not None:
+            hub.last_values = LastValues(policy)
         if not settings.event_handlers:
             return
         events = hub.events = hub.events or HubEvents()

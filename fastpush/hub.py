@@ -16,6 +16,7 @@ from .broker.base import Registry
 from .events.dispatcher import HubEvents
 from .expiry import local_deadline
 from .fanout import Connection, Frames, Tables, fanout
+from .lastvalue import Cached, LastValues
 from .permissions import grants, with_role, without_role
 from .protocol.close_codes import CloseCode
 from .protocol.json_protocol import GroupSource, ServerSource
@@ -51,18 +52,28 @@ class Hub:
         self.events: HubEvents | None = None  # upstream handlers and in-process callbacks, if any
         self.keepalive_seconds: float | None = None  # the hub's webSocketKeepAliveIntervalInSeconds; None: the server's
         self.census = census if census is not None else Census()  # the Node shares one among its hubs
+        self.last_values: LastValues | None = None  # the hub's lastValueGroups, if any (fastpush.lastvalue)
 
     # --- membership --------------------------------------------------------------------------
     def add_connection(self, conn: Connection, groups: Iterable[str] = ()) -> None:
-        """Register a connection; it joins the token's groups and the groups its user was added to."""
+        """Register a connection; it joins the token's groups and the groups its user was added to.
+        Their cached last values wait for `serve_last_values`: a client is told it is connected first."""
         self.tables.add(conn)
         self.census.connections += 1
         self.registry.connection_added(self.name, conn)
         for group in groups:
-            self.join(conn, group)
+            self._join(conn, group)
         if conn.user_id is not None:
             for group in self._user_groups.get(conn.user_id, ()):
-                self.join(conn, group)
+                self._join(conn, group)
+
+    def serve_last_values(self, conn: Connection) -> None:
+        """A new connection's groups' cached messages, once its client has been told it is connected."""
+        last_values = self.last_values
+        if last_values is not None:
+            for group in tuple(conn.groups):
+                if last_values.policy.wants(group):
+                    _serve(conn, group, last_values)
 
     def remove_connection(self, conn: Connection) -> bool:
         groups = tuple(conn.groups)
@@ -78,7 +89,16 @@ class Hub:
         return True
 
     def join(self, conn: Connection, group: str) -> Awaitable[object] | None:
-        """What to await before sends to the group reach `conn` from every node (None: they do)."""
+        """What to await before sends to the group reach `conn` from every node (None: they do).
+        A connection joining a cached group gets its last values now, before any later send."""
+        was_member = group in conn.groups
+        joined = self._join(conn, group)
+        last_values = self.last_values
+        if last_values is not None and not was_member and group in conn.groups and last_values.policy.wants(group):
+            _serve(conn, group, last_values)
+        return joined
+
+    def _join(self, conn: Connection, group: str) -> Awaitable[object] | None:
         if not self.tables.join(conn, group):
             return None
         self._presence(conn, group, True)
@@ -105,9 +125,10 @@ class Hub:
         """Nothing a freshly made hub of this name would not have, so dropping it loses nothing:
         no connection on this node (a reliable session waiting for its client counts), no
         user->group record for future connections, no event handlers (configured, or added by
-        the embedding program, with their events in flight) and no slow-client count."""
+        the embedding program, with their events in flight), no slow-client count and no cached
+        last value."""
         return (not self.tables.connections and not self._user_groups and self.events is None
-                and not self.slow_client_closes)
+                and not self.slow_client_closes and not self.last_values)
 
     def connection(self, connection_id: str) -> Connection | None:
         return self.tables.connections.get(connection_id)
@@ -137,6 +158,8 @@ class Hub:
                 if members and (frames := _frames(op.payload, GroupSource(op.group, op.from_user_id),
                                                   op.expires_at)) is not None:
                     fanout(members, frames, _as_set(op.excluded), _predicate(op.filter))
+                if self.last_values is not None:
+                    self._remember(op, self.last_values)
             case ops.SendToUser():
                 members = self.tables.user_connections(op.user_id)
                 if members and (frames := _frames(op.payload, SERVER_SOURCE, op.expires_at)) is not None:
@@ -225,8 +248,20 @@ class Hub:
                 return conn is not None and grants(conn.roles, question.permission, question.target)
             case ops.GroupMembers():
                 return sorted((c.connection_id, c.user_id) for c in self.tables.group_members(question.group))
+            case ops.LastValue():
+                last_values = self.last_values
+                if last_values is None or not last_values.policy.wants(question.group):
+                    return None
+                return last_values.latest(question.group)
             case _:
                 assert_never(question)
+
+    def _remember(self, op: ops.SendToGroup, last_values: LastValues) -> None:
+        """A send to a cached group, kept for the group's next joiners (once per send)."""
+        if last_values.policy.wants(op.group):
+            deadline = local_deadline(op.expires_at)  # None: it expired on its way here
+            last_values.record(op.group, Cached(op.payload, op.from_user_id, -1.0 if deadline is None else deadline,
+                                                op.excluded, op.filter))
 
     def _matching(self, filter: str | None) -> list[Connection]:
         predicate = _predicate(filter)
@@ -241,6 +276,14 @@ def _frames(payload: Payload, source: ServerSource | GroupSource, expires_at: fl
         return Frames(payload, source)
     deadline = local_deadline(expires_at)
     return None if deadline is None else Frames(payload, source, deadline)
+
+
+def _serve(conn: Connection, group: str, last_values: LastValues) -> None:
+    """Write a group's cached messages to a connection that has just joined it, as the group's
+    send would have: its excluded connections and filter apply, its TTL's deadline too."""
+    for entry in last_values.latest(group):
+        frames = Frames(entry.payload, GroupSource(group, entry.from_user_id), entry.deadline)
+        fanout((conn,), frames, _as_set(entry.excluded), _predicate(entry.filter))
 
 
 def _close_each(conns: Iterable[Connection], excluded: tuple[str, ...], reason: str | None) -> None:

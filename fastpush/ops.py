@@ -23,6 +23,7 @@ from typing import ClassVar, Generic, TypeVar
 
 import msgspec
 
+from .lastvalue import Cached
 from .protocol.payload import Payload
 
 __all__ = [
@@ -32,7 +33,7 @@ __all__ = [
     "AddUserToGroup", "RemoveUserFromGroup", "RemoveUserFromAllGroups",
     "AddConnectionsToGroups", "RemoveConnectionsFromGroups",
     "CloseConnection", "CloseAll", "CloseGroup", "CloseUser", "GrantPermission", "RevokePermission",
-    "ConnectionExists", "GroupExists", "UserExists", "HasPermission", "GroupMembers", "Member",
+    "ConnectionExists", "GroupExists", "UserExists", "HasPermission", "GroupMembers", "Member", "LastValue",
     "encode", "decode",
 ]
 
@@ -234,7 +235,14 @@ class GroupMembers(Question[list[Member]], frozen=True):
     group: str
 
 
-Query = ConnectionExists | GroupExists | UserExists | HasPermission | GroupMembers
+class LastValue(Question[list[Cached] | None], frozen=True):
+    """A group's cached messages, oldest first, expired ones left out (fastpush.lastvalue); None
+    when the hub does not cache the group."""
+
+    group: str
+
+
+Query = ConnectionExists | GroupExists | UserExists | HasPermission | GroupMembers | LastValue
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Op)

@@ -99,8 +99,13 @@ def test_the_fixture_holds_every_azure_field():
     assert sorted(AZURE_HUB_FIELDS - held) == []
 
 
-def test_fastpush_reads_the_azure_fields_and_no_others():
-    assert _fields_read(HubSettings) == AZURE_HUB_FIELDS
+# fastpush's own hub keys, beside Azure's (documented in README.md as fastpush extensions).
+FASTPUSH_HUB_FIELDS = {"lastValueGroups", "lastValueDepth", "lastValueMaxGroups", "lastValueMaxBytes"}
+
+
+def test_fastpush_reads_the_azure_fields_and_its_own_and_no_others():
+    assert not AZURE_HUB_FIELDS & FASTPUSH_HUB_FIELDS
+    assert _fields_read(HubSettings) == AZURE_HUB_FIELDS | FASTPUSH_HUB_FIELDS
 
 
 @pytest.mark.parametrize("text,complaint", [

@@ -217,6 +217,8 @@ class ClusterRegistry:
                     user = flat[i + 1].split(b"|", 1)[1].decode()
                     members.append((flat[i].decode(), user or None))
                 return sorted(members)
+            case ops.LastValue():
+                return None  # no group is cached with a Redis broker (the server refuses lastValueGroups)
             case _:
                 assert_never(question)
 
