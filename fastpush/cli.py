@@ -347,9 +347,6 @@ def _run(args: argparse.Namespace) -> int:
     args.drain_timeout = _drain_timeout(args.drain_timeout, config)
     if args.redis_url:
         _check_redis_url(args.redis_url)
-        if config is not None and any(h.last_value_groups for h in config.hubs.values()):
-            raise StartupError("lastValueGroups works on a single node for now: it cannot be used with a "
-                               "Redis broker (--redis-url, redisUrl, FASTPUSH_REDIS_URL)")
     args.metrics_address = args.metrics_address or (config.metrics_address if config else None)
     if args.metrics_address:
         _metrics_address(args.metrics_address)

@@ -8,11 +8,14 @@ variant, written to every member.
 """
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from typing import assert_never
 
 from . import ops
 from .broker.base import Registry
+from .broker.errors import BrokerUnavailable
 from .events.dispatcher import HubEvents
 from .expiry import local_deadline
 from .fanout import Connection, Frames, Tables, fanout
@@ -25,6 +28,7 @@ from .protocol.payload import Payload
 
 __all__ = ["Hub", "Census", "DEFAULT_CLOSE_REASON"]
 
+log = logging.getLogger("fastpush.hub")
 DEFAULT_CLOSE_REASON = "Closed by the server."
 SERVER_SOURCE = ServerSource()
 
@@ -40,6 +44,17 @@ class Census:
         self.connections = 0
 
 
+class Seeding:
+    """A group's mirror being filled from Redis: who joined meanwhile, what was sent meanwhile."""
+
+    __slots__ = ("joiners", "held", "done")
+
+    def __init__(self) -> None:
+        self.joiners: list[Connection] = []  # they get the cache first
+        self.held: list[ops.SendToGroup] = []  # sends that arrived while the cache was read
+        self.done: Awaitable[None] | None = None
+
+
 class Hub:
     on_empty: Callable[[Hub], None] | None = None  # set by the Node: a hub left with nothing is dropped
 
@@ -53,6 +68,7 @@ class Hub:
         self.keepalive_seconds: float | None = None  # the hub's webSocketKeepAliveIntervalInSeconds; None: the server's
         self.census = census if census is not None else Census()  # the Node shares one among its hubs
         self.last_values: LastValues | None = None  # the hub's lastValueGroups, if any (fastpush.lastvalue)
+        self._seeding: dict[str, Seeding] = {}  # mirrored groups being filled from Redis
 
     # --- membership --------------------------------------------------------------------------
     def add_connection(self, conn: Connection, groups: Iterable[str] = ()) -> None:
@@ -73,7 +89,7 @@ class Hub:
         if last_values is not None:
             for group in tuple(conn.groups):
                 if last_values.policy.wants(group):
-                    _serve(conn, group, last_values)
+                    self._serve_joiner(conn, group, last_values, None)
 
     def remove_connection(self, conn: Connection) -> bool:
         groups = tuple(conn.groups)
@@ -83,6 +99,7 @@ class Hub:
         for group in groups:
             self.registry.group_left(self.name, conn, group, not self.tables.group_members(group))
             self._presence(conn, group, False)
+            self._left(group)
         self.registry.connection_removed(self.name, conn)
         if self.on_empty is not None and self.is_empty:
             self.on_empty(self)
@@ -95,8 +112,54 @@ class Hub:
         joined = self._join(conn, group)
         last_values = self.last_values
         if last_values is not None and not was_member and group in conn.groups and last_values.policy.wants(group):
-            _serve(conn, group, last_values)
+            return self._serve_joiner(conn, group, last_values, joined)
         return joined
+
+    def _serve_joiner(self, conn: Connection, group: str, last_values: LastValues,
+                      subscribed: Awaitable[object] | None) -> Awaitable[object] | None:
+        """A joiner's cached messages: now when the cache is here, else once the group's mirror is
+        filled from Redis (the join's answer waits for it)."""
+        seeding = self._seeding.get(group)
+        if seeding is None:
+            if last_values.holds(group):
+                _serve(conn, group, last_values)
+                return subscribed
+            seeding = self._seeding[group] = Seeding()
+            seeding.done = asyncio.get_running_loop().create_task(self._fill(group, last_values, seeding, subscribed))
+        seeding.joiners.append(conn)
+        return seeding.done
+
+    async def _fill(self, group: str, last_values: LastValues, seeding: Seeding,
+                    subscribed: Awaitable[object] | None) -> None:
+        """Fill a group's mirror from Redis once this node is subscribed to the group, holding the
+        sends that arrive meanwhile; then the joiners get the cache, and the held sends go to
+        whoever has not got them (docs/architecture.md, "The last-value cache")."""
+        assert last_values.cluster is not None
+        entries: list[Cached] | None = None
+        try:
+            if subscribed is not None:
+                await subscribed
+            entries = await last_values.cluster.read(self.name, group)
+        except BrokerUnavailable as exc:
+            log.warning("hub %s: no last value for group %r: %s", self.name, group, exc)
+        finally:
+            del self._seeding[group]
+        members = self.tables.group_members(group)
+        newest = 0  # the number of the newest send the joiners got from the cache
+        if entries is not None and members:
+            last_values.fill(group, entries)
+            newest = entries[-1].seq if entries else 0
+            for conn in seeding.joiners:
+                if group in conn.groups:
+                    _serve(conn, group, last_values)
+        joiners = frozenset(conn.connection_id for conn in seeding.joiners)
+        for op in seeding.held:
+            if op.last_value_seq and op.last_value_seq <= newest:  # the joiners had it: the others only
+                frames = _frames(op.payload, GroupSource(op.group, op.from_user_id), op.expires_at)
+                if members and frames is not None:
+                    fanout(members, frames, joiners.union(op.excluded), _predicate(op.filter))
+            else:
+                self.apply(op)
 
     def _join(self, conn: Connection, group: str) -> Awaitable[object] | None:
         if not self.tables.join(conn, group):
@@ -109,6 +172,7 @@ class Hub:
         if self.tables.leave(conn, group):
             self.registry.group_left(self.name, conn, group, not self.tables.group_members(group))
             self._presence(conn, group, False)
+            self._left(group)
 
     def _presence(self, conn: Connection, group: str, joined: bool) -> None:
         """Tell the handlers that want group presence events. Only client sessions have an event
@@ -154,6 +218,9 @@ class Hub:
                 if frames is not None:
                     fanout(self.tables.connections.values(), frames, _as_set(op.excluded), _predicate(op.filter))
             case ops.SendToGroup():
+                if self._seeding and (seeding := self._seeding.get(op.group)) is not None:
+                    seeding.held.append(op)  # its mirror is being filled: this send waits (see _fill)
+                    return None
                 members = self.tables.group_members(op.group)
                 if members and (frames := _frames(op.payload, GroupSource(op.group, op.from_user_id),
                                                   op.expires_at)) is not None:
@@ -259,9 +326,14 @@ class Hub:
     def _remember(self, op: ops.SendToGroup, last_values: LastValues) -> None:
         """A send to a cached group, kept for the group's next joiners (once per send)."""
         if last_values.policy.wants(op.group):
-            deadline = local_deadline(op.expires_at)  # None: it expired on its way here
-            last_values.record(op.group, Cached(op.payload, op.from_user_id, -1.0 if deadline is None else deadline,
-                                                op.excluded, op.filter))
+            last_values.record(op.group, Cached.of(op.payload, op.from_user_id, op.expires_at, op.excluded,
+                                                   op.filter, op.last_value_seq))
+
+    def _left(self, group: str) -> None:
+        """A mirrored group this node no longer has members of is no longer heard: forget it."""
+        last_values = self.last_values
+        if last_values is not None and last_values.cluster is not None and not self.tables.group_members(group):
+            last_values.drop(group)
 
     def _matching(self, filter: str | None) -> list[Connection]:
         predicate = _predicate(filter)

@@ -16,16 +16,17 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Protocol
 
 import msgspec
 
-from .expiry import NEVER
+from .expiry import NEVER, local_deadline
 from .permissions import compile_group_pattern
 from .protocol.payload import DataType, Payload
 
-__all__ = ["LastValuePolicy", "LastValues", "Cached", "MAX_DEPTH", "MAX_PATTERNS", "DEFAULT_MAX_GROUPS",
-           "DEFAULT_MAX_BYTES", "ENTRY_OVERHEAD_BYTES", "render"]
+__all__ = ["LastValuePolicy", "LastValues", "Cached", "ClusterCache", "MAX_DEPTH", "MAX_PATTERNS",
+           "DEFAULT_MAX_GROUPS", "DEFAULT_MAX_BYTES", "ENTRY_OVERHEAD_BYTES", "render"]
 
 MAX_DEPTH = 100  # lastValueDepth: messages kept per group, and written to each joiner
 MAX_PATTERNS = 100  # lastValueGroups of one hub: each is tried once per group send
@@ -59,6 +60,15 @@ class Cached(msgspec.Struct, frozen=True):
     deadline: float  # time.monotonic() past which it is never written (fastpush.expiry); NEVER: no TTL
     excluded: tuple[str, ...]  # the send's excluded connections, excluded from the cache's answer too
     filter: str | None  # the send's OData filter, which a joiner must pass as a member had to
+    seq: int = 0  # with a Redis broker, the send's place in the hub's order of cached sends
+
+    @classmethod
+    def of(cls, payload: Payload, from_user_id: str | None, expires_at: float, excluded: tuple[str, ...],
+           filter: str | None, seq: int = 0) -> Cached:
+        """A send as it arrived here; one that expired on its way is kept as expired (a deeper
+        cache still serves the group's older messages that have not)."""
+        deadline = local_deadline(expires_at)
+        return cls(payload, from_user_id, -1.0 if deadline is None else deadline, excluded, filter, seq)
 
     @property
     def size(self) -> int:
@@ -68,21 +78,57 @@ class Cached(msgspec.Struct, frozen=True):
         return self.deadline != NEVER and self.deadline <= now
 
 
+class ClusterCache(Protocol):
+    """Where the cache lives with a Redis broker (fastpush.broker.redis.lastvalue)."""
+
+    @property
+    def generation(self) -> int:
+        """Changes each time the node connects to Redis again: what it mirrored may have gaps."""
+
+    def read(self, hub: str, group: str) -> Awaitable[list[Cached]]:
+        """The group's cached sends, oldest first, once every send published before the read
+        has reached this node's subscriptions (BrokerUnavailable if Redis is away)."""
+
+
 class LastValues:
-    """One hub's cache on this node."""
+    """One hub's cache on this node: the cache itself on a single node; with a Redis broker
+    (`cluster`), a mirror of the groups this node has members of, filled from Redis at the first
+    join (fastpush.hub) and kept by the sends that arrive while it is subscribed."""
 
-    __slots__ = ("policy", "_groups", "bytes")
+    __slots__ = ("policy", "_groups", "bytes", "cluster", "_generation")
 
-    def __init__(self, policy: LastValuePolicy) -> None:
+    def __init__(self, policy: LastValuePolicy, cluster: ClusterCache | None = None) -> None:
         self.policy = policy
         self._groups: OrderedDict[str, deque[Cached]] = OrderedDict()  # least recently written first
         self.bytes = 0
+        self.cluster = cluster
+        self._generation = cluster.generation if cluster is not None else 0
 
     def __len__(self) -> int:
         return len(self._groups)
 
+    def holds(self, group: str) -> bool:
+        """Whether the group's cache is here: always on one node; a mirrored group once filled."""
+        if self.cluster is None:
+            return True
+        if self._generation != self.cluster.generation:  # Redis was lost meanwhile: mirrors may have gaps
+            self._groups.clear()
+            self.bytes = 0
+            self._generation = self.cluster.generation
+        return group in self._groups
+
+    def fill(self, group: str, entries: list[Cached]) -> None:
+        """A mirrored group's cache as Redis had it."""
+        self.drop(group)
+        self._groups[group] = deque()
+        for entry in entries[-self.policy.depth:]:
+            self.record(group, entry)
+
     def record(self, group: str, entry: Cached) -> None:
-        """A send to `group` (a cached one: the caller asked `policy.wants`)."""
+        """A send to `group` (a cached one: the caller asked `policy.wants`). A mirror keeps only
+        the groups it was filled for."""
+        if self.cluster is not None and not self.holds(group):
+            return
         policy = self.policy
         if entry.size > policy.max_bytes:
             self.drop(group)  # the latest value cannot be kept: neither can older ones be served

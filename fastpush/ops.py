@@ -108,6 +108,7 @@ class SendToGroup(_ToGroup[None], frozen=True):
     filter: str | None = None
     from_user_id: str | None = None  # a client's own send: its user, told to the receivers
     expires_at: float = 0.0
+    last_value_seq: int = 0  # to a cached group through Redis: its place in the hub's order (fastpush.lastvalue)
     confirmed: ClassVar[bool] = False
 
 

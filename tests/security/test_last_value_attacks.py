@@ -109,9 +109,3 @@ def test_a_config_file_with_a_wrong_key_is_refused(tmp_path):
     path.write_text('[hubs.h]\nlastValueGroup = ["p.*"]\n')
     with pytest.raises(ConfigError, match="lastValueGroup"):
         fastpush.config.load_config(path)
-
-
-def test_a_redis_broker_is_refused_for_now():
-    config = fastpush.Config(hubs={"h": HubSettings(last_value_groups=["p.*"])})
-    with pytest.raises(ConfigError, match="Redis"):
-        fastpush.Server(port=0, access_key=KEY, config=config, redis_url="redis://127.0.0.1:1")
