@@ -47,11 +47,12 @@ class Census:
 class Seeding:
     """A group's mirror being filled from Redis: who joined meanwhile, what was sent meanwhile."""
 
-    __slots__ = ("joiners", "held", "done")
+    __slots__ = ("joiners", "joiner_ids", "held", "done")
 
     def __init__(self) -> None:
         self.joiners: list[Connection] = []  # they get the cache first
-        self.held: list[ops.SendToGroup] = []  # sends that arrived while the cache was read
+        self.joiner_ids: frozenset[str] = frozenset()
+        self.held: list[ops.SendToGroup] = []  # sends that arrived while the cache was read, for the joiners
         self.done: Awaitable[None] | None = None
 
 
@@ -127,13 +128,15 @@ class Hub:
             seeding = self._seeding[group] = Seeding()
             seeding.done = asyncio.get_running_loop().create_task(self._fill(group, last_values, seeding, subscribed))
         seeding.joiners.append(conn)
+        seeding.joiner_ids = seeding.joiner_ids | {conn.connection_id}
         return seeding.done
 
     async def _fill(self, group: str, last_values: LastValues, seeding: Seeding,
                     subscribed: Awaitable[object] | None) -> None:
-        """Fill a group's mirror from Redis once this node is subscribed to the group, holding the
-        sends that arrive meanwhile; then the joiners get the cache, and the held sends go to
-        whoever has not got them (docs/architecture.md, "The last-value cache")."""
+        """Fill a group's mirror from Redis once this node is subscribed to the group. Sends that
+        arrive meanwhile reach the other members at once and wait for the joiners; then the
+        joiners get the cache, and the waiting sends it does not hold (docs/architecture.md,
+        "The last-value cache")."""
         assert last_values.cluster is not None
         entries: list[Cached] | None = None
         try:
@@ -144,22 +147,20 @@ class Hub:
             log.warning("hub %s: no last value for group %r: %s", self.name, group, exc)
         finally:
             del self._seeding[group]
-        members = self.tables.group_members(group)
-        newest = 0  # the number of the newest send the joiners got from the cache
-        if entries is not None and members:
+        joiners = [conn for conn in seeding.joiners if group in conn.groups]
+        newest = 0  # the number of the newest send the joiners get from the cache
+        if entries is not None and self.tables.group_members(group):
             last_values.fill(group, entries)
             newest = entries[-1].seq if entries else 0
-            for conn in seeding.joiners:
-                if group in conn.groups:
-                    _serve(conn, group, last_values)
-        joiners = frozenset(conn.connection_id for conn in seeding.joiners)
+            for conn in joiners:
+                _serve(conn, group, last_values)
         for op in seeding.held:
-            if op.last_value_seq and op.last_value_seq <= newest:  # the joiners had it: the others only
-                frames = _frames(op.payload, GroupSource(op.group, op.from_user_id), op.expires_at)
-                if members and frames is not None:
-                    fanout(members, frames, joiners.union(op.excluded), _predicate(op.filter))
-            else:
-                self.apply(op)
+            if op.last_value_seq and op.last_value_seq <= newest:
+                continue  # in the cache they got
+            frames = _frames(op.payload, GroupSource(op.group, op.from_user_id), op.expires_at)
+            if joiners and frames is not None:
+                fanout(joiners, frames, _as_set(op.excluded), _predicate(op.filter))
+            self._remember(op, last_values)
 
     def _join(self, conn: Connection, group: str) -> Awaitable[object] | None:
         if not self.tables.join(conn, group):
@@ -218,13 +219,14 @@ class Hub:
                 if frames is not None:
                     fanout(self.tables.connections.values(), frames, _as_set(op.excluded), _predicate(op.filter))
             case ops.SendToGroup():
+                excluded = _as_set(op.excluded)
                 if self._seeding and (seeding := self._seeding.get(op.group)) is not None:
-                    seeding.held.append(op)  # its mirror is being filled: this send waits (see _fill)
-                    return None
+                    seeding.held.append(op)  # its mirror is being filled: the joiners get it then (_fill)
+                    excluded = seeding.joiner_ids.union(op.excluded)
                 members = self.tables.group_members(op.group)
                 if members and (frames := _frames(op.payload, GroupSource(op.group, op.from_user_id),
                                                   op.expires_at)) is not None:
-                    fanout(members, frames, _as_set(op.excluded), _predicate(op.filter))
+                    fanout(members, frames, excluded, _predicate(op.filter))
                 if self.last_values is not None:
                     self._remember(op, self.last_values)
             case ops.SendToUser():

@@ -120,6 +120,8 @@ class LastValues:
     def fill(self, group: str, entries: list[Cached]) -> None:
         """A mirrored group's cache as Redis had it."""
         self.drop(group)
+        if len(self._groups) >= self.policy.max_groups:
+            self._evict_oldest()
         self._groups[group] = deque()
         for entry in entries[-self.policy.depth:]:
             self.record(group, entry)

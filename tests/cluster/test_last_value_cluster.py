@@ -195,3 +195,42 @@ async def test_the_hubs_bounds_hold_in_redis(redis_server):
         assert (await last_value(b, hub, "prices.G29"))[0]["data"] == "x" * 581
         await rest_send(a, hub, "prices.G29", b"y" * 4096)  # larger than the hub's bytes: its group goes
         assert await last_value(b, hub, "prices.G29") == []
+
+
+async def test_a_member_already_there_sees_each_send_once_while_its_node_refills(redis_server):
+    """With room for one group, sends to a second group evict the first's mirror on node b, so a
+    join there refills it from Redis while b's earlier member keeps listening: the sends held
+    meanwhile reach that member once, in order, and the joiner gets no older one than its cache."""
+    async with nodes(redis_server, last_value_max_groups=1) as (hub, (a, b)):
+        sender = await connect(a, hub, JSON_V1, roles=ROLES)
+        watcher = await connect(b, hub, JSON_V1, groups=["prices.W", "prices.E"])
+        total, rounds = 30, 8
+
+        async def send_all(offset: int) -> None:
+            for i in range(total):
+                group = "prices.E" if i % 5 == 0 else "prices.W"  # E evicts W's mirror (and in Redis)
+                await sender.send({"type": "sendToGroup", "group": group, "dataType": "json", "data": offset + i})
+                if i % 3 == 0:
+                    await asyncio.sleep(0)
+
+        watched: list[int] = []
+        for round_ in range(rounds):
+            offset = round_ * 1000
+            joiner = await connect(b, hub, JSON_V1, roles=ROLES)
+            sending = asyncio.create_task(send_all(offset))
+            await asyncio.sleep(0.001 * (round_ % 4))
+            await joiner.send({"type": "joinGroup", "group": "prices.E"})  # fills E's mirror: W's goes
+            await joiner.send({"type": "joinGroup", "group": "prices.W"})  # refills W's, the watcher listening
+            await sending
+            seen: list[int] = []
+            last_w = offset + total - 1 if (total - 1) % 5 else offset + total - 2
+            while not seen or seen[-1] != last_w:
+                message = await joiner.recv()
+                if message.get("type") == "message" and message["group"] == "prices.W":
+                    seen.append(message["data"])
+            sent_to_w = [r * 1000 + i for r in range(round_ + 1) for i in range(total) if i % 5]
+            assert seen == [v for v in sent_to_w if v >= seen[0]], seen  # from its cache on: each once, in order
+            while not watched or watched[-1] != offset + total - 1:
+                watched.append((await watcher.recv())["data"])
+            await joiner.close()
+        assert watched == [r * 1000 + i for r in range(rounds) for i in range(total)]
