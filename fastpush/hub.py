@@ -9,13 +9,11 @@ variant, written to every member.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from typing import assert_never
 
 from . import ops
 from .broker.base import Registry
-from .broker.errors import BrokerUnavailable
 from .events.dispatcher import HubEvents
 from .expiry import local_deadline
 from .fanout import Connection, Frames, Tables, fanout
@@ -28,7 +26,6 @@ from .protocol.payload import Payload
 
 __all__ = ["Hub", "Census", "DEFAULT_CLOSE_REASON"]
 
-log = logging.getLogger("fastpush.hub")
 DEFAULT_CLOSE_REASON = "Closed by the server."
 SERVER_SOURCE = ServerSource()
 
@@ -138,13 +135,10 @@ class Hub:
         joiners get the cache, and the waiting sends it does not hold (docs/architecture.md,
         "The last-value cache")."""
         assert last_values.cluster is not None
-        entries: list[Cached] | None = None
+        if subscribed is not None:  # if it fails, the join does (its answer says so, logged there)
+            await asyncio.wait((asyncio.ensure_future(subscribed),))
         try:
-            if subscribed is not None:
-                await subscribed
             entries = await last_values.cluster.read(self.name, group)
-        except BrokerUnavailable as exc:
-            log.warning("hub %s: no last value for group %r: %s", self.name, group, exc)
         finally:
             del self._seeding[group]
         joiners = [conn for conn in seeding.joiners if group in conn.groups]

@@ -85,9 +85,9 @@ class ClusterCache(Protocol):
     def generation(self) -> int:
         """Changes each time the node connects to Redis again: what it mirrored may have gaps."""
 
-    def read(self, hub: str, group: str) -> Awaitable[list[Cached]]:
+    def read(self, hub: str, group: str) -> Awaitable[list[Cached] | None]:
         """The group's cached sends, oldest first, once every send published before the read
-        has reached this node's subscriptions (BrokerUnavailable if Redis is away)."""
+        has reached this node's subscriptions; None when Redis cannot be read."""
 
 
 class LastValues:

@@ -11,16 +11,20 @@ against a read of the list. docs/architecture.md says how a node joins without g
 """
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
 from ... import ops
 from ...lastvalue import Cached, LastValuePolicy
+from ..errors import BrokerUnavailable
 from ..resp import RedisGone, RespReply
 from .bus import decode_envelope, split_entry
 from .link import Link, unavailable
 
 __all__ = ["RedisLastValues"]
+
+log = logging.getLogger("fastpush.broker")
 
 
 class RedisLastValues:
@@ -43,9 +47,17 @@ class RedisLastValues:
         return await link.script("lastvalue", 4, *keys, channel, envelope, policy.depth, policy.max_groups,
                                  policy.max_bytes, link.key("lv", hub, ""), group)
 
-    async def read(self, hub: str, group: str) -> list[Cached]:
+    async def read(self, hub: str, group: str) -> list[Cached] | None:
         """The group's cached sends, oldest first, once this node's subscriber has read everything
-        published before the list was (a PING there after the read: its answer follows them)."""
+        published before the list was (a PING there after the read: its answer follows them);
+        None when Redis cannot be read (logged)."""
+        try:
+            return await self._read(hub, group)
+        except BrokerUnavailable as exc:
+            log.warning("node %s: no last value of group %r in hub %s: %s", self._link.node_id, group, hub, exc)
+            return None
+
+    async def _read(self, hub: str, group: str) -> list[Cached]:
         link = self._link
         link.check()
         try:
@@ -60,7 +72,7 @@ class RedisLastValues:
         if self.policy(question.hub, question.group) is None:
             return None
         now = time.monotonic()
-        return [e for e in await self.read(question.hub, question.group) if not e.expired(now)]
+        return [e for e in await self._read(question.hub, question.group) if not e.expired(now)]
 
 
 def _cached(entry: object) -> Cached:
