@@ -19,6 +19,7 @@ from fastpush.protocol.variants import Variant
 from tests.cli_process import ServeProcess
 from tests.fanout.test_fanout_twins import CapturingTransport
 from tests.helpers import JSON_RELIABLE_V1, JSON_V1, client_url, connect
+from tests.metrics_client import Scraper, value
 from tests.security.conftest import assert_still_serving, rss_bytes
 from tests.security.rawws import BINARY, CONTINUATION, TEXT, RawWebSocket
 
@@ -44,6 +45,8 @@ def served():
 
 async def test_endless_fragments_close_1009_and_memory_stays_bounded(served):
     process, server = served
+    scraper = Scraper(f"{server.endpoint}/metrics", server.access_key)
+    closed_1009_before = value(await scraper.scrape(), "fastpush_disconnects_total", code="1009")
     before = rss_bytes(process.proc.pid)
     ws = await RawWebSocket.connect(client_url(server, "frag"))
     closed = asyncio.ensure_future(ws.close_frame(timeout=30))
@@ -57,9 +60,17 @@ async def test_endless_fragments_close_1009_and_memory_stays_bounded(served):
             sent += 1
     except ConnectionError:
         pass
-    frame = await closed
-    assert frame.close_code == 1009, frame
-    assert "larger than 1048576 bytes" in frame.close_reason
+    try:
+        frame = await closed
+    except asyncio.IncompleteReadError:
+        # On a starved machine this client may still be sending when the server, having sent its
+        # 1009 and waited its close timeout, drops the socket with our bytes unread (a reset):
+        # asyncio then discards what it had not read yet, the close frame with it. The server's
+        # own count of closes by code still says which one it sent.
+        await scraper.until(lambda s: value(s, "fastpush_disconnects_total", code="1009") > closed_1009_before)
+    else:
+        assert frame.close_code == 1009, frame
+        assert "larger than 1048576 bytes" in frame.close_reason
     assert rss_bytes(process.proc.pid) - before < 24 * MiB
     ws.close()
     await assert_still_serving(server)
