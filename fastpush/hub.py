@@ -213,13 +213,13 @@ class Hub:
                 if frames is not None:
                     fanout(self.tables.connections.values(), frames, _as_set(op.excluded), _predicate(op.filter))
             case ops.SendToGroup():
-                excluded = _as_set(op.excluded)
-                if self._seeding and (seeding := self._seeding.get(op.group)) is not None:
+                seeding = self._seeding.get(op.group) if self._seeding else None
+                if seeding is not None:
                     seeding.held.append(op)  # its mirror is being filled: the joiners get it then (_fill)
-                    excluded = seeding.joiner_ids.union(op.excluded)
                 members = self.tables.group_members(op.group)
                 if members and (frames := _frames(op.payload, GroupSource(op.group, op.from_user_id),
                                                   op.expires_at)) is not None:
+                    excluded = _as_set(op.excluded) if seeding is None else seeding.joiner_ids.union(op.excluded)
                     fanout(members, frames, excluded, _predicate(op.filter))
                 if self.last_values is not None:
                     self._remember(op, self.last_values)

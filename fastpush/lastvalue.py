@@ -32,24 +32,31 @@ MAX_DEPTH = 100  # lastValueDepth: messages kept per group, and written to each 
 MAX_PATTERNS = 100  # lastValueGroups of one hub: each is tried once per group send
 DEFAULT_MAX_GROUPS = 10_000  # lastValueMaxGroups: groups with cached messages, per hub
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024  # lastValueMaxBytes: cached payload bytes, per hub
+KNOWN_GROUPS = 10_000  # group names whose match is remembered, per hub (then forgotten all at once)
 ENTRY_OVERHEAD_BYTES = 128  # what one cached message counts beyond its payload (its record, its group)
 
 
 class LastValuePolicy:
     """Which groups of a hub are cached, how deep, within what bounds (checked by fastpush.config)."""
 
-    __slots__ = ("_matchers", "depth", "max_groups", "max_bytes")
+    __slots__ = ("_matchers", "_known", "depth", "max_groups", "max_bytes")
 
     def __init__(self, patterns: Iterable[str], depth: int = 1, max_groups: int = DEFAULT_MAX_GROUPS,
                  max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self._matchers: tuple[Callable[[str], object], ...] = tuple(
             compile_group_pattern(p).fullmatch for p in patterns)
+        self._known: dict[str, bool] = {}  # groups already matched: asked at every group send
         self.depth = depth
         self.max_groups = max_groups
         self.max_bytes = max_bytes
 
     def wants(self, group: str) -> bool:
-        return any(match(group) for match in self._matchers)
+        known = self._known.get(group)
+        if known is None:
+            if len(self._known) >= KNOWN_GROUPS:
+                self._known.clear()
+            known = self._known[group] = any(match(group) for match in self._matchers)
+        return known
 
 
 class Cached(msgspec.Struct, frozen=True):
