@@ -80,6 +80,9 @@ cdef class Connection(WSListener):
     # none known). Below it an expired message may have reached the client: it keeps its number
     # and is skipped; from it on an expired message is dropped and the later ones move up a number.
     cdef public unsigned long long unsent_from
+    # fastpush.conflation's state (None while nothing waits and no rate limit runs): read by
+    # fanout() only for a send to a conflated group.
+    cdef public object conflation
 
     cdef bint _write(self, const char* data, Py_ssize_t size, double deadline) except -1
     cdef void _flush(self) noexcept
@@ -93,6 +96,7 @@ cdef class Frames:
     cdef readonly object source
     cdef readonly Py_ssize_t cost  # what one buffered copy counts against a replay byte limit
     cdef readonly double deadline  # time.monotonic() past which no connection may be sent it; 0.0: never
+    cdef public object conflate  # a send to a conflated group: its fastpush.conflation.Conflation, else None
     cdef int raw_opcode
     cdef bytes _raw_frame
     cdef bytes _json_tail

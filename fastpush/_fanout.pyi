@@ -5,6 +5,7 @@ from typing import Any
 
 from picows import WSListener, WSTransport
 
+from .conflation import Conflation
 from .protocol.variants import RELIABLE_VARIANTS as RELIABLE_VARIANTS
 
 # The cpdef enum of _fanout.pxd: the C mirror of fastpush.protocol.variants.Variant, with the
@@ -37,6 +38,7 @@ class Connection(WSListener):
     paused: bool
     max_outbound: int
     unsent_from: int
+    conflation: object
     def __init__(self, connection_id: str, user_id: str | None, hub: str, subprotocol: str | None,
                  variant: int) -> None: ...
     @property
@@ -62,6 +64,7 @@ class Frames:
     source: Any
     cost: int
     deadline: float
+    conflate: Conflation | None
     def __init__(self, payload: Any, source: Any, deadline: float = 0.0) -> None: ...
 
 def fanout(targets: Iterable[Connection], frames: Frames, excluded: frozenset[str] | None = None,

@@ -13,6 +13,7 @@ import time
 import weakref
 from collections import deque
 
+from .conflation import offer as _conflation_offer
 from .protocol.json_protocol import message_tail
 from .protocol.protobuf_protocol import data_message_inner
 from .protocol.variants import RELIABLE_VARIANTS
@@ -679,6 +680,8 @@ cpdef Py_ssize_t fanout(object targets, Frames frames, object excluded=None, obj
     cdef tuple members = tuple(targets)
     cdef Py_ssize_t count = len(members)
     cdef Py_ssize_t i = 0
+    cdef object conflate = frames.conflate
+    cdef bint rated = conflate is not None and conflate.interval > 0.0
     while i < count:
         try:
             while i < count:
@@ -688,6 +691,9 @@ cpdef Py_ssize_t fanout(object targets, Frames frames, object excluded=None, obj
                     continue
                 if predicate is not None and not predicate(conn):
                     continue
+                if (conflate is not None and (conn.paused or rated or conn.conflation is not None)
+                        and _conflation_offer(conn, frames, conflate)):
+                    continue  # it waits as its group's latest value (fastpush.conflation)
                 variant = conn.variant
                 if variant == RAW:
                     data = frames.raw_frame()

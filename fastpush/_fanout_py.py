@@ -20,6 +20,7 @@ from collections.abc import Callable, Collection, Iterable
 
 from picows import WSListener, WSTransport
 
+from .conflation import Conflation, offer
 from .protocol.json_protocol import GroupSource, ServerSource, message_tail
 from .protocol.payload import Payload
 from .protocol.protobuf_protocol import data_message_inner, encode_varint
@@ -219,6 +220,7 @@ class Connection(WSListener):
         "_written_turn",
         "acked_sequence_id",
         "close_reason",
+        "conflation",
         "connection_id",
         "groups",
         "hub",
@@ -276,6 +278,7 @@ class Connection(WSListener):
         self._pending: bytearray | None = None
         self._written_turn = 0
         self._coalescer: _Coalescer | None = None
+        self.conflation: object = None  # fastpush.conflation's state, while a value waits or a rate limit runs
 
     @property
     def protocol(self) -> str | None:
@@ -478,7 +481,8 @@ class Connection(WSListener):
 class Frames:
     """One send; each wire variant's bytes are built the first time a member needs them."""
 
-    __slots__ = ("_json", "_json_tail", "_pb", "_pb_inner", "_raw", "cost", "deadline", "payload", "source")
+    __slots__ = ("_json", "_json_tail", "_pb", "_pb_inner", "_raw", "conflate", "cost", "deadline", "payload",
+                 "source")
 
     def __init__(self, payload: Payload, source: ServerSource | GroupSource, deadline: float = 0.0) -> None:
         self.payload = payload
@@ -490,6 +494,7 @@ class Frames:
         self._json: bytes | None = None
         self._pb_inner: bytes | None = None
         self._pb: bytes | None = None
+        self.conflate: Conflation | None = None  # a send to a conflated group: its rule (fastpush.conflation)
 
     def _raw_frame(self) -> bytes:
         if self._raw is None:
@@ -571,12 +576,17 @@ def fanout(targets: Iterable[Connection], frames: Frames, excluded: frozenset[st
     """
     started = time.perf_counter_ns()
     delivered = 0
+    conflate = frames.conflate
+    rated = conflate is not None and conflate.interval > 0.0
     for conn in tuple(targets):
         try:
             if excluded is not None and conn.connection_id in excluded:
                 continue
             if predicate is not None and not predicate(conn):
                 continue
+            if (conflate is not None and (conn.paused or rated or conn.conflation is not None)
+                    and offer(conn, frames, conflate)):
+                continue  # it waits as its group's latest value (fastpush.conflation)
             variant = conn.variant
             if variant == Variant.RAW:
                 delivered += conn._write(frames._raw_frame(), frames.deadline)

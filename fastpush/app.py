@@ -17,7 +17,7 @@ from .broker.errors import BrokerUnavailable, SessionMoving
 from .broker.memory import MemoryBroker
 from .broker.redis import RedisBroker
 from .client_connection import ClientConnection
-from .config import Config, ignored_settings, last_value_policy, presence_rule
+from .config import Config, conflation_rules, ignored_settings, last_value_policy, presence_rule
 from .dashboard.routes import Dashboard, is_dashboard_path
 from .embedding import HubApi
 from .events.dispatcher import HubEvents
@@ -55,6 +55,9 @@ SHUTDOWN_GRACE_SECONDS = 2.0
 DRAIN_TIMEOUT_SECONDS = 25.0  # default: with the shutdown's own grace, inside a 30 s stop timeout (Kubernetes')
 DRAIN_CHECK_SECONDS = 0.1  # how often a draining server looks at what is left
 DRAIN_REASON = "The server is restarting; connect again."
+BROKER_LOSS_TIMEOUT_SECONDS = 5.0  # default: a node without Redis this long closes its clients
+BROKER_CHECK_SECONDS = 0.25  # how often the broker's health is looked at
+BROKER_LOST_REASON = "This node lost the cluster broker (Redis); connect again."
 
 
 class Server:
@@ -68,17 +71,22 @@ class Server:
                  max_outbound_bytes: int = 4 * 1024 * 1024, keepalive_seconds: float = 20.0,
                  idle_timeout_seconds: float = 60.0, config: Config | None = None, redis_url: str | None = None,
                  reuse_port: bool = False, max_groups_per_connection: int = 1000,
+                 max_streams_per_connection: int = 64, max_stream_bytes: int = 64 * 1024 * 1024,
                  max_connections: int | None = None, max_connections_per_ip: int = 1000,
                  request_head_timeout_seconds: float = 60.0, request_body_timeout_seconds: float = 60.0,
                  http_keepalive_timeout_seconds: float = 75.0, max_upstream_connections: int = 64,
                  warn_ignored_settings: bool = True, dashboard: bool = True,
-                 metrics_address: tuple[str, int] | None = None):
+                 metrics_address: tuple[str, int] | None = None,
+                 broker_loss_timeout_seconds: float = BROKER_LOSS_TIMEOUT_SECONDS):
         self.host = host
+        self.broker_loss_timeout_seconds = broker_loss_timeout_seconds
         self.port = port
         self.keyring = KeyRing(access_key or generate_access_key(), secondary_key)
         self.ssl_context = ssl_context
         self.max_message_bytes = max_message_bytes
         self.max_groups_per_connection = max_groups_per_connection
+        self.max_streams_per_connection = max_streams_per_connection
+        self.max_stream_bytes = max_stream_bytes
         self.max_connections = max_connections  # None: derived from the open-file limit
         self.max_connections_per_ip = max_connections_per_ip
         self.request_head_timeout_seconds = request_head_timeout_seconds
@@ -90,7 +98,9 @@ class Server:
         self.settings = ConnectionSettings(recovery_window_seconds, max_outbound_bytes,
                                            replay_max_messages=replay_max_messages, replay_max_bytes=replay_max_bytes,
                                            max_message_bytes=max_message_bytes,
-                                           max_groups_per_connection=max_groups_per_connection)
+                                           max_groups_per_connection=max_groups_per_connection,
+                                           max_streams_per_connection=max_streams_per_connection,
+                                           max_stream_bytes=max_stream_bytes)
         self.config = config or Config()
         self.warn_ignored_settings = warn_ignored_settings  # off in --workers' processes: their parent says it once
         self._upstream_client: HttpClient | None = None
@@ -141,7 +151,7 @@ class Server:
                 self._server.close()
                 raise
         self._tasks = [loop.create_task(self._sweep_idle_http()), loop.create_task(heartbeat.run()),
-                       loop.create_task(self._sweep_hubs())]
+                       loop.create_task(self._sweep_hubs()), loop.create_task(self._watch_broker())]
         self.dashboard.start()
         ignored = ignored_settings(self.config)
         if ignored and self.warn_ignored_settings:
@@ -224,6 +234,33 @@ class Server:
             log.info("drained in %(seconds).1f s (%(left)d connections left with nowhere to go)", fields,
                      extra=fields)
         await self.stop()
+
+    async def _watch_broker(self) -> None:
+        """A node cut off from Redis no longer hears what the other nodes publish, and cannot move
+        sessions: once that has lasted broker_loss_timeout_seconds, every client is closed with
+        1012 and its session ends, so it connects again (a load balancer sends it to a node that
+        hears everything) and knows it may have missed messages, instead of waiting silently.
+        Shorter losses (a Redis restart, a Sentinel failover) keep the clients."""
+        lost_since: float | None = None
+        told: set[str] = set()  # closed during this loss (sessions waiting for their client included)
+        while True:
+            await asyncio.sleep(BROKER_CHECK_SECONDS)
+            if self.node.broker.health()["healthy"]:
+                lost_since = None
+                told.clear()
+                continue
+            now = time.monotonic()
+            lost_since = now if lost_since is None else lost_since
+            if now - lost_since < self.broker_loss_timeout_seconds:
+                continue
+            if not told:
+                log.error("the cluster broker has been unreachable for %.1f s: closing every client",
+                          now - lost_since, extra={"event": "broker_lost"})
+            for hub in self.node.hubs():
+                for conn in tuple(hub.connections):
+                    if isinstance(conn, ClientConnection) and conn.connection_id not in told:
+                        told.add(conn.connection_id)
+                        conn.close(CloseCode.SERVICE_RESTART, BROKER_LOST_REASON, notify=True)
 
     def hurry(self) -> None:
         """End a drain under way now (a second signal): what is left is closed as `stop` does."""
@@ -459,6 +496,7 @@ class Server:
         if policy is not None:
             broker = self.node.broker
             hub.last_values = LastValues(policy, broker.last_values if isinstance(broker, RedisBroker) else None)
+        hub.conflation = conflation_rules(settings)
         if not settings.event_handlers:
             return
         events = hub.events = hub.events or HubEvents()

@@ -29,10 +29,11 @@ import jwt
 import msgspec
 import uvloop
 
-from .app import DRAIN_TIMEOUT_SECONDS, MAX_MESSAGE_BYTES, Server, client_access_url
+from .app import BROKER_LOSS_TIMEOUT_SECONDS, DRAIN_TIMEOUT_SECONDS, MAX_MESSAGE_BYTES, Server, client_access_url
 from .auth.tokens import KeyRing
+from .broker.redis.link import describe_url
 from .broker.redis.sentinel import SCHEME as SENTINEL_SCHEME
-from .broker.redis.sentinel import Sentinels, is_sentinel_url
+from .broker.redis.sentinel import Sentinels
 from .broker.resp import RedisAddress
 from .config import Config, ConfigError, ignored_settings, load_config
 from .dashboard.access import LOGIN_TOKEN_SECONDS
@@ -89,6 +90,8 @@ config file (--config FILE, TOML; Azure's hub setting names, every one of them; 
   lastValueDepth = 1                    # 1-100 messages per group
   lastValueMaxGroups = 10000            # groups kept per hub (1-1000000)
   lastValueMaxBytes = 67108864          # bytes kept per hub (at most 1 GiB)
+  conflateGroups = ["prices.*"]         # fastpush's own: slow readers get the latest per group, not a backlog
+  maxMessagesPerSecond = 10             # fastpush's own: at most this many per connection per group
 
   [[hubs.chat.eventHandlers]]           # in order; the first that matches an event gets it
   urlTemplate = "http://127.0.0.1:3000/api/webpubsub/hubs/{{hub}}/{{event}}"
@@ -223,6 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"on SIGTERM, how long at most to wait while clients move to other processes or nodes "
                             f"(default: $FASTPUSH_DRAIN_TIMEOUT, else drainTimeoutSeconds in the config file, else "
                             f"{DRAIN_TIMEOUT_SECONDS:g}); SIGINT, or a second signal, stops at once")
+    serve.add_argument("--broker-loss-timeout", type=_positive_float, default=BROKER_LOSS_TIMEOUT_SECONDS,
+                       metavar="SECONDS",
+                       help="with --redis-url: once Redis has been unreachable this long, close every client with "
+                            "1012 (they reconnect, to a node that still hears the others) and end their sessions, "
+                            "rather than let them miss what other nodes publish "
+                            f"(default {BROKER_LOSS_TIMEOUT_SECONDS:g})")
     serve.add_argument("--public-host", help="how clients reach this server, for the printed connection string and "
                                              "REST token audiences: name, name:port or https://name[:port] "
                                              "(a TLS-terminating proxy in front)")
@@ -268,6 +277,10 @@ def _add_limits(serve: argparse.ArgumentParser) -> None:
                        help="largest REST request body (default 1 MiB)")
     serve.add_argument("--max-groups-per-connection", type=_positive_int, default=1000,
                        help="groups a client may join by itself (joinGroup); more get a BadRequest ack (default 1000)")
+    serve.add_argument("--max-streams-per-connection", type=_positive_int, default=64,
+                       help="group streams a client may have open at once; more are refused (default 64)")
+    serve.add_argument("--max-stream-bytes", type=_positive_int, default=64 * 1024 * 1024,
+                       help="data one group stream may carry before it is closed (default 64 MiB)")
     serve.add_argument("--max-connections", type=_positive_int, default=None,
                        help="open connections (WebSocket and HTTP) this process accepts "
                             "(default: derived from the open-file limit, `ulimit -n`)")
@@ -303,6 +316,8 @@ class ServerOptions(TypedDict):
     max_message_bytes: int
     max_body_bytes: int
     max_groups_per_connection: int
+    max_streams_per_connection: int
+    max_stream_bytes: int
     max_connections: int | None
     max_connections_per_ip: int
     request_head_timeout_seconds: float
@@ -312,6 +327,7 @@ class ServerOptions(TypedDict):
     warn_ignored_settings: bool
     dashboard: bool
     metrics_address: tuple[str, int] | None
+    broker_loss_timeout_seconds: float
 
 
 def server_options(args: argparse.Namespace, *, config: Config | None = None,
@@ -325,6 +341,7 @@ def server_options(args: argparse.Namespace, *, config: Config | None = None,
                 idle_timeout_seconds=args.idle_timeout, reuse_port=args.reuse_port,
                 max_message_bytes=args.max_message_bytes, max_body_bytes=args.max_body_bytes,
                 max_groups_per_connection=args.max_groups_per_connection, max_connections=args.max_connections,
+                max_streams_per_connection=args.max_streams_per_connection, max_stream_bytes=args.max_stream_bytes,
                 max_connections_per_ip=args.max_connections_per_ip,
                 request_head_timeout_seconds=args.request_timeout,
                 request_body_timeout_seconds=args.request_timeout,
@@ -332,7 +349,8 @@ def server_options(args: argparse.Namespace, *, config: Config | None = None,
                 max_upstream_connections=args.max_upstream_connections,
                 warn_ignored_settings=not args.reuse_port,  # a worker: its parent says it once
                 dashboard=not args.reuse_port,  # a worker's dashboard would see one process behind a shared port
-                metrics_address=_metrics_address(args.metrics_address) if args.metrics_address else None)
+                metrics_address=_metrics_address(args.metrics_address) if args.metrics_address else None,
+                broker_loss_timeout_seconds=args.broker_loss_timeout)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -542,12 +560,7 @@ async def _start(server: Server, redis_url: str | None) -> None:
     except OSError as exc:  # TimeoutError included
         if redis_url and not server.node.broker.health()["healthy"]:
             why = f"no answer in {STARTUP_SECONDS:g} s" if isinstance(exc, TimeoutError) else reason(exc)
-            if is_sentinel_url(redis_url):
-                where = f"the Redis {Sentinels.from_url(redis_url).describe()}"
-            else:
-                redis = RedisAddress.from_url(redis_url)
-                where = f"Redis at {redis.host}:{redis.port}"
-            raise StartupError(f"cannot reach {where} (--redis-url): {why}") from None
+            raise StartupError(f"cannot reach {describe_url(redis_url)} (--redis-url): {why}") from None
         await server.node.broker.stop()
         raise StartupError(listen_error(server.host, server.port, exc)) from None
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from picows import WSCloseCode, WSFrame, WSMsgType, WSTransport
 
-from . import reliable
+from . import conflation, reliable
 from .auth.tokens import ClientClaims
 from .events.model import EventContext
 from .fanout import Connection, Frames, fanout, trim_transport
@@ -89,6 +89,10 @@ class ClientConnection(ClientSession, Connection):
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         if transport is self.transport:  # else a socket this session has already moved away from
             self.lost()
+            if self.keep_session:  # the latest values are numbered now, after what the socket never got
+                conflation.drain(self, self._write_one, everything=True)
+            else:
+                conflation.drop(self)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         self.last_seen = time.monotonic()
@@ -112,6 +116,17 @@ class ClientConnection(ClientSession, Connection):
     def resume_writing(self) -> None:
         self.resume()
         reliable.continue_resend(self, self._settings.socket_high_water_bytes)
+        self.flush_conflated()
+
+    def flush_conflated(self) -> None:
+        """Write the conflated groups' latest values that wait, as far as the socket takes them
+        (the socket drained, or a rate limit came round: fastpush.conflation)."""
+        if self.conflation is not None:
+            conflation.drain(self, self._write_one)
+
+    def _write_one(self, frames: object) -> None:
+        assert isinstance(frames, Frames)
+        fanout((self,), frames)
 
     # --- what the session asks of the socket ----------------------------------------------------
     @property

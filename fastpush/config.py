@@ -23,6 +23,10 @@ with the reason; a key Azure does not have is refused.
     userEventPattern = "*"               # "*", "a,b", or "" for none
     systemEvents = ["connect", "connected", "disconnected"]
     groupPresenceEvents = { eventNames = ["joined", "left"], groupFilters = ["chat*"] }
+
+    [hubs.ticker]
+    conflateGroups = ["prices.*"]        # fastpush's own: a slow reader gets the latest value per group
+    maxMessagesPerSecond = 5             # fastpush's own, optional: per connection per conflated group
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ from pathlib import Path
 
 import msgspec
 
+from .conflation import ConflationRules
 from .events.model import PRESENCE_EVENTS, SYSTEM_EVENTS
 from .events.presence import PresenceRule
 from .lastvalue import DEFAULT_MAX_BYTES, DEFAULT_MAX_GROUPS, MAX_DEPTH, MAX_PATTERNS, LastValuePolicy
@@ -40,11 +45,15 @@ from .protocol.names import is_valid_hub
 __all__ = ["Config", "HubSettings", "EventHandlerSettings", "UpstreamAuthSettings", "ManagedIdentitySettings",
            "GroupPresenceEventFilters", "EventListenerSettings", "EventNameFilter", "EventHubEndpoint",
            "ChatSettings", "ResourceReference", "ConfigError", "load_config", "ignored_settings", "presence_rule",
-           "last_value_policy", "KEEPALIVE_RANGE", "MAX_GROUP_FILTERS", "LAST_VALUE_MAX_GROUPS_LIMIT",
-           "LAST_VALUE_MAX_BYTES_LIMIT"]
+           "KEEPALIVE_RANGE", "MAX_GROUP_FILTERS", "MAX_MESSAGES_PER_SECOND", "OWN_HUB_FIELDS", "conflation_rules",
+           "last_value_policy", "LAST_VALUE_MAX_GROUPS_LIMIT", "LAST_VALUE_MAX_BYTES_LIMIT"]
 
 KEEPALIVE_RANGE = (1, 120)  # Azure's bounds of webSocketKeepAliveIntervalInSeconds
 MAX_GROUP_FILTERS = 100  # groupPresenceEvents.groupFilters of one handler: each is tried on every join and leave
+# The hub keys that are fastpush's own, not Azure's (documented in the README's configuration section).
+OWN_HUB_FIELDS = frozenset({"conflateGroups", "maxMessagesPerSecond", "lastValueGroups", "lastValueDepth",
+                                 "lastValueMaxGroups", "lastValueMaxBytes"})
+MAX_MESSAGES_PER_SECOND = 10_000.0  # maxMessagesPerSecond's ceiling (conflateGroups has at most MAX_GROUP_FILTERS)
 LAST_VALUE_MAX_GROUPS_LIMIT = 1_000_000  # the largest lastValueMaxGroups a hub may ask for
 LAST_VALUE_MAX_BYTES_LIMIT = 1024 ** 3  # the largest lastValueMaxBytes a hub may ask for (1 GiB)
 
@@ -109,6 +118,9 @@ class HubSettings(_Setting):
     anonymous_connect_policy: str = "deny"
     web_socket_keep_alive_interval_in_seconds: int | None = None  # None: the server's --keepalive
     chat: ChatSettings | None = None
+    # fastpush's own: conflation for slow readers of these groups (fastpush.conflation)
+    conflate_groups: list[str] = []
+    max_messages_per_second: float | None = None
     # fastpush's own: the last-value cache (fastpush.lastvalue)
     last_value_groups: list[str] = []
     last_value_depth: int = 1
@@ -154,7 +166,25 @@ def _check(config: Config, where: str) -> None:
             raise ConfigError(f"{at}.webSocketKeepAliveIntervalInSeconds must be {low} to {high} (seconds)")
         for i, handler in enumerate(hub.event_handlers):
             _check_handler(handler, f"{at}.eventHandlers[{i}]")
+        _check_conflation(hub, at)
         _check_last_values(hub, at)
+
+
+def _check_conflation(hub: HubSettings, at: str) -> None:
+    if len(hub.conflate_groups) > MAX_GROUP_FILTERS:
+        raise ConfigError(f"{at}.conflateGroups: at most {MAX_GROUP_FILTERS} patterns")
+    for j, pattern in enumerate(hub.conflate_groups):
+        try:
+            compile_group_pattern(pattern)
+        except RoleError as exc:
+            raise ConfigError(f"{at}.conflateGroups[{j}]: {exc}") from None
+    rate = hub.max_messages_per_second
+    if rate is not None:
+        if not hub.conflate_groups:
+            raise ConfigError(f"{at}.maxMessagesPerSecond applies to conflateGroups, which is empty")
+        if not 0 < rate <= MAX_MESSAGES_PER_SECOND:
+            raise ConfigError(f"{at}.maxMessagesPerSecond must be above 0 and at most {MAX_MESSAGES_PER_SECOND:g}")
+
 
 
 def _check_last_values(hub: HubSettings, at: str) -> None:
@@ -220,6 +250,14 @@ def presence_rule(filters: GroupPresenceEventFilters) -> PresenceRule:
     patterns, in the syntax of the wildcard group roles (fastpush.permissions)."""
     return PresenceRule(frozenset(e.lower() for e in filters.event_names),
                         tuple(compile_group_pattern(p).fullmatch for p in filters.group_filters or ()))
+
+
+def conflation_rules(hub: HubSettings) -> ConflationRules | None:
+    """`conflateGroups` and `maxMessagesPerSecond` as the hub applies them (None: none)."""
+    if not hub.conflate_groups:
+        return None
+    return ConflationRules(tuple(compile_group_pattern(p).fullmatch for p in hub.conflate_groups),
+                           hub.max_messages_per_second)
 
 
 def ignored_settings(config: Config) -> list[str]:

@@ -14,6 +14,7 @@ from typing import assert_never
 
 from . import ops
 from .broker.base import Registry
+from .conflation import ConflationRules
 from .events.dispatcher import HubEvents
 from .expiry import local_deadline
 from .fanout import Connection, Frames, Tables, fanout
@@ -23,6 +24,7 @@ from .protocol.close_codes import CloseCode
 from .protocol.json_protocol import GroupSource, ServerSource
 from .protocol.odata_filter import ConnectionFacts, compile_filter
 from .protocol.payload import Payload
+from .protocol.variants import Variant
 
 __all__ = ["Hub", "Census", "DEFAULT_CLOSE_REASON"]
 
@@ -67,6 +69,7 @@ class Hub:
         self.census = census if census is not None else Census()  # the Node shares one among its hubs
         self.last_values: LastValues | None = None  # the hub's lastValueGroups, if any (fastpush.lastvalue)
         self._seeding: dict[str, Seeding] = {}  # mirrored groups being filled from Redis
+        self.conflation: ConflationRules | None = None  # the config file's conflateGroups, if any
 
     # --- membership --------------------------------------------------------------------------
     def add_connection(self, conn: Connection, groups: Iterable[str] = ()) -> None:
@@ -213,15 +216,20 @@ class Hub:
                 if frames is not None:
                     fanout(self.tables.connections.values(), frames, _as_set(op.excluded), _predicate(op.filter))
             case ops.SendToGroup():
-                seeding = self._seeding.get(op.group) if self._seeding else None
+                seeding = self._seeding.get(op.group) if self._seeding and op.stream is None else None
                 if seeding is not None:
                     seeding.held.append(op)  # its mirror is being filled: the joiners get it then (_fill)
                 members = self.tables.group_members(op.group)
-                if members and (frames := _frames(op.payload, GroupSource(op.group, op.from_user_id),
+                if members and (frames := _frames(op.payload, GroupSource(op.group, op.from_user_id, op.stream),
                                                   op.expires_at)) is not None:
                     excluded = _as_set(op.excluded) if seeding is None else seeding.joiner_ids.union(op.excluded)
-                    fanout(members, frames, excluded, _predicate(op.filter))
-                if self.last_values is not None:
+                    if self.conflation is not None and op.stream is None:  # a stream's fragments: never
+                        frames.conflate = self.conflation.rule(op.group)
+                    # A stream's end without data means something only to the JSON family, whose
+                    # messages say `endOfStream`: raw and protobuf members get fragments' data only.
+                    ends = op.stream is not None and op.stream.end_of_stream and not op.payload.data
+                    fanout(members, frames, excluded, _json_only if ends else _predicate(op.filter))
+                if self.last_values is not None and op.stream is None:  # a stream's fragments are not cached
                     self._remember(op, self.last_values)
             case ops.SendToUser():
                 members = self.tables.user_connections(op.user_id)
@@ -363,6 +371,10 @@ def _close_each(conns: Iterable[Connection], excluded: tuple[str, ...], reason: 
 def _predicate(filter: str | None) -> Predicate | None:
     """Filters travel as text (compiled once per node; compile_filter caches)."""
     return compile_filter(filter) if filter else None
+
+
+def _json_only(conn: Connection) -> bool:
+    return conn.variant == Variant.JSON or conn.variant == Variant.JSON_RELIABLE
 
 
 def _as_set(ids: tuple[str, ...]) -> frozenset[str] | None:

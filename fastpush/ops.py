@@ -24,6 +24,7 @@ from typing import ClassVar, Generic, TypeVar
 import msgspec
 
 from .lastvalue import Cached
+from .protocol.json_protocol import StreamInfo
 from .protocol.payload import Payload
 
 __all__ = [
@@ -108,6 +109,7 @@ class SendToGroup(_ToGroup[None], frozen=True):
     filter: str | None = None
     from_user_id: str | None = None  # a client's own send: its user, told to the receivers
     expires_at: float = 0.0
+    stream: StreamInfo | None = None  # a group stream's fragment or end (fastpush.streams)
     last_value_seq: int = 0  # to a cached group through Redis: its place in the hub's order (fastpush.lastvalue)
     confirmed: ClassVar[bool] = False
 

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import msgspec
 
 from .expiry import NEVER, local_deadline, wall_time
-from .protocol.json_protocol import GroupSource, ServerSource
+from .protocol.json_protocol import GroupSource, ServerSource, StreamInfo
 from .protocol.payload import Payload
 from .protocol.variants import RELIABLE_VARIANTS
 
@@ -112,6 +112,7 @@ class Buffered(msgspec.Struct, array_like=True):
     group: str | None  # None: a server message
     from_user_id: str | None
     expires_at: float = NEVER  # on the wall clock, as between nodes (fastpush.expiry)
+    stream: StreamInfo | None = None  # a group stream's fragment or end
 
 
 class SessionState(msgspec.Struct, array_like=True):
@@ -147,8 +148,9 @@ def export_state(session: Resumable, connection_state: str | None, *, with_repla
     the identity is asked for while the session may still be serving its client."""
     if with_replay:
         session.mark_unsent()
+    kept = (session.replay or ()) if with_replay else ()
     buffered = [Buffered(f.payload, getattr(f.source, "group", None), getattr(f.source, "from_user_id", None),
-                         wall_time(f.deadline)) for f in ((session.replay or ()) if with_replay else ())]
+                         wall_time(f.deadline), getattr(f.source, "stream", None)) for f in kept]
     return _encode_state(SessionState(session.connection_id, session.user_id, session.subprotocol, session.variant,
                                       sorted(session.roles), sorted(session.groups), session.sequence_id,
                                       session.acked_sequence_id, buffered, connection_state, session.unsent_from,
@@ -173,7 +175,8 @@ def restore(session: Resumable, state: SessionState, frames: Callable[[Payload, 
     session.unsent_from = state.unsent_from
     replay: collections.deque[Replayed] = collections.deque()
     for entry in state.replay:
-        source = GroupSource(entry.group, entry.from_user_id) if entry.group is not None else _SERVER_SOURCE
+        source = (GroupSource(entry.group, entry.from_user_id, entry.stream) if entry.group is not None
+                  else _SERVER_SOURCE)
         deadline = local_deadline(entry.expires_at)
         kept = frames(entry.payload, source, time.monotonic() if deadline is None else deadline)
         replay.append(kept)

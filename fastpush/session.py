@@ -4,8 +4,8 @@ and closes out.
 `ClientSession` is what the service does with a client connection: it joins fragments and
 enforces RFC 6455's rules on data frames and the message size limit, parses subprotocol requests
 and answers them (ack ids and Duplicate, sendToGroup / joinGroup / leaveGroup checks, ping, user
-events in order with back-pressure; invocations beside them, bounded and cancellable; streaming
-and group state refused as the spec says),
+events in order with back-pressure; invocations beside them, bounded and cancellable; group
+streams (fastpush.streams); group state refused as the spec says),
 handles raw clients, keeps a reliable client's session for its recovery window (fastpush.reliable
 has the bookkeeping), and applies the slow-client and buffer-full policies, with their log lines.
 
@@ -71,6 +71,7 @@ from .protocol.json_protocol import (
 )
 from .protocol.names import event_error, group_error, is_valid_event, is_valid_group
 from .protocol.payload import DataType, Payload
+from .streams import GroupStreams
 from .trace import Trace
 
 __all__ = ["ClientSession", "ConnectionSettings", "SESSION_SLOTS", "SessionHub", "SessionNode", "ClientFrame",
@@ -100,6 +101,8 @@ class ConnectionSettings:
     replay_max_bytes: int = 16 * 1024 * 1024
     max_message_bytes: int = 1024 * 1024  # one client message, however many fragments it comes in
     max_groups_per_connection: int = 1000  # groups a client may join itself
+    max_streams_per_connection: int = 64  # group streams a client may have open at once
+    max_stream_bytes: int = 64 * 1024 * 1024  # data one group stream may carry
     trace: Trace = field(default_factory=Trace)  # the server's Live Trace (told only while watched)
 
     @property
@@ -151,7 +154,7 @@ SESSION_SLOTS = ("_node", "_hub", "_settings", "_codec", "_token_groups", "_raw_
                  "_fragments", "_fragment_type", "_fragment_bytes", "reconnection_token", "previous_token",
                  "_expiry", "_ack_ids", "_event_ctx", "_event_tail", "_events_in_flight", "_adopted",
                  "_repeat_acks", "address", "close_code", "messages_in", "bytes_in", "_connected_at",
-                 "_invocations", "_moving")
+                 "_invocations", "_moving", "_streams")
 
 
 class ClientSession:
@@ -232,6 +235,7 @@ class ClientSession:
         bytes_in: int
         _connected_at: float
         _invocations: Invocations | None
+        _streams: GroupStreams | None
 
     def _init_session(self, node: SessionNode, hub: SessionHub, accept: Accept, settings: ConnectionSettings,
                       event_ctx: EventContext | None) -> None:
@@ -267,6 +271,7 @@ class ClientSession:
         self.bytes_in = 0
         self._connected_at = 0.0
         self._invocations = None  # made on the first invocation
+        self._streams = None  # made on the first stream start
 
     @property
     def groups_to_join(self) -> tuple[str, ...]:
@@ -338,6 +343,7 @@ class ClientSession:
     def end_session(self) -> None:
         self._cancel_expiry()
         self.keep_session = False
+        self._cancel_streams()
         if not self._hub.remove_connection(self):
             return
         if self._hub.events is not None:
@@ -371,6 +377,7 @@ class ClientSession:
         without a `disconnected` event, as it lives on (a socket still here is dropped: its client
         recovers again, onto the session's new node)."""
         state = reliable.export_state(self, self._connection_state())
+        self._cancel_streams()  # a stream's state stays with the node it was opened on
         self._cancel_expiry()
         self.keep_session = False
         self._moving = True  # it leaves its groups here, but leaves none of them
@@ -558,13 +565,9 @@ class ClientSession:
                 if self._invocations is not None:
                     self._invocations.cancel(request.invocation_id)  # nothing is sent: the client gave up
             case StreamStart():
-                self._refuse_stream(request)
+                self._start_stream(request)
             case StreamMessage():
-                # No stream is ever open here: the spec's answer to data, a keepalive or an end on an
-                # unknown stream is a StreamNotFound close of that stream.
-                # The id is named once, in streamId: the answer costs no more than what was sent.
-                self.send_frame(OPCODE_TEXT, encode_stream_closed(
-                    request.stream_id, "StreamNotFound", "The stream is not open: streaming is not supported."))
+                self._group_streams().receive(request)
             case GroupState():
                 # Fire-and-forget without an ackId: the client asked for no answer (spec §3.1).
                 self._ack(ack_id, "BadRequest", "Group state is not supported by this server.")
@@ -597,20 +600,41 @@ class ClientSession:
                                  expires_at(request.ttl_seconds))
             self._settle(self._node.submit(op), request.ack_id)
 
-    def _refuse_stream(self, request: StreamStart) -> None:
-        """Streaming is not supported: a stream start is answered with the stream's terminal close
-        (the spec's rejection of a start, which the SDKs raise from their open-stream call), with the
-        error a supporting service would give for a bad group or a missing permission first. An
-        ackId, which a start should not carry, gets the same error ack."""
+    def _start_stream(self, request: StreamStart) -> None:
+        """A group stream opens where a sendToGroup would be allowed; refused, the start is answered
+        with the stream's terminal close (which the SDKs raise from their open-stream call). An
+        ackId, which a start should not carry, gets an ack too."""
         group = request.group
         if not is_valid_group(group):
-            name, message = "BadRequest", group_error(group)
+            refusal: tuple[str, str] | None = ("BadRequest", group_error(group))
         elif not grants(self.roles, Permission.SEND_TO_GROUP, group):
-            name, message = "Forbidden", f"The client does not have permission to send to group '{group}'."
+            refusal = ("Forbidden", f"The client does not have permission to send to group '{group}'.")
         else:
-            name, message = "BadRequest", "Streaming is not supported by this server."
-        self.send_frame(OPCODE_TEXT, encode_stream_closed(request.stream_id, name, message))
-        self._ack(request.ack_id, name, message)
+            refusal = None
+        if refusal is not None:
+            self.send_frame(OPCODE_TEXT, encode_stream_closed(request.stream_id, *refusal))
+            self._ack(request.ack_id, *refusal)
+            return
+        self._group_streams().start(request)
+        self._ack(request.ack_id)
+
+    def _group_streams(self) -> GroupStreams:
+        streams = self._streams
+        if streams is None:
+            settings = self._settings
+            streams = self._streams = GroupStreams(
+                self.hub, self.connection_id, self.user_id, self._stream_reply, self._node.submit,
+                settings.max_streams_per_connection, settings.max_stream_bytes)
+        return streams
+
+    def _stream_reply(self, frame: bytes) -> None:
+        """Streams exist only in the JSON family: their answers are text frames."""
+        if self.is_open:
+            self.send_frame(OPCODE_TEXT, frame)
+
+    def _cancel_streams(self) -> None:
+        if self._streams is not None:
+            self._streams.cancel_all(self.close_reason or "The publisher's connection closed.")
 
     def _join_or_leave(self, request: JoinGroup | LeaveGroup) -> None:
         group = request.group

@@ -24,16 +24,19 @@ from types import FrameType
 from typing import IO, TextIO
 
 from .auth.tokens import generate_access_key
+from .broker.redis.link import describe_url
 from .startup import STARTUP_SECONDS, StartupError, close_all, format_address, parse_address, reserve_port
 
 __all__ = ["run_workers", "DRAINING_LINE"]
 
-# Options every worker gets exactly as given (flag = "--" + dest with dashes); keys travel in the
-# environment instead, so they never show in a process listing.
+# Options every worker gets exactly as given (flag = "--" + dest with dashes); keys and the Redis
+# URL travel in the environment instead, so they never show in a process listing.
 PASSED_AS_GIVEN = ("log_level", "log_format", "recovery_window", "replay_max_messages", "replay_max_bytes",
                    "max_outbound_bytes", "keepalive", "idle_timeout", "max_message_bytes", "max_body_bytes",
-                   "max_groups_per_connection", "max_connections", "max_connections_per_ip", "request_timeout",
-                   "http_keepalive_timeout", "max_upstream_connections", "config", "public_host", "drain_timeout")
+                   "max_groups_per_connection", "max_streams_per_connection", "max_stream_bytes",
+                   "max_connections", "max_connections_per_ip", "request_timeout",
+                   "http_keepalive_timeout", "max_upstream_connections", "config", "public_host", "drain_timeout",
+                   "broker_loss_timeout")
 FAILURE_PREFIX = "fastpush: "
 DRAINING_LINE = "Draining"  # what a worker prints on stdout when a SIGTERM of its own starts its drain
 STOP_SECONDS = 5.0  # how long workers that failed to start get to exit before they are killed
@@ -97,12 +100,15 @@ def run_workers(args: argparse.Namespace, count: int, tls: tuple[str, str] | Non
 
 
 def _run(args: argparse.Namespace, count: int, tls: tuple[str, str] | None, port: int) -> int:
-    env = dict(os.environ, FASTPUSH_ACCESS_KEY=args.access_key or generate_access_key())
+    # The Redis URL may hold passwords: it travels in the environment too (a worker reads
+    # $FASTPUSH_REDIS_URL when --redis-url is not given), never in the workers' argv.
+    env = dict(os.environ, FASTPUSH_ACCESS_KEY=args.access_key or generate_access_key(),
+               FASTPUSH_REDIS_URL=args.redis_url)
     if args.secondary_key:
         env["FASTPUSH_SECONDARY_KEY"] = args.secondary_key
     # -P: no current directory on sys.path, so a source checkout there cannot shadow the install.
     command = [sys.executable, "-P", "-m", "fastpush", "serve", "--workers", "1", "--reuse-port", "--host", args.host,
-               "--port", str(port), "--redis-url", args.redis_url, *_passed_on(args, tls)]
+               "--port", str(port), *_passed_on(args, tls)]
     events: _Events = queue.Queue()
     workers = [_Worker(command + _metrics_address(args, i), env, events) for i in range(count)]
     stopping = threading.Event()
@@ -126,7 +132,8 @@ def _run(args: argparse.Namespace, count: int, tls: tuple[str, str] | None, port
             return 0
         raise
     pids = ", ".join(str(worker.proc.pid) for worker in workers)
-    print(f"{count} workers on port {port} (pids {pids}), sharing {args.redis_url}", file=sys.stderr, flush=True)
+    print(f"{count} workers on port {port} (pids {pids}), sharing {describe_url(args.redis_url)}", file=sys.stderr,
+          flush=True)
     print(connection_string, flush=True)
     return _supervise(workers, events, stopping, lambda: _Worker(command, env, events), stop)
 

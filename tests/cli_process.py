@@ -17,9 +17,10 @@ STARTUP_TIMEOUT = 20.0
 
 
 class ServeProcess:
-    def __init__(self, *args: str, env: dict | None = None, preexec=None):
-        """`preexec` runs in the child before fastpush starts (e.g. to lower a resource limit)."""
-        self.proc = subprocess.Popen([sys.executable, "-m", "fastpush", "serve", "--port", "0", *args],
+    def __init__(self, *args: str, env: dict | None = None, preexec=None, prefix: tuple[str, ...] = ()):
+        """`preexec` runs in the child before fastpush starts (e.g. to lower a resource limit);
+        `prefix` is the command that runs it (e.g. `ip netns exec NAME`)."""
+        self.proc = subprocess.Popen([*prefix, sys.executable, "-m", "fastpush", "serve", "--port", "0", *args],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
                                      preexec_fn=preexec)
@@ -51,8 +52,8 @@ class WatchedServe(ServeProcess):
     """A ServeProcess whose later output (stdout and stderr) a thread keeps reading, so a busy log
     never fills the pipe, and a test can wait for a line."""
 
-    def __init__(self, *args: str, env: dict | None = None):
-        super().__init__(*args, env=env)
+    def __init__(self, *args: str, env: dict | None = None, prefix: tuple[str, ...] = ()):
+        super().__init__(*args, env=env, prefix=prefix)
         self._changed = threading.Condition()
         self._reader = threading.Thread(target=self._read, name="serve-output", daemon=True)
         self._reader.start()

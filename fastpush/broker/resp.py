@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
+import socket
+import struct
 from collections.abc import Callable
 from typing import Literal, TypeAlias
 from urllib.parse import unquote, urlsplit
@@ -135,6 +138,10 @@ class RespConnection:
             if not future.done():
                 future.set_exception(RedisGone("the connection to Redis was lost"))
 
+    def abort(self) -> None:
+        """Close now with a reset, dropping what was not sent (`close` then finishes the job)."""
+        _abort(self._writer)
+
     async def close(self) -> None:
         if self._reader_task is not None:
             self._reader_task.cancel()
@@ -229,6 +236,10 @@ class SubscriberConnection:
             if not future.done():
                 future.set_result(None)
 
+    def abort(self) -> None:
+        """Close now with a reset, dropping what was not sent (`close` then finishes the job)."""
+        _abort(self._writer)
+
     async def close(self) -> None:
         if self._reader_task is not None:
             self._reader_task.cancel()
@@ -237,3 +248,15 @@ class SubscriberConnection:
             self._writer = None
         if self.closed is not None and not self.closed.done():
             self.closed.set_result(None)
+
+
+def _abort(writer: asyncio.StreamWriter | None) -> None:
+    """Close with a reset that drops what the kernel has not sent yet: a command already
+    answered as failed must not reach Redis later, when a cut link comes back (SO_LINGER 0)."""
+    if writer is None:
+        return
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()  # nor what asyncio still buffers

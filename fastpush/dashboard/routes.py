@@ -43,11 +43,14 @@ _COMMON_HEADERS: Final = (("Cache-Control", "no-store"), ("X-Content-Type-Option
                           ("Referrer-Policy", "no-referrer"), ("X-Frame-Options", "DENY"))
 _PAGE_POLICY: Final = ("default-src 'self'; connect-src 'self'; img-src 'self' data:; style-src 'self'; "
                        "script-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
-_LOGGED_OUT_PAGE: Final = (b'<!doctype html><meta charset="utf-8"><title>fastpush</title><p>Log in to the dashboard '
+# Each page names an empty icon: else a browser asks for /favicon.ico, a 404 in its console.
+_LOGGED_OUT_PAGE: Final = (b'<!doctype html><meta charset="utf-8"><link rel="icon" href="data:,">'
+                           b'<title>fastpush</title><p>Log in to the dashboard '
                            b'with the URL fastpush printed when it started, or run <code>fastpush dashboard</code> for '
                            b'a new one.')
 _LOGIN_PAGE: Final = (b'<!doctype html><meta charset="utf-8"><meta http-equiv="refresh" content="0; url=/dashboard/">'
-                      b'<title>fastpush</title><a href="/dashboard/">Open the dashboard</a>')
+                      b'<link rel="icon" href="data:,"><title>fastpush</title>'
+                      b'<a href="/dashboard/">Open the dashboard</a>')
 
 
 def is_dashboard_path(path: str) -> bool:

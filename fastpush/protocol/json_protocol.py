@@ -21,7 +21,7 @@ __all__ = [
     "Request", "ProtocolViolation", "InvalidRequest", "InvalidInvocation", "parse_request",
     "encode_ack", "encode_connected", "encode_disconnected", "encode_pong", "encode_invoke_response",
     "encode_invoke_error",
-    "encode_stream_closed",
+    "encode_stream_closed", "encode_stream_ack", "encode_stream_nack", "StreamInfo", "StreamError",
     "message_tail", "ServerSource", "GroupSource",
 ]
 
@@ -89,18 +89,43 @@ class Ignored(msgspec.Struct, frozen=True):
 
 
 class StreamStart(msgspec.Struct, frozen=True):
-    """A sendToGroup carrying `stream` metadata: a client opening a group stream (1.1.0 SDKs)."""
+    """A sendToGroup carrying `stream` metadata: a client opening a group stream (1.1.0 SDKs);
+    `idle_timeout_ms` None: the service default."""
 
     group: str
     stream_id: str
     ack_id: int | None
+    no_echo: bool = False
+    idle_timeout_ms: int | None = None
+
+
+class StreamError(msgspec.Struct, frozen=True, array_like=True):
+    """Why a stream ended badly: a publisher's own error (`UserError`, with its `userErrorCode`) or
+    the service's (IdleTimeout, Cancelled, ...)."""
+
+    name: str
+    message: str
+    user_error_code: str | None = None
 
 
 class StreamMessage(msgspec.Struct, frozen=True):
-    """streamData (a fragment, or a keepalive without payload) or streamEnd, on an open stream."""
+    """streamData or streamEnd on a stream. streamData: a fragment (`sequence_id` and `payload`),
+    or a keepalive (neither). streamEnd: `error` is the publisher's, if it gave one."""
 
     kind: str  # "streamdata" | "streamend"
     stream_id: str
+    sequence_id: int | None = None
+    payload: Payload | None = None
+    error: StreamError | None = None
+
+
+class StreamInfo(msgspec.Struct, frozen=True, array_like=True):
+    """The `stream` of a group message that is part of a stream, as its receivers get it."""
+
+    stream_id: str
+    sequence_id: int
+    end_of_stream: bool = False
+    error: StreamError | None = None
 
 
 class GroupState(msgspec.Struct, frozen=True):
@@ -179,7 +204,8 @@ def _parse_known(kind: str, msg: dict[str, object], ack_id: int | None) -> Reque
         if not isinstance(no_echo, bool):
             raise _FieldError("'noEcho' must be a boolean")
         if msg.get("stream") is not None:
-            return StreamStart(_string(msg, "group"), _stream_start(msg), ack_id)
+            stream_id, timeout = _stream_start(msg)
+            return StreamStart(_string(msg, "group"), stream_id, ack_id, no_echo, timeout)
         ttl = msg.get("ttlSeconds")
         return SendToGroup(_string(msg, "group"), ack_id, no_echo, _payload(msg), 0 if ttl is None else check_ttl(ttl))
     if kind == "event":
@@ -196,9 +222,9 @@ def _parse_known(kind: str, msg: dict[str, object], ack_id: int | None) -> Reque
     if kind == "cancelinvocation":
         return CancelInvocation(_invocation_id(msg))
     if kind == "streamdata":
-        return StreamMessage(kind, _stream_data(msg))
+        return _stream_data(msg)
     if kind == "streamend":
-        return StreamMessage(kind, _stream_end(msg))
+        return _stream_end(msg)
     if kind in ("setgroupstate", "subscribegroupstate", "unsubscribegroupstate"):
         group = _string(msg, "group")
         if kind == "setgroupstate":
@@ -239,41 +265,45 @@ def _stream_id(value: object) -> str:
     return value
 
 
-def _stream_start(msg: dict[str, object]) -> str:
+def _stream_start(msg: dict[str, object]) -> tuple[str, int | None]:
     stream = msg["stream"]
     if not isinstance(stream, dict):
         raise _FieldError("'stream' must be an object")
     timeout = stream.get("idleTimeoutMs")
-    if timeout is not None and (type(timeout) is not int or timeout <= 0):
+    if timeout is not None and (type(timeout) is not int or not 0 < timeout <= _MAX_UINT64):
         raise _FieldError("'stream.idleTimeoutMs' must be a positive integer")
     if msg.get("data") is not None or msg.get("dataType") is not None:
         raise _FieldError("a stream start must carry no 'data' or 'dataType'")
-    return _stream_id(stream.get("streamId"))
+    return _stream_id(stream.get("streamId")), timeout
 
 
-def _stream_data(msg: dict[str, object]) -> str:
+def _stream_data(msg: dict[str, object]) -> StreamMessage:
     stream_id = _stream_id(msg.get("streamId"))
     fields = [msg.get(name) is not None for name in ("streamSequenceId", "dataType", "data")]
-    if any(fields):  # a fragment; none of the three: a keepalive
-        if not all(fields):
-            raise _FieldError("stream data needs all of 'streamSequenceId', 'dataType' and 'data'")
-        seq = msg["streamSequenceId"]
-        if type(seq) is not int or not 0 < seq <= _MAX_UINT64:
-            raise _FieldError("'streamSequenceId' must be a positive 64-bit integer")
-        _payload(msg)
-    return stream_id
+    if not any(fields):  # a keepalive
+        return StreamMessage("streamdata", stream_id)
+    if not all(fields):
+        raise _FieldError("stream data needs all of 'streamSequenceId', 'dataType' and 'data'")
+    seq = msg["streamSequenceId"]
+    if type(seq) is not int or not 0 < seq <= _MAX_UINT64:
+        raise _FieldError("'streamSequenceId' must be a positive 64-bit integer")
+    return StreamMessage("streamdata", stream_id, seq, _payload(msg))
 
 
-def _stream_end(msg: dict[str, object]) -> str:
+def _stream_end(msg: dict[str, object]) -> StreamMessage:
     stream_id = _stream_id(msg.get("streamId"))
     error = msg.get("error")
-    if error is not None:
-        if not isinstance(error, dict):
-            raise _FieldError("'error' must be an object")
-        for name in ("message", "userErrorCode"):
-            if error.get(name) is not None and not isinstance(error[name], str):
-                raise _FieldError(f"'error.{name}' must be a string")
-    return stream_id
+    if error is None:
+        return StreamMessage("streamend", stream_id)
+    if not isinstance(error, dict):
+        raise _FieldError("'error' must be an object")
+    for name in ("message", "userErrorCode"):
+        if error.get(name) is not None and not isinstance(error[name], str):
+            raise _FieldError(f"'error.{name}' must be a string")
+    # The publisher's error reaches the receivers as the spec's UserError (client-spec §3.6.3).
+    code = error.get("userErrorCode")
+    return StreamMessage("streamend", stream_id, error=StreamError(
+        "UserError", str(error.get("message") or ""), code if isinstance(code, str) else None))
 
 
 def _string_map(msg: dict[str, object], field: str) -> None:
@@ -346,9 +376,21 @@ class _InvokeResponse(msgspec.Struct, tag="invokeResponse", tag_field="type", re
     error: _Error
 
 
-class _StreamClosed(msgspec.Struct, tag="streamClosed", tag_field="type", rename="camel"):
+class _StreamClosed(msgspec.Struct, tag="streamClosed", tag_field="type", rename="camel", omit_defaults=True):
     stream_id: str
-    error: _Error
+    error: _Error | None = None
+
+
+class _StreamAck(msgspec.Struct, tag="streamAck", tag_field="type", rename="camel"):
+    stream_id: str
+    expected_sequence_id: int
+
+
+class _StreamNack(msgspec.Struct, tag="streamNack", tag_field="type", rename="camel"):
+    stream_id: str
+    name: str
+    message: str
+    expected_sequence_id: int
 
 
 def encode_ack(ack_id: int, error_name: str | None = None, message: str = "") -> bytes:
@@ -383,9 +425,18 @@ def encode_invoke_error(invocation_id: str, name: str, message: str) -> bytes:
     return _encode(_InvokeResponse(invocation_id, False, _Error(name, message)))
 
 
-def encode_stream_closed(stream_id: str, name: str, message: str) -> bytes:
-    """The terminal answer on a stream (client-spec §3.6.4), here always with an error."""
-    return _encode(_StreamClosed(stream_id, _Error(name, message)))
+def encode_stream_closed(stream_id: str, name: str | None = None, message: str = "") -> bytes:
+    """The terminal answer on a stream (client-spec §3.6.4): without an error when it ended well."""
+    return _encode(_StreamClosed(stream_id, None if name is None else _Error(name, message)))
+
+
+def encode_stream_ack(stream_id: str, expected_sequence_id: int) -> bytes:
+    """Every fragment below `expected_sequence_id` is accepted (1: the start is)."""
+    return _encode(_StreamAck(stream_id, expected_sequence_id))
+
+
+def encode_stream_nack(stream_id: str, name: str, message: str, expected_sequence_id: int) -> bytes:
+    return _encode(_StreamNack(stream_id, name, message, expected_sequence_id))
 
 
 class ServerSource(msgspec.Struct, frozen=True):
@@ -397,6 +448,7 @@ class GroupSource(msgspec.Struct, frozen=True):
 
     group: str
     from_user_id: str | None = None
+    stream: StreamInfo | None = None  # a fragment or the end of a group stream
 
 
 def message_tail(source: ServerSource | GroupSource, payload: Payload) -> bytes:
@@ -410,7 +462,21 @@ def message_tail(source: ServerSource | GroupSource, payload: Payload) -> bytes:
     tail = b',"dataType":"' + payload.data_type.value.encode() + b'","data":' + _data(payload)
     if payload.metadata:
         tail += b',"metadata":' + _encode(dict(payload.metadata))
+    if isinstance(source, GroupSource) and source.stream is not None:
+        tail += b',"stream":' + _stream_info(source.stream)
     return head + tail + b"}"
+
+
+def _stream_info(info: StreamInfo) -> bytes:
+    out = (b'{"streamId":' + _encode(info.stream_id) + b',"streamSequenceId":%d,"endOfStream":%s'
+           % (info.sequence_id, b"true" if info.end_of_stream else b"false"))
+    error = info.error
+    if error is not None:
+        out += b',"error":{"name":' + _encode(error.name) + b',"message":' + _encode(error.message)
+        if error.user_error_code is not None:
+            out += b',"userErrorCode":' + _encode(error.user_error_code)
+        out += b"}"
+    return out + b"}"
 
 
 def _data(payload: Payload) -> bytes:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from .close_codes import CloseCode
 from .json_protocol import (
     GroupSource,
+    Ignored,
     InvalidRequest,
     JoinGroup,
     LeaveGroup,
@@ -31,7 +32,7 @@ __all__ = [
 ]
 
 _WIRE_VARINT, _WIRE_I64, _WIRE_LEN, _WIRE_I32 = 0, 1, 2, 5
-ProtobufRequest = JoinGroup | LeaveGroup | SendToGroup | SendEvent | SequenceAck | Ping
+ProtobufRequest = JoinGroup | LeaveGroup | SendToGroup | SendEvent | SequenceAck | Ping | Ignored
 
 
 class _Malformed(ValueError):
@@ -129,6 +130,13 @@ def parse_upstream(frame: bytes | memoryview) -> ProtobufRequest:
     if ack_id is not None and not isinstance(ack_id, int):
         raise ProtocolViolation(CloseCode.INVALID_PAYLOAD, "Invalid protobuf message: ack_id must be a varint")
     try:
+        if number == 1 and 7 in inner:  # a stream start (the emulator's StreamStartInfo)
+            # No protobuf schema has stream data, acks or closes: refused like any request that cannot
+            # be done (an error ack, else nothing), as the message itself is well-formed.
+            if ack_id is not None:
+                raise InvalidRequest(ack_id, "BadRequest", "Group streams need a JSON subprotocol: no protobuf "
+                                                           "schema has stream messages.")
+            return Ignored("streamstart")
         if number == 1:
             return SendToGroup(_text(inner, 1, "group"), ack_id, bool(inner.get(4, 0)),
                                _with_metadata(_payload(inner.get(3)), body, inner, 6),

@@ -79,6 +79,9 @@ def browser_page(tmp_path):
         page.on("console", lambda message: errors.append(f"console {message.type}: {message.text}")
                 if message.type == "error" else None)
         page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
+        # The console says only "Failed to load resource: ... 404": name what failed.
+        page.on("response", lambda response: errors.append(f"HTTP {response.status}: {response.request.method} "
+                                                           f"{response.url}") if response.status >= 400 else None)
         yield page, errors
         browser.close()
 

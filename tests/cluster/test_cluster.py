@@ -92,8 +92,12 @@ async def test_a_dead_nodes_connections_disappear_and_others_keep_delivering(red
 
 
 async def test_redis_outage_refuses_sends_then_recovers(private_redis, hub_name):
-    async with fastpush.Server(port=0, access_key=ACCESS_KEY, redis_url=private_redis.url) as a, \
-            fastpush.Server(port=0, access_key=ACCESS_KEY, redis_url=private_redis.url) as b:
+    # A short outage keeps the clients (a long one closes them: tests/cluster/test_broker_loss.py);
+    # "short" here is however long reconnecting takes on a busy machine.
+    async with fastpush.Server(port=0, access_key=ACCESS_KEY, redis_url=private_redis.url,
+                               broker_loss_timeout_seconds=60) as a, \
+            fastpush.Server(port=0, access_key=ACCESS_KEY, redis_url=private_redis.url,
+                            broker_loss_timeout_seconds=60) as b:
         client = await connect(ServerView(a.endpoint, ACCESS_KEY), hub_name, JSON_V1, groups=["g"])
         rest_b = ServerView(b.endpoint, ACCESS_KEY)
         send = f"/api/hubs/{hub_name}/groups/g/:send?api-version=2024-12-01"

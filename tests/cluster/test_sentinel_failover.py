@@ -51,9 +51,13 @@ def nodes(sentinels, tmp_path):
     config = tmp_path / "fastpush.toml"
     config.write_text(f'redisUrl = "{sentinels.url}"\n')
     started = []
+    # The clients stay connected through the failover (checked below) however long a busy machine
+    # makes it: not closed after the default --broker-loss-timeout.
+    keep = ("--broker-loss-timeout", "60")
     try:
-        started.append(ServeProcess("--config", str(config), env={"FASTPUSH_ACCESS_KEY": ACCESS_KEY}))
-        started.append(ServeProcess(env={"FASTPUSH_ACCESS_KEY": ACCESS_KEY, "FASTPUSH_REDIS_URL": sentinels.url}))
+        started.append(ServeProcess("--config", str(config), *keep, env={"FASTPUSH_ACCESS_KEY": ACCESS_KEY}))
+        started.append(ServeProcess(*keep, env={"FASTPUSH_ACCESS_KEY": ACCESS_KEY,
+                                                "FASTPUSH_REDIS_URL": sentinels.url}))
         yield [ServerView(_endpoint(p.connection_string), ACCESS_KEY) for p in started]
     finally:
         for process in started:

@@ -16,6 +16,8 @@ FLAGS = [
     ("--max-message-bytes", "2048", {"max_message_bytes": 2048}),
     ("--max-body-bytes", "4096", {"max_body_bytes": 4096}),
     ("--max-groups-per-connection", "7", {"max_groups_per_connection": 7}),
+    ("--max-streams-per-connection", "5", {"max_streams_per_connection": 5}),
+    ("--max-stream-bytes", "4096", {"max_stream_bytes": 4096}),
     ("--max-connections", "321", {"max_connections": 321}),
     ("--max-connections-per-ip", "9", {"max_connections_per_ip": 9}),
     ("--request-timeout", "2.5", {"request_head_timeout_seconds": 2.5, "request_body_timeout_seconds": 2.5}),
@@ -26,7 +28,7 @@ FLAGS = [
 DEFAULTS = {"max_message_bytes": 1024 * 1024, "max_body_bytes": 1024 * 1024, "max_groups_per_connection": 1000,
             "max_connections": None, "max_connections_per_ip": 1000, "request_head_timeout_seconds": 60.0,
             "request_body_timeout_seconds": 60.0, "http_keepalive_timeout_seconds": 75.0,
-            "max_upstream_connections": 64}
+            "max_upstream_connections": 64, "max_streams_per_connection": 64, "max_stream_bytes": 64 * 1024 * 1024}
 
 # serve options a worker does not get as given: the parent decides them (metrics_address: each
 # worker its own port), or they travel another way
@@ -66,7 +68,7 @@ def test_every_worker_gets_every_option():
     assert dests - NOT_PASSED_AS_GIVEN == set(PASSED_AS_GIVEN)
     given = ["--log-level", "debug", "--log-format", "json", "--recovery-window", "5", "--replay-max-messages", "6",
              "--replay-max-bytes", "7", "--max-outbound-bytes", "8", "--keepalive", "9", "--idle-timeout", "10",
-             "--config", "hubs.toml", "--drain-timeout", "12",
+             "--config", "hubs.toml", "--drain-timeout", "12", "--broker-loss-timeout", "13",
              "--public-host", "push.example"] + [part for flag, value, _ in FLAGS for part in (flag, value)]
     parent = serve_args(*given)
     worker = serve_args(*_passed_on(parent, None))

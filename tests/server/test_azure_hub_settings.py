@@ -14,7 +14,7 @@ import msgspec
 import pytest
 
 import fastpush
-from fastpush.config import Config, ConfigError, HubSettings, load_config
+from fastpush.config import OWN_HUB_FIELDS, Config, ConfigError, HubSettings, load_config
 from tests.cli_process import ServeProcess
 from tests.events.upstream_server import Upstream
 from tests.helpers import client_token, eventually
@@ -99,13 +99,9 @@ def test_the_fixture_holds_every_azure_field():
     assert sorted(AZURE_HUB_FIELDS - held) == []
 
 
-# fastpush's own hub keys, beside Azure's (documented in README.md as fastpush extensions).
-FASTPUSH_HUB_FIELDS = {"lastValueGroups", "lastValueDepth", "lastValueMaxGroups", "lastValueMaxBytes"}
-
-
-def test_fastpush_reads_the_azure_fields_and_its_own_and_no_others():
-    assert not AZURE_HUB_FIELDS & FASTPUSH_HUB_FIELDS
-    assert _fields_read(HubSettings) == AZURE_HUB_FIELDS | FASTPUSH_HUB_FIELDS
+def test_fastpush_reads_the_azure_fields_and_no_others():
+    assert _fields_read(HubSettings) - OWN_HUB_FIELDS == AZURE_HUB_FIELDS
+    assert _fields_read(HubSettings) >= OWN_HUB_FIELDS and not OWN_HUB_FIELDS & AZURE_HUB_FIELDS
 
 
 @pytest.mark.parametrize("text,complaint", [
@@ -130,6 +126,14 @@ def test_fastpush_reads_the_azure_fields_and_its_own_and_no_others():
     ('[[hubs.h.eventHandlers]]\nurlTemplate = "http://x"\nauth = { type = "Basic" }\n', "auth.type"),
     ('[[hubs.h.eventHandlers]]\nurlTemplate = "https://x/{@Microsoft.KeyVault(SecretUri=https://v/s)}"\n',
      "Key Vault"),
+    ('[hubs.h]\nconflateGroups = ["a*b*c*d*e*f*"]\n', "conflateGroups[0]"),
+    ('[hubs.h]\nconflateGroups = ["p.*", ""]\n', "conflateGroups[1]"),
+    ('[hubs.h]\nconflateGroups = "p.*"\n', "conflateGroups"),
+    ("[hubs.h]\nmaxMessagesPerSecond = 5\n", "conflateGroups, which is empty"),
+    ('[hubs.h]\nconflateGroups = ["p.*"]\nmaxMessagesPerSecond = 0\n', "maxMessagesPerSecond must be"),
+    ('[hubs.h]\nconflateGroups = ["p.*"]\nmaxMessagesPerSecond = inf\n', "maxMessagesPerSecond must be"),
+    ('[hubs.h]\nconflateGroups = ["p.*"]\nmaxMessagesPerSecond = nan\n', "maxMessagesPerSecond must be"),
+    ('[hubs.h]\nconflateGroup = ["p.*"]\n', "conflateGroup"),
 ])
 def test_what_is_not_azure_or_not_valid_is_refused(tmp_path, text, complaint):
     path = tmp_path / "hubs.toml"

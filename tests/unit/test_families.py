@@ -1,8 +1,10 @@
-"""The newer message families of the client protocol that @azure/web-pubsub-client 1.1.0 sends and
-fastpush does not support (streaming, group state; invocations are supported: test_invocations.py),
-without sockets: every well-formed message of these families gets the answer the spec gives for a
-refusal, never a close and never silence where the client waits for an answer; a malformed one
-still closes 1007 (or gets a BadRequest ack when it carries an ackId), as any malformed message does.
+"""The newer message families of the client protocol that @azure/web-pubsub-client 1.1.0 sends, without
+sockets, where they are refused: group state (not supported), and stream messages fastpush cannot
+take (no permission, a bad group, a stream that is not open; tests/unit/test_group_streams.py has
+streams that open; invocations: test_invocations.py). Every well-formed message gets the answer the
+spec gives for a refusal, never a close and never silence where the client waits for an answer; a
+malformed one still closes 1007 (or gets a BadRequest ack when it carries an ackId), as any
+malformed message does.
 
 The protobuf family has none of these messages (neither the published webpubsub.v1.proto nor the
 newer one with sequence_ack and ping defines them), so there is nothing to answer there."""
@@ -35,28 +37,20 @@ def answers(conn: Conn) -> list[tuple]:
     return out + [("close", code) for code, _ in conn.closes()]
 
 
-# --- streaming ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("subprotocol", [JSON_V1, JSON_RELIABLE_V1])
-def test_a_stream_start_is_refused_with_stream_closed(subprotocol):
-    conn = Conn(subprotocol, roles=[SEND_ANY]).open()
-    conn.send({**STREAM_START, "stream": {"streamId": "s1", "idleTimeoutMs": 5000}})
-    assert answers(conn) == [stream_closed("s1", "BadRequest")]
-    assert "not supported" in conn.messages()[0]["error"]["message"]
-    assert conn.node.submitted == []  # nothing reaches the group
-
-
+# --- streaming (tests/unit/test_group_streams.py has streams that open) ---------------------------------------
 def test_a_stream_start_without_permission_or_to_a_bad_group_says_so():
     conn = Conn(roles=[JOIN_ANY]).open()
     conn.send(STREAM_START)
     conn.send({**STREAM_START, "group": " ", "stream": {"streamId": "s2"}, "noEcho": True})
     assert answers(conn) == [stream_closed("s1", "Forbidden"), stream_closed("s2", "BadRequest")]
+    assert conn.node.submitted == []  # nothing reaches the group
 
 
-def test_a_stream_start_with_an_ack_id_also_gets_the_error_ack_and_a_repeat_is_duplicate():
-    conn = Conn(roles=[SEND_ANY]).open()
+def test_a_refused_stream_start_with_an_ack_id_also_gets_the_error_ack_and_a_repeat_is_duplicate():
+    conn = Conn(roles=[JOIN_ANY]).open()
     conn.send({**STREAM_START, "ackId": 4})
     conn.send({**STREAM_START, "ackId": 4})
-    assert answers(conn) == [stream_closed("s1", "BadRequest"), ("ack", 4, False, "BadRequest"),
+    assert answers(conn) == [stream_closed("s1", "Forbidden"), ("ack", 4, False, "Forbidden"),
                              ("ack", 4, False, "Duplicate")]
 
 

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from fastpush.protocol.json_protocol import (
     GroupSource,
+    Ignored,
     InvalidRequest,
     JoinGroup,
     LeaveGroup,
@@ -140,6 +141,20 @@ def test_bad_request_with_ack_id():
     with pytest.raises(InvalidRequest) as exc:
         parse_upstream(m.SerializeToString())
     assert exc.value.ack_id == 5 and "data" in exc.value.message
+
+
+@pytest.mark.parametrize("ack", [None, 5])
+def test_a_stream_start_is_refused_not_a_close(ack):
+    """SendToGroupMessage field 7 (the emulator's StreamStartInfo, no data): no protobuf schema has
+    the rest of a stream, so the start is refused as a request that cannot be done."""
+    inner = b"\x0a\x01g" + b"\x3a\x04\x0a\x02s1" + (b"" if ack is None else b"\x10\x05")
+    frame = b"\x0a" + bytes([len(inner)]) + inner
+    if ack is None:
+        assert parse_upstream(frame) == Ignored("streamstart")
+        return
+    with pytest.raises(InvalidRequest) as exc:
+        parse_upstream(frame)
+    assert (exc.value.ack_id, exc.value.name) == (5, "BadRequest") and "JSON" in exc.value.message
 
 
 def test_a_send_may_carry_a_time_to_live():

@@ -7,7 +7,15 @@ import pytest
 
 from fastpush import fanout as _fanout
 from fastpush import reliable
-from fastpush.protocol.json_protocol import JSON_RELIABLE_V1, JSON_V1, PROTOBUF_RELIABLE_V1, GroupSource, ServerSource
+from fastpush.protocol.json_protocol import (
+    JSON_RELIABLE_V1,
+    JSON_V1,
+    PROTOBUF_RELIABLE_V1,
+    GroupSource,
+    ServerSource,
+    StreamError,
+    StreamInfo,
+)
 from fastpush.protocol.payload import DataType, Payload
 from fastpush.protocol.variants import Variant
 
@@ -145,7 +153,7 @@ def test_the_hand_over_format_is_a_msgpack_array_in_field_order():
     session = sent_to(Kept(), SENDS[1:2])
     session.roles = {"r"}
     raw = msgspec.msgpack.decode(reliable.export_state(session, None))
-    buffered = [{"data_type": "json", "data": b'{"n":2}'}, "g", "bob", 0.0]  # ..., expires_at (never)
+    buffered = [{"data_type": "json", "data": b'{"n":2}'}, "g", "bob", 0.0, None]  # ..., expires_at (never), stream
     # ..., unsent_from, the reconnection token and the one before
     assert raw == ["c1", "ann", JSON_RELIABLE_V1, 2, ["r"], [], 1, 0, [buffered], None, 2, None, None]
     token = reliable.rotate_token(session)
@@ -160,6 +168,15 @@ def test_a_hand_over_from_a_node_without_ttl_fields_still_decodes():
                                   [[{"data_type": "text", "data": b"x"}, None, None]], None])
     state = reliable.decode_state(old)
     assert (state.replay[0].expires_at, state.unsent_from, state.reconnection_token) == (0.0, 0, None)
+
+
+def test_a_group_streams_message_moves_with_its_stream():
+    """A reliable member's unacknowledged stream fragments keep their `stream` on its new node."""
+    info = StreamInfo("s1", 3, True, StreamError("UserError", "gave up", "E1"))
+    session = sent_to(Kept(), [(Payload(DataType.TEXT, b""), GroupSource("g", "ann", info))])
+    adopted = Kept()
+    reliable.restore(adopted, reliable.decode_state(reliable.export_state(session, None)), _fanout.Frames)
+    assert adopted.replay[0].source == GroupSource("g", "ann", info)
 
 
 def test_a_corrupt_hand_over_is_refused():

@@ -6,6 +6,9 @@ move to the node its client recovered onto (`handover`). While Redis is unreacha
 traffic goes on, cluster operations are refused with BrokerUnavailable (REST: 503), and the node
 reconnects with backoff, then subscribes and registers its connections again; it takes operations
 again once the nodes it knew are subscribed again too, so none it accepts misses their clients.
+A link cut between here and Redis sends no reset: both connections are pinged every PROBE_SECONDS,
+and one silent for PROBE_TIMEOUT counts as lost (connecting has its own limit, CONNECT_TIMEOUT in
+`link`); what the server then does with its clients is the Server's broker-loss timeout.
 With a redis+sentinel:// URL the master comes from Sentinel, and a switch ends the backoff (`sentinel`).
 """
 from __future__ import annotations
@@ -33,6 +36,8 @@ __all__ = ["RedisBroker"]
 
 log = logging.getLogger("fastpush.broker")
 R = TypeVar("R")
+PROBE_SECONDS = 1.0  # how often both connections to Redis are pinged
+PROBE_TIMEOUT = 3.0  # a ping unanswered this long: Redis is unreachable, the connections are dropped
 
 
 class RedisBroker:
@@ -66,7 +71,8 @@ class RedisBroker:
         self._handler = self._bus.handler = self._handover.handler = handler
         await self._connect()
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._keep_alive()), loop.create_task(self._watch())]
+        self._tasks = [loop.create_task(self._keep_alive()), loop.create_task(self._watch()),
+                       loop.create_task(self._probe())]
         if self._link.sentinels is not None:
             self._tasks.append(loop.create_task(self._link.sentinels.follow_switches(self._link.master_moved)))
 
@@ -120,6 +126,24 @@ class RedisBroker:
                     await link.pause(delay)
                     delay = min(delay * 2, 5.0)
             COUNTERS.broker_reconnected()
+
+    async def _probe(self) -> None:
+        """Drop connections to a Redis that stopped answering (a partition): `_watch` takes over.
+        Also while reconnecting, so that a link cut then cannot leave `_connect` waiting forever."""
+        link = self._link
+        while True:
+            await asyncio.sleep(PROBE_SECONDS)
+            if link.commands is None or not link.commands.connected:
+                continue
+            try:
+                async with asyncio.timeout(PROBE_TIMEOUT):
+                    await asyncio.gather(link.run("PING"), link.barrier())
+            except TimeoutError:
+                log.error("node %s: Redis did not answer a ping in %g s; dropping the connection",
+                          link.node_id, PROBE_TIMEOUT)
+                await link.abort()  # what it has not sent (a send already answered 503) never arrives
+            except (RedisGone, OSError):
+                pass  # the connection broke: `_watch` has seen it too
 
     async def _keep_alive(self) -> None:
         while True:

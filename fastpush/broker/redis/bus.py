@@ -136,7 +136,7 @@ class OperationBus:
             case ops.Route.GROUP:
                 channel = link.channel("g", hub, op.routing_key)
                 cached = self.cached_groups
-                if cached is not None and isinstance(op, ops.SendToGroup) and \
+                if cached is not None and isinstance(op, ops.SendToGroup) and op.stream is None and \
                         (policy := cached.policy(hub, op.group)) is not None:
                     return _count(await cached.publish(hub, op.group, channel, message, policy))
                 return _count(await link.run("PUBLISH", channel, message))

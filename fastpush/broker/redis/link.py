@@ -25,7 +25,16 @@ __all__ = ["Link", "log_failure", "unavailable"]
 
 log = logging.getLogger("fastpush.broker")
 OLD_MASTER_PAUSE_MS = 5000  # publishing paused on a master Sentinel replaced, for nodes yet to hear of it
+CONNECT_TIMEOUT = 5.0  # to open both connections and log in (a cut link leaves a connect waiting minutes)
 LEAVE_SECONDS = 0.5  # to pause it and read what it sent before: longer, it is gone or unreachable
+
+
+def describe_url(url: str) -> str:
+    """Where a --redis-url points, without its passwords (for logs and error messages)."""
+    if is_sentinel_url(url):
+        return f"the Redis {Sentinels.from_url(url).describe()}"
+    address = RedisAddress.from_url(url)
+    return f"Redis at {address.host}:{address.port}"
 
 
 class Link:
@@ -55,10 +64,15 @@ class Link:
         commands = RespConnection(address)
         subscriber = SubscriberConnection(address, on_message)
         try:
-            await commands.connect()
-            if self.sentinels is not None:
-                await _check_master(commands, address)
-            await subscriber.connect()
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                await commands.connect()
+                if self.sentinels is not None:
+                    await _check_master(commands, address)
+                await subscriber.connect()
+        except TimeoutError:
+            await commands.close()
+            await subscriber.close()
+            raise RedisGone(f"{address.host}:{address.port}: no answer in {CONNECT_TIMEOUT:g} s") from None
         except BaseException:
             await commands.close()
             await subscriber.close()
@@ -107,6 +121,13 @@ class Link:
         for conn in (self.commands, self.subscriber):
             if conn is not None:
                 await conn.close()
+
+    async def abort(self) -> None:
+        """Close both connections with a reset, dropping what was not sent yet (a silent Redis)."""
+        for conn in (self.commands, self.subscriber):
+            if conn is not None:
+                conn.abort()
+        await self.close()
 
     # --- names -------------------------------------------------------------------------------
     def key(self, *parts: str) -> str:

@@ -20,12 +20,19 @@
 //   {"client": 1, "event": "group-message", "args": {"message": {"kind": "groupData", ...}}}
 // Binary data travels both ways as {"$bytes": "<base64>"} (an ArrayBuffer on the JS side).
 // An argument {"$abortSignal": "k1"} is a new AbortController's signal, named k1 for "abort".
+// Group streams: {"method": "openGroupStream", "args": ["room", {<OpenGroupStreamOptions>}]} keeps the
+// returned stream under its streamId for "streamWrite" [streamId, content, dataType], "streamEnd"
+// [streamId] and "streamAbort" [streamId, {message, userErrorCode}]; its onError listener is the
+// event "stream-error" {streamId, name, message}. "onGroupStream" [options] subscribes: every stream
+// seen is the event "stream-opened" {group, streamId}, each of its messages "stream-message" {group,
+// streamId, dataType, data, stream}, and its end "stream-ended" {group, streamId, error}.
 // The process exits when stdin ends.
 import readline from "node:readline";
 
 const { WebPubSubClient, WebPubSubJsonProtocol, WebPubSubJsonReliableProtocol } = await import(process.argv[2]);
 const clients = new Map();
 const aborts = new Map();
+const streams = new Map(); // "<client>/<streamId>" -> the stream openGroupStream returned
 
 function revive(_key, value) {
   if (value && typeof value === "object" && "$bytes" in value) {
@@ -73,6 +80,32 @@ async function call(id, number, method, args) {
       create(number, ...args);
     } else if (method === "dispose") {
       dispose(number);
+    } else if (method === "openGroupStream") {
+      const stream = await clients.get(number).openGroupStream(...args);
+      streams.set(`${number}/${stream.streamId}`, stream);
+      stream.onError((error) => emit({ client: number, event: "stream-error",
+                                       args: { streamId: stream.streamId, name: error.name, message: error.message } }));
+      result = { streamId: stream.streamId };
+    } else if (method === "streamWrite") {
+      await streams.get(`${number}/${args[0]}`).write(args[1], args[2]);
+    } else if (method === "streamEnd") {
+      await streams.get(`${number}/${args[0]}`).end();
+    } else if (method === "streamAbort") {
+      await streams.get(`${number}/${args[0]}`).abort(args[1]);
+    } else if (method === "onGroupStream") {
+      clients.get(number).onGroupStream(async (stream) => {
+        const names = { group: stream.groupName, streamId: stream.streamId };
+        emit({ client: number, event: "stream-opened", args: names });
+        try {
+          for await (const m of stream) {
+            emit({ client: number, event: "stream-message",
+                   args: { ...names, dataType: m.dataType, data: m.data, stream: m.stream } });
+          }
+          emit({ client: number, event: "stream-ended", args: { ...names, error: null } });
+        } catch (error) {
+          emit({ client: number, event: "stream-ended", args: { ...names, error: { name: error.name, message: error.message, userErrorCode: error.userErrorCode } } });
+        }
+      }, ...args);
     } else if (method === "abort") {
       aborts.get(args[0])?.abort();
       aborts.delete(args[0]);
