@@ -2,18 +2,29 @@
 
     python -m benches.loadgen --port P --path '/client/hubs/bench?access_token=...' --raw 500 --json 500
 
-The orchestrator (benches.fanout) drives it with one JSON command per stdin line and waits for the
-answer; several of these processes share the load-generator cores when N is large (a process may hold
-only so many open files). It exits on stdin EOF or at its deadline, whichever comes first.
+The orchestrator (benches.fanout, benches.scale) drives it with one JSON command per stdin line and
+waits for the answer; several of these processes share the load-generator cores when N is large (a process
+may hold only so many open files). It exits on stdin EOF or at its deadline, whichever comes first.
+
+Every handshake's time (from the connect call to the upgrade, or to the `connected` message) is kept
+for the `handshakes` command. After the `storm` command, a subscriber the server closes comes back at
+once, and on failure retries after about `retry_delay` seconds (jittered by half, so the
+retries of a crowd do not stay in step), until `seconds` have passed; at most `concurrency` handshakes
+are in flight at once (more would time out in this process's own queue: one core holds thousands of
+clients here, where each real client has its own); `restored` reports when this process had all its
+subscribers back.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
+import random
 import sys
 import time
 from array import array
+from dataclasses import dataclass, field
 
 import uvloop
 
@@ -25,6 +36,7 @@ __all__ = ["Fleet", "main"]
 CONNECT_TIMEOUT = 15.0
 KEEPALIVE_EVERY = 5.0  # well inside fastpush's 20 s: its heartbeat then never pings during a measurement
 KEEPALIVE_SETTLE = 0.3  # time for the server to read the pongs before anything is measured
+STORM_ATTEMPTS = 1000  # per subscriber, on top of the storm's own time limit
 
 
 def emit(event: str, **fields: object) -> None:
@@ -33,10 +45,32 @@ def emit(event: str, **fields: object) -> None:
     sys.stdout.flush()
 
 
-class Fleet:
-    """This process's subscribers: connects them, times messages per broadcast, counts bursts."""
+@dataclass
+class _Storm:
+    """A reconnect storm under way: how many subscribers must come back, by when, and what failed."""
 
-    def __init__(self) -> None:
+    expected: int
+    deadline: float
+    retry_delay: float
+    gate: asyncio.Semaphore
+    lost: int = 0
+    failures: int = 0
+    gave_up: int = 0
+    errors: collections.Counter[str] = field(default_factory=collections.Counter)
+    restored_ns: int | None = None
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    timer: asyncio.TimerHandle | None = None
+
+
+class Fleet:
+    """This process's subscribers: connects them, times messages per broadcast, counts bursts, brings
+    them back after a reconnect storm."""
+
+    def __init__(self, host: str, port: int, source_ip: str | None, kind: type[Subscriber] = Subscriber) -> None:
+        self.host, self.port, self.kind = host, port, kind
+        self.local_addr = (source_ip, 0) if source_ip else None
+        self.handshakes = array("q")  # ns per successful handshake, since the last `handshakes` command
+        self.storm: _Storm | None = None
         self.counting = False
         self.ready: set[Subscriber] = set()
         self.connecting: dict[Subscriber, asyncio.Future[None]] = {}
@@ -47,31 +81,76 @@ class Fleet:
         self.last_keepalive = time.monotonic()
 
     # --- connecting -------------------------------------------------------------------------
-    async def connect(self, host: str, port: int, requests: list[bytes], source_ip: str | None,
-                      concurrency: int, kind: type[Subscriber] = Subscriber) -> tuple[int, str | None]:
-        """Open one subscriber of `kind` per request, `concurrency` handshakes at a time; (failures, first
-        error)."""
-        loop = asyncio.get_running_loop()
+    async def connect(self, requests: list[bytes], concurrency: int) -> tuple[int, str | None]:
+        """Open one subscriber per request, `concurrency` handshakes at a time; (failures, first error)."""
         gate = asyncio.Semaphore(concurrency)
-        local_addr = (source_ip, 0) if source_ip else None
 
         async def one(request: bytes) -> str | None:
             async with gate:
-                sub = kind(self, request)
-                waiter = self.connecting[sub] = loop.create_future()
-                try:
-                    async with asyncio.timeout(CONNECT_TIMEOUT):
-                        await loop.create_connection(lambda: sub, host, port, local_addr=local_addr)
-                        await waiter
-                    return None
-                except (OSError, TimeoutError, ConnectionError) as exc:
-                    self.connecting.pop(sub, None)
-                    if sub.transport is not None:
-                        sub.transport.abort()
-                    return f"{type(exc).__name__}: {exc}"
+                return await self._open(request)
 
         errors = [e for e in await asyncio.gather(*(one(r) for r in requests)) if e]
         return len(errors), (errors[0] if errors else None)
+
+    async def _open(self, request: bytes) -> str | None:
+        """One subscriber through its handshake: None (its time kept), or why it failed."""
+        loop = asyncio.get_running_loop()
+        sub = self.kind(self, request)
+        waiter = self.connecting[sub] = loop.create_future()
+        began = time.monotonic_ns()
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                await loop.create_connection(lambda: sub, self.host, self.port, local_addr=self.local_addr)
+                await waiter
+        except (OSError, TimeoutError, ConnectionError) as exc:
+            self.connecting.pop(sub, None)
+            if sub.transport is not None:
+                sub.transport.abort()
+            return f"{type(exc).__name__}: {exc}"
+        self.handshakes.append(time.monotonic_ns() - began)
+        return None
+
+    # --- a reconnect storm --------------------------------------------------------------------
+    def arm_storm(self, seconds: float, retry_delay: float, concurrency: int) -> None:
+        """From now on a subscriber that the server closes reconnects; `restored` once all are back.
+        Frames are read again, not just counted: the server's pings must be answered, or it drops the
+        subscribers that came back once they have been silent for its idle timeout."""
+        self.counting = False
+        self.handshakes = array("q")
+        self.storm = _Storm(len(self.ready), time.monotonic() + seconds, retry_delay, asyncio.Semaphore(concurrency))
+        self.storm.timer = asyncio.get_running_loop().call_later(seconds, self._storm_over)
+
+    async def _come_back(self, storm: _Storm, request: bytes) -> None:
+        """Reconnect at once, then after a jittered delay per failure, until back or out of time."""
+        for _ in range(STORM_ATTEMPTS):
+            async with storm.gate:
+                error = await self._open(request)
+            if error is None:
+                if len(self.ready) >= storm.expected and storm.restored_ns is None:
+                    storm.restored_ns = time.monotonic_ns()
+                    self._storm_over()
+                return
+            storm.failures += 1
+            # refusals by exception name; a server's answer (a status line, a close) in full
+            storm.errors[error if error.startswith("ConnectionError:") else error.split(":")[0]] += 1
+            delay = storm.retry_delay * random.uniform(0.5, 1.5)
+            if time.monotonic() + delay > storm.deadline:
+                break
+            await asyncio.sleep(delay)
+        storm.gave_up += 1
+
+    def _storm_over(self) -> None:
+        """Report once: when every subscriber is back, or when the storm's time is up."""
+        storm = self.storm
+        if storm is None:
+            return
+        self.storm = None
+        if storm.timer is not None:
+            storm.timer.cancel()
+        for task in storm.tasks:
+            task.cancel()
+        emit("restored", ready=len(self.ready), expected=storm.expected, lost=storm.lost, failures=storm.failures,
+             gave_up=storm.gave_up, errors=dict(storm.errors.most_common(5)), restored_ns=storm.restored_ns)
 
     def on_ready(self, sub: Subscriber) -> None:
         waiter = self.connecting.pop(sub, None)
@@ -85,8 +164,15 @@ class Fleet:
             waiter.set_exception(ConnectionError(reason))
 
     def on_lost(self, sub: Subscriber) -> None:
+        was_ready = sub in self.ready
         self.ready.discard(sub)
         self.on_failed(sub, "connection closed during the handshake")
+        storm = self.storm
+        if was_ready and storm is not None:
+            storm.lost += 1
+            task = asyncio.get_running_loop().create_task(self._come_back(storm, sub.request))
+            storm.tasks.add(task)
+            task.add_done_callback(storm.tasks.discard)
 
     async def keepalive_if_due(self) -> None:
         """A pong from every subscriber when they have been quiet for a while, then a pause: a phase
@@ -168,14 +254,25 @@ async def _commands(fleet: Fleet, deadline: float) -> None:
             emit("tally", delivered=fleet.counted())
             continue
         elif name == "samples":
-            with open(command["path"], "wb") as out:
-                fleet.samples.tofile(out)
-            emit("samples", count=len(fleet.samples))
+            emit("samples", count=_dump(fleet.samples, command["path"]))
             fleet.samples = array("q")
             continue
+        elif name == "handshakes":
+            emit("handshakes", count=_dump(fleet.handshakes, command["path"]))
+            fleet.handshakes = array("q")
+            continue
+        elif name == "storm":
+            fleet.arm_storm(command["seconds"], command["retry_delay"], command["concurrency"])
         else:
             raise ValueError(f"unknown command {name!r}")
         emit("ok", cmd=name)
+
+
+def _dump(values: array, path: str) -> int:
+    """Write `values` (ns) to `path` for the orchestrator (they can be millions); how many."""
+    with open(path, "wb") as out:
+        values.tofile(out)
+    return len(values)
 
 
 async def _run(args: argparse.Namespace) -> None:
@@ -184,11 +281,12 @@ async def _run(args: argparse.Namespace) -> None:
     requests = ([upgrade_request(args.host, args.port, args.path, None)] * args.raw
                 + [upgrade_request(args.host, args.port, args.path, None if centrifugo else JSON_SUBPROTOCOL)]
                 * args.json)
-    fleet = Fleet()
+    fleet = Fleet(args.host, args.port, args.source_ip, CentrifugoSubscriber if centrifugo else Subscriber)
     try:
-        failed, error = await fleet.connect(args.host, args.port, requests, args.source_ip, args.concurrency,
-                                            CentrifugoSubscriber if centrifugo else Subscriber)
-        emit("connected", ready=len(fleet.ready), failed=failed, error=error)
+        began_ns = time.monotonic_ns()
+        failed, error = await fleet.connect(requests, args.concurrency)
+        emit("connected", ready=len(fleet.ready), failed=failed, error=error, began_ns=began_ns,
+             t_ns=time.monotonic_ns())
         await _commands(fleet, deadline)
     finally:
         fleet.close()

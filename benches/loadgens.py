@@ -5,13 +5,15 @@ import asyncio
 import json
 import math
 import sys
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from .procs import Children
 from .servers import ROOT
 
-__all__ = ["LoadGen", "LoadPlan", "start_loadgens"]
+__all__ = ["LoadGen", "LoadPlan", "collect", "start_loadgens"]
 
 PORTS_PER_SOURCE_IP = 25_000  # of the ~28,000 ephemeral ports Linux uses by default per address pair
 COMMAND_TIMEOUT = 30.0
@@ -84,8 +86,9 @@ class LoadGen:
 async def start_loadgens(children: Children, plan: LoadPlan, port: int, path: str,
                          cpus: frozenset[int] | None, connect_timeout: float,
                          dialect: str = "webpubsub") -> tuple[list[LoadGen], dict]:
-    """Start the processes, wait until every subscriber is connected or failed; (handles, totals).
-    `dialect`: how a subscriber talks to the server (benches/loadgen.py --dialect)."""
+    """Start the processes, wait until every subscriber is connected or failed; (handles, totals), the
+    totals with the ramp's `seconds` (from the first process's first connect to the last one's last
+    handshake). `dialect`: how a subscriber talks to the server (benches/loadgen.py --dialect)."""
     split = plan.split()
     many_ips = plan.connections > PORTS_PER_SOURCE_IP
     gens = []
@@ -98,6 +101,22 @@ async def start_loadgens(children: Children, plan: LoadPlan, port: int, path: st
         name = f"loadgen-{i}"
         gens.append(LoadGen(name, await children.spawn(name, argv, cpus, ROOT), children))
     reports = await asyncio.gather(*(g.expect("connected", connect_timeout) for g in gens))
+    seconds = (max(r["t_ns"] for r in reports) - min(r["began_ns"] for r in reports)) / 1e9
     totals = {"ready": sum(r["ready"] for r in reports), "failed": sum(r["failed"] for r in reports),
-              "error": next((r["error"] for r in reports if r["error"]), None), "processes": len(gens)}
+              "error": next((r["error"] for r in reports if r["error"]), None), "processes": len(gens),
+              "seconds": round(seconds, 3)}
     return gens, totals
+
+
+async def collect(gens: list[LoadGen], scratch: Path, what: str, timeout: float) -> array:
+    """The nanosecond figures `what` ("samples": latencies, "handshakes": handshake times) of every load
+    generator, through files: they can be millions."""
+    merged = array("q")
+    for gen in gens:
+        path = scratch / f"{gen.name}.{what}"
+        gen.send(what, path=str(path))
+        got = await gen.expect(what, timeout)
+        with open(path, "rb") as f:
+            merged.fromfile(f, got["count"])
+        path.unlink()
+    return merged

@@ -8,7 +8,11 @@ The steps, each bounded in count and time:
    previous one, no sooner than 1/rate after it, and at least MIN_GAP later); every subscriber records
    receive - send;
 4. saturation: `runs` bursts of `burst_deliveries / N` messages published at once; deliveries per second
-   from the first publish to the last byte received, with the CPU both sides spent.
+   from the first publish to the last byte received, with the CPU both sides spent;
+5. with `storm` (benches.scale), what it measures with the subscribers still connected.
+
+The ramp of step 2 is reported too: how long the load generators took to connect everyone, and each
+handshake's time.
 
 A server's CPU and RSS are those of all its processes (a --workers parent and its workers) plus its
 redis-server, if it has one: what the deployment costs, with Redis's share given separately.
@@ -19,15 +23,14 @@ import asyncio
 import math
 import secrets
 import time
-from array import array
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import astuple, dataclass
 from pathlib import Path
 
 from . import payload
 from .centrifugo import PATH_SUFFIX as CENTRIFUGO_PATH
 from .centrifugo_subscriber import BROADCAST_CHANNEL
-from .loadgens import LoadGen, LoadPlan, start_loadgens
+from .loadgens import LoadGen, LoadPlan, collect, start_loadgens
 from .procs import (
     Children,
     CorePlan,
@@ -52,7 +55,7 @@ RUN_GAP = 0.3
 BROADCAST_TIMEOUT = 15.0
 RUN_TIMEOUT = 60.0
 EVENT_TIMEOUT = 30.0
-LOADGEN_DEADLINE = 900.0
+LOADGEN_DEADLINE = 1800.0  # a load generator exits by itself after this (100,000 subscribers take minutes)
 BUSY = 0.85  # above this a core counts as saturated
 DISTURBED = 0.1  # other processes taking more of a core than this make a row's figures unreliable
 JUDGED_SECONDS = 1.0  # shorter windows are too coarse for core shares
@@ -129,9 +132,13 @@ def _pinned_seconds(cpus: frozenset[int] | None) -> float:
     return core_seconds(cpus) if cpus else 0.0
 
 
+Storm = Callable[[RunningServer, list[LoadGen], Path], Awaitable[dict]]
+
+
 async def measure(target: Target, connections: int, settings: Settings, cores: CorePlan, children: Children,
-                  progress: Progress, at: float, scratch: Path) -> dict:
-    """Measure one server at one N; `at` is where this cell starts on the progress bar (one unit wide)."""
+                  progress: Progress, at: float, scratch: Path, storm: Storm | None = None) -> dict:
+    """Measure one server at one N; `at` is where this cell starts on the progress bar (one unit wide);
+    `storm` runs last, before the server stops, and its figures are the row's `storm`."""
     key = secrets.token_urlsafe(32)
     name = f"{target.label} N={connections}"
     if target.workers > 1:
@@ -144,19 +151,22 @@ async def measure(target: Target, connections: int, settings: Settings, cores: C
     if settings.scrape_interval and target.key.startswith("fastpush"):
         scraper = MetricsScraper(server.endpoint, key, settings.scrape_interval)
         scraper.start()
-    scraped = None
+    scraped = stormed = None
     try:
         await asyncio.sleep(IDLE_SETTLE)
         rss_empty = _rss(server)
         progress.phase(at + 0.05, f"{name}: connecting")
         plan = LoadPlan(connections, settings.json_fraction, settings.per_loadgen, LOADGEN_DEADLINE)
+        cpu_before_ramp = _server_cpu(server)
         path = client_path(server.endpoint, settings.hub, key) if target.dialect == "webpubsub" else CENTRIFUGO_PATH
         gens, connected = await start_loadgens(children, plan, server.port, path, cores.load,
-                                               connect_timeout=30 + connections / 500, dialect=target.dialect)
+                                               connect_timeout=30 + connections / 100, dialect=target.dialect)
         ready = connected["ready"]
         if not ready:
             raise RuntimeError(f"no subscriber could connect to {target.label}: {connected['error']}\n"
                                + children.log_tail(target.key))
+        ramp = _ramp(connected, _server_cpu(server) - cpu_before_ramp,
+                     await collect(gens, scratch, "handshakes", EVENT_TIMEOUT))
         await asyncio.sleep(IDLE_SETTLE)
         rss_idle = _rss(server)
         spread_over = established_by_process(server.workers, server.port) if target.workers > 1 else None
@@ -170,6 +180,9 @@ async def measure(target: Target, connections: int, settings: Settings, cores: C
         publish_failures = publisher.failures
         if scraper is not None:
             scraped = await scraper.stop()
+        if storm is not None:
+            progress.phase(at + 0.9, f"{name}: reconnect storm")
+            stormed = await storm(server, gens, scratch)
     finally:
         if scraper is not None and scraped is None:
             await scraper.stop()
@@ -186,10 +199,25 @@ async def measure(target: Target, connections: int, settings: Settings, cores: C
            "redis_rss_empty_bytes": rss_empty["redis"], "redis_rss_idle_bytes": rss_idle["redis"],
            "rss_per_connection_bytes": round((sum(rss_idle.values()) - sum(rss_empty.values())) / ready),
            "redis_rss_per_connection_bytes": round((rss_idle["redis"] - rss_empty["redis"]) / ready),
-           "latency": latency, "saturation": saturation, "publish_failures": publish_failures[:5],
-           "metrics_scrapes": scraped}
+           "ramp": ramp, "latency": latency, "saturation": saturation, "publish_failures": publish_failures[:5],
+           "metrics_scrapes": scraped, "storm": stormed}
     row["notes"] = _notes(row, cores)
     return row
+
+
+def _ramp(connected: dict, server_cpu: float, handshakes: Sequence[int]) -> dict:
+    """How fast the subscribers connected: all of them, each handshake, and the server's CPU time
+    (all its processes, and its redis-server) per handshake."""
+    seconds = connected["seconds"]
+    summary = summarize_ns(handshakes)
+    summary.pop("curve", None)
+    return {"seconds": seconds, "per_second": round(connected["ready"] / seconds) if seconds else None,
+            "failures": connected["failed"], "handshake": summary,
+            "server_cpu_us_per_handshake": _per(server_cpu, connected["ready"])}
+
+
+def _server_cpu(server: RunningServer) -> float:
+    return sum(map(cpu_seconds, server.pids)) + (cpu_seconds(server.redis.pid) if server.redis else 0.0)
 
 
 async def _publisher(target: Target, server: RunningServer, hub: str, key: str) -> Publisher:
@@ -230,7 +258,7 @@ async def _latency(gens: list[LoadGen], publisher: Publisher, meter: _Meter, set
         await asyncio.sleep(max(MIN_GAP, interval - (time.monotonic() - sent_at)))
     elapsed = time.monotonic() - started
     cpu = meter.read() - before
-    samples = await _samples(gens, scratch)
+    samples = await collect(gens, scratch, "samples", EVENT_TIMEOUT)
     return {"broadcasts": max(seq - WARMUP, 0), "warmup": WARMUP, "timeouts": timeouts,
             "rate_per_second": round(seq / elapsed, 2), **summarize_ns(samples),
             "last_delivery": _last_delivery(lasts),
@@ -247,19 +275,6 @@ def _of_seq(seq: int) -> Callable[[dict], bool]:
 def _last_delivery(lasts: list[int]) -> dict:
     summary = summarize_ns(lasts)
     return {k: summary[k] for k in ("samples", "p50", "p99", "max") if k in summary}
-
-
-async def _samples(gens: list[LoadGen], scratch: Path) -> array:
-    """Every recorded latency (ns) from every load generator, through files: they can be millions."""
-    merged = array("q")
-    for gen in gens:
-        path = scratch / f"{gen.name}.latencies"
-        gen.send("samples", path=str(path))
-        got = await gen.expect("samples", EVENT_TIMEOUT)
-        with open(path, "rb") as f:
-            merged.fromfile(f, got["count"])
-        path.unlink()
-    return merged
 
 
 async def _saturation(gens: list[LoadGen], publisher: Publisher, meter: _Meter, settings: Settings,

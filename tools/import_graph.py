@@ -131,10 +131,17 @@ def main() -> int:
         for group in found:
             print(" <-> ".join(_short(m) for m in group))
         return 1 if found else 0
+    print("\n".join(graph_lines(graph)))
+    return 0
+
+
+def graph_lines(graph: dict[str, set[str]]) -> list[str]:
+    """The graph as docs/architecture.md lists it: one line per module, its imports sorted."""
+    lines = []
     for module in sorted(graph, key=_short):
         targets = ", ".join(f"`{_short(t)}`" for t in sorted(graph[module], key=_short)) or "(nothing inside fastpush)"
-        print(f"- `{_short(module)}` -> {targets}")
-    return 0
+        lines.append(f"- `{_short(module)}` -> {targets}")
+    return lines
 
 
 if __name__ == "__main__":

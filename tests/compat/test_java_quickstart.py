@@ -5,6 +5,10 @@ session (`mvn compile` also fetches the dependencies into ~/.m2 on a fresh machi
 started with plain `java -cp`, because `mvn exec:java` as in the seed would add seconds of Maven start-up to
 every run without testing anything more.
 
+Each runs on every Java server SDK version in tests/compat/sdk_versions.py (the seed's 1.0.0 and the newest
+release), chosen with `-Dwebpubsub.version=` and built into target/webpubsub-<version>/ (test ids
+`[java-server-<version>-...]`); on the pure-Python twin's pass only the newest.
+
 Both transports are tested: the Java SDK accepts an http:// connection string, and a user with a dev
 certificate runs over https, where the JVM is made to trust the dev CA through a truststore given on the
 command line (the seed's code stays unchanged).
@@ -20,6 +24,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from tests.compat.sdk_versions import java_server_versions
 
 JAVA_DIR = Path(__file__).parent / "java"
 MAIN_CLASS = "com.webpubsub.quickstart.App"
@@ -42,13 +48,14 @@ def _require(tool: str) -> str:
     return path
 
 
-def _build(project: str) -> str:
-    """Compile one seed project and return the classpath to run it with `java -cp`."""
+def _build(project: str, version: str) -> str:
+    """Compile one seed project on one SDK version and return the classpath to run it with `java -cp`."""
     mvn = _require("mvn")
     _require("java")
     directory = JAVA_DIR / project
-    classpath_file = directory / "target" / "classpath.txt"
-    command = [mvn, "-B", "-q", "-ntp", "compile", "dependency:build-classpath",
+    output = directory / "target" / f"webpubsub-{version}"  # the pom's <build><directory>
+    classpath_file = output / "classpath.txt"
+    command = [mvn, "-B", "-q", "-ntp", "compile", "dependency:build-classpath", f"-Dwebpubsub.version={version}",
                f"-Dmdep.outputFile={classpath_file}"]
     try:
         result = subprocess.run(command, cwd=directory, capture_output=True, text=True, timeout=BUILD_TIMEOUT)
@@ -56,13 +63,23 @@ def _build(project: str) -> str:
         pytest.fail(f"`mvn compile` of {project} took over {BUILD_TIMEOUT}s:\n{exc.stdout}\n{exc.stderr}")
     if result.returncode != 0:
         pytest.fail(f"`mvn compile` of {project} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return os.pathsep.join([str(directory / "target" / "classes"), classpath_file.read_text().strip()])
+    return os.pathsep.join([str(output / "classes"), classpath_file.read_text().strip()])
 
 
 @pytest.fixture(scope="session")
-def java_classpaths() -> dict[str, str]:
-    """Built once per session: Maven's start-up and up-to-date checks cost seconds even when nothing changed."""
-    return {project: _build(project) for project in ("subscriber", "publisher")}
+def _built() -> dict[str, dict[str, str]]:
+    """{SDK version: {project: classpath}}, filled as the versions' tests first run."""
+    return {}
+
+
+@pytest.fixture(params=java_server_versions(), ids=lambda version: f"java-server-{version}")
+def java_classpaths(request, _built) -> dict[str, str]:
+    """Each version built once per session: Maven's start-up and up-to-date checks cost seconds even when
+    nothing changed."""
+    version = request.param
+    if version not in _built:
+        _built[version] = {project: _build(project, version) for project in ("subscriber", "publisher")}
+    return _built[version]
 
 
 @pytest.fixture(params=["http", "https"])

@@ -1,4 +1,6 @@
-"""Every WebPubSubServiceClient method of @azure/web-pubsub 1.2.0, unmodified, against fastpush.
+"""Every WebPubSubServiceClient method of @azure/web-pubsub, unmodified, against fastpush, on each
+version pinned in js/package.json (tests/compat/sdk_versions.py: 1.2.0, the newest, and 1.1.4, the last
+of 1.1; test ids `[js-server-<version>]`). A method a version does not have is skipped on it, by name.
 
 Each test starts one `node js/sdk_methods.mjs` process and makes SDK calls through it, then checks
 what real subscribers received: a raw WebSocket client and `json.webpubsub.azure.v1` clients.
@@ -21,10 +23,11 @@ import pytest
 import websockets
 
 from tests import helpers
+from tests.compat.sdk_versions import js_server_packages
 from tests.helpers import JSON_RELIABLE_V1, JSON_V1, Client
 
 JS_DIR = Path(__file__).parent / "js"
-NODE_PACKAGES = ("@azure/web-pubsub",)
+NODE_PACKAGES = tuple(js_server_packages().values())
 TIMEOUT = 15.0
 
 
@@ -39,12 +42,20 @@ class SdkError(Exception):
 class Sdk:
     """One `node sdk_methods.mjs` process bound to the test's hub: one SDK call per request, in order."""
 
-    def __init__(self, process: asyncio.subprocess.Process):
+    def __init__(self, process: asyncio.subprocess.Process, version: str):
         self.process = process
+        self.version = version
 
     async def call(self, method: str, *args, group: str | None = None):
         """Call `service.<method>(...args)`, or `service.group(group).<method>(...)`; return its result."""
-        request = {"method": method, "args": list(args)}
+        return await self._request({"method": method, "args": list(args)}, method, group)
+
+    async def require(self, method: str, *, group: str | None = None) -> None:
+        """Skip the test on an SDK version that does not have the method."""
+        if not await self._request({"has": method}, method, group):
+            pytest.skip(f"@azure/web-pubsub {self.version} has no {'group.' if group else ''}{method}")
+
+    async def _request(self, request: dict, method: str, group: str | None):
         if group is not None:
             request["group"] = group
         self.process.stdin.write(json.dumps(request).encode() + b"\n")
@@ -106,12 +117,13 @@ def node_env(tls_server) -> dict[str, str]:
     return {**os.environ, "NODE_EXTRA_CA_CERTS": str(tls_server.ca_file)}
 
 
-@pytest.fixture
-async def sdk(tls_server, hub_name, node_env):
+@pytest.fixture(params=list(js_server_packages().items()), ids=lambda pin: f"js-server-{pin[0]}")
+async def sdk(request, tls_server, hub_name, node_env):
+    version, package = request.param
     process = await asyncio.create_subprocess_exec(
-        "node", str(JS_DIR / "sdk_methods.mjs"), tls_server.connection_string, hub_name,
+        "node", str(JS_DIR / "sdk_methods.mjs"), tls_server.connection_string, hub_name, package,
         env=node_env, stdin=PIPE, stdout=PIPE, stderr=PIPE)
-    yield Sdk(process)
+    yield Sdk(process, version)
     process.stdin.close()  # the driver exits at the end of its input
     try:
         await asyncio.wait_for(process.wait(), TIMEOUT)
@@ -261,6 +273,7 @@ async def test_remove_connection_and_user_from_all_groups(sdk, connect):
 
 async def test_list_connections_follows_pages(sdk, connect):
     """maxPageSize 2 over 5 members: the SDK must follow nextLink and see every member exactly once."""
+    await sdk.require("listConnections", group="big")
     members = [await connect(JSON_V1, user_id=f"m{i}") for i in range(5)]
     await connect(JSON_V1, user_id="not-a-member")
     for member in members:

@@ -1,6 +1,9 @@
-"""The seed's Python quickstart, run unchanged against `python -m fastpush serve`."""
+"""The seed's Python quickstart, run unchanged against `python -m fastpush serve`, on each version of the
+Python server SDK in tests/compat/sdk_versions.py (test ids `[python-server-<version>]`): an older one is
+put first on the programs' PYTHONPATH."""
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -11,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli_process import ServeProcess
+from tests.compat.sdk_versions import python_server_versions
 
 PROGRAMS = Path(__file__).parent / "python"
 WAIT = 20.0
@@ -45,17 +49,30 @@ def serve():
         process.stop(signal.SIGKILL)
 
 
-def _run(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+@pytest.fixture(params=list(python_server_versions().items()), ids=lambda pin: f"python-server-{pin[0]}")
+def env(request) -> dict[str, str]:
+    """The programs' environment: the SDK version's directory first on PYTHONPATH, if not the installed one."""
+    version, sdk_dir = request.param
+    if sdk_dir is None:
+        return dict(os.environ)
+    if not sdk_dir.is_dir():
+        pytest.fail(f"azure-messaging-webpubsubservice {version} is not installed in {sdk_dir}: "
+                    f"run `python3 -m tests.compat.install_sdks`", pytrace=False)
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(sdk_dir), os.environ.get("PYTHONPATH", "")])}
 
 
-def test_quickstart_hello_world_then_sigterm_closes_clients(serve):
-    subscriber = _run(str(PROGRAMS / "subscribe.py"), serve.connection_string, "myHub1")
+def _run(env: dict[str, str], *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env)
+
+
+def test_quickstart_hello_world_then_sigterm_closes_clients(serve, env):
+    subscriber = _run(env, str(PROGRAMS / "subscribe.py"), serve.connection_string, "myHub1")
     try:
         out = Reader(subscriber)
         out.wait_for("connected")
         publisher = subprocess.run([sys.executable, str(PROGRAMS / "publish.py"), serve.connection_string,
-                                    "myHub1", "Hello World"], capture_output=True, text=True, timeout=WAIT)
+                                    "myHub1", "Hello World"], capture_output=True, text=True, timeout=WAIT, env=env)
         assert publisher.returncode == 0, publisher.stderr
         assert publisher.stdout.strip() == "None"
         out.wait_for("Received message: Hello World")

@@ -1,5 +1,9 @@
 """Every method of the Python server SDK (azure-messaging-webpubsubservice), each checked by what
-real subscribers (raw and json.webpubsub.azure.v1) receive, or by the value it returns."""
+real subscribers (raw and json.webpubsub.azure.v1) receive, or by the value it returns.
+
+Each scenario runs on every version tests/compat/sdk_versions.py lists (test ids `[python-server-<version>]`):
+the environment's (1.3.0) in this process, an older one (1.2.2) in a subprocess of its own
+(drivers/python_server.py). A method a version does not have is skipped on it, by name."""
 from __future__ import annotations
 
 import asyncio
@@ -10,6 +14,8 @@ import websockets
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.messaging.webpubsubservice import WebPubSubServiceClient
 
+from tests.compat.drivers.python_server import SdkHost, SubprocessServiceClient
+from tests.compat.sdk_versions import python_server_versions
 from tests.helpers import JSON_RELIABLE_V1, JSON_V1, connect
 
 ROLES = ["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"]
@@ -21,9 +27,33 @@ def server(deployment):
     return deployment
 
 
-@pytest.fixture
-def sdk(server, hub_name):
-    return WebPubSubServiceClient.from_connection_string(server.connection_string, hub=hub_name)
+@pytest.fixture(scope="module")
+def hosts():
+    """{version: the SdkHost of that version}, each started by its first test and ended with the module."""
+    started: dict[str, SdkHost] = {}
+    yield started
+    for host in started.values():
+        host.close()
+
+
+@pytest.fixture(params=list(python_server_versions().items()), ids=lambda pin: f"python-server-{pin[0]}")
+def sdk(request, server, hub_name, hosts):
+    version, sdk_dir = request.param
+    if sdk_dir is None:
+        return WebPubSubServiceClient.from_connection_string(server.connection_string, hub=hub_name)
+    if version not in hosts:
+        if not sdk_dir.is_dir():
+            pytest.fail(f"azure-messaging-webpubsubservice {version} is not installed in {sdk_dir}: "
+                        f"run `python3 -m tests.compat.install_sdks`", pytrace=False)
+        hosts[version] = SdkHost(sdk_dir)
+        assert hosts[version].version == version
+    return SubprocessServiceClient(hosts[version], server.connection_string, hub_name)
+
+
+def require(sdk, method: str) -> None:
+    """Skip the test on an SDK version that does not have the method."""
+    if not hasattr(sdk, method):
+        pytest.skip(f"azure-messaging-webpubsubservice {getattr(sdk, 'version', '')} has no {method}")
 
 
 def run(fn, *args, **kwargs):
@@ -199,6 +229,7 @@ async def test_permissions(server, hub_name, sdk):
 
 
 async def test_list_connections_pages(server, hub_name, sdk):
+    require(sdk, "list_connections")
     clients = [await connect(server, hub_name, JSON_V1, user_id=f"u{i}", groups=["listed"]) for i in range(5)]
     members = await run(lambda: list(sdk.list_connections(group="listed", top=None)))
     assert sorted(m.connection_id for m in members) == sorted(c.connection_id for c in clients)

@@ -37,8 +37,15 @@ def _b64(data: bytes) -> bytes:
 def hand_signed(header: dict, claims: dict, secret: bytes) -> str:
     """An HS256-signed token built by hand, whatever its header claims (pyjwt refuses to sign some)."""
     signing_input = _b64(json.dumps(header).encode()) + b"." + _b64(json.dumps(claims).encode())
+    return _signed(signing_input, secret)
+
+
+def _signed(signing_input: bytes, secret: bytes) -> str:
     signature = hmac.new(secret, signing_input, hashlib.sha256).digest()
     return (signing_input + b"." + _b64(signature)).decode()
+
+
+DEEP = b"[" * 5000 + b"]" * 5000  # past any JSON parser's recursion limit
 
 
 def forged(case: str, aud: str, key: str) -> str:
@@ -61,6 +68,8 @@ def forged(case: str, aud: str, key: str) -> str:
         "string-exp": lambda: jwt.encode({**good, "exp": "tomorrow"}, secret, algorithm="HS256"),
         "no-exp": lambda: jwt.encode({"aud": aud}, secret, algorithm="HS256"),
         "tampered-claims": lambda: _tampered(jwt.encode(good, secret, algorithm="HS256")),
+        "deeply-nested-header": lambda: _signed(_b64(DEEP) + b"." + _b64(json.dumps(good).encode()), secret),
+        "deeply-nested-claims": lambda: _signed(_b64(b'{"alg":"HS256","typ":"JWT"}') + b"." + _b64(DEEP), secret),
         "garbage": lambda: "not.a.jwt",
         "empty": lambda: "",
     }[case]()
@@ -75,7 +84,8 @@ def _tampered(token: str) -> str:
 
 FORGERIES = ["alg-none", "alg-none-with-signature", "HS384", "HS512", "RS256", "RS256-public-key-as-hmac-secret",
              "HS256-public-key-as-hmac-secret", "wrong-key", "base64-decoded-key", "expired", "future-nbf",
-             "string-exp", "no-exp", "tampered-claims", "garbage", "empty"]
+             "string-exp", "no-exp", "tampered-claims", "deeply-nested-header", "deeply-nested-claims", "garbage",
+             "empty"]
 
 
 def rest_call(server, target: str, token: str | None, *, headers: dict | None = None) -> tuple[int, dict | None]:

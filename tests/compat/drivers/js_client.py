@@ -31,6 +31,7 @@ from typing import Any
 import pytest
 
 from tests.compat.drivers import ClientDriver, Event, Message, SdkCallError, SdkClient, Sent
+from tests.compat.sdk_versions import npm_packages
 
 JS_DIR = Path(__file__).parent.parent / "js"
 PACKAGE = "@azure/web-pubsub-client"
@@ -40,14 +41,7 @@ CALL_TIMEOUT = 10.0
 def js_client_packages() -> dict[str, str]:
     """{version: package name} for each @azure/web-pubsub-client pinned in js/package.json,
     under its own name or as an npm alias ("npm:@azure/web-pubsub-client@<version>")."""
-    dependencies = json.loads((JS_DIR / "package.json").read_text())["dependencies"]
-    packages = {}
-    for name, spec in dependencies.items():
-        if name == PACKAGE:
-            packages[spec] = name
-        elif spec.startswith(f"npm:{PACKAGE}@"):
-            packages[spec.rpartition("@")[2]] = name
-    return packages
+    return npm_packages(PACKAGE)
 
 
 def js_client_versions() -> list[str]:

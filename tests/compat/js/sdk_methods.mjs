@@ -1,11 +1,15 @@
 // Calls WebPubSubServiceClient methods of @azure/web-pubsub on behalf of tests/compat/test_js_server_sdk.py,
 // so the Python side can make one SDK call, then look at what real subscribers received, then make the next.
 //
-//   node sdk_methods.mjs <connection-string> <hub>
+//   node sdk_methods.mjs <connection-string> <hub> [<package>]
+//
+// <package> is the installed name of the SDK version to drive: "@azure/web-pubsub" (the default) or an npm alias
+// such as "@azure/web-pubsub-1.1.4" (see package.json).
 //
 // stdin: one JSON request per line, handled strictly in order:
 //   {"method": "sendToAll", "args": ["hi", {"contentType": "text/plain"}]}
 //   {"group": "g1", "method": "addConnection", "args": ["<connection id>"]}   (a method of service.group("g1"))
+//   {"has": "listConnections", "group": "g1"}   (whether this SDK version has the method: true or false)
 // stdout: one JSON line per request:
 //   {"ok": true, "result": <value, null for void>}
 //   {"ok": false, "error": {"name", "message", "statusCode", "code"}}
@@ -15,9 +19,9 @@
 //   {"$odata": {"strings": [...], "values": [...]}}   -> odata`...` (the SDK's filter helper as a tagged template)
 // A paged result (group.listConnections) is walked with byPage() and returned as an array of pages.
 import readline from "node:readline";
-import { WebPubSubServiceClient, odata } from "@azure/web-pubsub";
 
-const [connectionString, hub] = process.argv.slice(2);
+const [connectionString, hub, sdkPackage = "@azure/web-pubsub"] = process.argv.slice(2);
+const { WebPubSubServiceClient, odata } = await import(sdkPackage);
 const service = new WebPubSubServiceClient(connectionString, hub);
 
 function revive(_key, value) {
@@ -30,8 +34,11 @@ function revive(_key, value) {
   return value;
 }
 
-async function call({ group, method, args = [] }) {
+async function call({ group, method, has, args = [] }) {
   const target = group === undefined ? service : service.group(group);
+  if (has !== undefined) {
+    return typeof target[has] === "function";
+  }
   if (typeof target[method] !== "function") {
     throw new TypeError(`no such method: ${method}`);
   }
