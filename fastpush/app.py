@@ -17,7 +17,7 @@ from .broker.errors import BrokerUnavailable, SessionMoving
 from .broker.memory import MemoryBroker
 from .broker.redis import RedisBroker
 from .client_connection import ClientConnection
-from .config import Config, conflation_rules, ignored_settings, presence_rule
+from .config import Config, conflation_rules, ignored_settings, last_value_policy, presence_rule
 from .dashboard.routes import Dashboard, is_dashboard_path
 from .embedding import HubApi
 from .events.dispatcher import HubEvents
@@ -30,6 +30,7 @@ from .http.front_door import ConnectionLimits, FrontDoor, Handoff, default_max_c
 from .http.messages import Request, Response, error_response
 from .http.rest import MAX_BODY_BYTES, RestApi
 from .hub import Hub
+from .lastvalue import LastValuePolicy, LastValues
 from .logs import RateLimitedLog, one_line
 from .metrics.collector import make_registry
 from .metrics.counters import COUNTERS
@@ -104,7 +105,10 @@ class Server:
         self.warn_ignored_settings = warn_ignored_settings  # off in --workers' processes: their parent says it once
         self._upstream_client: HttpClient | None = None
         self.reuse_port = reuse_port
-        broker = RedisBroker(redis_url) if redis_url else MemoryBroker()
+        # Each hub's lastValueGroups, compiled once (the Redis broker asks at every group send).
+        self._last_value_policies = {name.lower(): policy for name, settings in self.config.hubs.items()
+                                     if (policy := last_value_policy(settings)) is not None}
+        broker = RedisBroker(redis_url, last_value_policy=self._last_value_policy) if redis_url else MemoryBroker()
         # Sessions moving onto this node, (hub in lower case, connection id) -> the move (_move_here).
         self._moving_in: dict[tuple[str, str], asyncio.Future[Handoff | Response]] = {}
         self.node = Node(broker, configure=self._configure_hub, sessions=_Sessions(self._moving_in))
@@ -488,6 +492,10 @@ class Server:
             return
         if settings.web_socket_keep_alive_interval_in_seconds is not None:
             hub.keepalive_seconds = float(settings.web_socket_keep_alive_interval_in_seconds)
+        policy = self._last_value_policy(hub.name)
+        if policy is not None:
+            broker = self.node.broker
+            hub.last_values = LastValues(policy, broker.last_values if isinstance(broker, RedisBroker) else None)
         hub.conflation = conflation_rules(settings)
         if not settings.event_handlers:
             return
@@ -499,6 +507,9 @@ class Server:
                        upstream)
             if handler.group_presence_events is not None and handler.group_presence_events.event_names:
                 events.add_presence(presence_rule(handler.group_presence_events), upstream)
+
+    def _last_value_policy(self, hub: str) -> LastValuePolicy | None:
+        return self._last_value_policies.get(hub.lower())
 
     def _upstream(self) -> HttpClient:
         if self._upstream_client is None:

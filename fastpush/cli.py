@@ -86,6 +86,12 @@ config file (--config FILE, TOML; Azure's hub setting names, every one of them; 
   [hubs.chat]                           # one table per hub (here: chat)
   anonymousConnectPolicy = "deny"       # or "allow": clients may connect without a token
   webSocketKeepAliveIntervalInSeconds = 20   # 1-120: ping quiet clients (default: --keepalive)
+  lastValueGroups = ["prices.*"]        # fastpush's own: joiners of these groups get the latest first
+  lastValueDepth = 1                    # 1-100 messages per group
+  lastValueMaxGroups = 10000            # groups kept per hub (1-1000000)
+  lastValueMaxBytes = 67108864          # bytes kept per hub (at most 1 GiB)
+  conflateGroups = ["prices.*"]         # fastpush's own: slow readers get the latest per group, not a backlog
+  maxMessagesPerSecond = 10             # fastpush's own: at most this many per connection per group
 
   [[hubs.chat.eventHandlers]]           # in order; the first that matches an event gets it
   urlTemplate = "http://127.0.0.1:3000/api/webpubsub/hubs/{{hub}}/{{event}}"

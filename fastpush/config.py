@@ -13,6 +13,10 @@ with the reason; a key Azure does not have is refused.
     [hubs.chat]
     anonymousConnectPolicy = "deny"      # or "allow": no token needed; connect may set the userId
     webSocketKeepAliveIntervalInSeconds = 20
+    lastValueGroups = ["prices.*"]       # fastpush's own: a joiner gets the latest message(s) at once
+    lastValueDepth = 1                   # fastpush's own: how many (1 to 100)
+    lastValueMaxGroups = 10000           # fastpush's own: cached groups per hub (least recently sent go)
+    lastValueMaxBytes = 67108864         # fastpush's own: cached payload bytes per hub
 
     [[hubs.chat.eventHandlers]]          # ordered; the first that matches an event gets it
     urlTemplate = "http://127.0.0.1:3000/api/webpubsub/hubs/{hub}/{event}"
@@ -34,19 +38,24 @@ import msgspec
 from .conflation import ConflationRules
 from .events.model import PRESENCE_EVENTS, SYSTEM_EVENTS
 from .events.presence import PresenceRule
+from .lastvalue import DEFAULT_MAX_BYTES, DEFAULT_MAX_GROUPS, MAX_DEPTH, MAX_PATTERNS, LastValuePolicy
 from .permissions import RoleError, compile_group_pattern
 from .protocol.names import is_valid_hub
 
 __all__ = ["Config", "HubSettings", "EventHandlerSettings", "UpstreamAuthSettings", "ManagedIdentitySettings",
            "GroupPresenceEventFilters", "EventListenerSettings", "EventNameFilter", "EventHubEndpoint",
            "ChatSettings", "ResourceReference", "ConfigError", "load_config", "ignored_settings", "presence_rule",
-           "KEEPALIVE_RANGE", "MAX_GROUP_FILTERS", "MAX_MESSAGES_PER_SECOND", "FASTPUSH_HUB_FIELDS", "conflation_rules"]
+           "KEEPALIVE_RANGE", "MAX_GROUP_FILTERS", "MAX_MESSAGES_PER_SECOND", "OWN_HUB_FIELDS", "conflation_rules",
+           "last_value_policy", "LAST_VALUE_MAX_GROUPS_LIMIT", "LAST_VALUE_MAX_BYTES_LIMIT"]
 
 KEEPALIVE_RANGE = (1, 120)  # Azure's bounds of webSocketKeepAliveIntervalInSeconds
 MAX_GROUP_FILTERS = 100  # groupPresenceEvents.groupFilters of one handler: each is tried on every join and leave
 # The hub keys that are fastpush's own, not Azure's (documented in the README's configuration section).
-FASTPUSH_HUB_FIELDS = frozenset({"conflateGroups", "maxMessagesPerSecond"})
+OWN_HUB_FIELDS = frozenset({"conflateGroups", "maxMessagesPerSecond", "lastValueGroups", "lastValueDepth",
+                                 "lastValueMaxGroups", "lastValueMaxBytes"})
 MAX_MESSAGES_PER_SECOND = 10_000.0  # maxMessagesPerSecond's ceiling (conflateGroups has at most MAX_GROUP_FILTERS)
+LAST_VALUE_MAX_GROUPS_LIMIT = 1_000_000  # the largest lastValueMaxGroups a hub may ask for
+LAST_VALUE_MAX_BYTES_LIMIT = 1024 ** 3  # the largest lastValueMaxBytes a hub may ask for (1 GiB)
 
 
 class ConfigError(ValueError):
@@ -112,6 +121,11 @@ class HubSettings(_Setting):
     # fastpush's own: conflation for slow readers of these groups (fastpush.conflation)
     conflate_groups: list[str] = []
     max_messages_per_second: float | None = None
+    # fastpush's own: the last-value cache (fastpush.lastvalue)
+    last_value_groups: list[str] = []
+    last_value_depth: int = 1
+    last_value_max_groups: int = DEFAULT_MAX_GROUPS
+    last_value_max_bytes: int = DEFAULT_MAX_BYTES
 
 
 class Config(_Setting):
@@ -153,6 +167,7 @@ def _check(config: Config, where: str) -> None:
         for i, handler in enumerate(hub.event_handlers):
             _check_handler(handler, f"{at}.eventHandlers[{i}]")
         _check_conflation(hub, at)
+        _check_last_values(hub, at)
 
 
 def _check_conflation(hub: HubSettings, at: str) -> None:
@@ -169,6 +184,34 @@ def _check_conflation(hub: HubSettings, at: str) -> None:
             raise ConfigError(f"{at}.maxMessagesPerSecond applies to conflateGroups, which is empty")
         if not 0 < rate <= MAX_MESSAGES_PER_SECOND:
             raise ConfigError(f"{at}.maxMessagesPerSecond must be above 0 and at most {MAX_MESSAGES_PER_SECOND:g}")
+
+
+
+def _check_last_values(hub: HubSettings, at: str) -> None:
+    patterns = hub.last_value_groups
+    if len(patterns) > MAX_PATTERNS:
+        raise ConfigError(f"{at}.lastValueGroups: at most {MAX_PATTERNS} patterns")
+    for j, pattern in enumerate(patterns):
+        if not pattern:
+            raise ConfigError(f"{at}.lastValueGroups[{j}] is empty")
+        try:
+            compile_group_pattern(pattern)
+        except RoleError as exc:
+            raise ConfigError(f"{at}.lastValueGroups[{j}]: {exc}") from None
+    bounds = (("lastValueDepth", hub.last_value_depth, MAX_DEPTH),
+              ("lastValueMaxGroups", hub.last_value_max_groups, LAST_VALUE_MAX_GROUPS_LIMIT),
+              ("lastValueMaxBytes", hub.last_value_max_bytes, LAST_VALUE_MAX_BYTES_LIMIT))
+    for key, value, high in bounds:
+        if not 1 <= value <= high:
+            raise ConfigError(f"{at}.{key} must be 1 to {high}")
+
+
+def last_value_policy(hub: HubSettings) -> LastValuePolicy | None:
+    """The hub's last-value cache settings, or None when it caches no group."""
+    if not hub.last_value_groups:
+        return None
+    return LastValuePolicy(hub.last_value_groups, hub.last_value_depth, hub.last_value_max_groups,
+                           hub.last_value_max_bytes)
 
 
 def _check_handler(handler: EventHandlerSettings, at: str) -> None:

@@ -24,7 +24,7 @@ from .broker.base import Broker, LocalHub
 from .broker.memory import MemoryBroker
 from .hub import Census, Hub
 from .metrics.counters import COUNTERS
-from .ops import Op, Operation, Query, Question
+from .ops import LastValue, Op, Operation, Query, Question
 from .outcome import Outcome
 
 __all__ = ["Node", "SessionKeeper"]
@@ -84,6 +84,8 @@ class Node:
     def answer(self, question: Query) -> object:
         hub = self.find(question.hub)
         if hub is None:
+            if isinstance(question, LastValue):  # whether the group is cached is the hub's setting
+                return self.lookup(question.hub).answer(question)
             return Hub(question.hub, self.broker).answer(question)  # what a hub with nothing answers
         return hub.answer(question)
 

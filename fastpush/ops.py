@@ -23,6 +23,7 @@ from typing import ClassVar, Generic, TypeVar
 
 import msgspec
 
+from .lastvalue import Cached
 from .protocol.json_protocol import StreamInfo
 from .protocol.payload import Payload
 
@@ -33,7 +34,7 @@ __all__ = [
     "AddUserToGroup", "RemoveUserFromGroup", "RemoveUserFromAllGroups",
     "AddConnectionsToGroups", "RemoveConnectionsFromGroups",
     "CloseConnection", "CloseAll", "CloseGroup", "CloseUser", "GrantPermission", "RevokePermission",
-    "ConnectionExists", "GroupExists", "UserExists", "HasPermission", "GroupMembers", "Member",
+    "ConnectionExists", "GroupExists", "UserExists", "HasPermission", "GroupMembers", "Member", "LastValue",
     "encode", "decode",
 ]
 
@@ -109,6 +110,7 @@ class SendToGroup(_ToGroup[None], frozen=True):
     from_user_id: str | None = None  # a client's own send: its user, told to the receivers
     expires_at: float = 0.0
     stream: StreamInfo | None = None  # a group stream's fragment or end (fastpush.streams)
+    last_value_seq: int = 0  # to a cached group through Redis: its place in the hub's order (fastpush.lastvalue)
     confirmed: ClassVar[bool] = False
 
 
@@ -236,7 +238,14 @@ class GroupMembers(Question[list[Member]], frozen=True):
     group: str
 
 
-Query = ConnectionExists | GroupExists | UserExists | HasPermission | GroupMembers
+class LastValue(Question[list[Cached] | None], frozen=True):
+    """A group's cached messages, oldest first, expired ones left out (fastpush.lastvalue); None
+    when the hub does not cache the group."""
+
+    group: str
+
+
+Query = ConnectionExists | GroupExists | UserExists | HasPermission | GroupMembers | LastValue
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Op)

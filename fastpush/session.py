@@ -140,6 +140,7 @@ class SessionHub(Protocol):
     def remove_connection(self, conn: Any) -> bool: ...
     def join(self, conn: Any, group: str) -> Awaitable[object] | None: ...
     def leave(self, conn: Any, group: str) -> None: ...
+    def serve_last_values(self, conn: Any) -> None: ...
 
 
 class SessionNode(Protocol):
@@ -308,6 +309,8 @@ class ClientSession:
                                                                  self.reconnection_token))
         if recovering:
             reliable.resend(self, self._settings.socket_high_water_bytes)
+        else:
+            self._hub.serve_last_values(self)  # the groups it joined on connecting: after `connected`
 
     def arrived(self) -> None:
         """This session moved here from another node, at this instant (fastpush.broker.redis.handover):

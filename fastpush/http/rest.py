@@ -19,6 +19,7 @@ from .. import ops
 from ..auth.tokens import KeyRing, TokenError, path_segments
 from ..broker.errors import BrokerUnavailable
 from ..expiry import NEVER, expires_at
+from ..lastvalue import Cached, render
 from ..metrics.counters import COUNTERS
 from ..node import Node
 from ..outcome import Outcome, then
@@ -210,6 +211,17 @@ class RestApi:
         groups, filter = _groups_body(request)
         return self._submit(ops.RemoveConnectionsFromGroups(hub, groups, filter), _OK)
 
+    def last_value(self, hub: str, request: Request, group: str) -> Answer:
+        """fastpush's own: the group's cached messages (lastValueGroups), oldest first."""
+        _group(group)
+
+        def listed(entries: list[Cached] | None) -> Response:
+            if entries is None:
+                return error_response(404, "NotFound", f"The hub does not keep the last value of group '{group}' "
+                                                       "(lastValueGroups in its settings).")
+            return json_response(200, render(entries))
+        return self._ask(ops.LastValue(hub, group), listed)
+
     # --- users ----------------------------------------------------------------------------
     def user_exists(self, hub: str, request: Request, user: str) -> Answer:
         return self._ask(ops.UserExists(hub, user), _FOUND)
@@ -325,6 +337,7 @@ _ROUTES: list[tuple[str, tuple[str, ...], Handler]] = [
     ("POST", ("groups", _S, ":closeConnections"), RestApi.close_group),
     ("POST", ("groups", _S, ":send"), RestApi.send_to_group),
     ("GET", ("groups", _S, "connections"), RestApi.list_group_connections),
+    ("GET", ("groups", _S, "lastValue"), RestApi.last_value),
     ("PUT", ("groups", _S, "connections", _S), RestApi.add_connection_to_group),
     ("DELETE", ("groups", _S, "connections", _S), RestApi.remove_connection_from_group),
     ("PUT", ("permissions", _S, "connections", _S), RestApi.grant_permission),

@@ -14,7 +14,7 @@ import msgspec
 import pytest
 
 import fastpush
-from fastpush.config import FASTPUSH_HUB_FIELDS, Config, ConfigError, HubSettings, load_config
+from fastpush.config import OWN_HUB_FIELDS, Config, ConfigError, HubSettings, load_config
 from tests.cli_process import ServeProcess
 from tests.events.upstream_server import Upstream
 from tests.helpers import client_token, eventually
@@ -100,8 +100,8 @@ def test_the_fixture_holds_every_azure_field():
 
 
 def test_fastpush_reads_the_azure_fields_and_no_others():
-    assert _fields_read(HubSettings) - FASTPUSH_HUB_FIELDS == AZURE_HUB_FIELDS
-    assert _fields_read(HubSettings) >= FASTPUSH_HUB_FIELDS and not FASTPUSH_HUB_FIELDS & AZURE_HUB_FIELDS
+    assert _fields_read(HubSettings) - OWN_HUB_FIELDS == AZURE_HUB_FIELDS
+    assert _fields_read(HubSettings) >= OWN_HUB_FIELDS and not OWN_HUB_FIELDS & AZURE_HUB_FIELDS
 
 
 @pytest.mark.parametrize("text,complaint", [

@@ -43,6 +43,7 @@ ROUTES = [
     ("DELETE", "users/alice/groups", RestApi.remove_user_from_all_groups, ["alice"]),
     ("PUT", "users/alice/groups/g", RestApi.add_user_to_group, ["alice", "g"]),
     ("DELETE", "users/alice/groups/g", RestApi.remove_user_from_group, ["alice", "g"]),
+    ("GET", "groups/g/lastValue", RestApi.last_value, ["g"]),  # fastpush's own (the last-value cache)
 ]
 
 

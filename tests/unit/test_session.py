@@ -97,6 +97,9 @@ class FakeHub:
         self.left.append(group)
         conn.groups = set(conn.groups) - {group}
 
+    def serve_last_values(self, conn):
+        pass
+
 
 class Conn(ClientSession):
     """The compiled Connection's fields, and a socket that records what the session asks of it."""

@@ -21,12 +21,14 @@ from typing import Any, TypeVar, cast
 
 import hiredis
 
+from ...lastvalue import LastValuePolicy
 from ...metrics.counters import COUNTERS
 from ...ops import Op, Operation, Query, Question
 from ..base import BrokerHandler, BrokerHealth, Member, SessionReservation
 from ..resp import RedisGone
 from .bus import OperationBus
 from .handover import SessionHandover
+from .lastvalue import RedisLastValues
 from .link import Link, log_failure, unavailable
 from .registry import ClusterRegistry
 
@@ -42,13 +44,17 @@ class RedisBroker:
     name = "redis"
 
     def __init__(self, url: str, *, prefix: str = "fastpush", node_ttl: float = 10.0,
-                 confirm_timeout: float = 5.0) -> None:
+                 confirm_timeout: float = 5.0,
+                 last_value_policy: Callable[[str], LastValuePolicy | None] = lambda hub: None) -> None:
         self.url = url
         self._link = Link(url, prefix)
         self._ttl = node_ttl
         self._registry = ClusterRegistry(self._link, node_ttl)
         self._bus = OperationBus(self._link, self._registry, confirm_timeout)
         self._handover = SessionHandover(self._link, self._bus, self._registry)
+        # The last-value cache, in Redis (a hub's lastValueGroups: `last_value_policy`).
+        self.last_values = self._bus.cached_groups = RedisLastValues(self._link, last_value_policy)
+        self._registry.answer_last_value = self.last_values.answer
         self._handler: BrokerHandler | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -96,6 +102,7 @@ class RedisBroker:
         except hiredis.ReplyError as exc:  # e.g. READONLY: the master became a replica meanwhile
             raise RedisGone(f"Redis refused: {exc}") from None
         link.healthy, link.last_error = True, None
+        self.last_values.generation += 1
         log.info("node %s connected to %s", link.node_id, link.describe())
 
     async def _watch(self) -> None:

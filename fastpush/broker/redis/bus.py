@@ -12,18 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import msgspec
 
 from ... import ops
+from ...lastvalue import LastValuePolicy
 from ..base import BrokerHandler
 from ..errors import BrokerUnavailable
 from ..resp import RedisGone, RespReply
 from .link import Link, unavailable
 from .registry import ClusterRegistry
 
-__all__ = ["OperationBus", "Envelope", "OP", "REPLY", "TAKE_SESSION", "SESSION_MOVED"]
+__all__ = ["OperationBus", "Envelope", "OP", "REPLY", "TAKE_SESSION", "SESSION_MOVED", "CachedGroups", "MARK",
+           "split_entry", "decode_envelope"]
 
 log = logging.getLogger("fastpush.broker")
 OP, REPLY, TAKE_SESSION, SESSION_MOVED = 0, 1, 2, 3
@@ -45,7 +48,25 @@ class Envelope(msgspec.Struct, array_like=True, omit_defaults=True):
 
 
 encode_envelope = msgspec.msgpack.Encoder().encode
-_decode_envelope = msgspec.msgpack.Decoder(Envelope).decode
+decode_envelope = msgspec.msgpack.Decoder(Envelope).decode
+MARK = b"\xc1"  # never the first byte of a msgpack value: a numbered entry of the last-value cache
+
+
+def split_entry(data: bytes) -> tuple[int, bytes]:
+    """A published message as (its number in the last-value cache, its envelope); (0, data) for
+    one that is not such an entry (fastpush.broker.redis.lastvalue)."""
+    if data[:1] != MARK:
+        return 0, data
+    number, _, envelope = data[1:].partition(b":")
+    return int(number), envelope
+
+
+class CachedGroups(Protocol):
+    """The last-value cache's part of publishing (fastpush.broker.redis.lastvalue)."""
+
+    def policy(self, hub: str, group: str) -> LastValuePolicy | None: ...
+    def publish(self, hub: str, group: str, channel: bytes, envelope: bytes,
+                policy: LastValuePolicy) -> Awaitable[RespReply]: ...
 
 
 class Replies:
@@ -82,6 +103,7 @@ class OperationBus:
         # The session handover's part (fastpush.broker.redis.handover).
         self.on_take_session: Callable[[Envelope], None] | None = None
         self.on_session_moved: Callable[[Envelope], None] | None = None
+        self.cached_groups: CachedGroups | None = None  # sends to cached groups go through its script
 
     # --- publishing ------------------------------------------------------------------------
     async def publish(self, op: ops.Op) -> object:
@@ -112,7 +134,12 @@ class OperationBus:
             case ops.Route.USER:
                 return _count(await link.script("user", 1, link.key("u", hub, op.routing_key), link.prefix, message))
             case ops.Route.GROUP:
-                return _count(await link.run("PUBLISH", link.channel("g", hub, op.routing_key), message))
+                channel = link.channel("g", hub, op.routing_key)
+                cached = self.cached_groups
+                if cached is not None and isinstance(op, ops.SendToGroup) and op.stream is None and \
+                        (policy := cached.policy(hub, op.group)) is not None:
+                    return _count(await cached.publish(hub, op.group, channel, message, policy))
+                return _count(await link.run("PUBLISH", channel, message))
             case ops.Route.HUB:
                 return _count(await link.run("PUBLISH", link.channel("h", hub), message))
 
@@ -152,7 +179,8 @@ class OperationBus:
 
     # --- receiving -------------------------------------------------------------------------
     def on_message(self, channel: bytes, data: bytes) -> None:
-        envelope = _decode_envelope(data)
+        number, data = split_entry(data)
+        envelope = decode_envelope(data)
         if envelope.kind == REPLY:
             replies = self._pending.get(envelope.request_id)
             if replies is not None:
@@ -164,7 +192,10 @@ class OperationBus:
             if self.on_session_moved is not None:
                 self.on_session_moved(envelope)
         elif envelope.data is not None and self.handler is not None:
-            self._apply(envelope, ops.decode(envelope.data), self.handler)
+            op = ops.decode(envelope.data)
+            if number and isinstance(op, ops.SendToGroup):
+                op = msgspec.structs.replace(op, last_value_seq=number)
+            self._apply(envelope, op, self.handler)
 
     def _apply(self, envelope: Envelope, op: ops.Op, handler: BrokerHandler) -> None:
         link = self._link

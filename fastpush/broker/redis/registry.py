@@ -15,10 +15,11 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, assert_never
 
 from ... import ops
+from ...lastvalue import Cached
 from ...permissions import grants
 from ..base import LocalHub, Member
 from ..resp import RespReply
@@ -32,6 +33,8 @@ PEER_POLL_SECONDS = 0.05  # while waiting for the other nodes to come back after
 
 class ClusterRegistry:
     def __init__(self, link: Link, node_ttl: float) -> None:
+        # The last-value cache's answer (fastpush.broker.redis.lastvalue), set by the broker.
+        self.answer_last_value: Callable[[ops.LastValue], Awaitable[list[Cached] | None]] = _no_cache
         self._link = link
         self._ttl = node_ttl
         self.peers: set[str] = set()  # the other live nodes, at the janitor's last look
@@ -217,6 +220,8 @@ class ClusterRegistry:
                     user = flat[i + 1].split(b"|", 1)[1].decode()
                     members.append((flat[i].decode(), user or None))
                 return sorted(members)
+            case ops.LastValue():
+                return await self.answer_last_value(question)
             case _:
                 assert_never(question)
 
@@ -242,3 +247,7 @@ def _list(reply: object) -> list[bytes]:
     """A Redis array reply of bulk strings."""
     assert isinstance(reply, list)
     return reply
+
+
+async def _no_cache(question: ops.LastValue) -> list[Cached] | None:
+    return None

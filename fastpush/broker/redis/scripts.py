@@ -98,6 +98,37 @@ end
 return 0
 """
 
+# A send to a cached group: numbered from the hub's counter, kept in the group's list (the newest
+# ARGV[3]), the hub's bounds kept (at most ARGV[4] groups and ARGV[5] bytes: the group sent to least
+# recently goes first; an entry larger than the bytes drops its group's list), and published on the
+# group's channel, all in one step. KEYS: the group's list, the hub's groups by latest number, its
+# bytes, its counter. ARGV: channel, envelope, depth, max groups, max bytes, list key prefix, group.
+_LAST_VALUE = """
+local seq = redis.call('INCR', KEYS[4])
+local entry = '\\193' .. seq .. ':' .. ARGV[2]
+local depth, max_groups, max_bytes = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local function drop(group)
+  local key = ARGV[6] .. group
+  for _, old in ipairs(redis.call('LRANGE', key, 0, -1)) do redis.call('DECRBY', KEYS[3], #old) end
+  redis.call('DEL', key)
+  redis.call('ZREM', KEYS[2], group)
+end
+if #entry > max_bytes then
+  drop(ARGV[7])
+else
+  redis.call('RPUSH', KEYS[1], entry)
+  redis.call('INCRBY', KEYS[3], #entry)
+  redis.call('ZADD', KEYS[2], seq, ARGV[7])
+  while redis.call('LLEN', KEYS[1]) > depth do redis.call('DECRBY', KEYS[3], #redis.call('LPOP', KEYS[1])) end
+  while redis.call('ZCARD', KEYS[2]) > max_groups or tonumber(redis.call('GET', KEYS[3])) > max_bytes do
+    local oldest = redis.call('ZRANGE', KEYS[2], 0, 0)[1]
+    if not oldest then redis.call('SET', KEYS[3], 0) break end
+    drop(oldest)
+  end
+end
+return redis.call('PUBLISH', ARGV[1], entry)
+"""
+
 SCRIPTS = {"connection": _ROUTE_TO_CONNECTION, "user": _ROUTE_TO_USER, "live": _LIVE_FIELDS,
            "conn": _CONNECTION, "forget": _FORGET_NODE, "reserve": _RESERVE_SESSION, "move": _MOVE_SESSION,
-           "serving": _OTHERS_SERVING}
+           "serving": _OTHERS_SERVING, "lastvalue": _LAST_VALUE}
