@@ -1,11 +1,13 @@
 """Fixtures of the SDK compatibility tests."""
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from azure.messaging.webpubsubservice import WebPubSubServiceClient
 
 from tests.compat.drivers import ClientDriver, client_drivers
 from tests.conftest import SplitDeployment
+from tests.helpers import client_url
 
 
 @pytest.fixture
@@ -43,3 +45,38 @@ def driver(request, _client_drivers_closed) -> ClientDriver:
     session-lived drivers, so pytest keeps the tests in file order rather than regrouping
     them (and their modules) by driver."""
     return request.param
+
+
+def js_driver_fixture(drivers: list[ClientDriver]) -> Any:
+    """A module's `js_driver` fixture over the JS client versions it needs (see JS_DRIVERS)."""
+    @pytest.fixture(params=drivers, ids=str)
+    def js_driver(request, _client_drivers_closed) -> ClientDriver:
+        return request.param
+    return js_driver
+
+
+JS_DRIVERS = [d for d in CLIENT_DRIVERS if d.sdk == "js"]
+JS_1_1_DRIVERS = [d for d in JS_DRIVERS if tuple(int(p) for p in d.version.split(".")[:2]) >= (1, 1)]
+
+
+@pytest.fixture(params=["reliable", "json"])
+def protocol(request) -> str:
+    """The JS client tests' subprotocol: json.reliable.webpubsub.azure.v1 or json.webpubsub.azure.v1."""
+    return request.param
+
+
+@pytest.fixture
+async def started(js_driver, server, hub_name, protocol):
+    """Make and start a JS client of `claims` on the module's `js_driver`; each is let go at the
+    end of the test."""
+    made = []
+
+    async def start(**claims):
+        client = await js_driver.client(client_url(server, hub_name, **claims), protocol)
+        made.append(client)
+        await client.start()
+        return client
+
+    yield start
+    for client in made:
+        await client.dispose()

@@ -9,39 +9,11 @@ from __future__ import annotations
 
 import pytest
 
-from tests.compat.conftest import CLIENT_DRIVERS
+from tests.compat.conftest import JS_1_1_DRIVERS, js_driver_fixture
 from tests.compat.drivers import SdkCallError
-from tests.helpers import client_url
 
 ROLES = ["webpubsub.joinLeaveGroup", "webpubsub.sendToGroup"]
-FAMILY_DRIVERS = [d for d in CLIENT_DRIVERS
-                  if d.sdk == "js" and tuple(int(p) for p in d.version.split(".")[:2]) >= (1, 1)]
-
-
-@pytest.fixture(params=FAMILY_DRIVERS, ids=str)
-def js_driver(request, _client_drivers_closed):
-    return request.param
-
-
-@pytest.fixture(params=["reliable", "json"])
-def protocol(request) -> str:
-    return request.param
-
-
-@pytest.fixture
-async def started(js_driver, server, hub_name, protocol):
-    """Make and start a client of `claims`; each is let go at the end of the test."""
-    made = []
-
-    async def start(**claims):
-        client = await js_driver.client(client_url(server, hub_name, **claims), protocol)
-        made.append(client)
-        await client.start()
-        return client
-
-    yield start
-    for client in made:
-        await client.dispose()
+js_driver = js_driver_fixture(JS_1_1_DRIVERS)
 
 
 @pytest.mark.parametrize("method", ["setGroupState", "subscribeGroupState", "unsubscribeGroupState"])

@@ -21,24 +21,14 @@ import pytest
 
 import fastpush
 from fastpush.config import Config, EventHandlerSettings, HubSettings
-from tests.compat.conftest import CLIENT_DRIVERS
+from tests.compat.conftest import JS_DRIVERS, js_driver_fixture
 from tests.compat.drivers import SdkCallError
 from tests.compat.drivers.js_client import _to_js
 from tests.events.test_express_upstream import HUB, express_app, running_express_app  # noqa: F401 (a fixture)
 from tests.helpers import ServerView, client_url, eventually
 
-JS_DRIVERS = [d for d in CLIENT_DRIVERS if d.sdk == "js"]  # every JS version pinned has invokeEvent
 _abort_names = itertools.count(1)
-
-
-@pytest.fixture(params=JS_DRIVERS, ids=str)
-def js_driver(request, _client_drivers_closed):
-    return request.param
-
-
-@pytest.fixture(params=["reliable", "json"])
-def protocol(request) -> str:
-    return request.param
+js_driver = js_driver_fixture(JS_DRIVERS)  # every JS version pinned has invokeEvent
 
 
 def _express_config(express_app, timeout: float) -> Config:  # noqa: F811 (the fixture's value)

@@ -10,42 +10,17 @@ import asyncio
 import pytest
 import websockets
 
-from tests.compat.conftest import CLIENT_DRIVERS
+from tests.compat.conftest import JS_1_1_DRIVERS, js_driver_fixture
 from tests.compat.drivers import SdkCallError
 from tests.compat.drivers.js_client import _to_js
 from tests.fault_proxy import FaultProxy
 from tests.helpers import JSON_V1, client_url, connect
 from tests.webpubsub_proto import Downstream
 
-STREAM_DRIVERS = [d for d in CLIENT_DRIVERS
-                  if d.sdk == "js" and tuple(int(p) for p in d.version.split(".")[:2]) >= (1, 1)]
 SEND = ["webpubsub.sendToGroup"]
 PROTOBUF_V1 = "protobuf.webpubsub.azure.v1"
 
-
-@pytest.fixture(params=STREAM_DRIVERS, ids=str)
-def js_driver(request, _client_drivers_closed):
-    return request.param
-
-
-@pytest.fixture(params=["reliable", "json"])
-def protocol(request) -> str:
-    return request.param
-
-
-@pytest.fixture
-async def started(js_driver, server, hub_name, protocol):
-    made = []
-
-    async def start(**claims):
-        client = await js_driver.client(client_url(server, hub_name, **claims), protocol)
-        made.append(client)
-        await client.start()
-        return client
-
-    yield start
-    for client in made:
-        await client.dispose()
+js_driver = js_driver_fixture(JS_1_1_DRIVERS)
 
 
 async def next_event(client, kind: str, timeout: float = 10.0):
