@@ -171,13 +171,7 @@ def _check(config: Config, where: str) -> None:
 
 
 def _check_conflation(hub: HubSettings, at: str) -> None:
-    if len(hub.conflate_groups) > MAX_GROUP_FILTERS:
-        raise ConfigError(f"{at}.conflateGroups: at most {MAX_GROUP_FILTERS} patterns")
-    for j, pattern in enumerate(hub.conflate_groups):
-        try:
-            compile_group_pattern(pattern)
-        except RoleError as exc:
-            raise ConfigError(f"{at}.conflateGroups[{j}]: {exc}") from None
+    _check_patterns(hub.conflate_groups, MAX_GROUP_FILTERS, f"{at}.conflateGroups")
     rate = hub.max_messages_per_second
     if rate is not None:
         if not hub.conflate_groups:
@@ -186,18 +180,8 @@ def _check_conflation(hub: HubSettings, at: str) -> None:
             raise ConfigError(f"{at}.maxMessagesPerSecond must be above 0 and at most {MAX_MESSAGES_PER_SECOND:g}")
 
 
-
 def _check_last_values(hub: HubSettings, at: str) -> None:
-    patterns = hub.last_value_groups
-    if len(patterns) > MAX_PATTERNS:
-        raise ConfigError(f"{at}.lastValueGroups: at most {MAX_PATTERNS} patterns")
-    for j, pattern in enumerate(patterns):
-        if not pattern:
-            raise ConfigError(f"{at}.lastValueGroups[{j}] is empty")
-        try:
-            compile_group_pattern(pattern)
-        except RoleError as exc:
-            raise ConfigError(f"{at}.lastValueGroups[{j}]: {exc}") from None
+    _check_patterns(hub.last_value_groups, MAX_PATTERNS, f"{at}.lastValueGroups")
     bounds = (("lastValueDepth", hub.last_value_depth, MAX_DEPTH),
               ("lastValueMaxGroups", hub.last_value_max_groups, LAST_VALUE_MAX_GROUPS_LIMIT),
               ("lastValueMaxBytes", hub.last_value_max_bytes, LAST_VALUE_MAX_BYTES_LIMIT))
@@ -233,16 +217,21 @@ def _check_handler(handler: EventHandlerSettings, at: str) -> None:
         if unknown:
             raise ConfigError(f"{at}.groupPresenceEvents.eventNames: unknown {sorted(unknown)}; "
                               f"use {', '.join(PRESENCE_EVENTS)}")
-        filters = presence.group_filters or []
-        if len(filters) > MAX_GROUP_FILTERS:
-            raise ConfigError(f"{at}.groupPresenceEvents.groupFilters: at most {MAX_GROUP_FILTERS} patterns")
-        for j, pattern in enumerate(filters):
-            if not pattern:
-                raise ConfigError(f"{at}.groupPresenceEvents.groupFilters[{j}] is empty")
-            try:
-                compile_group_pattern(pattern)
-            except RoleError as exc:
-                raise ConfigError(f"{at}.groupPresenceEvents.groupFilters[{j}]: {exc}") from None
+        _check_patterns(presence.group_filters or [], MAX_GROUP_FILTERS, f"{at}.groupPresenceEvents.groupFilters")
+
+
+def _check_patterns(patterns: list[str], limit: int, at: str) -> None:
+    """A list of wildcard group patterns (the syntax of the wildcard group roles): at most `limit`,
+    none empty, each one that compiles."""
+    if len(patterns) > limit:
+        raise ConfigError(f"{at}: at most {limit} patterns")
+    for j, pattern in enumerate(patterns):
+        if not pattern:
+            raise ConfigError(f"{at}[{j}] is empty")
+        try:
+            compile_group_pattern(pattern)
+        except RoleError as exc:
+            raise ConfigError(f"{at}[{j}]: {exc}") from None
 
 
 def presence_rule(filters: GroupPresenceEventFilters) -> PresenceRule:
