@@ -31,6 +31,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import uvloop
@@ -222,29 +223,35 @@ async def _main(args: argparse.Namespace) -> int:
     return 1 if any("error" in r for r in rows) else 0
 
 
-def _unbuilt_fanout() -> str | None:
+def _unbuilt_fanout(bench: str) -> str | None:
     """Why not to measure: the checkout's compiled fan-out is not built, so fastpush fell back to its
     pure-Python twin, whose figures are not fastpush's (unless FASTPUSH_NO_EXTENSIONS=1 asks for it)."""
     from fastpush import fanout
 
     if fanout.IMPLEMENTATION == "fastpush._fanout" or os.environ.get("FASTPUSH_NO_EXTENSIONS") == "1":
         return None
-    return ("benches.fanout: not measuring: the compiled fan-out is not built in this checkout; run "
+    return (f"{bench}: not measuring: the compiled fan-out is not built in this checkout; run "
             "`pip install -e .` (or `python3 setup.py build_ext --inplace`) here first, or set "
             "FASTPUSH_NO_EXTENSIONS=1 to measure the pure-Python twin on purpose")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    refusal = _unbuilt_fanout()
+def run_bench(bench: str, measure: Callable[[], Awaitable[int]]) -> int:
+    """A benchmark's entry point: it refuses to measure the pure-Python twin by accident, runs
+    `measure` on uvloop, and says so when Ctrl-C stopped it (its child processes stop with it)."""
+    refusal = _unbuilt_fanout(bench)
     if refusal:
         print(refusal, file=sys.stderr)
         return 2
     try:
-        return uvloop.run(_main(args))
+        return uvloop.run(measure())
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("interrupted; all child processes were stopped", file=sys.stderr)
         return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_bench("benches.fanout", lambda: _main(args))
 
 
 if __name__ == "__main__":

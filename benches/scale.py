@@ -31,10 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import uvloop
-
 from .environment import machine, versions
-from .fanout import FD_MARGIN, _connections, _positive, _unbuilt_fanout
+from .fanout import FD_MARGIN, _connections, _positive, run_bench
 from .measure import Settings, measure
 from .plot import plot_scaling
 from .procs import Children, plan_cores
@@ -216,14 +214,7 @@ async def _main(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if refusal := _unbuilt_fanout():
-        print(refusal.replace("benches.fanout", "benches.scale"), file=sys.stderr)
-        return 2
-    try:
-        return uvloop.run(_main(args))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("interrupted; all child processes were stopped", file=sys.stderr)
-        return 130
+    return run_bench("benches.scale", lambda: _main(args))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import sys
 import threading
@@ -23,20 +22,11 @@ import websockets
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benches.procs import cpu_seconds  # noqa: E402
 from tests.cli_process import ServeProcess  # noqa: E402 (a checkout's tests helpers)
-from tests.helpers import JSON_V1, client_url  # noqa: E402
+from tests.helpers import JSON_V1, ServerView, client_url  # noqa: E402
 
 MODES = ("sendToGroup", "stream")
-
-
-class _View:
-    def __init__(self, endpoint: str, key: str):
-        self.endpoint, self.access_key = endpoint, key
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _frames(mode: str, count: int, data: str) -> list[str]:
@@ -48,7 +38,7 @@ def _frames(mode: str, count: int, data: str) -> list[str]:
             + [json.dumps({"type": "streamEnd", "streamId": "s"})])
 
 
-async def _run(view: _View, mode: str, count: int, size: int, members: int, hub: str) -> None:
+async def _run(view: ServerView, mode: str, count: int, size: int, members: int, hub: str) -> None:
     """Every member has every message (and the stream's end) when this returns."""
     expected = count + (1 if mode == "stream" else 0)
     readers = [await websockets.connect(client_url(view, hub, groups=["g"]), subprotocols=[JSON_V1], max_size=None)
@@ -85,15 +75,14 @@ def main() -> None:
     args = parser.parse_args()
     server = ServeProcess("--log-level", "WARNING")
     try:
-        fields = dict(part.split("=", 1) for part in server.connection_string.strip(";").split(";"))
-        view = _View(fields["Endpoint"], fields["AccessKey"])
+        view = ServerView.parse(server.connection_string)
         threading.Thread(target=lambda: [None for _ in server.proc.stdout], daemon=True).start()
         costs: dict[str, list[float]] = {mode: [] for mode in MODES}
         for run in range(args.runs):
             for mode in MODES:
-                before = _cpu_seconds(server.proc.pid)
+                before = cpu_seconds(server.proc.pid)
                 asyncio.run(_run(view, mode, args.messages, args.size, args.members, f"bench{run}{mode[:3]}"))
-                costs[mode].append((_cpu_seconds(server.proc.pid) - before) / args.messages * 1e6)
+                costs[mode].append((cpu_seconds(server.proc.pid) - before) / args.messages * 1e6)
         print(f"{args.messages:,} messages of {args.size} bytes to {args.members} JSON members per run, "
               f"{args.runs} runs per mode, interleaved; server: fastpush serve")
         for mode, values in costs.items():

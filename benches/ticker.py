@@ -26,11 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import uvloop
-
 from . import centrifugo
 from .environment import machine, versions
-from .fanout import _unbuilt_fanout
+from .fanout import run_bench
 from .procs import Children, plan_cores
 from .progress import Progress
 from .ticker_measure import TickerSettings, measure_ticker
@@ -212,15 +210,7 @@ async def _main(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    refusal = _unbuilt_fanout()
-    if refusal:
-        print(refusal.replace("benches.fanout", "benches.ticker"), file=sys.stderr)
-        return 2
-    try:
-        return uvloop.run(_main(args))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("interrupted; all child processes were stopped", file=sys.stderr)
-        return 130
+    return run_bench("benches.ticker", lambda: _main(args))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import sys
 import threading
@@ -22,25 +21,16 @@ import websockets
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benches.procs import cpu_seconds  # noqa: E402
 from tests.cli_process import ServeProcess  # noqa: E402 (a checkout's tests helpers)
 from tests.dashboard_client import Dashboard  # noqa: E402
-from tests.helpers import JSON_V1, client_url  # noqa: E402
+from tests.helpers import JSON_V1, ServerView, client_url  # noqa: E402
 
 MODES = {"no Live Trace": None, "Live Trace paused": {"paused": True},
          "Live Trace receiving": {"payloads": False}, "Live Trace with payloads": {"payloads": True}}
 
 
-class _View:
-    def __init__(self, endpoint: str, key: str):
-        self.endpoint, self.access_key = endpoint, key
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-async def _pings(view: _View, count: int) -> None:
+async def _pings(view: ServerView, count: int) -> None:
     async with websockets.connect(client_url(view, "bench"), subprotocols=[JSON_V1], max_size=None) as ws:
         await ws.recv()  # connected
 
@@ -68,8 +58,7 @@ def main() -> None:
     args = parser.parse_args()
     server = ServeProcess("--log-level", "WARNING")
     try:
-        fields = dict(part.split("=", 1) for part in server.connection_string.strip(";").split(";"))
-        view = _View(fields["Endpoint"], fields["AccessKey"])
+        view = ServerView.parse(server.connection_string)
         login = next(line.split(" ", 1)[1].strip() for line in iter(server.proc.stdout.readline, "")
                      if line.startswith("Dashboard: "))
         threading.Thread(target=lambda: [None for _ in server.proc.stdout], daemon=True).start()
@@ -83,9 +72,9 @@ def main() -> None:
                 if reader:
                     reader.start()
                     threading.Event().wait(0.2)  # the settings are applied
-                before = _cpu_seconds(server.proc.pid)
+                before = cpu_seconds(server.proc.pid)
                 asyncio.run(_pings(view, args.messages))
-                rates[mode].append((_cpu_seconds(server.proc.pid) - before) / args.messages * 1e6)
+                rates[mode].append((cpu_seconds(server.proc.pid) - before) / args.messages * 1e6)
                 if ws:
                     ws.close()
         print(f"{args.messages:,} pings per run, {args.runs} runs per mode, interleaved; server: fastpush serve")

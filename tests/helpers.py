@@ -31,6 +31,12 @@ class ServerView:
         """The view of a fastpush.Server running in this process."""
         return cls(server.endpoint, server.keyring.primary, server)
 
+    @classmethod
+    def parse(cls, connection_string: str) -> ServerView:
+        """The view of a server by its connection string (`Endpoint=...;AccessKey=...;...`)."""
+        fields = dict(part.split("=", 1) for part in connection_string.split(";") if part)
+        return cls(fields["Endpoint"], fields["AccessKey"])
+
     @property
     def port(self) -> int:
         return int(self.endpoint.rsplit(":", 1)[1])

@@ -18,7 +18,7 @@ from fastpush.protocol.payload import DataType, Payload
 from fastpush.protocol.variants import Variant
 from tests.cli_process import ServeProcess
 from tests.fanout.test_fanout_twins import CapturingTransport
-from tests.helpers import JSON_RELIABLE_V1, JSON_V1, client_url, connect
+from tests.helpers import JSON_RELIABLE_V1, JSON_V1, ServerView, client_url, connect
 from tests.metrics_client import Scraper, value
 from tests.security.conftest import assert_still_serving, rss_bytes
 from tests.security.rawws import BINARY, CONTINUATION, TEXT, RawWebSocket
@@ -26,20 +26,11 @@ from tests.security.rawws import BINARY, CONTINUATION, TEXT, RawWebSocket
 MiB = 1024 * 1024
 
 
-class _Endpoint:
-    """tests.helpers needs endpoint, port and access_key; ServeProcess gives a connection string."""
-
-    def __init__(self, connection_string: str):
-        fields = dict(part.split("=", 1) for part in connection_string.strip(";").split(";"))
-        self.endpoint, self.access_key = fields["Endpoint"], fields["AccessKey"]
-        self.port = int(self.endpoint.rsplit(":", 1)[1])
-
-
 @pytest.fixture(scope="module")
 def served():
     """A real `fastpush serve` process (default limits: 1 MiB per message), for RSS measurements."""
     process = ServeProcess()
-    yield process, _Endpoint(process.connection_string)
+    yield process, ServerView.parse(process.connection_string)
     process.stop(2)
 
 
