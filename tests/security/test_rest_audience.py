@@ -19,6 +19,7 @@ from azure.messaging.webpubsubservice import WebPubSubServiceClient
 
 from fastpush import Server
 from tests import helpers
+from tests.compat.sdk_versions import npm_packages
 from tests.compat.test_js_server_sdk import JS_DIR, Sdk, text
 from tests.helpers import JSON_V1, connect
 from tests.security.conftest import assert_still_serving
@@ -144,7 +145,8 @@ async def test_js_sdk_odd_names_filters_and_groups(tls_server, hub_name):
     process = await asyncio.create_subprocess_exec("node", str(JS_DIR / "sdk_methods.mjs"),
                                                    tls_server.connection_string, hub_name,
                                                    env=env, stdin=PIPE, stdout=PIPE, stderr=PIPE)
-    sdk = Sdk(process)
+    version, _ = next(iter(npm_packages("@azure/web-pubsub").items()))  # the plain entry, which the driver loads
+    sdk = Sdk(process, version)
     context = ssl.create_default_context(cafile=tls_server.ca_file)
     users = {user: await helpers.connect(tls_server, hub_name, JSON_V1, ssl=context, user_id=user)
              for user in ODD_USERS}

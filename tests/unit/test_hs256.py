@@ -20,9 +20,14 @@ from fastpush.auth.tokens import CLOCK_SKEW_SECONDS, KeyRing
 KEY = "b3Blbi1zZXNhbWUtdGhpcy1pcy1hLWJlbmNoLWtleS0zMi1ieXRlcw=="
 OTHER = "c2Vjb25kYXJ5LWtleS1mb3ItdGhlLXJvdGF0aW9uLXRlc3Q="
 PEM_LIKE = "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n-----END PUBLIC KEY-----"
-NOW = int(time.time())
+
 AUD = "http://localhost/client/hubs/chat"
 _OPTIONS = {"require": ["exp", "aud"], "verify_aud": False}
+
+
+def _now() -> int:
+    """Read when a token is made (at test time: the suite may run long after collection)."""
+    return int(time.time())
 
 
 def _b64(data: bytes) -> str:
@@ -39,7 +44,7 @@ def _raw(header: object, claims: object, key: str = KEY, *, pad: bool = False) -
 
 
 def _claims(**extra: object) -> dict[str, object]:
-    return {"aud": AUD, "exp": NOW + 3600, "iat": NOW, **extra}
+    return {"aud": AUD, "exp": _now() + 3600, "iat": _now(), **extra}
 
 
 HS256 = {"alg": "HS256", "typ": "JWT"}
@@ -48,19 +53,19 @@ CORPUS: dict[str, Callable[[], str]] = {
     "no typ": lambda: _raw({"alg": "HS256"}, _claims()),
     "signed with the other key": lambda: _raw(HS256, _claims(), OTHER),
     "signed with a stranger's key": lambda: _raw(HS256, _claims(), "stranger"),
-    "expired": lambda: _raw(HS256, _claims(exp=NOW - CLOCK_SKEW_SECONDS - 10)),
-    "expired within the skew": lambda: _raw(HS256, _claims(exp=NOW - 10)),
-    "exp a float": lambda: _raw(HS256, _claims(exp=NOW + 3600.5)),
-    "exp a string": lambda: _raw(HS256, _claims(exp=str(NOW + 3600))),
+    "expired": lambda: _raw(HS256, _claims(exp=_now() - CLOCK_SKEW_SECONDS - 10)),
+    "expired within the skew": lambda: _raw(HS256, _claims(exp=_now() - 10)),
+    "exp a float": lambda: _raw(HS256, _claims(exp=_now() + 3600.5)),
+    "exp a string": lambda: _raw(HS256, _claims(exp=str(_now() + 3600))),
     "exp true": lambda: _raw(HS256, _claims(exp=True)),
     "exp null": lambda: _raw(HS256, _claims(exp=None)),
     "no exp": lambda: _raw(HS256, {"aud": AUD}),
-    "no aud": lambda: _raw(HS256, {"exp": NOW + 3600}),
+    "no aud": lambda: _raw(HS256, {"exp": _now() + 3600}),
     "aud null": lambda: _raw(HS256, _claims(aud=None)),
-    "nbf in the future": lambda: _raw(HS256, _claims(nbf=NOW + CLOCK_SKEW_SECONDS + 60)),
+    "nbf in the future": lambda: _raw(HS256, _claims(nbf=_now() + CLOCK_SKEW_SECONDS + 60)),
     "nbf a string": lambda: _raw(HS256, _claims(nbf="soon")),
-    "iat in the future": lambda: _raw(HS256, _claims(iat=NOW + CLOCK_SKEW_SECONDS + 60)),
-    "iat a float": lambda: _raw(HS256, _claims(iat=NOW + 0.5)),
+    "iat in the future": lambda: _raw(HS256, _claims(iat=_now() + CLOCK_SKEW_SECONDS + 60)),
+    "iat a float": lambda: _raw(HS256, _claims(iat=_now() + 0.5)),
     "sub a number": lambda: _raw(HS256, _claims(sub=7)),
     "jti a list": lambda: _raw(HS256, _claims(jti=["x"])),
     "payload a list": lambda: _raw(HS256, [AUD]),
