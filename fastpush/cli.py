@@ -293,6 +293,9 @@ def _add_limits(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--max-upstream-connections", type=_positive_int, default=64,
                        help="sockets open at once to one event handler (scheme, host, port); more events wait "
                             "their turn within the upstream timeout (default 64)")
+    serve.add_argument("--max-upstream-waiting", type=_positive_int, default=256,
+                       help="events waiting for a socket to one event handler; more are refused at once (a "
+                            "connect event: the handshake gets 503) instead of waiting to time out (default 256)")
 
 
 class ServerOptions(TypedDict):
@@ -324,6 +327,7 @@ class ServerOptions(TypedDict):
     request_body_timeout_seconds: float
     http_keepalive_timeout_seconds: float
     max_upstream_connections: int
+    max_upstream_waiting: int
     warn_ignored_settings: bool
     dashboard: bool
     metrics_address: tuple[str, int] | None
@@ -347,6 +351,7 @@ def server_options(args: argparse.Namespace, *, config: Config | None = None,
                 request_body_timeout_seconds=args.request_timeout,
                 http_keepalive_timeout_seconds=args.http_keepalive_timeout,
                 max_upstream_connections=args.max_upstream_connections,
+                max_upstream_waiting=args.max_upstream_waiting,
                 warn_ignored_settings=not args.reuse_port,  # a worker: its parent says it once
                 dashboard=not args.reuse_port,  # a worker's dashboard would see one process behind a shared port
                 metrics_address=_metrics_address(args.metrics_address) if args.metrics_address else None,
