@@ -14,7 +14,8 @@ import pytest
 
 import fastpush
 from fastpush.config import Config, EventHandlerSettings, HubSettings
-from tests.helpers import ServerView, client_url
+from fastpush.events.http_client import HttpBusy, HttpClient
+from tests.helpers import ServerView, client_url, eventually
 from tests.security.upstream_probe import Reply, UpstreamProbe
 
 KEY = "connect-storm-access-key-0123456789abcdef"
@@ -88,3 +89,30 @@ async def test_the_queue_drains_and_later_clients_connect_again(probe):
                                        ANSWER_SECONDS)
         assert sorted(status for status, _ in first)[:2] == [101, 101] and 503 in {s for s, _ in first}
         assert (await asyncio.wait_for(_handshake(client_url(view, HUB)), ANSWER_SECONDS))[0] == 101
+
+
+@pytest.mark.timeout(30)
+async def test_waiters_that_give_up_free_their_places(probe):
+    """A cancelled wait (the client left, or its deadline passed) gives its place back: the count
+    of waiting requests cannot creep up until every event is refused."""
+    probe.replies["connect"] = Reply(204, delay=1.0)
+    client = HttpClient(max_connections=1, max_waiting=2)
+    origin = ("http", "127.0.0.1", probe.port)
+    url = probe.url_template().replace("{hub}", HUB).replace("{event}", "connect")
+    headers = {"ce-eventName": "connect"}
+    try:
+        first = asyncio.ensure_future(client.request("POST", url, headers, timeout=10))
+        assert await eventually(lambda: len(probe.posts("connect")) == 1)  # it holds the one connection
+        waiters = [asyncio.ensure_future(client.request("POST", url, headers, timeout=10)) for _ in range(2)]
+        assert await eventually(lambda: client.waiting(origin) == 2)
+        with pytest.raises(HttpBusy):
+            await client.request("POST", url, headers, timeout=10)
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
+        assert client.waiting(origin) == 0
+        assert (await asyncio.wait_for(first, 10)).status == 204
+        assert (await client.request("POST", url, headers, timeout=10)).status == 204
+        assert len(probe.posts("connect")) == 2  # the refused and the cancelled ones were never sent
+    finally:
+        await client.close()
