@@ -167,17 +167,17 @@ def _fanout() -> Iterator[Metric]:
              ("fastpush_deliveries", "Messages the fan-out wrote or queued to a member's socket.", "deliveries"),
              ("fastpush_sent_bytes", "Bytes written to client sockets: messages, acks and system messages (not "
               "pings, pongs or close frames).", "sent_bytes"),
-             ("fastpush_coalesced_frames", "Frames held back to the end of their loop turn, to leave with the "
-              "connection's other frames of that turn in one write.", "coalesced_frames"),
+             ("fastpush_coalesced_frames", "Frames that left in one write with an earlier frame of their "
+              "connection's loop turn.", "coalesced_frames"),
              ("fastpush_slow_client_dropped_bytes", "Queued bytes dropped when a client was closed as too slow (a "
               "reliable one gets them again when it recovers).", "dropped_bytes"),
              ("fastpush_fanout_failures", "Members whose write failed inside a fan-out (the others still got the "
               "message; logged at most once a second).", "recipient_failures"))
     for name, documentation, key in plain:
         yield CounterMetricFamily(name, documentation, value=counts[key])
-    writes = CounterMetricFamily("fastpush_socket_writes", "Writes to client sockets: direct (a frame at once: the "
-                                 "first of its loop turn, or a resend) or coalesced (the frames that waited, at the "
-                                 "turn's end or when a backed-up socket drained).", labels=["mode"])
+    writes = CounterMetricFamily("fastpush_socket_writes", "Writes to client sockets: direct (one frame: alone in "
+                                 "its loop turn, or a resend) or coalesced (several frames in one write: a turn's "
+                                 "burst, or what a backed-up socket held when it drained).", labels=["mode"])
     writes.add_metric(["direct"], counts["direct_writes"])
     writes.add_metric(["coalesced"], counts["coalesced_writes"])
     yield writes
