@@ -34,6 +34,7 @@ from .auth.tokens import KeyRing
 from .broker.redis.link import describe_url
 from .broker.redis.sentinel import SCHEME as SENTINEL_SCHEME
 from .broker.redis.sentinel import Sentinels
+from .broker.redis.wire import OtherWireVersion
 from .broker.resp import RedisAddress
 from .config import (
     BROKER_LOSS_TIMEOUT_LIMIT,
@@ -582,6 +583,8 @@ async def _start(server: Server, redis_url: str | None) -> None:
     """Start, or raise StartupError naming what is in the way: Redis, or the address."""
     try:
         await asyncio.wait_for(server.start(), STARTUP_SECONDS)
+    except OtherWireVersion as exc:
+        raise StartupError(f"--redis-url: {exc}") from None
     except OSError as exc:  # TimeoutError included
         if redis_url and not server.node.broker.health()["healthy"]:
             why = f"no answer in {STARTUP_SECONDS:g} s" if isinstance(exc, TimeoutError) else reason(exc)

@@ -6,7 +6,9 @@ connections and users, session requests, and replies). A session's move is annou
 channel (fastpush.broker.redis.handover says why). Where an operation goes follows from its
 `route`; whether its publisher waits for every receiving node to confirm it, from `confirmed`
 (fastpush.ops). A node confirms once its part is in force: its Redis writes done and its new
-subscriptions active, so a send made right after a REST add reaches the new member.
+subscriptions active, so a send made right after a REST add reaches the new member. Every envelope
+carries the wire version; a node acts on no message of another version, nor on bytes that are no
+envelope (fastpush.broker.redis.wire).
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from ..errors import BrokerUnavailable
 from ..resp import RedisGone, RespReply
 from .link import Link, unavailable
 from .registry import ClusterRegistry
+from .wire import WIRE_VERSION, DroppedMessages, describe_version, version_of
 
 __all__ = ["OperationBus", "Envelope", "OP", "REPLY", "TAKE_SESSION", "SESSION_MOVED", "CachedGroups", "MARK",
            "split_entry", "decode_envelope"]
@@ -36,6 +39,7 @@ class Envelope(msgspec.Struct, array_like=True, omit_defaults=True):
     """On the wire: an operation (with where to confirm it), a reply, a request for a reliable
     session (a client recovering onto another node), or the announcement that one moved."""
 
+    version: int  # WIRE_VERSION (fastpush.broker.redis.wire): always first, whatever the version
     kind: int
     request_id: int = 0
     reply_to: str | None = None  # the node waiting for the reply
@@ -104,13 +108,15 @@ class OperationBus:
         self.on_take_session: Callable[[Envelope], None] | None = None
         self.on_session_moved: Callable[[Envelope], None] | None = None
         self.cached_groups: CachedGroups | None = None  # sends to cached groups go through its script
+        self._dropped = DroppedMessages(link.node_id)
 
     # --- publishing ------------------------------------------------------------------------
     async def publish(self, op: ops.Op) -> object:
         link = self._link
         link.check()
         request_id, replies = self.expect_replies() if op.confirmed else (0, None)
-        message = encode_envelope(Envelope(OP, request_id, link.node_id if op.confirmed else None, ops.encode(op)))
+        message = encode_envelope(Envelope(WIRE_VERSION, OP, request_id, link.node_id if op.confirmed else None,
+                                           ops.encode(op)))
         try:
             self._registry.record_user_groups(op)
             receivers = await self.route(op, message)
@@ -174,13 +180,32 @@ class OperationBus:
                 replies.future.set_exception(BrokerUnavailable("The connection to Redis was lost."))
 
     async def reply(self, reply_to: str, request_id: int, ok: bool, data: bytes | None = None) -> None:
-        envelope = Envelope(REPLY, request_id, ok=ok, data=data)
+        envelope = Envelope(WIRE_VERSION, REPLY, request_id, ok=ok, data=data)
         await self._link.run("PUBLISH", self._link.channel("n", reply_to), encode_envelope(envelope))
 
     # --- receiving -------------------------------------------------------------------------
     def on_message(self, channel: bytes, data: bytes) -> None:
-        number, data = split_entry(data)
-        envelope = decode_envelope(data)
+        """A message on one of this node's channels: acted on if it is an envelope of this wire
+        version, else dropped (counted, logged at most once a minute); it never ends the subscription."""
+        try:
+            number, data = split_entry(data)
+            version = version_of(data)
+            if version != WIRE_VERSION:
+                seen = "no envelope" if version is None else f"wire version {describe_version(version)}"
+                self._dropped.drop("version" if version is not None else "malformed", channel,
+                                   f"{seen}; this node speaks {WIRE_VERSION}")
+                return
+            envelope = decode_envelope(data)
+            op = _operation(envelope)
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+            self._dropped.drop("malformed", channel, f"not a valid envelope: {exc}")
+            return
+        try:
+            self._dispatch(envelope, op, number)
+        except Exception as exc:  # one bad message must not end this node's subscription (and its cluster)
+            self._dropped.drop("failed", channel, f"{type(exc).__name__}: {exc}")
+
+    def _dispatch(self, envelope: Envelope, op: ops.Op | None, number: int) -> None:
         if envelope.kind == REPLY:
             replies = self._pending.get(envelope.request_id)
             if replies is not None:
@@ -191,8 +216,7 @@ class OperationBus:
         elif envelope.kind == SESSION_MOVED:
             if self.on_session_moved is not None:
                 self.on_session_moved(envelope)
-        elif envelope.data is not None and self.handler is not None:
-            op = ops.decode(envelope.data)
+        elif op is not None and self.handler is not None:
             if number and isinstance(op, ops.SendToGroup):
                 op = msgspec.structs.replace(op, last_value_seq=number)
             self._apply(envelope, op, self.handler)
@@ -217,6 +241,18 @@ class OperationBus:
             await self.reply(reply_to, request_id, result is not False)
         except (RedisGone, OSError) as exc:
             log.warning("node %s: could not confirm an operation: %s", self._link.node_id, exc)
+
+
+def _operation(envelope: Envelope) -> ops.Op | None:
+    """An OP envelope's operation; None for the other kinds. ValueError for an unknown kind or an
+    OP without one, msgspec's errors for bytes that are no operation."""
+    if envelope.kind == OP:
+        if envelope.data is None:
+            raise ValueError("an operation envelope without its operation")
+        return ops.decode(envelope.data)
+    if envelope.kind not in (REPLY, TAKE_SESSION, SESSION_MOVED):
+        raise ValueError(f"an envelope of unknown kind {envelope.kind}")
+    return None
 
 
 def _count(reply: object) -> int:
