@@ -1,8 +1,9 @@
 """What a node hears on its Redis channels is not trusted to be a message of its own version: a
 real message with another wire version, one in the unversioned format of earlier releases, and
 garbage, published straight to the node's channels with a raw Redis client, are dropped and
-counted, logged once, and never end the node's subscription; deliveries go on. A node does not
-start on a Redis where a live node speaks another wire version."""
+counted (as is a message whose handling fails), logged once, and never end the node's
+subscription; deliveries go on. A node does not start on a Redis where a live node speaks
+another wire version."""
 from __future__ import annotations
 
 import asyncio
@@ -13,6 +14,8 @@ import msgspec
 import pytest
 
 import fastpush
+from fastpush import ops
+from fastpush.broker.redis.bus import decode_envelope, encode_envelope
 from fastpush.broker.redis.wire import FIRST_VERSION, WIRE_VERSION, OtherWireVersion
 from tests.cluster.test_cluster import arest
 from tests.conftest import ACCESS_KEY, RedisProcess
@@ -97,12 +100,17 @@ async def test_messages_of_another_version_and_garbage_are_dropped_counted_and_d
             other_version = real[:1] + bytes([OTHER_VERSION]) + real[2:]
             unversioned = bytes([real[0] - 1]) + real[2:]  # the layout before versions: the kind first
             assert unversioned[1] < FIRST_VERSION
+            # This version, well formed, but applying it raises (a filter no REST call would have let through).
+            envelope = decode_envelope(real)
+            bad_filter = msgspec.structs.replace(ops.decode(envelope.data), filter="(((")
+            failing = encode_envelope(msgspec.structs.replace(envelope, data=ops.encode(bad_filter)))
 
             before = await scraper.scrape()
             node_channel = f"fastpush:n:{node.node.broker.node_id}".encode()
             for target, receivers in ((channel, 2), (node_channel, 1)):  # the hub's: the node and `listener`
                 for message in (other_version, unversioned, *GARBAGE):
                     assert await publisher.command("PUBLISH", target, message) == receivers
+            assert await publisher.command("PUBLISH", channel, failing) == 2
             # Published after them on the same connection, so the node reads it after them.
             assert await publisher.command("PUBLISH", channel, control) == 2
             assert (await client.recv())["data"] == "replayed"  # not "acted on": the others were dropped
@@ -111,6 +119,7 @@ async def test_messages_of_another_version_and_garbage_are_dropped_counted_and_d
             assert value(after, DROPPED, reason="version") - value(before, DROPPED, reason="version") == 4
             malformed = value(after, DROPPED, reason="malformed") - value(before, DROPPED, reason="malformed")
             assert malformed == 2 * len(GARBAGE)
+            assert value(after, DROPPED, reason="failed") - value(before, DROPPED, reason="failed") == 1
             assert value(after, "fastpush_broker_up", broker="redis") == 1
             reconnects = "fastpush_broker_reconnects_total"
             assert value(after, reconnects) == value(before, reconnects)  # the subscription never ended

@@ -56,12 +56,19 @@ decode_envelope = msgspec.msgpack.Decoder(Envelope).decode
 MARK = b"\xc1"  # never the first byte of a msgpack value: a numbered entry of the last-value cache
 
 
+class _Malformed(ValueError):
+    """Bytes from Redis that are no message of this node's wire version, though they start as one."""
+
+
 def split_entry(data: bytes) -> tuple[int, bytes]:
     """A published message as (its number in the last-value cache, its envelope); (0, data) for
-    one that is not such an entry (fastpush.broker.redis.lastvalue)."""
+    one that is not such an entry (fastpush.broker.redis.lastvalue). A ValueError for a mark
+    without a number."""
     if data[:1] != MARK:
         return 0, data
     number, _, envelope = data[1:].partition(b":")
+    if not number.isdigit() or len(number) > 19:  # the hub's counter is a Redis integer (63 bits)
+        raise _Malformed("a last-value entry without its number")
     return int(number), envelope
 
 
@@ -186,40 +193,48 @@ class OperationBus:
     # --- receiving -------------------------------------------------------------------------
     def on_message(self, channel: bytes, data: bytes) -> None:
         """A message on one of this node's channels: acted on if it is an envelope of this wire
-        version, else dropped (counted, logged at most once a minute); it never ends the subscription."""
+        version, else dropped (counted, logged at most once a minute); it never ends the subscription.
+        One function on purpose: every node runs it for every message of the cluster."""
         try:
             number, data = split_entry(data)
-            version = version_of(data)
-            if version != WIRE_VERSION:
-                seen = "no envelope" if version is None else f"wire version {describe_version(version)}"
-                self._dropped.drop("version" if version is not None else "malformed", channel,
-                                   f"{seen}; this node speaks {WIRE_VERSION}")
+            # This version's envelope: a fixarray (0x91-0x9f), its first element WIRE_VERSION (wire.py).
+            if len(data) < 2 or data[1] != WIRE_VERSION or not 0x91 <= data[0] <= 0x9F:
+                self._drop_other(channel, data)
                 return
             envelope = decode_envelope(data)
-            op = _operation(envelope)
-        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+            kind = envelope.kind
+            if kind == OP:
+                if envelope.data is None:
+                    raise _Malformed("an operation envelope without its operation")
+                op = ops.decode(envelope.data)
+                if self.handler is not None:
+                    if number and isinstance(op, ops.SendToGroup):
+                        op = msgspec.structs.replace(op, last_value_seq=number)
+                    self._apply(envelope, op, self.handler)
+            elif kind == REPLY:
+                replies = self._pending.get(envelope.request_id)
+                if replies is not None:
+                    replies.add(envelope.ok, envelope.data)
+            elif kind == TAKE_SESSION:
+                if self.on_take_session is not None:
+                    self.on_take_session(envelope)
+            elif kind == SESSION_MOVED:
+                if self.on_session_moved is not None:
+                    self.on_session_moved(envelope)
+            else:
+                raise _Malformed(f"an envelope of unknown kind {kind}")
+        except (msgspec.DecodeError, msgspec.ValidationError, _Malformed) as exc:
             self._dropped.drop("malformed", channel, f"not a valid envelope: {exc}")
-            return
-        try:
-            self._dispatch(envelope, op, number)
         except Exception as exc:  # one bad message must not end this node's subscription (and its cluster)
             self._dropped.drop("failed", channel, f"{type(exc).__name__}: {exc}")
 
-    def _dispatch(self, envelope: Envelope, op: ops.Op | None, number: int) -> None:
-        if envelope.kind == REPLY:
-            replies = self._pending.get(envelope.request_id)
-            if replies is not None:
-                replies.add(envelope.ok, envelope.data)
-        elif envelope.kind == TAKE_SESSION:
-            if self.on_take_session is not None:
-                self.on_take_session(envelope)
-        elif envelope.kind == SESSION_MOVED:
-            if self.on_session_moved is not None:
-                self.on_session_moved(envelope)
-        elif op is not None and self.handler is not None:
-            if number and isinstance(op, ops.SendToGroup):
-                op = msgspec.structs.replace(op, last_value_seq=number)
-            self._apply(envelope, op, self.handler)
+    def _drop_other(self, channel: bytes, data: bytes) -> None:
+        version = version_of(data)
+        if version is None:
+            self._dropped.drop("malformed", channel, f"no envelope; this node speaks {WIRE_VERSION}")
+        else:
+            self._dropped.drop("version", channel, f"wire version {describe_version(version)}; "
+                                                   f"this node speaks {WIRE_VERSION}")
 
     def _apply(self, envelope: Envelope, op: ops.Op, handler: BrokerHandler) -> None:
         link = self._link
@@ -241,18 +256,6 @@ class OperationBus:
             await self.reply(reply_to, request_id, result is not False)
         except (RedisGone, OSError) as exc:
             log.warning("node %s: could not confirm an operation: %s", self._link.node_id, exc)
-
-
-def _operation(envelope: Envelope) -> ops.Op | None:
-    """An OP envelope's operation; None for the other kinds. ValueError for an unknown kind or an
-    OP without one, msgspec's errors for bytes that are no operation."""
-    if envelope.kind == OP:
-        if envelope.data is None:
-            raise ValueError("an operation envelope without its operation")
-        return ops.decode(envelope.data)
-    if envelope.kind not in (REPLY, TAKE_SESSION, SESSION_MOVED):
-        raise ValueError(f"an envelope of unknown kind {envelope.kind}")
-    return None
 
 
 def _count(reply: object) -> int:
