@@ -134,7 +134,7 @@ async def test_messages_of_another_version_and_garbage_are_dropped_counted_and_d
     assert f"wire version {OTHER_VERSION}; this node speaks {WIRE_VERSION}" in lines[0], lines[0]
 
 
-async def test_a_node_does_not_join_a_redis_whose_live_nodes_speak_another_version(private_redis):
+async def test_a_node_does_not_join_a_redis_whose_live_nodes_speak_another_version(private_redis, caplog):
     admin = await RawRedis.open(private_redis.port)
     try:
         await admin.command("SADD", "fastpush:nodes", "older", "newer")
@@ -151,5 +151,12 @@ async def test_a_node_does_not_join_a_redis_whose_live_nodes_speak_another_versi
         async with fastpush.Server(port=0, access_key=ACCESS_KEY, redis_url=private_redis.url) as node:
             alive = await admin.command("GET", f"fastpush:alive:{node.node.broker.node_id}")
             assert alive == str(WIRE_VERSION).encode()
+            # One that comes later is logged once by the keep-alive's look at the live nodes (run here twice).
+            caplog.set_level(logging.ERROR, logger="fastpush.broker")
+            await admin.command("SET", "fastpush:alive:newer", str(OTHER_VERSION), "PX", 30_000)
+            for _ in range(2):
+                await node.node.broker._registry.forget_dead_nodes()
+            told = [r.getMessage() for r in caplog.records if "speaks wire version" in r.getMessage()]
+            assert len(told) == 1 and f"node newer on the same Redis speaks wire version {OTHER_VERSION}" in told[0]
     finally:
         admin.close()

@@ -7,12 +7,14 @@ version too. A node acts only on its own version: another node's message of anot
 bytes that are no envelope at all, are dropped, counted (fastpush_broker_dropped_messages_total)
 and logged at most once a minute, and the node goes on with everything else. Each node also
 writes its version as the value of its `alive:{node}` key, so a node about to join a Redis
-whose live nodes speak another version can refuse to start (`foreign_nodes`).
+whose live nodes speak another version can refuse to start (ClusterRegistry.foreign_nodes).
 
 WIRE_VERSION changes whenever a node of one version could misread a message of the other: a
 field of Envelope, of an operation (fastpush.ops) or of a session's state added, removed or
 changed. Versions start at FIRST_VERSION: an envelope of the fastpush releases before versions
 starts with its kind (0 to 3) where a versioned one has its version, so it reads as unversioned.
+Whatever else a later version changes, its envelope stays a msgpack array with the version first:
+that is how each version recognises the others.
 """
 from __future__ import annotations
 
