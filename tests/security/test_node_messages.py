@@ -17,6 +17,7 @@ import fastpush
 from fastpush import ops
 from fastpush.broker.redis.bus import decode_envelope, encode_envelope
 from fastpush.broker.redis.wire import FIRST_VERSION, WIRE_VERSION, OtherWireVersion
+from tests.cli_process import run_fastpush
 from tests.cluster.test_cluster import arest
 from tests.conftest import ACCESS_KEY, RedisProcess
 from tests.helpers import JSON_V1, ServerView, connect
@@ -146,6 +147,9 @@ async def test_a_node_does_not_join_a_redis_whose_live_nodes_speak_another_versi
         text = str(refused.value)
         assert "2 live node(s)" in text and f"newer ({OTHER_VERSION})" in text and "older (unversioned" in text, text
         assert not server.node.broker.health()["healthy"]
+        result = run_fastpush("serve", "--port", "0", "--redis-url", private_redis.url, timeout=30)
+        assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+        assert result.stderr.startswith("fastpush: --redis-url: 2 live node(s) on "), result.stderr
 
         await admin.command("DEL", "fastpush:alive:older", "fastpush:alive:newer")  # they are gone
         async with fastpush.Server(port=0, access_key=ACCESS_KEY, redis_url=private_redis.url) as node:
