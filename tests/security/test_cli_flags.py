@@ -10,6 +10,7 @@ from fastpush import Server
 from fastpush.cli import build_parser, server_options
 from fastpush.workers import PASSED_AS_GIVEN, _passed_on
 from tests.cli_process import run_fastpush
+from tests.conftest import ACCESS_KEY
 
 # flag, value given, Server attribute(s) it must set
 FLAGS = [
@@ -128,7 +129,7 @@ def test_a_drain_timeout_that_is_not_a_positive_number_stops_the_start(value, tm
     assert result.returncode == 2 and "drainTimeoutSeconds" in result.stderr, result.stderr
 
 
-def test_the_broker_loss_timeout_comes_from_the_flag_then_the_config_file(tmp_path):
+def test_the_broker_loss_timeout_comes_from_the_flag_then_the_config_file(tmp_path, monkeypatch):
     from fastpush.app import BROKER_LOSS_TIMEOUT_SECONDS
     from fastpush.config import load_config
 
@@ -142,10 +143,14 @@ def test_the_broker_loss_timeout_comes_from_the_flag_then_the_config_file(tmp_pa
     assert chosen() == BROKER_LOSS_TIMEOUT_SECONDS
     assert chosen(config=config) == 40.0
     assert chosen("--broker-loss-timeout", "7.5", config=config) == 7.5
-    # What a worker is started with when the parent read the file (fastpush.workers passes it as a flag).
-    parent = serve_args("--config", str(path))
-    parent.broker_loss_timeout = 40.0  # as `_run` resolves it before starting workers
-    worker_argv = _passed_on(parent, None)
+    # What a worker is started with when the parent read the file: the value, as the flag.
+    from fastpush import cli
+
+    started: list[argparse.Namespace] = []
+    monkeypatch.setattr(cli, "run_workers", lambda args, count, tls: started.append(args) or 0)
+    assert cli.main(["serve", "--port", "0", "--workers", "2", "--redis-url", "redis://127.0.0.1:1",
+                     "--access-key", ACCESS_KEY, "--config", str(path)]) == 0
+    worker_argv = _passed_on(started[0], None)
     assert worker_argv[worker_argv.index("--broker-loss-timeout") + 1] == "40.0"
 
 
