@@ -2,8 +2,8 @@
 real message with another wire version, one in the unversioned format of earlier releases, and
 garbage, published straight to the node's channels with a raw Redis client, are dropped and
 counted (as is a message whose handling fails), logged once, and never end the node's
-subscription; deliveries go on. A node does not start on a Redis where a live node speaks
-another wire version."""
+subscription; deliveries go on. Such entries pushed onto a last-value list are left out of what
+is served. A node does not start on a Redis where a live node speaks another wire version."""
 from __future__ import annotations
 
 import asyncio
@@ -164,3 +164,31 @@ async def test_a_node_does_not_join_a_redis_whose_live_nodes_speak_another_versi
             assert len(told) == 1 and f"node newer on the same Redis speaks wire version {OTHER_VERSION}" in told[0]
     finally:
         admin.close()
+
+
+async def test_last_value_entries_of_another_version_are_left_out(private_redis):
+    """The last-value cache in Redis is read by every node: an entry another version wrote, or
+    garbage pushed onto the list, is left out of what is served; the real ones are not."""
+    from fastpush.broker.redis import RedisBroker
+    from fastpush.lastvalue import LastValuePolicy, LastValues
+    from fastpush.node import Node
+    from tests.brokers.cluster import text
+
+    policy = LastValuePolicy(["prices.*"], depth=5)
+    broker = RedisBroker(private_redis.url, last_value_policy=lambda hub: policy if hub.lower() == "h" else None)
+    node = Node(broker, configure=lambda hub: setattr(hub, "last_values", LastValues(policy, broker.last_values)))
+    admin = await RawRedis.open(private_redis.port)
+    await node.start()
+    try:
+        for value in ("1", "2"):
+            await broker.publish(ops.SendToGroup("h", "prices.a", text(value)))
+        key = "fastpush:lv:h:prices.a"
+        real = await admin.command("LRANGE", key, 0, 0)
+        number, _, envelope = real[0][1:].partition(b":")
+        other_version = b"\xc1" + number + b":" + envelope[:1] + bytes([OTHER_VERSION]) + envelope[2:]
+        await admin.command("RPUSH", key, other_version, b"junk", b"\xc1x:\x91")
+        cached = await broker.ask(ops.LastValue("h", "prices.a"))
+        assert [entry.payload.data for entry in cached] == [b"1", b"2"]
+    finally:
+        admin.close()
+        await node.stop()
