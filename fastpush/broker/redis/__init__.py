@@ -117,8 +117,8 @@ class RedisBroker:
             seen = ", ".join(f"{node} ({version})" for node, version in sorted(foreign.items())[:5])
             raise OtherWireVersion(f"{len(foreign)} live node(s) on {self._link.describe()} speak another wire "
                                    f"version than this one ({WIRE_VERSION}): {seen}; nodes of different wire versions "
-                                   "cannot share a Redis: stop them first, or give this cluster its own Redis or "
-                                   "database number")
+                                   "cannot share a Redis: stop them first, or give this cluster a Redis server of "
+                                   "its own")
 
     async def _watch(self) -> None:
         """When Redis goes away: mark unhealthy, reconnect with backoff, resubscribe, re-register."""
