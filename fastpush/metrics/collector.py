@@ -23,7 +23,7 @@ from .. import fanout
 from ..broker.base import BrokerHealth
 from ..hub import Hub
 from ..protocol.json_protocol import JSON_RELIABLE_V1, JSON_V1, PROTOBUF_RELIABLE_V1, PROTOBUF_V1
-from .counters import COUNTERS, MESSAGE_TYPES, Counters, Histogram
+from .counters import COUNTERS, DROP_REASONS, MESSAGE_TYPES, Counters, Histogram
 from .process import ProcessCollector
 
 __all__ = ["MAX_HUB_LABELS", "OTHER_HUBS", "ServerCollector", "make_registry"]
@@ -147,6 +147,12 @@ class ServerCollector:
         yield up
         yield CounterMetricFamily("fastpush_broker_reconnects", "Times this node connected to Redis again after "
                                   "losing it.", value=self._counters.broker_reconnects)
+        yield CounterMetricFamily("fastpush_broker_loss_closes", "Clients closed with 1012 because this node was "
+                                  "without Redis for --broker-loss-timeout.", value=self._counters.broker_loss_closes)
+        dropped = dict.fromkeys(DROP_REASONS, 0) | self._counters.dropped_node_messages
+        yield _counter("fastpush_broker_dropped_messages", "Messages from Redis this node did not act on, by reason "
+                       "(version: another wire version; malformed: no envelope; failed: its handling failed).",
+                       ["reason"], [((k,), v) for k, v in dropped.items()])
         yield _histogram("fastpush_broker_publish_duration_seconds", "Time Redis took to take an operation "
                          "(confirmed ones: until every node concerned applied it).", [],
                          {(): self._counters.broker_publish_seconds})
