@@ -17,8 +17,9 @@
 #   without one costs nothing. A reliable client's sequenceIds stay contiguous: a message expired
 #   before it was ever written gives its number to the next one; one that may have reached the
 #   client keeps its number and is skipped (see unsent_from).
-# - Frames are written with WSTransport._fast_write (a direct send() when the transport has
-#   nothing queued, else the transport's own buffering), after checking the transport is open.
+# - A connection's frames of one loop turn leave together when the turn ends: one writev() on the
+#   socket when its transport has nothing buffered (else, and for what the socket does not take,
+#   the transport's own buffering), after checking the transport is open.
 from picows.picows cimport WSListener, WSTransport
 
 # The wire variants of fastpush/protocol/variants.py, mirrored so that the fan-out loop compares C
@@ -59,15 +60,17 @@ cdef class Connection(WSListener):
     # ones and drops those silent past the idle timeout.
     cdef public double last_seen
     cdef public object close_reason  # why the session ended, for the `disconnected` event
-    # Write coalescing: the first frame of a loop turn goes straight out; later ones in the same
-    # turn wait in `pending` and leave in one write when the turn ends (see _deliver).
-    cdef bytearray pending
-    cdef unsigned long long written_turn
+    # Write coalescing: a loop turn's frames for this connection wait in `queue` (references to
+    # the frames, shared with the broadcast's other members; None when empty) and leave in one
+    # writev() when the turn ends (see _deliver and _write_queue).
+    cdef list queue
     cdef object coalescer  # its event loop's _Coalescer, set on first write
     # Flow control: while the socket's own buffer is over its small high-water mark (`paused`),
-    # frames wait in `pending` instead; past `max_outbound` bytes there the client is too slow:
+    # frames are copied into `pending` instead (the turn's queue first); past `max_outbound`
+    # bytes there the client is too slow:
     # what waits is dropped and on_outbound_overflow() closes it, its close frame right behind
     # the little the socket already holds (not behind megabytes it could not read).
+    cdef bytearray pending
     cdef public bint paused
     cdef public Py_ssize_t max_outbound
     # Frames waiting in `pending` (paused) that draining may drop or renumber, packed as C
@@ -84,9 +87,12 @@ cdef class Connection(WSListener):
     # fanout() only for a send to a conflated group.
     cdef public object conflation
 
-    cdef bint _write(self, const char* data, Py_ssize_t size, double deadline) except -1
+    cdef bint _write(self, bytes data, double deadline) except -1
     cdef void _flush(self) noexcept
+    cdef void _queue_to_pending(self) noexcept
+    cdef void _write_queue(self) noexcept
     cdef void _write_pending(self) noexcept
+    cdef void _write_held(self) noexcept
     cdef void _drop_expired_held(self) except *
     cdef void _purge_expired(self) except *
 

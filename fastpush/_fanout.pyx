@@ -1,11 +1,14 @@
 # cython: language_level=3
 """Connection, group and user tables and the fan-out loop: the compiled hot path."""
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.ref cimport PyObject
 from cpython.bytearray cimport PyByteArray_AS_STRING
 from libc.string cimport memcpy
 from libc.stdio cimport snprintf
 from cpython.bytearray cimport PyByteArray_GET_SIZE, PyByteArray_Resize
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
+from posix.uio cimport iovec, writev
 
 import asyncio
 import logging
@@ -25,7 +28,8 @@ __all__ = ["Connection", "Frames", "Tables", "fanout", "recipient_failures", "fr
 cdef object _EMPTY = frozenset()
 _log = logging.getLogger("fastpush.fanout")
 DEF _PENDING_KEEP = 65536  # a pending buffer larger than this is released after its flush
-DEF _PENDING_FIRST = 1024  # the smallest allocation a loop turn's coalesced frames get
+DEF _PENDING_FIRST = 1024  # the smallest allocation a paused socket's held frames get
+DEF _IOV_CHUNK = 256  # frames one writev() takes (under Linux's IOV_MAX of 1024)
 
 
 cdef extern from "Python.h":
@@ -42,9 +46,9 @@ cdef extern from "Python.h":
 cdef unsigned long long _broadcasts = 0        # fanout() calls
 cdef unsigned long long _deliveries = 0        # members a fanout() wrote to (or queued for)
 cdef unsigned long long _sent_bytes = 0        # bytes handed to client sockets by this module
-cdef unsigned long long _direct_writes = 0     # frames written at once (first of a loop turn, resends)
-cdef unsigned long long _coalesced_writes = 0  # writes of the bytes that waited (a turn's end, a drained socket)
-cdef unsigned long long _coalesced_frames = 0  # frames a loop turn held back for its end
+cdef unsigned long long _direct_writes = 0     # writes of one frame (alone in its loop turn, a resend)
+cdef unsigned long long _coalesced_writes = 0  # writes of several frames (a turn's burst, a drained socket)
+cdef unsigned long long _coalesced_frames = 0  # frames that shared a turn's write with an earlier one
 cdef unsigned long long _dropped_bytes = 0     # queued bytes dropped when a slow client overflowed
 cdef unsigned long long _recipient_failures = 0  # members whose failure fanout() contained
 # How long each fanout() took, as a histogram: counts per bucket (not cumulative), the last one
@@ -117,15 +121,13 @@ def census(object connections):
 
 
 cdef class _Coalescer:
-    """One event loop's write coalescing: its turn counter, and the connections holding frames
-    to write when the turn ends (one per loop: servers in several threads stay apart)."""
-    cdef unsigned long long turn
+    """One event loop's write coalescing: the connections holding frames to write when the turn
+    ends (one per loop: servers in several threads stay apart)."""
     cdef list dirty
     cdef object handle
     cdef object loop
 
     def __init__(self, loop):
-        self.turn = 1
         self.dirty = []
         self.handle = None
         self.loop = loop
@@ -133,7 +135,6 @@ cdef class _Coalescer:
     def end_turn(self):
         cdef Connection conn
         self.handle = None
-        self.turn += 1
         dirty, self.dirty = self.dirty, []
         for conn in dirty:
             conn._flush()
@@ -150,43 +151,36 @@ cdef _Coalescer _coalescer_here():
     return coalescer
 
 
-cdef inline int _deliver(Connection conn, WSTransport t, const char* data, Py_ssize_t size, double deadline,
-                         unsigned long long sequence_id) except -1:
-    """Send a frame: at once if it is the connection's first in this loop turn (no latency added
-    to an isolated broadcast), else appended to its pending bytes, written when the turn ends:
-    one send() for many messages in a burst. Its send's `deadline` (0.0: none) and its
-    `sequence_id` (0: unnumbered) matter only if the socket is backed up: see _hold."""
-    global _coalesced_frames
-    cdef _Coalescer coalescer = conn.coalescer
-    cdef bytearray pending
-    cdef Py_ssize_t used
+cdef inline int _deliver(Connection conn, bytes data, double deadline, unsigned long long sequence_id) except -1:
+    """Queue a frame for the end of this loop turn, when each connection's frames of the turn
+    leave in one writev() (_write_queue): the queue holds references to the frames, shared by
+    every member of a broadcast, so nothing is copied per member before the kernel copies it.
+    Its send's `deadline` (0.0: none) and its `sequence_id` (0: unnumbered) matter only if the
+    socket is backed up: see _hold."""
+    cdef _Coalescer coalescer
+    cdef list queue
     if conn.paused:
-        return _hold(conn, data, size, deadline, sequence_id)
-    if coalescer is None:
-        coalescer = conn.coalescer = _coalescer_here()
-    if conn.written_turn != coalescer.turn:
-        conn.written_turn = coalescer.turn
+        return _hold(conn, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), deadline, sequence_id)
+    queue = conn.queue
+    if queue is None:
+        queue = conn.queue = []
+    if PyList_GET_SIZE(queue) == 0:
+        coalescer = conn.coalescer
+        if coalescer is None:
+            coalescer = conn.coalescer = _coalescer_here()
         if coalescer.handle is None:
             coalescer.handle = coalescer.loop.call_soon(coalescer.end_turn)
-        _write_now(t, data, size)
-        return 0
-    pending = conn.pending
-    if pending is None:
-        pending = conn.pending = bytearray()
-    used = PyByteArray_GET_SIZE(pending)
-    if used == 0:
         coalescer.dirty.append(conn)
-    memcpy(_append_room(pending, used, size), data, size)
-    _coalesced_frames += 1
+    queue.append(data)
     return 0
 
 
 cdef inline char* _append_room(bytearray pending, Py_ssize_t used, Py_ssize_t size) except NULL:
     """Lengthen `pending` (private to its connection, never exported) by `size` bytes and return
-    where they go. Its allocation doubles when full and is otherwise kept: a burst appends frame
-    after frame, and PyByteArray_Resize both grows by an eighth and shrinks an allocation more than
-    half unused, so each byte was copied about eight times over into freshly faulted pages (most of
-    a saturated fan-out's time, by `perf`). The flush releases the allocation as before."""
+    where they go. Its allocation doubles when full and is otherwise kept: a backed-up socket's
+    frames arrive one after another, and PyByteArray_Resize both grows by an eighth and shrinks an
+    allocation more than half unused, so each byte would be copied about eight times over into
+    freshly faulted pages. The flush releases the allocation."""
     cdef PyByteArrayObject* b = <PyByteArrayObject*>pending
     if (b.ob_start - b.ob_bytes) + used + size >= b.ob_alloc:
         PyByteArray_Resize(pending, max(2 * (used + size), _PENDING_FIRST))  # at least this, from ob_bytes
@@ -195,8 +189,25 @@ cdef inline char* _append_room(bytearray pending, Py_ssize_t used, Py_ssize_t si
     return b.ob_start + used
 
 
+cdef bytes _unsent(list queue, Py_ssize_t written):
+    """The queued frames' bytes from offset `written` on, as one bytes for the transport."""
+    cdef bytes data
+    cdef Py_ssize_t size
+    parts = []
+    for data in queue:
+        size = PyBytes_GET_SIZE(data)
+        if written >= size:
+            written -= size
+        elif written:
+            parts.append(data[written:])
+            written = 0
+        else:
+            parts.append(data)
+    return b"".join(parts)
+
+
 cdef inline int _write_now(WSTransport t, const char* data, Py_ssize_t size) except -1:
-    """One frame straight to the socket, counted."""
+    """One frame straight to the socket (a resend), counted."""
     global _sent_bytes, _direct_writes
     t._fast_write(<char*>data, size)
     _sent_bytes += size
@@ -242,8 +253,7 @@ cdef int _hold(Connection conn, const char* data, Py_ssize_t size, double deadli
             conn.held_from = 0
         conn.on_outbound_overflow()
         return 0
-    PyByteArray_Resize(pending, used + size)
-    memcpy(PyByteArray_AS_STRING(pending) + used, data, size)
+    memcpy(_append_room(pending, used, size), data, size)
     if note:
         if held is None:
             held = conn.held = bytearray()
@@ -336,8 +346,12 @@ cdef class Connection(WSListener):
 
     @property
     def queued_bytes(self):
-        """Bytes waiting in this connection's own queue (not yet handed to the socket's transport)."""
-        return len(self.pending) if self.pending is not None else 0
+        """Bytes waiting in this connection's own queues (not yet handed to the socket's transport)."""
+        cdef Py_ssize_t size = len(self.pending) if self.pending is not None else 0
+        if self.queue is not None:
+            for data in self.queue:
+                size += len(data)
+        return size
 
     def acknowledge(self, unsigned long long sequence_id):
         """A cumulative sequenceAck: forget every buffered message up to `sequence_id`."""
@@ -414,27 +428,104 @@ cdef class Connection(WSListener):
         raise NotImplementedError
 
     def pause(self):
-        """The socket's buffer passed its high-water mark: hold frames from now on."""
+        """The socket's buffer passed its high-water mark: hold frames from now on, behind the
+        ones this turn had queued (they move to `pending`, so `queue` is empty while paused)."""
         self.paused = True
+        self._queue_to_pending()
 
     def resume(self):
-        """The socket drained: write what was held, and write directly again."""
+        """The socket drained: write what was held, and queue frames for the turn's end again."""
         self.paused = False
         self._write_pending()
 
-    cdef bint _write(self, const char* data, Py_ssize_t size, double deadline) except -1:
+    cdef bint _write(self, bytes data, double deadline) except -1:
         cdef WSTransport t = self.transport
         if t is None or t.is_disconnected or t.is_close_frame_sent:
             return False
-        _deliver(self, t, data, size, deadline, 0)
+        _deliver(self, data, deadline, 0)
         return True
 
     cdef void _flush(self) noexcept:
-        """The end of a loop turn: write what the turn coalesced, unless the socket is backed up."""
-        if not self.paused:
-            self._write_pending()
+        """The end of a loop turn: write what the turn queued, unless the socket is backed up."""
+        if self.paused:
+            self._queue_to_pending()
+        else:
+            self._write_queue()
+
+    cdef void _queue_to_pending(self) noexcept:
+        """Copy the turn's queued frames into `pending`, in order, ahead of what is held next."""
+        cdef list queue = self.queue
+        cdef bytes data
+        cdef Py_ssize_t used
+        if queue is None or PyList_GET_SIZE(queue) == 0:
+            return
+        self.queue = None
+        if self.pending is None:
+            self.pending = bytearray()
+        for data in queue:
+            used = PyByteArray_GET_SIZE(self.pending)
+            memcpy(_append_room(self.pending, used, PyBytes_GET_SIZE(data)), PyBytes_AS_STRING(data),
+                   PyBytes_GET_SIZE(data))
+
+    cdef void _write_queue(self) noexcept:
+        """Write the turn's queued frames: one writev() for all of them (in chunks of _IOV_CHUNK),
+        the plain socket's fast path when the transport holds nothing else, as picows's own
+        _fast_write does for one frame. What the socket does not take goes to the transport,
+        which buffers it (and pauses us past its high-water mark)."""
+        global _sent_bytes, _direct_writes, _coalesced_writes, _coalesced_frames
+        cdef list queue = self.queue
+        cdef WSTransport t = self.transport
+        cdef Py_ssize_t count, total = 0, written = 0, done = 0, chunk, i, n
+        cdef ssize_t sent
+        cdef iovec iov[_IOV_CHUNK]
+        cdef PyObject* item
+        if queue is None:
+            return
+        count = PyList_GET_SIZE(queue)
+        if count == 0:
+            return
+        self.queue = None  # the transport's pause_writing, called as we write, finds nothing queued
+        if t is None or t.is_disconnected or t.is_close_frame_sent:
+            return
+        try:
+            if count == 1:
+                _write_now(t, PyBytes_AS_STRING(<bytes>PyList_GET_ITEM(queue, 0)),
+                           PyBytes_GET_SIZE(<bytes>PyList_GET_ITEM(queue, 0)))
+                return
+            for i in range(count):
+                total += PyBytes_GET_SIZE(<bytes>PyList_GET_ITEM(queue, i))
+            _sent_bytes += total
+            _coalesced_writes += 1
+            _coalesced_frames += count - 1
+            if not t.is_secure and not <Py_ssize_t>t._tr_get_write_buffer_size():
+                while done < count:
+                    chunk = min(count - done, _IOV_CHUNK)
+                    n = 0
+                    for i in range(chunk):
+                        item = PyList_GET_ITEM(queue, done + i)
+                        iov[i].iov_base = PyBytes_AS_STRING(<bytes>item)
+                        iov[i].iov_len = PyBytes_GET_SIZE(<bytes>item)
+                        n += PyBytes_GET_SIZE(<bytes>item)
+                    sent = writev(t._socket, iov, chunk)
+                    if sent < 0:
+                        break  # EAGAIN or an error: the transport takes it all and finds out which
+                    written += sent
+                    if sent < n:
+                        break
+                    done += chunk
+                if written == total:
+                    return
+            t.underlying_transport.write(_unsent(queue, written))
+        except Exception:  # the transport failed: its connection_lost ends the connection
+            pass
 
     cdef void _write_pending(self) noexcept:
+        """Write what waits (resume, flush): what a backed-up socket held, then what this turn
+        queued (nothing while paused: pause() moved it into `pending`)."""
+        self._write_held()
+        self._write_queue()
+
+    cdef void _write_held(self) noexcept:
         global _sent_bytes, _coalesced_writes
         cdef bytearray pending = self.pending
         cdef WSTransport t = self.transport
@@ -445,6 +536,7 @@ cdef class Connection(WSListener):
                 if self.held is not None:
                     self._drop_expired_held()
                     pending = self.pending
+                self.pending = None  # a pause_writing as we write starts a new one (pause())
                 t._fast_write(PyByteArray_AS_STRING(pending), PyByteArray_GET_SIZE(pending))
                 _sent_bytes += PyByteArray_GET_SIZE(pending)
                 _coalesced_writes += 1
@@ -454,10 +546,11 @@ cdef class Connection(WSListener):
         elif self.held_from and not self.unsent_from:  # never written: a recovery resends them
             self.unsent_from = self.held_from
         self.held = None
-        if PyByteArray_GET_SIZE(pending) > _PENDING_KEEP:
+        if self.pending is pending:
             self.pending = None
-        else:
+        if self.pending is None and PyByteArray_GET_SIZE(pending) <= _PENDING_KEEP:
             del pending[:]
+            self.pending = pending
 
     cdef void _drop_expired_held(self) except *:
         """Before `pending` is written: cut out the held frames whose deadline has passed. On a
@@ -534,7 +627,7 @@ cdef class Connection(WSListener):
         """A single message for this connection (ack, pong, system message), in order with its
         broadcasts; False if the connection is not open."""
         cdef bytes data = frame(opcode, payload)
-        return self._write(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), 0.0)
+        return self._write(data, 0.0)
 
     def flush(self):
         """Write what waits now, held frames included (before a close frame, say)."""
@@ -542,6 +635,7 @@ cdef class Connection(WSListener):
 
     def discard_pending(self):
         """A new socket (recovery) must not get bytes meant for the old one: they are resent."""
+        self.queue = None
         if self.pending is not None:
             del self.pending[:]
         self.held = None
@@ -635,9 +729,10 @@ cdef class Frames:
         size = self._build_sequenced(conn.variant, sequence_id)
         out = PyByteArray_AS_STRING(self._scratch)
         if direct:
+            conn._write_queue()  # what this turn queued before (a system message, say) goes first
             _write_now(t, out, size)
         else:
-            _deliver(conn, t, out, size, self.deadline, sequence_id)
+            _deliver(conn, PyBytes_FromStringAndSize(out, size), self.deadline, sequence_id)
         return True
 
     cdef Py_ssize_t _build_sequenced(self, int variant, unsigned long long sequence_id) except -1:
@@ -728,7 +823,7 @@ cpdef Py_ssize_t fanout(object targets, Frames frames, object excluded=None, obj
                 else:
                     delivered += frames._write_reliable(conn)
                     continue
-                delivered += conn._write(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), frames.deadline)
+                delivered += conn._write(data, frames.deadline)
         except Exception as exc:
             _recipient_failed(members[i - 1], exc)
     _broadcasts += 1

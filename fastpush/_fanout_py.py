@@ -53,9 +53,9 @@ class _Counts:
     broadcasts = 0  # fanout() calls
     deliveries = 0  # members a fanout() wrote to (or queued for)
     sent_bytes = 0  # bytes handed to client sockets by this module
-    direct_writes = 0  # frames written at once (first of a loop turn, resends)
-    coalesced_writes = 0  # writes of the bytes that waited (a turn's end, a drained socket)
-    coalesced_frames = 0  # frames a loop turn held back for its end
+    direct_writes = 0  # writes of one frame (alone in its loop turn, a resend)
+    coalesced_writes = 0  # writes of several frames (a turn's burst, a drained socket)
+    coalesced_frames = 0  # frames that shared a turn's write with an earlier one
     dropped_bytes = 0  # queued bytes dropped when a slow client overflowed
     fanout_ns = 0
 
@@ -94,7 +94,7 @@ def census(connections: Iterable[Connection]) -> tuple[tuple[int, ...], int, int
 
 
 def _write_now(transport: WSTransport, data: bytes) -> None:
-    """One frame straight to the socket, counted."""
+    """One frame straight to the socket (alone in its turn, a resend), counted."""
     transport.underlying_transport.write(data)
     _Counts.sent_bytes += len(data)
     _Counts.direct_writes += 1
@@ -118,17 +118,15 @@ def frame(opcode: int, payload: bytes) -> bytes:
 
 
 class _Coalescer:
-    """One loop's turn counter and the connections with bytes waiting for the turn's end."""
+    """One loop's connections with frames waiting for the turn's end."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.turn = 1
         self.dirty: list[Connection] = []
         self.handle: asyncio.Handle | None = None
         self.loop = loop
 
     def end_turn(self) -> None:
         self.handle = None
-        self.turn += 1
         dirty, self.dirty = self.dirty, []
         for conn in dirty:
             conn._flush_turn()
@@ -145,29 +143,23 @@ def _coalescer_here() -> _Coalescer:
     return coalescer
 
 
-def _deliver(conn: Connection, transport: WSTransport, data: bytes, deadline: float = 0.0,
-             sequence_id: int = 0) -> None:
-    """First frame of a turn: written now; later ones: written together when the turn ends;
-    all of them held while the socket is backed up (where its send's `deadline` and its
-    `sequence_id`, for a reliable member, matter: see _hold)."""
+def _deliver(conn: Connection, data: bytes, deadline: float = 0.0, sequence_id: int = 0) -> None:
+    """Queue the frame for the end of this loop turn, when the connection's frames of the turn
+    leave in one write; held instead while the socket is backed up (where its send's `deadline`
+    and its `sequence_id`, for a reliable member, matter: see _hold)."""
     if conn.paused:
         _hold(conn, data, deadline, sequence_id)
         return
-    if conn._coalescer is None:
-        conn._coalescer = _coalescer_here()
-    coalescer = conn._coalescer
-    if conn._written_turn != coalescer.turn:
-        conn._written_turn = coalescer.turn
+    if conn._queue is None:
+        conn._queue = []
+    if not conn._queue:
+        if conn._coalescer is None:
+            conn._coalescer = _coalescer_here()
+        coalescer = conn._coalescer
         if coalescer.handle is None:
             coalescer.handle = coalescer.loop.call_soon(coalescer.end_turn)
-        _write_now(transport, data)
-        return
-    if conn._pending is None:
-        conn._pending = bytearray()
-    if not conn._pending:
         coalescer.dirty.append(conn)
-    conn._pending += data
-    _Counts.coalesced_frames += 1
+    conn._queue.append(data)
 
 
 # A frame in a paused connection's _pending that draining may drop or renumber: start, end,
@@ -217,7 +209,7 @@ class Connection(WSListener):
         "_held",
         "_held_from",
         "_pending",
-        "_written_turn",
+        "_queue",
         "acked_sequence_id",
         "close_reason",
         "conflation",
@@ -276,7 +268,7 @@ class Connection(WSListener):
         self._held: bytearray | None = None
         self._held_from = 0
         self._pending: bytearray | None = None
-        self._written_turn = 0
+        self._queue: list[bytes] | None = None  # this loop turn's frames, written when it ends
         self._coalescer: _Coalescer | None = None
         self.conflation: object = None  # fastpush.conflation's state, while a value waits or a rate limit runs
 
@@ -290,8 +282,9 @@ class Connection(WSListener):
 
     @property
     def queued_bytes(self) -> int:
-        """Bytes waiting in this connection's own queue (not yet handed to the socket's transport)."""
-        return len(self._pending) if self._pending is not None else 0
+        """Bytes waiting in this connection's own queues (not yet handed to the socket's transport)."""
+        queued = sum(len(data) for data in self._queue) if self._queue is not None else 0
+        return queued + (len(self._pending) if self._pending is not None else 0)
 
     def acknowledge(self, sequence_id: int) -> None:
         """A cumulative sequenceAck: forget every buffered message up to `sequence_id`."""
@@ -363,27 +356,62 @@ class Connection(WSListener):
         raise NotImplementedError
 
     def pause(self) -> None:
-        """The socket's buffer passed its high-water mark: hold frames from now on."""
+        """The socket's buffer passed its high-water mark: hold frames from now on, behind the
+        ones this turn had queued (they move to _pending, so _queue is empty while paused)."""
         self.paused = True
+        self._queue_to_pending()
 
     def resume(self) -> None:
-        """The socket drained: write what was held, and write directly again."""
+        """The socket drained: write what was held, and queue frames for the turn's end again."""
         self.paused = False
         self._write_pending()
 
     def _write(self, data: bytes, deadline: float = 0.0) -> bool:
-        transport = self.transport
-        if transport is None or not _open(transport):
+        if not _open(self.transport):
             return False
-        _deliver(self, transport, data, deadline)
+        _deliver(self, data, deadline)
         return True
 
     def _flush_turn(self) -> None:
-        """The end of a loop turn: write what the turn coalesced, unless the socket is backed up."""
-        if not self.paused:
-            self._write_pending()
+        """The end of a loop turn: write what the turn queued, unless the socket is backed up."""
+        if self.paused:
+            self._queue_to_pending()
+        else:
+            self._write_queue()
+
+    def _queue_to_pending(self) -> None:
+        queue, self._queue = self._queue, None
+        if queue:
+            if self._pending is None:
+                self._pending = bytearray()
+            for data in queue:
+                self._pending += data
+
+    def _write_queue(self) -> None:
+        """The turn's queued frames in one write (the compiled module: one writev())."""
+        queue, self._queue = self._queue, None
+        transport = self.transport
+        if not queue or transport is None or not _open(transport):
+            return
+        # As the compiled module: a failed write at the turn's end is the socket's own news
+        # (it is closing); the connections after it in this turn still get their bytes.
+        with contextlib.suppress(Exception):
+            if len(queue) == 1:
+                _write_now(transport, queue[0])
+                return
+            data = b"".join(queue)
+            _Counts.sent_bytes += len(data)
+            _Counts.coalesced_writes += 1
+            _Counts.coalesced_frames += len(queue) - 1
+            transport.underlying_transport.write(data)
 
     def _write_pending(self) -> None:
+        """Write what waits (resume, flush): what a backed-up socket held, then what this turn
+        queued (nothing while paused: pause() moved it into _pending)."""
+        self._write_held()
+        self._write_queue()
+
+    def _write_held(self) -> None:
         pending = self._pending
         if not pending:
             return
@@ -393,6 +421,7 @@ class Connection(WSListener):
             with contextlib.suppress(Exception):
                 if self._held is not None:
                     pending = self._pending = self._drop_expired_held(pending)
+                self._pending = None  # a pause_writing as we write starts a new one (pause())
                 self.transport.underlying_transport.write(bytes(pending))
                 _Counts.sent_bytes += len(pending)
                 _Counts.coalesced_writes += 1
@@ -400,10 +429,11 @@ class Connection(WSListener):
         elif self._held_from and not self.unsent_from:  # never written: a recovery resends them
             self.unsent_from = self._held_from
         self._held = None
-        if len(pending) > _PENDING_KEEP:
+        if self._pending is pending:
             self._pending = None
-        else:
+        if self._pending is None and len(pending) <= _PENDING_KEEP:
             pending.clear()
+            self._pending = pending
 
     def _drop_expired_held(self, pending: bytearray) -> bytearray:
         """Before `pending` is written: cut out the held frames whose deadline has passed. On a
@@ -470,6 +500,7 @@ class Connection(WSListener):
 
     def discard_pending(self) -> None:
         """A new socket (recovery) must not get bytes meant for the old one: they are resent."""
+        self._queue = None
         if self._pending is not None:
             self._pending.clear()
         self._held = None
@@ -552,9 +583,10 @@ class Frames:
             return False
         data = self._sequenced(conn.variant, sequence_id)
         if direct:
+            conn._write_queue()  # what this turn queued before (a system message, say) goes first
             _write_now(transport, data)
         else:
-            _deliver(conn, transport, data, self.deadline, sequence_id)
+            _deliver(conn, data, self.deadline, sequence_id)
         return True
 
     def _sequenced(self, variant: int, sequence_id: int) -> bytes:

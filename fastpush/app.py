@@ -262,6 +262,7 @@ class Server:
                 for conn in tuple(hub.connections):
                     if isinstance(conn, ClientConnection) and conn.connection_id not in told:
                         told.add(conn.connection_id)
+                        COUNTERS.broker_loss_closed()
                         conn.close(CloseCode.SERVICE_RESTART, BROKER_LOST_REASON, notify=True)
 
     def hurry(self) -> None:

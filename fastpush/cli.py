@@ -35,8 +35,16 @@ from .auth.tokens import KeyRing
 from .broker.redis.link import describe_url
 from .broker.redis.sentinel import SCHEME as SENTINEL_SCHEME
 from .broker.redis.sentinel import Sentinels
+from .broker.redis.wire import OtherWireVersion
 from .broker.resp import RedisAddress
-from .config import Config, ConfigError, ignored_settings, load_config
+from .config import (
+    BROKER_LOSS_TIMEOUT_LIMIT,
+    Config,
+    ConfigError,
+    broker_loss_timeout_error,
+    ignored_settings,
+    load_config,
+)
 from .dashboard.access import LOGIN_TOKEN_SECONDS
 from .devcert import DevCertificate, ensure_dev_certificate, server_ssl_context
 from .http.rest import MAX_BODY_BYTES
@@ -140,6 +148,14 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _broker_loss_seconds(text: str) -> float:
+    value = _number(text, float)
+    error = broker_loss_timeout_error(value)
+    if error is not None:
+        raise argparse.ArgumentTypeError(f"{text!r} {error}")
+    return value
+
+
 def _number(text: str, kind: Callable[[str], _N]) -> _N:
     try:
         return kind(text)
@@ -227,12 +243,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"on SIGTERM, how long at most to wait while clients move to other processes or nodes "
                             f"(default: $FASTPUSH_DRAIN_TIMEOUT, else drainTimeoutSeconds in the config file, else "
                             f"{DRAIN_TIMEOUT_SECONDS:g}); SIGINT, or a second signal, stops at once")
-    serve.add_argument("--broker-loss-timeout", type=_positive_float, default=BROKER_LOSS_TIMEOUT_SECONDS,
-                       metavar="SECONDS",
+    serve.add_argument("--broker-loss-timeout", type=_broker_loss_seconds, default=None, metavar="SECONDS",
                        help="with --redis-url: once Redis has been unreachable this long, close every client with "
                             "1012 (they reconnect, to a node that still hears the others) and end their sessions, "
-                            "rather than let them miss what other nodes publish "
-                            f"(default {BROKER_LOSS_TIMEOUT_SECONDS:g})")
+                            "rather than let them miss what other nodes publish; at most "
+                            f"{BROKER_LOSS_TIMEOUT_LIMIT:g} (default: brokerLossTimeoutSeconds in the config file, "
+                            f"else {BROKER_LOSS_TIMEOUT_SECONDS:g})")
     serve.add_argument("--public-host", help="how clients reach this server, for the printed connection string and "
                                              "REST token audiences: name, name:port or https://name[:port] "
                                              "(a TLS-terminating proxy in front)")
@@ -356,7 +372,7 @@ def server_options(args: argparse.Namespace, *, config: Config | None = None,
                 warn_ignored_settings=not args.reuse_port,  # a worker: its parent says it once
                 dashboard=not args.reuse_port,  # a worker's dashboard would see one process behind a shared port
                 metrics_address=_metrics_address(args.metrics_address) if args.metrics_address else None,
-                broker_loss_timeout_seconds=args.broker_loss_timeout)
+                broker_loss_timeout_seconds=_broker_loss_timeout(args.broker_loss_timeout, config))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -373,6 +389,7 @@ def _run(args: argparse.Namespace) -> int:
     config = _load_config(args.config) if args.config else None
     args.redis_url = args.redis_url or (config.redis_url if config else None)
     args.drain_timeout = _drain_timeout(args.drain_timeout, config)
+    args.broker_loss_timeout = _broker_loss_timeout(args.broker_loss_timeout, config)  # workers get it as a flag
     if args.redis_url:
         _check_redis_url(args.redis_url)
     args.metrics_address = args.metrics_address or (config.metrics_address if config else None)
@@ -433,6 +450,15 @@ def _drain_timeout(given: float | None, config: Config | None) -> float:
     if config is not None and config.drain_timeout_seconds is not None:
         return config.drain_timeout_seconds
     return DRAIN_TIMEOUT_SECONDS
+
+
+def _broker_loss_timeout(given: float | None, config: Config | None) -> float:
+    """--broker-loss-timeout, else the config file's brokerLossTimeoutSeconds, else the default."""
+    if given is not None:
+        return given
+    if config is not None and config.broker_loss_timeout_seconds is not None:
+        return config.broker_loss_timeout_seconds
+    return BROKER_LOSS_TIMEOUT_SECONDS
 
 
 def _read_access_key_file(args: argparse.Namespace) -> str | None:
@@ -576,6 +602,8 @@ async def _start(server: Server, redis_url: str | None) -> None:
     """Start, or raise StartupError naming what is in the way: Redis, or the address."""
     try:
         await asyncio.wait_for(server.start(), STARTUP_SECONDS)
+    except OtherWireVersion as exc:
+        raise StartupError(f"--redis-url: {exc}") from None
     except OSError as exc:  # TimeoutError included
         if redis_url and not server.node.broker.health()["healthy"]:
             why = f"no answer in {STARTUP_SECONDS:g} s" if isinstance(exc, TimeoutError) else reason(exc)

@@ -9,6 +9,7 @@ with the reason; a key Azure does not have is refused.
     redisUrl = "redis://127.0.0.1:6379"  # fastpush's own: share hubs with other nodes (--redis-url wins)
     drainTimeoutSeconds = 25             # fastpush's own: longest drain on SIGTERM (--drain-timeout wins)
     metricsAddress = "127.0.0.1:9100"    # fastpush's own: /metrics without a key there (--metrics-address wins)
+    brokerLossTimeoutSeconds = 5         # fastpush's own: Redis away this long closes the clients (the flag wins)
 
     [hubs.chat]
     anonymousConnectPolicy = "deny"      # or "allow": no token needed; connect may set the userId
@@ -46,7 +47,8 @@ __all__ = ["Config", "HubSettings", "EventHandlerSettings", "UpstreamAuthSetting
            "GroupPresenceEventFilters", "EventListenerSettings", "EventNameFilter", "EventHubEndpoint",
            "ChatSettings", "ResourceReference", "ConfigError", "load_config", "ignored_settings", "presence_rule",
            "KEEPALIVE_RANGE", "MAX_GROUP_FILTERS", "MAX_MESSAGES_PER_SECOND", "OWN_HUB_FIELDS", "conflation_rules",
-           "last_value_policy", "LAST_VALUE_MAX_GROUPS_LIMIT", "LAST_VALUE_MAX_BYTES_LIMIT"]
+           "last_value_policy", "LAST_VALUE_MAX_GROUPS_LIMIT", "LAST_VALUE_MAX_BYTES_LIMIT",
+           "BROKER_LOSS_TIMEOUT_LIMIT", "broker_loss_timeout_error"]
 
 KEEPALIVE_RANGE = (1, 120)  # Azure's bounds of webSocketKeepAliveIntervalInSeconds
 MAX_GROUP_FILTERS = 100  # groupPresenceEvents.groupFilters of one handler: each is tried on every join and leave
@@ -56,6 +58,9 @@ OWN_HUB_FIELDS = frozenset({"conflateGroups", "maxMessagesPerSecond", "lastValue
 MAX_MESSAGES_PER_SECOND = 10_000.0  # maxMessagesPerSecond's ceiling (conflateGroups has at most MAX_GROUP_FILTERS)
 LAST_VALUE_MAX_GROUPS_LIMIT = 1_000_000  # the largest lastValueMaxGroups a hub may ask for
 LAST_VALUE_MAX_BYTES_LIMIT = 1024 ** 3  # the largest lastValueMaxBytes a hub may ask for (1 GiB)
+# The longest broker-loss timeout (flag or file): a node cut off from the others for longer than an
+# hour would keep clients that miss everything published elsewhere, which no setting should allow.
+BROKER_LOSS_TIMEOUT_LIMIT = 3600.0
 
 
 class ConfigError(ValueError):
@@ -134,6 +139,14 @@ class Config(_Setting):
     redis_url: str | None = None
     drain_timeout_seconds: float | None = None
     metrics_address: str | None = None
+    broker_loss_timeout_seconds: float | None = None  # None: --broker-loss-timeout, else its default
+
+
+def broker_loss_timeout_error(seconds: float) -> str | None:
+    """Why `seconds` is not a broker-loss timeout (the flag's and the file key's one rule), or None."""
+    if not 0 < seconds <= BROKER_LOSS_TIMEOUT_LIMIT:
+        return f"must be above 0 and at most {BROKER_LOSS_TIMEOUT_LIMIT:g} (seconds)"
+    return None
 
 
 def load_config(path: str | Path) -> Config:
@@ -154,6 +167,9 @@ def _check(config: Config, where: str) -> None:
         raise ConfigError(f"{where}: upstreamTimeoutSeconds must be positive")
     if config.drain_timeout_seconds is not None and not 0 < config.drain_timeout_seconds < float("inf"):
         raise ConfigError(f"{where}: drainTimeoutSeconds must be a positive number")
+    loss = config.broker_loss_timeout_seconds
+    if loss is not None and (error := broker_loss_timeout_error(loss)) is not None:
+        raise ConfigError(f"{where}: brokerLossTimeoutSeconds {error}")
     for name, hub in config.hubs.items():
         if not is_valid_hub(name):
             raise ConfigError(f"{where}: '{name}' is not a valid hub name")

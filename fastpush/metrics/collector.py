@@ -23,7 +23,7 @@ from .. import fanout
 from ..broker.base import BrokerHealth
 from ..hub import Hub
 from ..protocol.json_protocol import JSON_RELIABLE_V1, JSON_V1, PROTOBUF_RELIABLE_V1, PROTOBUF_V1
-from .counters import COUNTERS, MESSAGE_TYPES, Counters, Histogram
+from .counters import COUNTERS, DROP_REASONS, MESSAGE_TYPES, Counters, Histogram
 from .process import ProcessCollector
 
 __all__ = ["MAX_HUB_LABELS", "OTHER_HUBS", "ServerCollector", "make_registry"]
@@ -147,6 +147,12 @@ class ServerCollector:
         yield up
         yield CounterMetricFamily("fastpush_broker_reconnects", "Times this node connected to Redis again after "
                                   "losing it.", value=self._counters.broker_reconnects)
+        yield CounterMetricFamily("fastpush_broker_loss_closes", "Clients closed with 1012 because this node was "
+                                  "without Redis for --broker-loss-timeout.", value=self._counters.broker_loss_closes)
+        dropped = dict.fromkeys(DROP_REASONS, 0) | self._counters.dropped_node_messages
+        yield _counter("fastpush_broker_dropped_messages", "Messages from Redis this node did not act on, by reason "
+                       "(version: another wire version; malformed: no envelope; failed: its handling failed).",
+                       ["reason"], [((k,), v) for k, v in dropped.items()])
         yield _histogram("fastpush_broker_publish_duration_seconds", "Time Redis took to take an operation "
                          "(confirmed ones: until every node concerned applied it).", [],
                          {(): self._counters.broker_publish_seconds})
@@ -167,17 +173,17 @@ def _fanout() -> Iterator[Metric]:
              ("fastpush_deliveries", "Messages the fan-out wrote or queued to a member's socket.", "deliveries"),
              ("fastpush_sent_bytes", "Bytes written to client sockets: messages, acks and system messages (not "
               "pings, pongs or close frames).", "sent_bytes"),
-             ("fastpush_coalesced_frames", "Frames held back to the end of their loop turn, to leave with the "
-              "connection's other frames of that turn in one write.", "coalesced_frames"),
+             ("fastpush_coalesced_frames", "Frames that left in one write with an earlier frame of their "
+              "connection's loop turn.", "coalesced_frames"),
              ("fastpush_slow_client_dropped_bytes", "Queued bytes dropped when a client was closed as too slow (a "
               "reliable one gets them again when it recovers).", "dropped_bytes"),
              ("fastpush_fanout_failures", "Members whose write failed inside a fan-out (the others still got the "
               "message; logged at most once a second).", "recipient_failures"))
     for name, documentation, key in plain:
         yield CounterMetricFamily(name, documentation, value=counts[key])
-    writes = CounterMetricFamily("fastpush_socket_writes", "Writes to client sockets: direct (a frame at once: the "
-                                 "first of its loop turn, or a resend) or coalesced (the frames that waited, at the "
-                                 "turn's end or when a backed-up socket drained).", labels=["mode"])
+    writes = CounterMetricFamily("fastpush_socket_writes", "Writes to client sockets: direct (one frame: alone in "
+                                 "its loop turn, or a resend) or coalesced (several frames in one write: a turn's "
+                                 "burst, or what a backed-up socket held when it drained).", labels=["mode"])
     writes.add_metric(["direct"], counts["direct_writes"])
     writes.add_metric(["coalesced"], counts["coalesced_writes"])
     yield writes

@@ -31,7 +31,7 @@ from ..protocol.json_protocol import (
     StreamStart,
 )
 
-__all__ = ["COUNTERS", "Counters", "Histogram", "LATENCY_BUCKETS", "MESSAGE_TYPES", "SYSTEM_EVENTS",
+__all__ = ["COUNTERS", "Counters", "Histogram", "LATENCY_BUCKETS", "MESSAGE_TYPES", "SYSTEM_EVENTS", "DROP_REASONS",
            "close_code_label", "recovery_refusal_reason"]
 
 _K = TypeVar("_K")
@@ -40,6 +40,9 @@ _K = TypeVar("_K")
 LATENCY_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
                           20.0)
 SYSTEM_EVENTS: Final = ("connect", "connected", "disconnected")  # any other event name counts as "user"
+# Why a message from Redis was not acted on (fastpush.broker.redis.wire): another wire version,
+# bytes that are no envelope, or an envelope its handler failed on.
+DROP_REASONS: Final = ("version", "malformed", "failed")
 
 _MESSAGE_TYPES: Final[dict[type, str]] = {
     SendToGroup: "sendToGroup", JoinGroup: "joinGroup", LeaveGroup: "leaveGroup", SendEvent: "event",
@@ -99,6 +102,8 @@ class Counters:
         self.upstream_seconds: dict[str, Histogram] = {}  # by event
         self.broker_reconnects = 0
         self.broker_publish_seconds = Histogram()
+        self.broker_loss_closes = 0  # clients closed because the broker was away too long
+        self.dropped_node_messages: dict[str, int] = {}  # from other nodes, not acted on: by reason
 
     # --- sessions (fastpush.session) --------------------------------------------------------
     def connected(self, subprotocol: str | None, recovered: bool) -> None:
@@ -143,6 +148,13 @@ class Counters:
 
     def broker_published(self, seconds: float) -> None:
         self.broker_publish_seconds.observe(seconds)
+
+    def broker_loss_closed(self) -> None:
+        self.broker_loss_closes += 1
+
+    def node_message_dropped(self, reason: str) -> None:
+        """`reason`: one of DROP_REASONS."""
+        _add(self.dropped_node_messages, reason)
 
 
 def _add(table: dict[_K, int], key: _K) -> None:

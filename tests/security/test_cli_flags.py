@@ -10,6 +10,7 @@ from fastpush import Server
 from fastpush.cli import build_parser, server_options
 from fastpush.workers import PASSED_AS_GIVEN, _passed_on
 from tests.cli_process import run_fastpush
+from tests.conftest import ACCESS_KEY
 
 # flag, value given, Server attribute(s) it must set
 FLAGS = [
@@ -128,3 +129,52 @@ def test_a_drain_timeout_that_is_not_a_positive_number_stops_the_start(value, tm
     path.write_text(f"drainTimeoutSeconds = {toml_value}\n")
     result = run_fastpush("serve", "--port", "0", "--config", str(path), timeout=30)
     assert result.returncode == 2 and "drainTimeoutSeconds" in result.stderr, result.stderr
+
+
+def test_the_broker_loss_timeout_comes_from_the_flag_then_the_config_file(tmp_path, monkeypatch):
+    from fastpush.app import BROKER_LOSS_TIMEOUT_SECONDS
+    from fastpush.config import load_config
+
+    path = tmp_path / "fastpush.toml"
+    path.write_text("brokerLossTimeoutSeconds = 40\n")
+    config = load_config(path)
+
+    def chosen(*argv: str, config=None) -> float:
+        return Server(**server_options(serve_args(*argv), config=config)).broker_loss_timeout_seconds
+
+    assert chosen() == BROKER_LOSS_TIMEOUT_SECONDS
+    assert chosen(config=config) == 40.0
+    assert chosen("--broker-loss-timeout", "7.5", config=config) == 7.5
+    # What a worker is started with when the parent read the file: the value, as the flag.
+    from fastpush import cli
+
+    started: list[argparse.Namespace] = []
+    monkeypatch.setattr(cli, "run_workers", lambda args, count, tls: started.append(args) or 0)
+    assert cli.main(["serve", "--port", "0", "--workers", "2", "--redis-url", "redis://127.0.0.1:1",
+                     "--access-key", ACCESS_KEY, "--config", str(path)]) == 0
+    worker_argv = _passed_on(started[0], None)
+    assert worker_argv[worker_argv.index("--broker-loss-timeout") + 1] == "40.0"
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "nan", "inf", "3600.5", "1e9", "soon"])
+def test_a_broker_loss_timeout_out_of_its_bounds_is_refused_by_flag_and_file(value, tmp_path, capsys):
+    from fastpush.config import ConfigError, load_config
+
+    with pytest.raises(SystemExit) as exit_info:
+        serve_args("--broker-loss-timeout", value)
+    assert exit_info.value.code == 2
+    assert "--broker-loss-timeout" in capsys.readouterr().err
+    path = tmp_path / "fastpush.toml"
+    toml_value = '"soon"' if value == "soon" else value
+    path.write_text(f"brokerLossTimeoutSeconds = {toml_value}\n")
+    with pytest.raises(ConfigError, match="brokerLossTimeoutSeconds"):
+        load_config(path)
+
+
+def test_a_broker_loss_timeout_at_its_limit_is_taken(tmp_path):
+    from fastpush.config import BROKER_LOSS_TIMEOUT_LIMIT, load_config
+
+    assert serve_args("--broker-loss-timeout", "3600").broker_loss_timeout == BROKER_LOSS_TIMEOUT_LIMIT
+    path = tmp_path / "fastpush.toml"
+    path.write_text("brokerLossTimeoutSeconds = 3600\n")
+    assert load_config(path).broker_loss_timeout_seconds == BROKER_LOSS_TIMEOUT_LIMIT

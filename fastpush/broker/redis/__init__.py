@@ -31,6 +31,7 @@ from .handover import SessionHandover
 from .lastvalue import RedisLastValues
 from .link import Link, log_failure, unavailable
 from .registry import ClusterRegistry
+from .wire import WIRE_VERSION, OtherWireVersion
 
 __all__ = ["RedisBroker"]
 
@@ -96,6 +97,8 @@ class RedisBroker:
         try:
             await link.connect(self._bus.on_message)
             await link.barrier()
+            if not again:
+                await self._refuse_other_versions()
             await self._registry.register(self._handler.local_hubs())
             if again:
                 await self._registry.await_peers(self._ttl)
@@ -103,7 +106,19 @@ class RedisBroker:
             raise RedisGone(f"Redis refused: {exc}") from None
         link.healthy, link.last_error = True, None
         self.last_values.generation += 1
-        log.info("node %s connected to %s", link.node_id, link.describe())
+        log.info("node %s connected to %s (wire version %d)", link.node_id, link.describe(), WIRE_VERSION)
+
+    async def _refuse_other_versions(self) -> None:
+        """Joining a Redis whose live nodes speak another wire version would split the cluster in
+        two that drop each other's messages: refuse to start (docs/operations.md: upgrades)."""
+        foreign = await self._registry.foreign_nodes()
+        if foreign:
+            await self._link.close()
+            seen = ", ".join(f"{node} ({version})" for node, version in sorted(foreign.items())[:5])
+            raise OtherWireVersion(f"{len(foreign)} live node(s) on {self._link.describe()} speak another wire "
+                                   f"version than this one ({WIRE_VERSION}): {seen}; nodes of different wire versions "
+                                   "cannot share a Redis: stop them first, or give this cluster a Redis server of "
+                                   "its own")
 
     async def _watch(self) -> None:
         """When Redis goes away: mark unhealthy, reconnect with backoff, resubscribe, re-register."""

@@ -6,7 +6,9 @@ connections and users, session requests, and replies). A session's move is annou
 channel (fastpush.broker.redis.handover says why). Where an operation goes follows from its
 `route`; whether its publisher waits for every receiving node to confirm it, from `confirmed`
 (fastpush.ops). A node confirms once its part is in force: its Redis writes done and its new
-subscriptions active, so a send made right after a REST add reaches the new member.
+subscriptions active, so a send made right after a REST add reaches the new member. Every envelope
+carries the wire version; a node acts on no message of another version, nor on bytes that are no
+envelope (fastpush.broker.redis.wire).
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from ..errors import BrokerUnavailable
 from ..resp import RedisGone, RespReply
 from .link import Link, unavailable
 from .registry import ClusterRegistry
+from .wire import WIRE_VERSION, DroppedMessages, describe_version, version_of
 
 __all__ = ["OperationBus", "Envelope", "OP", "REPLY", "TAKE_SESSION", "SESSION_MOVED", "CachedGroups", "MARK",
            "split_entry", "decode_envelope"]
@@ -36,6 +39,7 @@ class Envelope(msgspec.Struct, array_like=True, omit_defaults=True):
     """On the wire: an operation (with where to confirm it), a reply, a request for a reliable
     session (a client recovering onto another node), or the announcement that one moved."""
 
+    version: int  # WIRE_VERSION (fastpush.broker.redis.wire): always first, whatever the version
     kind: int
     request_id: int = 0
     reply_to: str | None = None  # the node waiting for the reply
@@ -52,12 +56,19 @@ decode_envelope = msgspec.msgpack.Decoder(Envelope).decode
 MARK = b"\xc1"  # never the first byte of a msgpack value: a numbered entry of the last-value cache
 
 
+class _Malformed(ValueError):
+    """Bytes from Redis that are no message of this node's wire version, though they start as one."""
+
+
 def split_entry(data: bytes) -> tuple[int, bytes]:
     """A published message as (its number in the last-value cache, its envelope); (0, data) for
-    one that is not such an entry (fastpush.broker.redis.lastvalue)."""
+    one that is not such an entry (fastpush.broker.redis.lastvalue). A ValueError for a mark
+    without a number."""
     if data[:1] != MARK:
         return 0, data
     number, _, envelope = data[1:].partition(b":")
+    if not number.isdigit() or len(number) > 19:  # the hub's counter is a Redis integer (63 bits)
+        raise _Malformed("a last-value entry without its number")
     return int(number), envelope
 
 
@@ -104,13 +115,15 @@ class OperationBus:
         self.on_take_session: Callable[[Envelope], None] | None = None
         self.on_session_moved: Callable[[Envelope], None] | None = None
         self.cached_groups: CachedGroups | None = None  # sends to cached groups go through its script
+        self._dropped = DroppedMessages(link.node_id)
 
     # --- publishing ------------------------------------------------------------------------
     async def publish(self, op: ops.Op) -> object:
         link = self._link
         link.check()
         request_id, replies = self.expect_replies() if op.confirmed else (0, None)
-        message = encode_envelope(Envelope(OP, request_id, link.node_id if op.confirmed else None, ops.encode(op)))
+        message = encode_envelope(Envelope(WIRE_VERSION, OP, request_id, link.node_id if op.confirmed else None,
+                                           ops.encode(op)))
         try:
             self._registry.record_user_groups(op)
             receivers = await self.route(op, message)
@@ -174,28 +187,54 @@ class OperationBus:
                 replies.future.set_exception(BrokerUnavailable("The connection to Redis was lost."))
 
     async def reply(self, reply_to: str, request_id: int, ok: bool, data: bytes | None = None) -> None:
-        envelope = Envelope(REPLY, request_id, ok=ok, data=data)
+        envelope = Envelope(WIRE_VERSION, REPLY, request_id, ok=ok, data=data)
         await self._link.run("PUBLISH", self._link.channel("n", reply_to), encode_envelope(envelope))
 
     # --- receiving -------------------------------------------------------------------------
     def on_message(self, channel: bytes, data: bytes) -> None:
-        number, data = split_entry(data)
-        envelope = decode_envelope(data)
-        if envelope.kind == REPLY:
-            replies = self._pending.get(envelope.request_id)
-            if replies is not None:
-                replies.add(envelope.ok, envelope.data)
-        elif envelope.kind == TAKE_SESSION:
-            if self.on_take_session is not None:
-                self.on_take_session(envelope)
-        elif envelope.kind == SESSION_MOVED:
-            if self.on_session_moved is not None:
-                self.on_session_moved(envelope)
-        elif envelope.data is not None and self.handler is not None:
-            op = ops.decode(envelope.data)
-            if number and isinstance(op, ops.SendToGroup):
-                op = msgspec.structs.replace(op, last_value_seq=number)
-            self._apply(envelope, op, self.handler)
+        """A message on one of this node's channels: acted on if it is an envelope of this wire
+        version, else dropped (counted, logged at most once a minute); it never ends the subscription.
+        One function on purpose: every node runs it for every message of the cluster."""
+        try:
+            number, data = split_entry(data)
+            # This version's envelope: a fixarray (0x91-0x9f), its first element WIRE_VERSION (wire.py).
+            if len(data) < 2 or data[1] != WIRE_VERSION or not 0x91 <= data[0] <= 0x9F:
+                self._drop_other(channel, data)
+                return
+            envelope = decode_envelope(data)
+            kind = envelope.kind
+            if kind == OP:
+                if envelope.data is None:
+                    raise _Malformed("an operation envelope without its operation")
+                op = ops.decode(envelope.data)
+                if self.handler is not None:
+                    if number and isinstance(op, ops.SendToGroup):
+                        op = msgspec.structs.replace(op, last_value_seq=number)
+                    self._apply(envelope, op, self.handler)
+            elif kind == REPLY:
+                replies = self._pending.get(envelope.request_id)
+                if replies is not None:
+                    replies.add(envelope.ok, envelope.data)
+            elif kind == TAKE_SESSION:
+                if self.on_take_session is not None:
+                    self.on_take_session(envelope)
+            elif kind == SESSION_MOVED:
+                if self.on_session_moved is not None:
+                    self.on_session_moved(envelope)
+            else:
+                raise _Malformed(f"an envelope of unknown kind {kind}")
+        except (msgspec.DecodeError, msgspec.ValidationError, _Malformed) as exc:
+            self._dropped.drop("malformed", channel, f"not a valid envelope: {exc}")
+        except Exception as exc:  # one bad message must not end this node's subscription (and its cluster)
+            self._dropped.drop("failed", channel, f"{type(exc).__name__}: {exc}")
+
+    def _drop_other(self, channel: bytes, data: bytes) -> None:
+        version = version_of(data)
+        if version is None:
+            self._dropped.drop("malformed", channel, f"no envelope; this node speaks {WIRE_VERSION}")
+        else:
+            self._dropped.drop("version", channel, f"wire version {describe_version(version)}; "
+                                                   f"this node speaks {WIRE_VERSION}")
 
     def _apply(self, envelope: Envelope, op: ops.Op, handler: BrokerHandler) -> None:
         link = self._link

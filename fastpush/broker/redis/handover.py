@@ -35,6 +35,7 @@ from ..resp import RedisGone
 from .bus import SESSION_MOVED, TAKE_SESSION, Envelope, OperationBus, encode_envelope
 from .link import Link, unavailable
 from .registry import ClusterRegistry
+from .wire import WIRE_VERSION
 
 __all__ = ["SessionHandover"]
 
@@ -64,7 +65,7 @@ class SessionHandover:
         link, bus = self._link, self._bus
         link.check()
         request_id, replies = bus.expect_replies()
-        message = encode_envelope(Envelope(TAKE_SESSION, request_id, link.node_id, connection_id.encode(),
+        message = encode_envelope(Envelope(WIRE_VERSION, TAKE_SESSION, request_id, link.node_id, connection_id.encode(),
                                            hub=hub, token=token or "", subprotocol=subprotocol))
         try:
             receivers = await bus.to_connection(hub, connection_id, message)
@@ -89,8 +90,8 @@ class SessionHandover:
         link.check()
         hub, cid = reservation.hub.lower(), reservation.connection_id
         request_id, replies = bus.expect_replies()
-        announcement = encode_envelope(Envelope(SESSION_MOVED, request_id, link.node_id, cid.encode(), hub=hub,
-                                                token=reservation.token))
+        announcement = encode_envelope(Envelope(WIRE_VERSION, SESSION_MOVED, request_id, link.node_id, cid.encode(),
+                                                hub=hub, token=reservation.token))
         self._arriving[reservation.token] = arrived
         try:
             moved = await link.script("move", 1, link.key("c", hub, cid), link.prefix, hub, cid, f"{hub}\0{cid}",

@@ -15,12 +15,15 @@ import logging
 import time
 from collections.abc import Callable
 
+import msgspec
+
 from ... import ops
 from ...lastvalue import Cached, LastValuePolicy
 from ..errors import BrokerUnavailable
 from ..resp import RedisGone, RespReply
 from .bus import decode_envelope, split_entry
 from .link import Link, unavailable
+from .wire import WIRE_VERSION, version_of
 
 __all__ = ["RedisLastValues"]
 
@@ -65,7 +68,8 @@ class RedisLastValues:
             await link.ping_subscriber()  # not a barrier: the PING must follow the LRANGE's answer
         except (RedisGone, OSError) as exc:
             raise unavailable(exc) from None
-        return [_cached(entry) for entry in raw] if isinstance(raw, list) else []
+        entries = [_cached(entry) for entry in raw] if isinstance(raw, list) else []
+        return [entry for entry in entries if entry is not None]
 
     async def answer(self, question: ops.LastValue) -> list[Cached] | None:
         """REST's question, from Redis: whichever node holds the group's members."""
@@ -75,11 +79,18 @@ class RedisLastValues:
         return [e for e in await self._read(question.hub, question.group) if not e.expired(now)]
 
 
-def _cached(entry: object) -> Cached:
-    assert isinstance(entry, bytes)
-    number, envelope = split_entry(entry)
-    data = decode_envelope(envelope).data
-    assert data is not None
-    op = ops.decode(data)
-    assert isinstance(op, ops.SendToGroup)
+def _cached(entry: object) -> Cached | None:
+    """A cached send; None for an entry a node of another wire version wrote (or garbage): left
+    out, as the bus drops such a message (fastpush.broker.redis.wire)."""
+    try:
+        assert isinstance(entry, bytes)
+        number, envelope = split_entry(entry)
+        if version_of(envelope) != WIRE_VERSION:
+            return None
+        data = decode_envelope(envelope).data
+        op = ops.decode(data) if data is not None else None
+    except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
+        return None
+    if not isinstance(op, ops.SendToGroup):
+        return None
     return Cached.of(op.payload, op.from_user_id, op.expires_at, op.excluded, op.filter, number)

@@ -5,9 +5,10 @@ Keys (hub names lowercased): `c:{hub}:{cid}` (node, user, roles; `moving` while 
 session is reserved for another node), `cg:{hub}:{cid}` (its groups), `g:{hub}:{group}`
 (cid -> node|user), `u:{hub}:{user}` (cid -> node), `ug:{hub}:{user}` (groups for future
 connections), `conns:{node}` (what to forget when it dies), `nodes`, `alive:{node}` (expires
-unless refreshed), `draining:{node}` (the same, while the node drains). An entry counts only
-while its node is alive; a janitor removes a dead node's entries. Questions (fastpush.ops.Query)
-are answered from here.
+unless refreshed; its value is the node's wire version, fastpush.broker.redis.wire),
+`draining:{node}` (the same, while the node drains). An entry counts only while its node is
+alive; a janitor removes a dead node's entries. Questions (fastpush.ops.Query) are answered from
+here.
 """
 from __future__ import annotations
 
@@ -24,11 +25,13 @@ from ...permissions import grants
 from ..base import LocalHub, Member
 from ..resp import RespReply
 from .link import Link, log_failure
+from .wire import WIRE_VERSION, describe_version
 
 __all__ = ["ClusterRegistry"]
 
 log = logging.getLogger("fastpush.broker")
 PEER_POLL_SECONDS = 0.05  # while waiting for the other nodes to come back after an outage
+ALIVE = str(WIRE_VERSION).encode()  # the value of this node's alive key: its wire version
 
 
 class ClusterRegistry:
@@ -42,6 +45,7 @@ class ClusterRegistry:
         # A connection (hub, id) moving to another node, which has already written it as its own
         # (fastpush.broker.redis.handover): its removal here writes nothing.
         self.moved_out: tuple[str, str] | None = None
+        self._foreign_told: set[str] = set()  # live nodes of another wire version, logged once each
 
     # --- liveness --------------------------------------------------------------------------
     async def announce(self) -> None:
@@ -49,12 +53,23 @@ class ClusterRegistry:
         link.execute("SADD", link.key("nodes"), link.node_id)
         if self.draining:
             link.execute("SET", link.key("draining", link.node_id), b"1", "PX", ttl)
-        await link.execute("SET", link.key("alive", link.node_id), b"1", "PX", ttl)
+        await link.execute("SET", link.key("alive", link.node_id), ALIVE, "PX", ttl)
 
     async def others_serving(self) -> bool:
         """Whether a live node other than this one is not draining (see `draining`)."""
         link = self._link
         return await link.script("serving", 0, link.prefix, link.node_id) == 1
+
+    async def foreign_nodes(self) -> dict[str, str]:
+        """The live nodes on this Redis that speak another wire version: node -> its version, described."""
+        link = self._link
+        nodes = [raw.decode() for raw in _list(await link.run("SMEMBERS", link.key("nodes")))]
+        nodes = [node for node in nodes if node != link.node_id]
+        if not nodes:
+            return {}
+        values = _list(await link.run("MGET", *(link.key("alive", node) for node in nodes)))
+        return {node: _version_in(value) for node, value in zip(nodes, values, strict=True)
+                if value is not None and value != ALIVE}
 
     async def forget_dead_nodes(self) -> None:
         link = self._link
@@ -63,8 +78,14 @@ class ClusterRegistry:
             node = raw.decode()
             if node == link.node_id:
                 continue
-            if await link.run("EXISTS", link.key("alive", node)):
+            value = await link.run("GET", link.key("alive", node))
+            if value is not None:
                 alive.add(node)
+                if value != ALIVE and node not in self._foreign_told:
+                    self._foreign_told.add(node)
+                    log.error("node %s: node %s on the same Redis speaks wire version %s, this one %d: neither "
+                              "acts on the other's messages (see the upgrade notes in docs/operations.md)",
+                              link.node_id, node, _version_in(value), WIRE_VERSION)
             else:
                 await link.script("forget", 0, link.prefix, node)
                 log.info("node %s: forgot dead node %s", link.node_id, node)
@@ -105,7 +126,7 @@ class ClusterRegistry:
         link = self._link
         steps = [link.execute("MULTI"), link.script("forget", 0, link.prefix, link.node_id),
                  link.execute("SADD", link.key("nodes"), link.node_id),
-                 link.execute("SET", link.key("alive", link.node_id), b"1", "PX", int(self._ttl * 1000))]
+                 link.execute("SET", link.key("alive", link.node_id), ALIVE, "PX", int(self._ttl * 1000))]
         for hub in hubs:
             name = hub.name.lower()
             if hub.members:
@@ -241,6 +262,13 @@ class ClusterRegistry:
 def _has_subscriber(reply: object) -> bool:
     """PUBSUB NUMSUB's answer for one channel: [channel, subscribers]."""
     return isinstance(reply, list) and len(reply) == 2 and isinstance(reply[1], int) and reply[1] > 0
+
+
+def _version_in(alive: object) -> str:
+    """The wire version an alive key's value names, described (an unversioned node writes b"1")."""
+    text = alive.decode(errors="replace") if isinstance(alive, bytes) else ""
+    version = int(text) if text.isdigit() and len(text) < 10 else None
+    return describe_version(version if version is not None else 0)
 
 
 def _list(reply: object) -> list[bytes]:
