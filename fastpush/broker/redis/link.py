@@ -1,7 +1,9 @@
 """This node's two connections to Redis and the names it uses there, shared by the broker's parts.
 
 Keys and channels are `{prefix}:{kind}:{...}`; hub names are lowercased, since hubs are named
-case-insensitively. One command socket carries every command, in the order issued (so one
+case-insensitively. On a database other than 0 the prefix names it (`fastpush:db3`): Redis keeps
+keys per database but pub/sub channels per server, so without it two clusters on two databases
+of one server would hear each other's messages. One command socket carries every command, in the order issued (so one
 node's publishes stay in order); the subscriber socket holds this node's subscriptions. With a
 redis+sentinel:// URL both go to the master Sentinel names, once it says it is one (`sentinel`).
 """
@@ -42,7 +44,8 @@ class Link:
         self.sentinels = Sentinels.from_url(url) if is_sentinel_url(url) else None
         self._fixed = None if self.sentinels else RedisAddress.from_url(url)
         self.address = self._fixed  # the server connected to (with Sentinel: the master it named last)
-        self.prefix = prefix
+        db = self.sentinels.db if self.sentinels else self._fixed.db if self._fixed else 0
+        self.prefix = f"{prefix}:db{db}" if db else prefix
         self.node_id = secrets.token_hex(6)
         self.commands: RespConnection | None = None
         self.subscriber: SubscriberConnection | None = None

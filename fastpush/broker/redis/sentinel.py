@@ -56,6 +56,11 @@ class Sentinels:
         self.master_name = master_name
         self._login = login  # the master's login; host and port come from a Sentinel
 
+    @property
+    def db(self) -> int:
+        """The master's database number (the URL's `db` option)."""
+        return self._login.db
+
     @classmethod
     def from_url(cls, url: str) -> Sentinels:
         """ValueError, saying what is wrong, for anything but a usable redis+sentinel:// URL."""
