@@ -90,6 +90,7 @@ config file (--config FILE, TOML; Azure's hub setting names, every one of them; 
   redisUrl = "redis://127.0.0.1:6379"   # as --redis-url (the option and the variable win);
                                         # or "redis+sentinel://h1:26379,h2:26379/mymaster"
   drainTimeoutSeconds = 25              # as --drain-timeout (the option and the variable win)
+  brokerLossTimeoutSeconds = 5          # as --broker-loss-timeout (the option wins)
   metricsAddress = "127.0.0.1:9100"     # as --metrics-address (the option and the variable win)
 
   [hubs.chat]                           # one table per hub (here: chat)

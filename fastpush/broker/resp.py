@@ -3,8 +3,8 @@
 - RespConnection pipelines commands in the order they are issued (one socket, replies matched
   first-in first-out), which is what keeps one node's publishes in order;
 - SubscriberConnection holds the SUBSCRIBE state and hands every message to a callback; its
-  `barrier()` completes once every earlier (un)subscribe is in force on the server (one PING
-  shared by every barrier asked before the next (un)subscribe, none if all are already in force).
+  `barrier()` (a PING) completes once every earlier (un)subscribe is in force on the server,
+  and after every message Redis published before it has been handed to the callback.
 
 Both write what one loop turn packs in a single send (_Outbox): in a reconnect storm each
 handshake writes a few commands, and one system call per command was a fifth of a handshake's CPU.
@@ -194,9 +194,7 @@ class SubscriberConnection:
         self._on_message = on_message
         self._writer: asyncio.StreamWriter | None = None
         self._outbox: _Outbox | None = None
-        # Per PING sent and not answered yet, the barriers its PONG completes.
-        self._pongs: collections.deque[list[asyncio.Future[None]]] = collections.deque()
-        self._unsettled = True  # an (un)subscribe was sent after the last PING
+        self._pongs: collections.deque[asyncio.Future[None]] = collections.deque()
         self._reader_task: asyncio.Task[None] | None = None
         self.closed: asyncio.Future[None] | None = None
 
@@ -229,33 +227,20 @@ class SubscriberConnection:
         self._send("UNSUBSCRIBE", *channels)
 
     def barrier(self) -> asyncio.Future[None]:
-        """Completes when everything sent before it has been processed by Redis: with the PONG of
-        the last PING if nothing was sent after it (sent now if need be), at once if that PONG
-        has come already. A future of its own, so that a cancelled waiter leaves the others be."""
-        if self._unsettled or self._outbox is None:
-            return self.ping()
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if self._pongs:
-            self._pongs[-1].append(future)
-        else:
-            future.set_result(None)
-        return future
-
-    def ping(self) -> asyncio.Future[None]:
-        """A PING sent now: its answer comes after every message Redis published before it, and
-        only if the connection still works (a liveness probe)."""
+        """A PING: completes when everything sent before it has been processed by Redis, after
+        every message Redis published before it, and only if the connection still works. (One
+        per caller: a barrier shared between callers would not follow what was published between
+        them, which some callers rely on.)"""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self._outbox is None:
             future.set_exception(RedisGone("not connected to Redis"))
             return future
         self._send("PING")
-        self._unsettled = False
-        self._pongs.append([future])
+        self._pongs.append(future)
         return future
 
     def _send(self, *args: Arg) -> None:
         if self._outbox is not None:
-            self._unsettled = True
             self._outbox.add(hiredis.pack_command(args))  # type: ignore[arg-type]  # stub: a 1-tuple
 
     async def _read(self, reader: asyncio.StreamReader, parser: hiredis.Reader) -> None:
@@ -276,9 +261,9 @@ class SubscriberConnection:
             if writer is not None:
                 writer.close()
             while self._pongs:
-                for future in self._pongs.popleft():
-                    if not future.done():
-                        future.set_exception(RedisGone("the connection to Redis was lost"))
+                future = self._pongs.popleft()
+                if not future.done():
+                    future.set_exception(RedisGone("the connection to Redis was lost"))
             if self.closed is not None and not self.closed.done():
                 self.closed.set_result(None)
 
@@ -291,9 +276,9 @@ class SubscriberConnection:
             if isinstance(channel, bytes) and isinstance(data, bytes):  # always, for a message
                 self._on_message(channel, data)
         elif kind == b"pong":
-            for future in self._pongs.popleft():
-                if not future.done():
-                    future.set_result(None)
+            future = self._pongs.popleft()
+            if not future.done():
+                future.set_result(None)
 
     def _drop_outbox(self) -> None:
         if self._outbox is not None:
