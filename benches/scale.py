@@ -3,6 +3,7 @@
     python -m benches.scale                                         # 10,000, 30,000 and 100,000; 7 workers
     python -m benches.scale --connections 10000,30000 --workers 3 --json-out scale.json --plot scale.png
     python -m benches.scale --quick                                 # smoke run: 300 subscribers, 2 workers
+    python -m benches.scale --connections 5000 --connect-handler-ms 5   # every handshake asks an upstream
 
 For each N it runs benches.fanout's procedure (benches/measure.py) on one deployment, the same for
 every N: `fastpush serve --workers W --redis-url ...` with a redis-server of its own, published to
@@ -12,7 +13,10 @@ each from its own loopback address above 25,000 (127.0.0.1, .2, ...; about 28,00
 per address pair). Per N: the ramp (connections per second, failures, handshake times), memory per
 connection over all the server's processes and its redis-server, isolated broadcasts to everyone
 (p50/p99/max), saturation deliveries per second, then a reconnect storm (benches/storm.py): every
-worker restarted at once, and how long until every subscriber is back.
+worker restarted at once, and how long until every subscriber is back. With --connect-handler-ms
+the hub has a `connect` event handler (benches/connect_upstream.py, answering after that delay), so
+every handshake, the storm's included, waits for it; the storm then also reports the handler's
+peak concurrency.
 """
 from __future__ import annotations
 
@@ -29,8 +33,10 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from .connect_upstream import ConnectUpstream
 from .environment import machine, versions
 from .fanout import FD_MARGIN, _connections, _positive, run_bench
 from .measure import Settings, measure
@@ -38,7 +44,7 @@ from .plot import plot_scaling
 from .procs import Children, plan_cores
 from .progress import Progress
 from .redis_server import missing
-from .servers import redis_targets
+from .servers import Target, redis_targets
 from .storm import reconnect_storm
 
 __all__ = ["main"]
@@ -76,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--storm-concurrency", type=_positive, default=500,
                         help="reconnect handshakes in flight per load-generator process during the storm (default 500)")
     parser.add_argument("--no-storm", action="store_true", help="leave the reconnect storm out")
+    parser.add_argument("--connect-handler-ms", type=float, metavar="MS",
+                        help="give the hub a connect event handler (a local upstream) answering after MS ms")
     parser.add_argument("--json-out", type=Path, help="write machine, versions, parameters and results here")
     parser.add_argument("--plot", type=Path, help="write each figure against N as a PNG (needs matplotlib)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 300 subscribers, 2 workers, short phases")
@@ -105,6 +113,10 @@ def _check(chosen: dict, settings: Settings) -> None:
 
 async def _run(args: argparse.Namespace, chosen: dict, settings: Settings) -> list[dict]:
     target = redis_targets(chosen["workers"])[-1]
+    upstream = None
+    if args.connect_handler_ms is not None:
+        upstream = ConnectUpstream(args.connect_handler_ms / 1000)
+        await upstream.start()
     cores = plan_cores()
     if cores.load:
         os.sched_setaffinity(0, cores.load)  # the publisher runs on the load side too
@@ -112,9 +124,13 @@ async def _run(args: argparse.Namespace, chosen: dict, settings: Settings) -> li
     storm = None if args.no_storm else functools.partial(reconnect_storm, seconds=chosen["storm_seconds"],
                                                          retry_delay=args.retry_delay,
                                                          concurrency=args.storm_concurrency)
+    if storm is not None and upstream is not None:
+        storm = functools.partial(_storm_with_upstream, storm, upstream)
     progress = Progress(len(chosen["connections"]))
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="fastpush-scale-") as scratch:
+        if upstream is not None:
+            target = _with_config(target, upstream.config_file(Path(scratch), settings.hub))
         children = Children(Path(scratch))
         try:
             for n in chosen["connections"]:
@@ -126,7 +142,23 @@ async def _run(args: argparse.Namespace, chosen: dict, settings: Settings) -> li
         finally:
             progress.close()
             await children.close()
+            if upstream is not None:
+                await upstream.close()
     return rows
+
+
+def _with_config(target: Target, config: Path) -> Target:
+    command = target.command
+    return dataclasses.replace(target, command=lambda key, url: [*command(key, url), "--config", str(config)])
+
+
+async def _storm_with_upstream(storm: Callable[..., Awaitable[dict]], upstream: ConnectUpstream,
+                               *args: object) -> dict:
+    """The storm, and what its connect events did to the upstream."""
+    upstream.reset()
+    result = await storm(*args)
+    result["connect_upstream"] = upstream.figures()
+    return result
 
 
 def table(rows: list[dict]) -> str:
@@ -168,6 +200,10 @@ def notes(rows: list[dict]) -> list[str]:
             if storm["errors"]:
                 why = ", ".join(f"{count} {reason}" for reason, count in storm["errors"].items())
                 lines.append(f"N={row['connections']}: storm: failed handshakes: {why}")
+            if "connect_upstream" in storm:
+                up = storm["connect_upstream"]
+                lines.append(f"N={row['connections']}: storm: connect handler answering after {up['delay_ms']:g} ms: "
+                             f"{up['answered']} connect events answered, at most {up['peak_in_flight']} at once")
             lines.append(f"N={row['connections']}: storm: connections per new worker: "
                          + ", ".join(map(str, storm["connections_per_worker"])))
     return lines
@@ -202,7 +238,8 @@ async def _main(args: argparse.Namespace) -> int:
         document = {"benchmark": "scale", "started": stamp, "command": ["python", "-m", "benches.scale", *sys.argv[1:]],
                     "seconds": round(time.monotonic() - started, 1), "machine": machine(), "versions": versions(),
                     "load_average": {"before": load_before, "after": load_after},
-                    "parameters": {**chosen, **dataclasses.asdict(settings), "retry_delay": args.retry_delay},
+                    "parameters": {**chosen, **dataclasses.asdict(settings), "retry_delay": args.retry_delay,
+                                   "connect_handler_ms": args.connect_handler_ms},
                     "results": rows}
         args.json_out.write_text(json.dumps(document, indent=2) + "\n")
         print(f"wrote {args.json_out}")

@@ -75,6 +75,7 @@ class Server:
                  max_connections: int | None = None, max_connections_per_ip: int = 1000,
                  request_head_timeout_seconds: float = 60.0, request_body_timeout_seconds: float = 60.0,
                  http_keepalive_timeout_seconds: float = 75.0, max_upstream_connections: int = 64,
+                 max_upstream_waiting: int = 256,
                  warn_ignored_settings: bool = True, dashboard: bool = True,
                  metrics_address: tuple[str, int] | None = None,
                  broker_loss_timeout_seconds: float = BROKER_LOSS_TIMEOUT_SECONDS):
@@ -93,6 +94,7 @@ class Server:
         self.request_body_timeout_seconds = request_body_timeout_seconds
         self.http_keepalive_timeout_seconds = http_keepalive_timeout_seconds
         self.max_upstream_connections = max_upstream_connections
+        self.max_upstream_waiting = max_upstream_waiting
         self.max_body_bytes = max_body_bytes
         self.public_host = public_host
         self.settings = ConnectionSettings(recovery_window_seconds, max_outbound_bytes,
@@ -515,6 +517,7 @@ class Server:
     def _upstream(self) -> HttpClient:
         if self._upstream_client is None:
             self._upstream_client = HttpClient(max_connections=self.max_upstream_connections,
+                                               max_waiting=self.max_upstream_waiting,
                                                max_response_bytes=self.max_message_bytes)
         return self._upstream_client
 

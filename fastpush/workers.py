@@ -35,8 +35,8 @@ PASSED_AS_GIVEN = ("log_level", "log_format", "recovery_window", "replay_max_mes
                    "max_outbound_bytes", "keepalive", "idle_timeout", "max_message_bytes", "max_body_bytes",
                    "max_groups_per_connection", "max_streams_per_connection", "max_stream_bytes",
                    "max_connections", "max_connections_per_ip", "request_timeout",
-                   "http_keepalive_timeout", "max_upstream_connections", "config", "public_host", "drain_timeout",
-                   "broker_loss_timeout")
+                   "http_keepalive_timeout", "max_upstream_connections", "max_upstream_waiting", "config",
+                   "public_host", "drain_timeout", "broker_loss_timeout")
 FAILURE_PREFIX = "fastpush: "
 DRAINING_LINE = "Draining"  # what a worker prints on stdout when a SIGTERM of its own starts its drain
 STOP_SECONDS = 5.0  # how long workers that failed to start get to exit before they are killed

@@ -44,3 +44,21 @@ def test_quick_scale_benchmark_measures_every_phase_and_the_storm(tmp_path: Path
     assert storm["all_back"] and storm["back"] == storm["expected"] == n and storm["closed"] >= n
     assert storm["seconds"] is not None and storm["handshake"]["samples"] >= n
     assert sum(storm["connections_per_worker"]) == n
+
+
+def test_quick_scale_benchmark_with_a_connect_handler_reports_it(tmp_path: Path) -> None:
+    """--connect-handler-ms: every handshake (the storm's too) waits for a local connect handler,
+    which the storm's figures report. (A 503 may still come from a worker draining, so the
+    storm's errors are not checked.)"""
+    out = tmp_path / "scale.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-m", "benches.scale", "--quick", "--connect-handler-ms", "2",
+                           "--json-out", str(out)], cwd=ROOT, env=env, check=False, capture_output=True, text=True,
+                          timeout=QUICK_TIMEOUT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "connect events answered" in done.stdout
+    [row] = json.loads(out.read_text())["results"]
+    storm = row["storm"]
+    assert storm["all_back"], storm
+    upstream = storm["connect_upstream"]
+    assert upstream["answered"] >= storm["expected"] and 0 < upstream["peak_in_flight"] <= 2 * 64

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
-__all__ = ["HttpClient", "HttpError", "HttpTimeout", "Response"]
+__all__ = ["HttpBusy", "HttpClient", "HttpError", "HttpTimeout", "Response"]
 
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 MAX_RESPONSE_HEAD_BYTES = 64 * 1024
@@ -26,6 +26,11 @@ class HttpError(Exception):
 
 class HttpTimeout(HttpError):
     """No whole answer within the request's deadline."""
+
+
+class HttpBusy(HttpError):
+    """Refused without being sent: every connection to the origin is in use and as many requests
+    as may wait for one are waiting already."""
 
 
 class Response:
@@ -75,16 +80,24 @@ class _Parser:
 
 class HttpClient:
     """Keep-alive connections per origin, at most `max_connections` of them in use at once (later
-    requests wait their turn, first come first served, within their deadline), and answers of at
-    most `max_response_bytes`."""
+    requests wait their turn, first come first served, within their deadline; at most
+    `max_waiting` of them per origin, more are refused at once with HttpBusy), and answers of at
+    most `max_response_bytes`. The waiting bound is what keeps a slow upstream in a reconnect
+    storm from holding every handshake until it times out: the ones over it get a quick answer."""
 
     def __init__(self, ssl_context: ssl.SSLContext | None = None, *, max_connections: int = 64,
-                 max_response_bytes: int = MAX_RESPONSE_BYTES):
+                 max_waiting: int = 256, max_response_bytes: int = MAX_RESPONSE_BYTES):
         self._ssl = ssl_context or ssl.create_default_context()
         self._idle: dict[tuple[str, str, int], list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]] = {}
         self._slots: dict[tuple[str, str, int], asyncio.Semaphore] = {}
+        self._waiting: dict[tuple[str, str, int], int] = {}
         self.max_connections = max_connections
+        self.max_waiting = max_waiting
         self.max_response_bytes = max_response_bytes
+
+    def waiting(self, origin: tuple[str, str, int]) -> int:
+        """Requests to `origin` (scheme, host, port) waiting for a connection."""
+        return self._waiting.get(origin, 0)
 
     async def request(self, method: str, url: str, headers: dict[str, str], body: bytes = b"",
                       timeout: float = 10.0) -> Response:
@@ -112,7 +125,19 @@ class HttpClient:
         slots = self._slots.get(origin)
         if slots is None:
             slots = self._slots[origin] = asyncio.Semaphore(self.max_connections)
-        async with slots:
+        waiting = self._waiting.get(origin, 0)
+        if slots.locked():
+            if waiting >= self.max_waiting:
+                raise HttpBusy(f"{method} {url} not sent: {self.max_connections} requests to it are under way "
+                               f"and {waiting} waiting")
+            self._waiting[origin] = waiting + 1
+            try:
+                await slots.acquire()
+            finally:
+                self._waiting[origin] -= 1
+        else:
+            await slots.acquire()
+        try:
             pool = self._idle.setdefault(origin, [])
             while pool:  # a pooled connection may have been closed by the server: fall back to a new one
                 reader, writer = pool.pop()
@@ -123,6 +148,8 @@ class HttpClient:
             reader, writer = await asyncio.open_connection(parts.hostname, port,
                                                            ssl=self._ssl if parts.scheme == "https" else None)
             return await self._exchange(origin, reader, writer, raw)
+        finally:
+            slots.release()
 
     async def _exchange(self, origin: tuple[str, str, int], reader: asyncio.StreamReader,
                         writer: asyncio.StreamWriter, raw: bytes) -> Response:

@@ -80,6 +80,10 @@ class EventTimedOut(EventFailed):
     """The handler did not answer within the upstream timeout."""
 
 
+class EventBusy(EventFailed):
+    """Not sent: the handler has as many events under way and waiting as it may."""
+
+
 class InvocationFailed(EventFailed):
     """An invocation's handler failed: the client gets an error invokeResponse with this `name`
     (BadRequest, Forbidden, NotFound, Timeout, InternalServerError) and `message`."""

@@ -12,10 +12,11 @@ from ..metrics.counters import COUNTERS
 from ..protocol.payload import Payload
 from ..trace import Trace
 from . import cloudevents
-from .http_client import HttpClient, HttpError, HttpTimeout, Response
+from .http_client import HttpBusy, HttpClient, HttpError, HttpTimeout, Response
 from .model import (
     ConnectRequest,
     ConnectResult,
+    EventBusy,
     EventContext,
     EventFailed,
     EventRejected,
@@ -56,6 +57,9 @@ class HttpUpstream:
         try:
             response = await self._post(ctx, "connect", *cloudevents.system_event(
                 ctx, "connect", self._keys(), self._origin, connect=request))
+        except EventBusy:
+            raise EventRejected(503, "The connect event handler is busy (as many connect events are under way "
+                                     "and waiting as the server allows); try again later.") from None
         except EventFailed as exc:
             status = 504 if "timed out" in str(exc) else 500
             raise EventRejected(status, f"The connect event handler failed: {exc}") from None
@@ -110,9 +114,12 @@ class HttpUpstream:
         """The event's HTTP exchange, counted and timed by its outcome (metrics)."""
         url = self._url(ctx.hub, event)
         started = time.perf_counter()
+        failure: EventFailed
         try:
             await self._ensure_validated(self._url(ctx.hub, "validate"))
             response = await self._client.request("POST", url, headers, body, self._timeout)
+        except HttpBusy as exc:
+            outcome, failure = "busy", EventBusy(str(exc))
         except HttpError as exc:
             timed_out = isinstance(exc, HttpTimeout)
             outcome = "timeout" if timed_out else "unreachable"

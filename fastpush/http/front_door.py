@@ -476,7 +476,10 @@ class FrontDoor(asyncio.Protocol):
             return
         extra = {"Sec-WebSocket-Protocol": decision.subprotocol} if decision.subprotocol else None
         accepted = WSUpgradeResponseWithListener(WSUpgradeResponse.create_101_response(extra), decision.listener)
-        protocol = _CountedWSProtocol(None, None, False, lambda _request: accepted, _picows_log, True, 5.0,
+        # No handshake timeout (None): the whole upgrade request is replayed below, so picows'
+        # handshake ends before this method returns, and a timer per connection would only be
+        # armed and cancelled.
+        protocol = _CountedWSProtocol(None, None, False, lambda _request: accepted, _picows_log, True, None,
                                       False, 20.0, 10.0, WSAutoPingStrategy.PING_WHEN_IDLE, True,
                                       self._gate.max_message_bytes, None, 2048)
         protocol.limits, protocol.ip, self._ip = self._gate.connection_limits, self._ip, None

@@ -135,7 +135,7 @@ class ServerCollector:
         c = self._counters
         yield _counter("fastpush_upstream_events", "Events posted to HTTP event handlers, by event (connect, "
                        "connected, disconnected, user) and outcome (ok, status_4xx, status_5xx, status_other, "
-                       "timeout, unreachable, not_validated).", ["event", "outcome"], c.upstream_events.items())
+                       "timeout, unreachable, not_validated, busy).", ["event", "outcome"], c.upstream_events.items())
         yield _histogram("fastpush_upstream_event_duration_seconds", "Time an event handler took to answer "
                          "(abuse-protection validation included), by event.", ["event"], c.upstream_seconds)
 

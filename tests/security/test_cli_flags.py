@@ -24,12 +24,14 @@ FLAGS = [
     ("--request-timeout", "2.5", {"request_head_timeout_seconds": 2.5, "request_body_timeout_seconds": 2.5}),
     ("--http-keepalive-timeout", "11", {"http_keepalive_timeout_seconds": 11.0}),
     ("--max-upstream-connections", "3", {"max_upstream_connections": 3}),
+    ("--max-upstream-waiting", "5", {"max_upstream_waiting": 5}),
 ]
 
 DEFAULTS = {"max_message_bytes": 1024 * 1024, "max_body_bytes": 1024 * 1024, "max_groups_per_connection": 1000,
             "max_connections": None, "max_connections_per_ip": 1000, "request_head_timeout_seconds": 60.0,
             "request_body_timeout_seconds": 60.0, "http_keepalive_timeout_seconds": 75.0,
-            "max_upstream_connections": 64, "max_streams_per_connection": 64, "max_stream_bytes": 64 * 1024 * 1024}
+            "max_upstream_connections": 64, "max_upstream_waiting": 256, "max_streams_per_connection": 64,
+            "max_stream_bytes": 64 * 1024 * 1024}
 
 # serve options a worker does not get as given: the parent decides them (metrics_address: each
 # worker its own port), or they travel another way

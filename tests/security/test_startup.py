@@ -132,6 +132,7 @@ BAD_OPTIONS = [
     (["--request-timeout", "0"], ["--request-timeout"]),
     (["--http-keepalive-timeout", "-1"], ["--http-keepalive-timeout"]),
     (["--max-upstream-connections", "0"], ["--max-upstream-connections"]),
+    (["--max-upstream-waiting", "0"], ["--max-upstream-waiting"]),
     (["--max-body-bytes", "1.5"], ["--max-body-bytes"]),
     (["--tls-cert", "cert.pem"], ["--tls-key"]),
 ]

@@ -152,7 +152,7 @@ class RedisBroker:
                 continue
             try:
                 async with asyncio.timeout(PROBE_TIMEOUT):
-                    await asyncio.gather(link.run("PING"), link.barrier())
+                    await asyncio.gather(link.run("PING"), link.ping_subscriber())
             except TimeoutError:
                 log.error("node %s: Redis did not answer a ping in %g s; dropping the connection",
                           link.node_id, PROBE_TIMEOUT)

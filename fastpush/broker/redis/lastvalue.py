@@ -65,7 +65,7 @@ class RedisLastValues:
         link.check()
         try:
             raw = await link.run("LRANGE", link.key("lv", hub.lower(), group), 0, -1)
-            await link.barrier()
+            await link.ping_subscriber()  # not a barrier: the PING must follow the LRANGE's answer
         except (RedisGone, OSError) as exc:
             raise unavailable(exc) from None
         entries = [_cached(entry) for entry in raw] if isinstance(raw, list) else []

@@ -109,7 +109,7 @@ class Link:
             try:
                 async with asyncio.timeout(LEAVE_SECONDS):
                     await commands.execute("CLIENT", "PAUSE", OLD_MASTER_PAUSE_MS, "WRITE")
-                    await self.barrier()
+                    await self.ping_subscriber()
             except (OSError, hiredis.ReplyError) as exc:  # gone already (TimeoutError included), or not allowed
                 log.info("node %s: did not pause the old master's publishing: %s", self.node_id, exc or "no answer")
         await self.close()
@@ -159,6 +159,13 @@ class Link:
         """Completes once every earlier (un)subscription is in force on the server."""
         assert self.subscriber is not None
         return self.subscriber.barrier()
+
+    def ping_subscriber(self) -> asyncio.Future[None]:
+        """A PING on the subscriber connection, sent now (a barrier may share an earlier one or
+        need none): its answer comes after every message Redis published before it, and proves
+        the connection alive."""
+        assert self.subscriber is not None
+        return self.subscriber.ping()
 
     # --- commands ----------------------------------------------------------------------------
     def check(self) -> None:
