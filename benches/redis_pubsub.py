@@ -186,7 +186,9 @@ async def run_case(nodes: int, payload_bytes: int, args: argparse.Namespace, rat
     with tempfile.TemporaryDirectory() as scratch:
         children = Children(Path(scratch))
         try:
-            redis = await RedisServer.start(children, cores.server_cpus)
+            # by default a master waits 5 s (repl-diskless-sync-delay) for more replicas before it
+            # syncs the first; there is only one, and nothing is measured before it is online
+            redis = await RedisServer.start(children, cores.server_cpus, "--repl-diskless-sync-delay", "0")
             if args.replica:  # the Sentinel pair: the master also writes every PUBLISH to its replica
                 await RedisServer.start(children, cores.load or cores.cpus, "--replicaof", "127.0.0.1",
                                         str(redis.port), name="redis-replica")

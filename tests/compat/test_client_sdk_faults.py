@@ -4,19 +4,25 @@ random moments (seeded) and stalls it once, while 10,000 numbered messages go ou
 The SDK's server-message callback must see every message exactly once and in order, on one
 connection that was recovered every time (`connected` once, never `disconnected`).
 
+The messages go out through plain REST on one keep-alive connection, paced at PUBLISH_RATE so that
+publishing outlasts the seeded cuts and stall (~11 s of sleeps, plus each reconnect): the Python
+server SDK took ~20 s for them, ~40 s of CI per pass for no more checks (its REST calls have tests
+of their own in test_python_server_sdk.py).
+
 The stall is short (3 s): neither SDK notices a silent link that soon (JS gives up after 120 s,
 Python's websocket-client never does), so the data simply resumes; the server's keepalive
 (20 s ping, 60 s idle timeout) stays out of it."""
 from __future__ import annotations
 
 import asyncio
+import http.client
 import itertools
 import random
 import time
 
+import jwt
 import pytest
 import websockets
-from azure.messaging.webpubsubservice import WebPubSubServiceClient
 
 import fastpush
 from tests.conftest import _run_in_thread, _stop
@@ -26,7 +32,8 @@ from tests.helpers import JSON_RELIABLE_V1, client_url, connect
 MESSAGES = 10_000
 CUTS = 5
 STALL_SECONDS = 3.0
-PUBLISH_SECONDS = 180.0  # bound on publishing them all (~20 s here; a loaded CI machine is far slower)
+PUBLISH_RATE = 700.0  # messages a second at most: 10,000 take ~14 s, longer than the faults' schedule
+PUBLISH_SECONDS = 180.0  # bound on publishing them all (~14 s here; a loaded CI machine is slower)
 DELIVERY_SECONDS = 20.0  # for the client to have every message, counted from the last one's 202
 RECOVERY_SECONDS = 15.0  # for the reconnect after the last cut, once every message is in
 
@@ -51,12 +58,27 @@ def proxied_url(server, proxy: FaultProxy, hub: str) -> str:
 
 
 def publish_numbered(server, hub: str, stop: list) -> None:
-    """The numbers from 0 as text/plain, through the Python server SDK (one keep-alive session, ~500 a second)."""
-    service = WebPubSubServiceClient.from_connection_string(server.connection_string, hub=hub)
-    for n in range(MESSAGES):
-        if stop:
-            return
-        service.send_to_all(str(n), content_type="text/plain")
+    """The numbers from 0 as text/plain to the hub through REST, one at a time on one keep-alive
+    connection, no faster than PUBLISH_RATE; each must be accepted (202)."""
+    target = f"/api/hubs/{hub}/:send?api-version=2024-12-01"
+    token = jwt.encode({"aud": server.endpoint + f"/api/hubs/{hub}/:send", "exp": int(time.time()) + 600},
+                       server.access_key.encode(), algorithm="HS256")
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    started = time.monotonic()
+    try:
+        for n in range(MESSAGES):
+            if stop:
+                return
+            conn.request("POST", target, body=str(n),
+                         headers={"Authorization": f"Bearer {token}", "Content-Type": "text/plain"})
+            response = conn.getresponse()
+            response.read()
+            assert response.status == 202, response.status
+            ahead = started + (n + 1) / PUBLISH_RATE - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
+    finally:
+        conn.close()
 
 
 async def publish_through_faults(server, proxy: FaultProxy, hub: str, received: list) -> float:
