@@ -61,8 +61,8 @@ cdef class Connection(WSListener):
     cdef public double last_seen
     cdef public object close_reason  # why the session ended, for the `disconnected` event
     # Write coalescing: a loop turn's frames for this connection wait in `queue` (references to
-    # the frames, shared with the broadcast's other members; None when empty) and leave in one
-    # writev() when the turn ends (see _deliver and _write_queue).
+    # the frames, shared with the broadcast's other members; None until the first, then kept
+    # between turns) and leave in one writev() when the turn ends (see _deliver and _write_queue).
     cdef list queue
     cdef object coalescer  # its event loop's _Coalescer, set on first write
     # Flow control: while the socket's own buffer is over its small high-water mark (`paused`),
@@ -91,6 +91,7 @@ cdef class Connection(WSListener):
     cdef void _flush(self) noexcept
     cdef void _queue_to_pending(self) noexcept
     cdef void _write_queue(self) noexcept
+    cdef void _send_queued(self, list queue) noexcept
     cdef void _write_pending(self) noexcept
     cdef void _write_held(self) noexcept
     cdef void _drop_expired_held(self) except *

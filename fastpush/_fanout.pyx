@@ -468,23 +468,29 @@ cdef class Connection(WSListener):
                    PyBytes_GET_SIZE(data))
 
     cdef void _write_queue(self) noexcept:
-        """Write the turn's queued frames: one writev() for all of them (in chunks of _IOV_CHUNK),
-        the plain socket's fast path when the transport holds nothing else, as picows's own
-        _fast_write does for one frame. What the socket does not take goes to the transport,
-        which buffers it (and pauses us past its high-water mark)."""
-        global _sent_bytes, _direct_writes, _coalesced_writes, _coalesced_frames
+        """Write the turn's queued frames (_send_queued), then keep the emptied list for the next
+        turn: a new list per connection per turn would be a garbage-collected allocation per
+        member of every broadcast, and the collections they trigger showed in the tail latency."""
         cdef list queue = self.queue
+        if queue is None or PyList_GET_SIZE(queue) == 0:
+            return
+        self.queue = None  # the transport's pause_writing, called as we write, finds nothing queued
+        self._send_queued(queue)
+        del queue[:]
+        if self.queue is None:
+            self.queue = queue
+
+    cdef void _send_queued(self, list queue) noexcept:
+        """One writev() for all of `queue` (in chunks of _IOV_CHUNK), the plain socket's fast path
+        when the transport holds nothing else, as picows's own _fast_write does for one frame.
+        What the socket does not take goes to the transport, which buffers it (and pauses us past
+        its high-water mark)."""
+        global _sent_bytes, _direct_writes, _coalesced_writes, _coalesced_frames
         cdef WSTransport t = self.transport
-        cdef Py_ssize_t count, total = 0, written = 0, done = 0, chunk, i, n
+        cdef Py_ssize_t count = PyList_GET_SIZE(queue), total = 0, written = 0, done = 0, chunk, i, n
         cdef ssize_t sent
         cdef iovec iov[_IOV_CHUNK]
         cdef PyObject* item
-        if queue is None:
-            return
-        count = PyList_GET_SIZE(queue)
-        if count == 0:
-            return
-        self.queue = None  # the transport's pause_writing, called as we write, finds nothing queued
         if t is None or t.is_disconnected or t.is_close_frame_sent:
             return
         try:
