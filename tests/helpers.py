@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import inspect
 import json
 import time
@@ -131,3 +132,28 @@ async def eventually(condition: Callable[[], object], seconds: float = 10.0) -> 
         if result or time.monotonic() > deadline:
             return bool(result)
         await asyncio.sleep(0.02)
+
+
+def publish_numbered(server, hub: str, count: int, stop: list, rate: float) -> None:
+    """The numbers from 0 to count - 1 as text/plain to the hub through REST, one at a time on one
+    keep-alive connection, no faster than `rate` a second, until `stop` holds something; each must
+    be accepted (202). Blocking: run it in a thread (asyncio.to_thread)."""
+    target = f"/api/hubs/{hub}/:send?api-version=2024-12-01"
+    token = jwt.encode({"aud": server.endpoint + f"/api/hubs/{hub}/:send", "exp": int(time.time()) + 600},
+                       server.access_key.encode(), algorithm="HS256")
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    started = time.monotonic()
+    try:
+        for n in range(count):
+            if stop:
+                return
+            conn.request("POST", target, body=str(n),
+                         headers={"Authorization": f"Bearer {token}", "Content-Type": "text/plain"})
+            response = conn.getresponse()
+            response.read()
+            assert response.status == 202, response.status
+            ahead = started + (n + 1) / rate - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
+    finally:
+        conn.close()

@@ -15,19 +15,17 @@ Python's websocket-client never does), so the data simply resumes; the server's 
 from __future__ import annotations
 
 import asyncio
-import http.client
 import itertools
 import random
 import time
 
-import jwt
 import pytest
 import websockets
 
 import fastpush
 from tests.conftest import _run_in_thread, _stop
 from tests.fault_proxy import FaultProxy
-from tests.helpers import JSON_RELIABLE_V1, client_url, connect
+from tests.helpers import JSON_RELIABLE_V1, client_url, connect, publish_numbered
 
 MESSAGES = 10_000
 CUTS = 5
@@ -57,30 +55,6 @@ def proxied_url(server, proxy: FaultProxy, hub: str) -> str:
     return client_url(server, hub).replace(f":{server.port}/", f":{proxy.port}/")
 
 
-def publish_numbered(server, hub: str, stop: list) -> None:
-    """The numbers from 0 as text/plain to the hub through REST, one at a time on one keep-alive
-    connection, no faster than PUBLISH_RATE; each must be accepted (202)."""
-    target = f"/api/hubs/{hub}/:send?api-version=2024-12-01"
-    token = jwt.encode({"aud": server.endpoint + f"/api/hubs/{hub}/:send", "exp": int(time.time()) + 600},
-                       server.access_key.encode(), algorithm="HS256")
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-    started = time.monotonic()
-    try:
-        for n in range(MESSAGES):
-            if stop:
-                return
-            conn.request("POST", target, body=str(n),
-                         headers={"Authorization": f"Bearer {token}", "Content-Type": "text/plain"})
-            response = conn.getresponse()
-            response.read()
-            assert response.status == 202, response.status
-            ahead = started + (n + 1) / PUBLISH_RATE - time.monotonic()
-            if ahead > 0:
-                time.sleep(ahead)
-    finally:
-        conn.close()
-
-
 async def publish_through_faults(server, proxy: FaultProxy, hub: str, received: list) -> float:
     """Publish every message while the proxy cuts CUTS times and stalls once; return when the
     client has MESSAGES messages and has reconnected after the last cut, or the deadlines passed.
@@ -90,7 +64,7 @@ async def publish_through_faults(server, proxy: FaultProxy, hub: str, received: 
     arrive)."""
     stop: list = []
     started = time.monotonic()
-    publisher = asyncio.create_task(asyncio.to_thread(publish_numbered, server, hub, stop))
+    publisher = asyncio.create_task(asyncio.to_thread(publish_numbered, server, hub, MESSAGES, stop, PUBLISH_RATE))
     deadline = started + PUBLISH_SECONDS
     rng = random.Random(20261129)
     try:

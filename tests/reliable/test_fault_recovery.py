@@ -5,21 +5,20 @@ seen) must end with every message exactly once, in order."""
 from __future__ import annotations
 
 import asyncio
-import http.client
 import json
 import random
 import time
 
-import jwt
 import pytest
 import websockets
 
 import fastpush
 from tests.conftest import _run_in_thread, _stop
 from tests.fault_proxy import FaultProxy
-from tests.helpers import JSON_RELIABLE_V1, client_token
+from tests.helpers import JSON_RELIABLE_V1, client_token, publish_numbered
 
 MESSAGES = 10_000
+PUBLISH_RATE = 800.0  # messages a second at most (what the server fixture sizes its replay buffer for)
 CUTS = 5
 DEADLINE = 120.0
 
@@ -32,24 +31,6 @@ def server():
     yield running
     _stop(running, thread)
 
-
-def publish_numbered(server, hub: str, count: int, stop: list) -> None:
-    """One keep-alive REST connection, ~1,000 sends a second (the buffer holds 1,000 un-acked)."""
-    target = f"/api/hubs/{hub}/:send?api-version=2024-12-01"
-    token = jwt.encode({"aud": server.endpoint + f"/api/hubs/{hub}/:send", "exp": int(time.time()) + 600},
-                       server.access_key.encode(), algorithm="HS256")
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-    for n in range(count):
-        if stop:
-            break
-        conn.request("POST", target, body=str(n),
-                     headers={"Authorization": f"Bearer {token}", "Content-Type": "text/plain"})
-        response = conn.getresponse()
-        response.read()
-        assert response.status == 202
-        if n % 50 == 49:
-            time.sleep(0.05)
-    conn.close()
 
 
 class ReliableClient:
@@ -123,7 +104,7 @@ async def test_ten_thousand_messages_through_cuts_and_a_stall(server):
     while client.connection_id is None and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
     stop: list = []
-    publisher = asyncio.create_task(asyncio.to_thread(publish_numbered, server, hub, MESSAGES, stop))
+    publisher = asyncio.create_task(asyncio.to_thread(publish_numbered, server, hub, MESSAGES, stop, PUBLISH_RATE))
     rng = random.Random(20261128)
     try:
         for i in range(CUTS):
