@@ -78,18 +78,14 @@ async def backend(request):
 
 
 @pytest.fixture
-async def started(js_driver, backend, protocol):
-    made = []
+def server(backend):
+    """The conftest's `started` makes its clients on the backend's server and HUB."""
+    return ServerView.of(backend.server)
 
-    async def start(**claims):
-        client = await js_driver.client(client_url(ServerView.of(backend.server), HUB, **claims), protocol)
-        made.append(client)
-        await client.start()
-        return client
 
-    yield start
-    for client in made:
-        await client.dispose()
+@pytest.fixture
+def hub_name() -> str:
+    return HUB
 
 
 async def test_invoke_event_resolves_with_the_handlers_answer(started, backend):
