@@ -73,7 +73,7 @@ class Fleet:
         self.storm: _Storm | None = None
         self.counting = False
         self.ready: set[Subscriber] = set()
-        self.connecting: dict[Subscriber, asyncio.Future[None]] = {}
+        self.connecting: dict[Subscriber, tuple[asyncio.Future[None], int]] = {}  # waiter, began ns
         self.record_from = 0
         self.samples = array("q")
         self.per_seq: dict[int, list[int]] = {}  # seq -> [deliveries, max latency ns]
@@ -96,8 +96,8 @@ class Fleet:
         """One subscriber through its handshake: None (its time kept), or why it failed."""
         loop = asyncio.get_running_loop()
         sub = self.kind(self, request)
-        waiter = self.connecting[sub] = loop.create_future()
-        began = time.monotonic_ns()
+        waiter = loop.create_future()
+        self.connecting[sub] = (waiter, time.monotonic_ns())
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
                 await loop.create_connection(lambda: sub, self.host, self.port, local_addr=self.local_addr)
@@ -107,7 +107,6 @@ class Fleet:
             if sub.transport is not None:
                 sub.transport.abort()
             return f"{type(exc).__name__}: {exc}"
-        self.handshakes.append(time.monotonic_ns() - began)
         return None
 
     # --- a reconnect storm --------------------------------------------------------------------
@@ -126,9 +125,6 @@ class Fleet:
             async with storm.gate:
                 error = await self._open(request)
             if error is None:
-                if len(self.ready) >= storm.expected and storm.restored_ns is None:
-                    storm.restored_ns = time.monotonic_ns()
-                    self._storm_over()
                 return
             storm.failures += 1
             # refusals by exception name; a server's answer (a status line, a close) in full
@@ -153,15 +149,25 @@ class Fleet:
              gave_up=storm.gave_up, errors=dict(storm.errors.most_common(5)), restored_ns=storm.restored_ns)
 
     def on_ready(self, sub: Subscriber) -> None:
-        waiter = self.connecting.pop(sub, None)
-        if waiter is not None and not waiter.done():
-            self.ready.add(sub)
-            waiter.set_result(None)
+        """Count the handshake here, not in the task that awaits it: once the last subscriber is back the
+        storm's tasks are cancelled, and one that had not resumed yet would lose its time."""
+        entry = self.connecting.pop(sub, None)
+        if entry is None or entry[0].done():
+            return
+        waiter, began = entry
+        now = time.monotonic_ns()
+        self.handshakes.append(now - began)
+        self.ready.add(sub)
+        waiter.set_result(None)
+        storm = self.storm
+        if storm is not None and storm.restored_ns is None and len(self.ready) >= storm.expected:
+            storm.restored_ns = now
+            self._storm_over()
 
     def on_failed(self, sub: Subscriber, reason: str) -> None:
-        waiter = self.connecting.pop(sub, None)
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(ConnectionError(reason))
+        entry = self.connecting.pop(sub, None)
+        if entry is not None and not entry[0].done():
+            entry[0].set_exception(ConnectionError(reason))
 
     def on_lost(self, sub: Subscriber) -> None:
         was_ready = sub in self.ready
