@@ -253,6 +253,8 @@ async def _commands(fleet: Fleet, deadline: float) -> None:
         if name == "latency":
             await fleet.keepalive_if_due()
             fleet.start_timing(command["record_from"])
+        elif name == "keepalive":
+            await fleet.keepalive_if_due()
         elif name == "count":
             await fleet.keepalive_if_due()
             fleet.start_counting(command["messages"])

@@ -59,6 +59,13 @@ LOADGEN_DEADLINE = 1800.0  # a load generator exits by itself after this (100,00
 BUSY = 0.85  # above this a core counts as saturated
 DISTURBED = 0.1  # other processes taking more of a core than this make a row's figures unreliable
 JUDGED_SECONDS = 1.0  # shorter windows are too coarse for core shares
+# In a latency phase longer than fastpush's 20 s keep-alive, the subscribers pong every KEEPALIVE_EVERY
+# seconds, between two broadcasts, and the next waits until the server has read the pongs (its CPU
+# below QUIET_SHARE of a core over QUIET_WINDOW, at most QUIET_LIMIT).
+KEEPALIVE_EVERY = 10.0
+QUIET_SHARE = 0.1
+QUIET_WINDOW = 0.1
+QUIET_LIMIT = 5.0
 
 
 @dataclass(frozen=True)
@@ -241,9 +248,15 @@ async def _latency(gens: list[LoadGen], publisher: Publisher, meter: _Meter, set
     lasts: list[int] = []
     deliveries = timeouts = seq = 0
     before = meter.read()
-    started = time.monotonic()
+    started = last_keepalive = time.monotonic()
     deadline = started + settings.duration
+    paused, paused_wall = _Cpu(), 0.0  # keep-alive pauses, left out of the per-delivery figures
     while seq < total and time.monotonic() < deadline:
+        if time.monotonic() - last_keepalive >= KEEPALIVE_EVERY:
+            pause_began = time.monotonic()
+            paused += await _keepalive(gens, meter)
+            last_keepalive = time.monotonic()
+            paused_wall += last_keepalive - pause_began
         sent_at = time.monotonic()
         await publisher.send(payload.make(seq, settings.payload_bytes))
         try:
@@ -257,7 +270,7 @@ async def _latency(gens: list[LoadGen], publisher: Publisher, meter: _Meter, set
         progress.detail(at + 0.4 * seq / total, f"{seq}/{total}")
         await asyncio.sleep(max(MIN_GAP, interval - (time.monotonic() - sent_at)))
     elapsed = time.monotonic() - started
-    cpu = meter.read() - before
+    cpu = meter.read() - before - paused
     samples = await collect(gens, scratch, "samples", EVENT_TIMEOUT)
     return {"broadcasts": max(seq - WARMUP, 0), "warmup": WARMUP, "timeouts": timeouts,
             "rate_per_second": round(seq / elapsed, 2), **summarize_ns(samples),
@@ -265,7 +278,23 @@ async def _latency(gens: list[LoadGen], publisher: Publisher, meter: _Meter, set
             "server_cpu_us_per_delivery": _per(cpu.server, deliveries),
             "redis_cpu_us_per_delivery": _per(cpu.redis, deliveries) if meter.redis else None,
             "loadgen_cpu_us_per_message": _per(cpu.loadgens, deliveries),
-            "other_processes": cpu.others(elapsed, cores)}
+            "keepalive_pauses_seconds": round(paused_wall, 2),
+            "other_processes": cpu.others(elapsed - paused_wall, cores)}
+
+
+async def _keepalive(gens: list[LoadGen], meter: _Meter) -> _Cpu:
+    """Every subscriber pongs, then wait until the server has read the pongs (so that its heartbeat
+    never pings in the middle of a broadcast); the CPU it took."""
+    before = meter.read()
+    await asyncio.gather(*(g.command("keepalive") for g in gens))
+    last, deadline = meter.read(), time.monotonic() + QUIET_LIMIT
+    while time.monotonic() < deadline:
+        await asyncio.sleep(QUIET_WINDOW)
+        now = meter.read()
+        if now.server - last.server < QUIET_SHARE * QUIET_WINDOW:
+            break
+        last = now
+    return meter.read() - before
 
 
 def _of_seq(seq: int) -> Callable[[dict], bool]:

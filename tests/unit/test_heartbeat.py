@@ -65,3 +65,40 @@ def test_silent_clients_are_dropped_after_three_intervals_at_least():
     heartbeat.sweep(100.0)
     assert gone.transport.is_disconnected  # silent 100 s > max(60, 30)
     assert not quiet.transport.is_disconnected and quiet.transport.pings == 1  # 100 s < max(60, 150)
+
+
+def test_a_sweep_is_spread_over_its_interval():
+    """Clients that all went quiet at once are pinged a slice per tick, not in one loop turn, and each
+    exactly once per interval."""
+    clients = [Conn(last_seen=0.5) for _ in range(1000)]
+    hub = StubHub(None, *clients)
+    heartbeat = Heartbeat(lambda: [hub], keepalive=20.0, idle=600.0)
+    for second in range(1, 21):  # the first sweep (1 s to 20 s): nobody quiet for 20 s yet
+        heartbeat.sweep(float(second))
+    assert sum(c.transport.pings for c in clients) == 0
+    pinged_per_tick = []
+    for second in range(21, 41):  # the second sweep
+        before = sum(c.transport.pings for c in clients)
+        heartbeat.sweep(float(second))
+        pinged_per_tick.append(sum(c.transport.pings for c in clients) - before)
+    assert all(c.transport.pings == 1 for c in clients)
+    assert max(pinged_per_tick) == 50  # 1,000 over 20 ticks
+
+
+def test_connections_that_arrive_during_a_sweep_are_in_the_next_and_gone_hubs_are_forgotten():
+    early = Conn(last_seen=0.5)
+    hub = StubHub(None, early)
+    hubs = [hub]
+    heartbeat = Heartbeat(lambda: hubs, keepalive=20.0, idle=600.0)
+    heartbeat.sweep(1.0)
+    late = Conn(last_seen=0.5)
+    hub.connections.append(late)
+    for second in range(2, 21):
+        heartbeat.sweep(float(second))
+    assert late.transport.pings == 0  # not in the sweep that began before it
+    for second in range(21, 41):
+        heartbeat.sweep(float(second))
+    assert early.transport.pings == late.transport.pings == 1
+    hubs.clear()
+    heartbeat.sweep(41.0)
+    assert not heartbeat._sweeps  # nothing kept for a hub the node no longer holds
