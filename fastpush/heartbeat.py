@@ -37,11 +37,12 @@ def idle_timeout(keepalive: float, server_idle_timeout: float) -> float:
 
 @dataclass
 class _Sweep:
-    """One pass over a hub's connections, as they were when it began."""
+    """One pass over a hub's connections, as they were when it began (their ids: a connection that
+    closes meanwhile is not kept alive by the sweep, and is skipped)."""
 
     began: float
     interval: float
-    connections: tuple[Connection, ...]
+    connection_ids: tuple[str, ...]
     done: int = 0
 
 
@@ -69,19 +70,22 @@ class Heartbeat:
             current = self._sweeps.get(hub)
             # A little early rather than a whole tick late (timers wake a moment after they are due).
             if current is None or now - current.began >= interval - self._tick / 2:
-                current = _Sweep(now, interval, tuple(hub.connections))
+                current = _Sweep(now, interval, tuple(hub.connection_ids))
             sweeps[hub] = current  # a hub gone from the node is forgotten with its sweep
             # the share of the sweep due by the next tick
             share = min(1.0, (now - current.began + self._tick) / current.interval)
-            upto = math.ceil(share * len(current.connections))
+            upto = math.ceil(share * len(current.connection_ids))
             if upto > current.done:
-                _visit(current.connections[current.done:upto], now, interval, idle_timeout(interval, self._idle))
+                visiting = (hub.connection(cid) for cid in current.connection_ids[current.done:upto])
+                _visit(visiting, now, interval, idle_timeout(interval, self._idle))
                 current.done = upto
         self._sweeps = sweeps
 
 
-def _visit(connections: Iterable[Connection], now: float, keepalive: float, idle: float) -> None:
+def _visit(connections: Iterable[Connection | None], now: float, keepalive: float, idle: float) -> None:
     for conn in connections:
+        if conn is None:  # gone since the sweep began
+            continue
         transport = conn.transport
         if transport is None or transport.is_disconnected:
             continue

@@ -200,6 +200,10 @@ class Hub:
         return self.tables.connections.values()
 
     @property
+    def connection_ids(self) -> Collection[str]:
+        return self.tables.connections.keys()
+
+    @property
     def connection_count(self) -> int:
         return len(self.tables.connections)
 

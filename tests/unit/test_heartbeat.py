@@ -3,7 +3,12 @@ swept at its own webSocketKeepAliveIntervalInSeconds (else the server's --keepal
 clients are pinged, silent ones dropped after max(--idle-timeout, 3 intervals)."""
 from __future__ import annotations
 
+import itertools
+import weakref
+
 from fastpush.heartbeat import Heartbeat, idle_timeout
+
+_ids = itertools.count()
 
 
 class Transport:
@@ -20,7 +25,7 @@ class Transport:
 
 class Conn:
     def __init__(self, last_seen: float) -> None:
-        self.connection_id = "c"
+        self.connection_id = f"c{next(_ids)}"
         self.last_seen = last_seen
         self.transport = Transport()
 
@@ -28,7 +33,17 @@ class Conn:
 class StubHub:
     def __init__(self, keepalive: float | None, *conns: Conn) -> None:
         self.keepalive_seconds = keepalive
-        self.connections = list(conns)
+        self.tables = {c.connection_id: c for c in conns}
+
+    @property
+    def connection_ids(self) -> list[str]:
+        return list(self.tables)
+
+    def connection(self, connection_id: str) -> Conn | None:
+        return self.tables.get(connection_id)
+
+    def add(self, conn: Conn) -> None:
+        self.tables[conn.connection_id] = conn
 
 
 def test_each_hub_is_swept_at_its_own_interval():
@@ -92,7 +107,7 @@ def test_connections_that_arrive_during_a_sweep_are_in_the_next_and_gone_hubs_ar
     heartbeat = Heartbeat(lambda: hubs, keepalive=20.0, idle=600.0)
     heartbeat.sweep(1.0)
     late = Conn(last_seen=0.5)
-    hub.connections.append(late)
+    hub.add(late)
     for second in range(2, 21):
         heartbeat.sweep(float(second))
     assert late.transport.pings == 0  # not in the sweep that began before it
@@ -102,3 +117,18 @@ def test_connections_that_arrive_during_a_sweep_are_in_the_next_and_gone_hubs_ar
     hubs.clear()
     heartbeat.sweep(41.0)
     assert not heartbeat._sweeps  # nothing kept for a hub the node no longer holds
+
+
+def test_a_connection_that_closes_during_a_sweep_is_skipped_and_not_kept_alive():
+    clients = [Conn(last_seen=0.5) for _ in range(20)]
+    hub = StubHub(None, *clients)
+    heartbeat = Heartbeat(lambda: [hub], keepalive=20.0, idle=600.0)
+    heartbeat.sweep(21.0)  # a sweep begins: the first of 20 slices
+    closed = clients.pop()
+    del hub.tables[closed.connection_id]
+    gone = weakref.ref(closed)
+    del closed
+    assert gone() is None  # the sweep holds ids, not connections
+    for second in range(22, 41):
+        heartbeat.sweep(float(second))
+    assert all(c.transport.pings == 1 for c in clients)
