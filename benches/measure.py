@@ -80,6 +80,7 @@ class Settings:
     per_loadgen: int
     hub: str = "bench"
     scrape_interval: float | None = None  # GET /metrics this often while a fastpush server is measured
+    pong_pauses: bool = True  # the subscribers pong every KEEPALIVE_EVERY s in a long latency phase
 
 
 @dataclass(frozen=True)
@@ -252,7 +253,7 @@ async def _latency(gens: list[LoadGen], publisher: Publisher, meter: _Meter, set
     deadline = started + settings.duration
     paused, paused_wall = _Cpu(), 0.0  # keep-alive pauses, left out of the per-delivery figures
     while seq < total and time.monotonic() < deadline:
-        if time.monotonic() - last_keepalive >= KEEPALIVE_EVERY:
+        if settings.pong_pauses and time.monotonic() - last_keepalive >= KEEPALIVE_EVERY:
             pause_began = time.monotonic()
             paused += await _keepalive(gens, meter)
             last_keepalive = time.monotonic()

@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--storm-concurrency", type=_positive, default=500,
                         help="reconnect handshakes in flight per load-generator process during the storm (default 500)")
     parser.add_argument("--no-storm", action="store_true", help="leave the reconnect storm out")
+    parser.add_argument("--server-pings", action="store_true",
+                        help="no pong pauses in the latency phase: the server's keep-alive pings the subscribers "
+                             "while broadcasts are timed, as it pings clients that never speak")
     parser.add_argument("--connect-handler-ms", type=float, metavar="MS",
                         help="give the hub a connect event handler (a local upstream) answering after MS ms")
     parser.add_argument("--json-out", type=Path, help="write machine, versions, parameters and results here")
@@ -218,7 +221,8 @@ async def _main(args: argparse.Namespace) -> int:
     chosen["no_storm"] = args.no_storm
     settings = Settings(payload_bytes=args.payload_bytes, rate=args.rate, messages=chosen["messages"],
                         duration=chosen["duration"], burst_deliveries=chosen["burst_deliveries"], runs=chosen["runs"],
-                        json_fraction=0.5, per_loadgen=args.per_loadgen)
+                        json_fraction=0.5, per_loadgen=args.per_loadgen, pong_pauses=not args.server_pings)
+    chosen["server_pings"] = args.server_pings
     _check(chosen, settings)
     started = time.monotonic()
     load_before = os.getloadavg()
