@@ -103,6 +103,8 @@ class Fleet:
                 await loop.create_connection(lambda: sub, self.host, self.port, local_addr=self.local_addr)
                 await waiter
         except (OSError, TimeoutError, ConnectionError) as exc:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                return None  # ready just before the time ran out, but this task resumed after: it counts
             self.connecting.pop(sub, None)
             if sub.transport is not None:
                 sub.transport.abort()
