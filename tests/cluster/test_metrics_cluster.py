@@ -4,9 +4,11 @@ Redis going away and coming back; with --workers N each worker is a scrape targe
 from __future__ import annotations
 
 import asyncio
+import random
 import signal
 import socket
 import threading
+from pathlib import Path
 
 import pytest
 import websockets
@@ -47,19 +49,18 @@ async def test_broker_metrics_follow_redis(private_redis):
 
 
 def _free_port_pair() -> int:
-    """A port P with P and P+1 free now (bounded search)."""
+    """A port P with P and P+1 free now (bounded search), below the kernel's ephemeral range: the workers
+    bind them a moment later, and an outgoing connection (to Redis, say) never takes a port from there."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     for _ in range(50):
-        with socket.socket() as first:
-            first.bind(("127.0.0.1", 0))
-            port = first.getsockname()[1]
-            if port >= 65535:
-                continue
-            with socket.socket() as second:
-                try:
-                    second.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-                return port
+        port = random.randrange(max(1024, low - 12000), max(1026, low - 1))
+        try:
+            with socket.socket() as first, socket.socket() as second:
+                first.bind(("127.0.0.1", port))
+                second.bind(("127.0.0.1", port + 1))
+        except OSError:
+            continue
+        return port
     raise RuntimeError("no two consecutive free ports")
 
 
